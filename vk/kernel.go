@@ -1,0 +1,317 @@
+package vk
+
+/*
+#include <stdlib.h>
+*/
+import "C"
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"unsafe"
+
+	vkapi "github.com/vulkan-go/vulkan"
+)
+
+// Access says how a kernel uses one of its storage-buffer bindings; batches
+// derive their barriers from it.
+type Access uint8
+
+// Binding access modes.
+const (
+	Read Access = 1 << iota
+	Write
+	ReadWrite = Read | Write
+)
+
+// KernelSpec describes a compute kernel. The shader's bindings are 0..n-1 of
+// descriptor set 0, all storage buffers; its specialization constants are
+// ids 0..len(Spec)-1 (by convention 0, 1, 2 are the workgroup size).
+type KernelSpec struct {
+	Name     string   // for errors and profiles, e.g. "fill"
+	SPIRV    []byte   // the module; its entry point is "main"
+	Bindings []Access // one per binding, in binding order
+	PushSize int      // bytes of push constants, a multiple of 4
+	Spec     []uint32 // specialization constants
+}
+
+func (s KernelSpec) key() string {
+	var b strings.Builder
+	b.WriteString(s.Name)
+	for _, v := range s.Spec {
+		fmt.Fprintf(&b, ",%d", v)
+	}
+	return b.String()
+}
+
+// Kernel is a compute pipeline ready to dispatch.
+type Kernel struct {
+	spec      KernelSpec
+	module    vkapi.ShaderModule
+	setLayout vkapi.DescriptorSetLayout
+	layout    vkapi.PipelineLayout
+	pipeline  vkapi.Pipeline
+}
+
+// Name returns the kernel's name.
+func (k *Kernel) Name() string { return k.spec.Name }
+
+// Kernel returns the pipeline for spec, building it on first use; later calls
+// with the same name and specialization constants return the same Kernel.
+func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.usable(); err != nil {
+		return nil, err
+	}
+	key := spec.key()
+	if k, ok := d.kernels[key]; ok {
+		return k, nil
+	}
+	if err := spec.validate(d.info); err != nil {
+		return nil, err
+	}
+	k, err := d.buildKernel(spec)
+	if err != nil {
+		return nil, fmt.Errorf("vk: building kernel %s: %w", key, err)
+	}
+	d.kernels[key] = k
+	return k, nil
+}
+
+func (s KernelSpec) validate(info DeviceInfo) error {
+	switch {
+	case s.Name == "":
+		return fmt.Errorf("vk: kernel without a name")
+	case len(s.SPIRV) < 20 || len(s.SPIRV)%4 != 0 || binary.LittleEndian.Uint32(s.SPIRV) != 0x07230203:
+		return fmt.Errorf("vk: kernel %s: not a SPIR-V module (%d bytes)", s.Name, len(s.SPIRV))
+	case s.PushSize%4 != 0 || s.PushSize < 0:
+		return fmt.Errorf("vk: kernel %s: push constant size %d is not a multiple of 4", s.Name, s.PushSize)
+	case len(s.Bindings) > maxBindings:
+		return fmt.Errorf("vk: kernel %s: %d bindings, at most %d are supported", s.Name, len(s.Bindings), maxBindings)
+	case uint32(s.PushSize) > info.MaxPushConstants:
+		return fmt.Errorf("vk: kernel %s: %d bytes of push constants, device allows %d", s.Name, s.PushSize, info.MaxPushConstants)
+	}
+	for i, a := range s.Bindings {
+		if a == 0 || a&^ReadWrite != 0 {
+			return fmt.Errorf("vk: kernel %s: binding %d has no valid access mode", s.Name, i)
+		}
+	}
+	return nil
+}
+
+func (d *Device) buildKernel(spec KernelSpec) (*Kernel, error) {
+	if d.cache == nil {
+		d.cache = openPipelineCache(d)
+	}
+	k := &Kernel{spec: spec}
+	code := unsafe.Slice((*uint32)(unsafe.Pointer(&spec.SPIRV[0])), len(spec.SPIRV)/4)
+	codeCopy := append([]uint32(nil), code...)
+	var module vkapi.ShaderModule
+	r := vkapi.CreateShaderModule(d.handle, &vkapi.ShaderModuleCreateInfo{
+		SType:    vkapi.StructureTypeShaderModuleCreateInfo,
+		CodeSize: uint(len(spec.SPIRV)),
+		PCode:    codeCopy,
+	}, nil, &module)
+	k.module = module
+	if err := check(r, "creating shader module"); err != nil {
+		return nil, err
+	}
+	bindings := make([]vkapi.DescriptorSetLayoutBinding, len(spec.Bindings))
+	for i := range bindings {
+		bindings[i] = vkapi.DescriptorSetLayoutBinding{
+			Binding:         uint32(i),
+			DescriptorType:  vkapi.DescriptorTypeStorageBuffer,
+			DescriptorCount: 1,
+			StageFlags:      vkapi.ShaderStageFlags(vkapi.ShaderStageComputeBit),
+		}
+	}
+	var setLayout vkapi.DescriptorSetLayout
+	r = vkapi.CreateDescriptorSetLayout(d.handle, &vkapi.DescriptorSetLayoutCreateInfo{
+		SType:        vkapi.StructureTypeDescriptorSetLayoutCreateInfo,
+		BindingCount: uint32(len(bindings)),
+		PBindings:    bindings,
+	}, nil, &setLayout)
+	k.setLayout = setLayout
+	if err := check(r, "creating descriptor set layout"); err != nil {
+		k.destroy(d)
+		return nil, err
+	}
+	plci := vkapi.PipelineLayoutCreateInfo{
+		SType:          vkapi.StructureTypePipelineLayoutCreateInfo,
+		SetLayoutCount: 1,
+		PSetLayouts:    []vkapi.DescriptorSetLayout{k.setLayout},
+	}
+	if spec.PushSize > 0 {
+		plci.PushConstantRangeCount = 1
+		plci.PPushConstantRanges = []vkapi.PushConstantRange{{
+			StageFlags: vkapi.ShaderStageFlags(vkapi.ShaderStageComputeBit),
+			Size:       uint32(spec.PushSize),
+		}}
+	}
+	var layout vkapi.PipelineLayout
+	r = vkapi.CreatePipelineLayout(d.handle, &plci, nil, &layout)
+	k.layout = layout
+	if err := check(r, "creating pipeline layout"); err != nil {
+		k.destroy(d)
+		return nil, err
+	}
+	stage := vkapi.PipelineShaderStageCreateInfo{
+		SType:  vkapi.StructureTypePipelineShaderStageCreateInfo,
+		Stage:  vkapi.ShaderStageComputeBit,
+		Module: k.module,
+		PName:  "main\x00",
+	}
+	if n := len(spec.Spec); n > 0 {
+		// The constants' bytes must live in C memory while the driver reads them.
+		data := C.malloc(C.size_t(4 * n))
+		defer C.free(data)
+		entries := make([]vkapi.SpecializationMapEntry, n)
+		vals := unsafe.Slice((*uint32)(data), n)
+		for i, v := range spec.Spec {
+			vals[i] = v
+			entries[i] = vkapi.SpecializationMapEntry{ConstantID: uint32(i), Offset: uint32(4 * i), Size: 4}
+		}
+		stage.PSpecializationInfo = []vkapi.SpecializationInfo{{
+			MapEntryCount: uint32(n),
+			PMapEntries:   entries,
+			DataSize:      uint(4 * n),
+			PData:         data,
+		}}
+	}
+	pipes := make([]vkapi.Pipeline, 1)
+	r = vkapi.CreateComputePipelines(d.handle, d.cache.handle, 1, []vkapi.ComputePipelineCreateInfo{{
+		SType:  vkapi.StructureTypeComputePipelineCreateInfo,
+		Stage:  stage,
+		Layout: k.layout,
+	}}, nil, pipes)
+	if err := check(r, "creating compute pipeline"); err != nil {
+		k.destroy(d)
+		return nil, err
+	}
+	k.pipeline = pipes[0]
+	return k, nil
+}
+
+func (k *Kernel) destroy(d *Device) {
+	if k.pipeline != vkapi.NullPipeline {
+		vkapi.DestroyPipeline(d.handle, k.pipeline, nil)
+	}
+	if k.layout != vkapi.NullPipelineLayout {
+		vkapi.DestroyPipelineLayout(d.handle, k.layout, nil)
+	}
+	if k.setLayout != vkapi.NullDescriptorSetLayout {
+		vkapi.DestroyDescriptorSetLayout(d.handle, k.setLayout, nil)
+	}
+	if k.module != vkapi.NullShaderModule {
+		vkapi.DestroyShaderModule(d.handle, k.module, nil)
+	}
+}
+
+// pipelineCache is the VkPipelineCache persisted between runs, so that the
+// driver compiles each kernel once per machine rather than once per process.
+type pipelineCache struct {
+	handle vkapi.PipelineCache
+	path   string // "" when not persisted
+}
+
+// cacheHeaderSize is the size of VkPipelineCacheHeaderVersionOne.
+const cacheHeaderSize = 32
+
+func cacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "u2net")
+}
+
+// openPipelineCache loads the cache file if it belongs to this device and
+// driver; a missing, corrupt or foreign file is ignored.
+func openPipelineCache(d *Device) *pipelineCache {
+	pc := &pipelineCache{}
+	dir := os.Getenv("U2NET_CACHE_DIR")
+	if dir == "" {
+		dir = cacheDir()
+	}
+	if dir != "" && dir != "-" {
+		pc.path = filepath.Join(dir, fmt.Sprintf("pipelines-%04x-%04x.bin", d.info.VendorID, d.info.DeviceID))
+	}
+	var initial []byte
+	if pc.path != "" {
+		if data, err := os.ReadFile(pc.path); err == nil && cacheMatches(data, d.info) {
+			initial = data
+		}
+	}
+	ci := vkapi.PipelineCacheCreateInfo{SType: vkapi.StructureTypePipelineCacheCreateInfo}
+	if len(initial) > 0 {
+		p := C.CBytes(initial)
+		defer C.free(p)
+		ci.InitialDataSize = uint(len(initial))
+		ci.PInitialData = p
+	}
+	var handle vkapi.PipelineCache
+	if vkapi.CreatePipelineCache(d.handle, &ci, nil, &handle) != vkapi.Success {
+		// A driver that rejects the data gets an empty cache instead.
+		ci.InitialDataSize, ci.PInitialData = 0, nil
+		if vkapi.CreatePipelineCache(d.handle, &ci, nil, &handle) != vkapi.Success {
+			handle = vkapi.NullPipelineCache
+		}
+	}
+	pc.handle = handle
+	return pc
+}
+
+// cacheMatches checks the cache header: its size and version, and that the
+// vendor, device and cache UUID are this device's.
+func cacheMatches(data []byte, info DeviceInfo) bool {
+	if len(data) < cacheHeaderSize {
+		return false
+	}
+	le := binary.LittleEndian
+	return le.Uint32(data[0:]) == cacheHeaderSize &&
+		le.Uint32(data[4:]) == 1 && // VK_PIPELINE_CACHE_HEADER_VERSION_ONE
+		le.Uint32(data[8:]) == info.VendorID &&
+		le.Uint32(data[12:]) == info.DeviceID &&
+		bytes.Equal(data[16:32], info.cacheUUID[:])
+}
+
+// save writes the cache atomically: a crash never leaves a torn file.
+// Failing to persist it costs only compile time next run, so it is silent.
+func (pc *pipelineCache) save(d *Device) {
+	if pc.path == "" || pc.handle == vkapi.NullPipelineCache {
+		return
+	}
+	var n uint
+	if vkapi.GetPipelineCacheData(d.handle, pc.handle, &n, nil) != vkapi.Success || n == 0 {
+		return
+	}
+	buf := C.malloc(C.size_t(n))
+	defer C.free(buf)
+	if vkapi.GetPipelineCacheData(d.handle, pc.handle, &n, buf) != vkapi.Success {
+		return
+	}
+	data := C.GoBytes(buf, C.int(n))
+	if err := os.MkdirAll(filepath.Dir(pc.path), 0o755); err != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(pc.path), ".pipelines-*")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if werr != nil || cerr != nil || os.Rename(tmp.Name(), pc.path) != nil {
+		os.Remove(tmp.Name())
+	}
+}
+
+func (pc *pipelineCache) destroy(d *Device) {
+	if pc.handle != vkapi.NullPipelineCache {
+		vkapi.DestroyPipelineCache(d.handle, pc.handle, nil)
+	}
+}

@@ -1,0 +1,654 @@
+package vk
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/shaders"
+)
+
+// openTestDevice opens the default device. Without one the test fails when
+// U2NET_REQUIRE_GPU is set (as in CI) and is skipped otherwise.
+func openTestDevice(t *testing.T) *Device {
+	t.Helper()
+	t.Setenv("U2NET_CACHE_DIR", t.TempDir())
+	d, err := Open(Options{Selector: os.Getenv("U2NET_DEVICE")})
+	if err != nil {
+		if RequireGPU() {
+			t.Fatalf("no Vulkan device (U2NET_REQUIRE_GPU is set): %v", err)
+		}
+		t.Skipf("no Vulkan device: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("closing device: %v", err)
+		}
+	})
+	return d
+}
+
+func testKernel(t *testing.T, d *Device, name string, bindings []Access, push int, spec ...uint32) *Kernel {
+	t.Helper()
+	code, err := shaders.SPIRV(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := d.Kernel(KernelSpec{Name: name, SPIRV: code, Bindings: bindings, PushSize: push, Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func alloc(t *testing.T, d *Device, n uint64) *Buffer {
+	t.Helper()
+	b, err := d.Alloc(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Release)
+	return b
+}
+
+func randFloats(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+func nans(n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(math.NaN())
+	}
+	return v
+}
+
+func TestRoundTripSizes(t *testing.T) {
+	d := openTestDevice(t)
+	r := rand.New(rand.NewPCG(1, 2))
+	align := int(d.deviceMem.align)
+	sizes := []int{1, 3, 4, 5, align - 1, align, align + 1, 4*align - 4, 4 * align, 4*align + 4, 65535, 65536, 65537, 1<<20 + 12}
+	for _, n := range sizes {
+		src := make([]byte, n)
+		for i := range src {
+			src[i] = byte(r.Uint32())
+		}
+		buf := alloc(t, d, uint64(n))
+		if err := d.Upload(buf, src); err != nil {
+			t.Fatalf("size %d: %v", n, err)
+		}
+		got := make([]byte, n)
+		for i := range got {
+			got[i] = 0xEE
+		}
+		if err := d.Download(got, buf); err != nil {
+			t.Fatalf("size %d: %v", n, err)
+		}
+		for i := range src {
+			if got[i] != src[i] {
+				t.Fatalf("size %d: byte %d is %#x, want %#x", n, i, got[i], src[i])
+			}
+		}
+	}
+}
+
+// A transfer larger than one staging block is split; both halves must land.
+func TestRoundTripLargerThanStaging(t *testing.T) {
+	d := openTestDevice(t)
+	n := stagingBlockSize/4 + 1031
+	src := randFloats(rand.New(rand.NewPCG(3, 4)), n)
+	buf := alloc(t, d, uint64(4*n))
+	if err := d.Upload(buf, src); err != nil {
+		t.Fatal(err)
+	}
+	got := nans(n)
+	if err := d.Download(got, buf); err != nil {
+		t.Fatal(err)
+	}
+	for i := range src {
+		if math.Float32bits(got[i]) != math.Float32bits(src[i]) {
+			t.Fatalf("element %d: got %v, want %v", i, got[i], src[i])
+		}
+	}
+}
+
+type pushNV struct {
+	N     uint32
+	Value float32
+}
+
+func TestFillAndAxpy(t *testing.T) {
+	d := openTestDevice(t)
+	const wg = 64
+	fill := testKernel(t, d, "fill", []Access{Write}, 8, wg)
+	axpy := testKernel(t, d, "axpy", []Access{Read, ReadWrite}, 8, wg)
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{1, 7, 63, 64, 65, 1000, 4099} {
+		x := randFloats(r, n)
+		bx, by := alloc(t, d, uint64(4*n)), alloc(t, d, uint64(4*n))
+		b := d.NewBatch()
+		b.Upload(by, nans(n)) // poison: an unwritten element stays NaN
+		b.Upload(bx, x)
+		b.Dispatch(fill, Grid1D(n, wg), pushNV{uint32(n), 1.5}, by)
+		b.Dispatch(axpy, Grid1D(n, wg), pushNV{uint32(n), -2}, bx, by)
+		got := nans(n)
+		b.Download(got, by)
+		if err := b.Run(); err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		b.Release()
+		for i := range got {
+			want := float32(math.FMA(-2, float64(x[i]), 1.5))
+			if got[i] != want {
+				t.Fatalf("n=%d: y[%d] = %v, want %v", n, i, got[i], want)
+			}
+		}
+	}
+}
+
+type pushSum struct {
+	N   uint32
+	Seg uint32
+}
+
+// sumOnDevice runs the two-pass deterministic sum.
+func sumOnDevice(t *testing.T, d *Device, x []float32) float32 {
+	t.Helper()
+	const wg, seg = 128, 1024
+	k := testKernel(t, d, "reduce_sum", []Access{Read, Write}, 8, wg)
+	n := len(x)
+	groups := (n + seg - 1) / seg
+	bx, bp, bt := alloc(t, d, uint64(4*n)), alloc(t, d, uint64(4*groups)), alloc(t, d, 4)
+	b := d.NewBatch()
+	defer b.Release()
+	b.Upload(bx, x)
+	b.Upload(bp, nans(groups))
+	b.Dispatch(k, Grid1D(groups, 1), pushSum{uint32(n), seg}, bx, bp)
+	b.Dispatch(k, [3]uint32{1, 1, 1}, pushSum{uint32(groups), uint32(groups)}, bp, bt)
+	got := nans(1)
+	b.Download(got, bt)
+	if err := b.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return got[0]
+}
+
+func TestReduceSumDeterministic(t *testing.T) {
+	d := openTestDevice(t)
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{1, 2, 127, 1024, 1025, 100003} {
+		x := randFloats(r, n)
+		var want, abs float64
+		for _, v := range x {
+			want += float64(v)
+			abs += math.Abs(float64(v))
+		}
+		got := sumOnDevice(t, d, x)
+		// fp32 summation error bound: a few ulps of the absolute sum per level.
+		if tol := 1e-6 * abs; math.Abs(float64(got)-want) > tol {
+			t.Errorf("n=%d: sum %v, want %v (tolerance %g)", n, got, want, tol)
+		}
+		for rep := 0; rep < 3; rep++ {
+			if again := sumOnDevice(t, d, x); math.Float32bits(again) != math.Float32bits(got) {
+				t.Fatalf("n=%d: run %d gave %v, first run %v: not deterministic", n, rep, again, got)
+			}
+		}
+	}
+}
+
+// A thousand dependent dispatches in one batch give the same bits as the
+// same dispatches submitted one batch each.
+func TestLongDependentBatch(t *testing.T) {
+	d := openTestDevice(t)
+	const wg, n, steps = 64, 257, 1000
+	axpy := testKernel(t, d, "axpy", []Access{Read, ReadWrite}, 8, wg)
+	r := rand.New(rand.NewPCG(9, 10))
+	x, y0 := randFloats(r, n), randFloats(r, n)
+	a := func(i int) float32 { return float32(i%7-3) * 0.125 }
+	bx, by := alloc(t, d, 4*n), alloc(t, d, 4*n)
+	if err := d.Upload(bx, x); err != nil {
+		t.Fatal(err)
+	}
+
+	// All in one batch: y += a_i x, and x += a_i y every tenth step, so both
+	// read-after-write and write-after-read hazards occur.
+	step := func(b *Batch, i int) {
+		if i%10 == 9 {
+			b.Dispatch(axpy, Grid1D(n, wg), pushNV{n, a(i)}, by, bx)
+		} else {
+			b.Dispatch(axpy, Grid1D(n, wg), pushNV{n, a(i)}, bx, by)
+		}
+	}
+	b := d.NewBatch()
+	b.Upload(by, y0)
+	for i := 0; i < steps; i++ {
+		step(b, i)
+	}
+	together := nans(n)
+	b.Download(together, by)
+	if err := b.Run(); err != nil {
+		t.Fatal(err)
+	}
+	b.Release()
+
+	if err := d.Upload(bx, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Upload(by, y0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < steps; i++ {
+		b := d.NewBatch()
+		step(b, i)
+		if err := b.Run(); err != nil {
+			t.Fatal(err)
+		}
+		b.Release()
+	}
+	alone := nans(n)
+	if err := d.Download(alone, by); err != nil {
+		t.Fatal(err)
+	}
+	for i := range alone {
+		if math.Float32bits(alone[i]) != math.Float32bits(together[i]) {
+			t.Fatalf("y[%d]: one batch %v, separate batches %v", i, together[i], alone[i])
+		}
+	}
+}
+
+// Batches record a barrier for each hazard and none between independent
+// commands; with validation on, any missing barrier is reported by Run.
+func TestBarriersOnlyWhereNeeded(t *testing.T) {
+	d := openTestDevice(t)
+	const wg, n = 64, 100
+	fill := testKernel(t, d, "fill", []Access{Write}, 8, wg)
+	axpy := testKernel(t, d, "axpy", []Access{Read, ReadWrite}, 8, wg)
+	p, q, s := alloc(t, d, 4*n), alloc(t, d, 4*n), alloc(t, d, 4*n)
+	g := Grid1D(n, wg)
+	cases := []struct {
+		name     string
+		record   func(b *Batch)
+		barriers int
+	}{
+		{"independent writes", func(b *Batch) {
+			b.Dispatch(fill, g, pushNV{n, 1}, p)
+			b.Dispatch(fill, g, pushNV{n, 2}, q)
+			b.Dispatch(fill, g, pushNV{n, 3}, s)
+		}, 0},
+		{"read after write", func(b *Batch) {
+			b.Dispatch(fill, g, pushNV{n, 1}, p)
+			b.Dispatch(axpy, g, pushNV{n, 1}, p, q)
+		}, 1},
+		{"write after read", func(b *Batch) {
+			b.Dispatch(axpy, g, pushNV{n, 1}, p, q)
+			b.Dispatch(fill, g, pushNV{n, 5}, p)
+		}, 1},
+		{"write after write", func(b *Batch) {
+			b.Dispatch(fill, g, pushNV{n, 1}, p)
+			b.Dispatch(fill, g, pushNV{n, 2}, p)
+		}, 1},
+		{"two readers", func(b *Batch) {
+			b.Dispatch(axpy, g, pushNV{n, 1}, p, q)
+			b.Dispatch(axpy, g, pushNV{n, 1}, p, s)
+		}, 0},
+		{"copy chain", func(b *Batch) {
+			b.Dispatch(fill, g, pushNV{n, 4}, p)
+			b.Copy(q, p)
+			b.Dispatch(axpy, g, pushNV{n, 1}, q, s)
+			b.Fill(q, 0)
+		}, 3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := d.NewBatch()
+			defer b.Release()
+			c.record(b)
+			if b.barriers != c.barriers {
+				t.Errorf("%d barriers recorded, want %d", b.barriers, c.barriers)
+			}
+			if err := b.Run(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestCopyChainValues(t *testing.T) {
+	d := openTestDevice(t)
+	const wg, n = 32, 77
+	fill := testKernel(t, d, "fill", []Access{Write}, 8, wg)
+	axpy := testKernel(t, d, "axpy", []Access{Read, ReadWrite}, 8, wg)
+	p, q, s := alloc(t, d, 4*n), alloc(t, d, 4*n), alloc(t, d, 4*n)
+	b := d.NewBatch()
+	defer b.Release()
+	b.Dispatch(fill, Grid1D(n, wg), pushNV{n, 4}, p)
+	b.Copy(q, p)
+	b.Fill(s, math.Float32bits(1))
+	b.Dispatch(axpy, Grid1D(n, wg), pushNV{n, 0.5}, q, s) // s = 0.5*4 + 1
+	b.Fill(q, 0)                                          // write after read of q
+	b.Dispatch(axpy, Grid1D(n, wg), pushNV{n, 1}, q, s)   // s += 0
+	got := nans(n)
+	b.Download(got, s)
+	if err := b.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if v != 3 {
+			t.Fatalf("s[%d] = %v, want 3", i, v)
+		}
+	}
+	// A recorded batch runs again with the same result.
+	got[0] = -1
+	if err := b.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 3 {
+		t.Fatalf("second run: s[0] = %v, want 3", got[0])
+	}
+}
+
+func TestOversizeAllocation(t *testing.T) {
+	d := openTestDevice(t)
+	limit := uint64(d.Info().MaxStorageBufferRange)
+	_, err := d.Alloc(limit + 1)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Alloc(%d) = %v, want ErrTooLarge", limit+1, err)
+	}
+	for _, want := range []string{strconv.FormatUint(limit+1, 10), strconv.FormatUint(limit, 10)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if _, err := d.Alloc(0); err == nil {
+		t.Error("Alloc(0) succeeded")
+	}
+}
+
+func TestAllocatorReuse(t *testing.T) {
+	d := openTestDevice(t)
+	before, _ := d.MemoryInUse()
+	var bufs []*Buffer
+	for i := 1; i <= 50; i++ {
+		bufs = append(bufs, alloc(t, d, uint64(i*1000)))
+	}
+	for i := 0; i < len(bufs); i += 2 {
+		bufs[i].Release()
+	}
+	for i := 1; i < len(bufs); i += 2 {
+		bufs[i].Release()
+	}
+	after, peak := d.MemoryInUse()
+	if after != before {
+		t.Errorf("after releasing everything %d bytes in use, want %d", after, before)
+	}
+	if peak < 50*51/2*1000 {
+		t.Errorf("peak %d below what was allocated", peak)
+	}
+	for _, blk := range d.deviceMem.blocks {
+		if len(blk.free) != 1 || blk.free[0].size != blk.size {
+			t.Errorf("block %d not coalesced: free list %v", blk.id, blk.free)
+		}
+	}
+	// Buffers never overlap.
+	a, b := alloc(t, d, 100), alloc(t, d, 100)
+	if a.block == b.block && a.offset < b.offset+b.span && b.offset < a.offset+a.span {
+		t.Errorf("buffers overlap: [%d,+%d) and [%d,+%d)", a.offset, a.span, b.offset, b.span)
+	}
+	if a.offset%d.Info().StorageAlignment != 0 || b.offset%d.Info().StorageAlignment != 0 {
+		t.Errorf("offsets %d, %d not aligned to %d", a.offset, b.offset, d.Info().StorageAlignment)
+	}
+}
+
+func TestRecordingErrors(t *testing.T) {
+	d := openTestDevice(t)
+	fill := testKernel(t, d, "fill", []Access{Write}, 8, 64)
+	buf := alloc(t, d, 64)
+	released, _ := d.Alloc(64)
+	released.Release()
+	cases := []struct {
+		name   string
+		record func(b *Batch)
+		want   string
+	}{
+		{"buffer count", func(b *Batch) { b.Dispatch(fill, [3]uint32{1, 1, 1}, pushNV{1, 0}) }, "takes 1 buffers, got 0"},
+		{"push size", func(b *Batch) { b.Dispatch(fill, [3]uint32{1, 1, 1}, uint32(1), buf) }, "8 bytes of push constants, got 4"},
+		{"zero groups", func(b *Batch) { b.Dispatch(fill, [3]uint32{0, 1, 1}, pushNV{1, 0}, buf) }, "workgroup count"},
+		{"too many groups", func(b *Batch) { b.Dispatch(fill, [3]uint32{1 << 31, 1, 1}, pushNV{1, 0}, buf) }, "workgroup count"},
+		{"released", func(b *Batch) { b.Dispatch(fill, [3]uint32{1, 1, 1}, pushNV{1, 0}, released) }, "released"},
+		{"upload too big", func(b *Batch) { b.Upload(buf, make([]float32, 17)) }, "68 bytes into a 64-byte"},
+		{"host type", func(b *Batch) { b.Upload(buf, []float64{1}) }, "unsupported host type"},
+		{"fill size", func(b *Batch) {
+			odd := alloc(t, d, 6)
+			b.Fill(odd, 0)
+		}, "multiple of 4"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := d.NewBatch()
+			defer b.Release()
+			c.record(b)
+			err := b.Run()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Run() = %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+	if _, err := d.Kernel(KernelSpec{Name: "bad", SPIRV: []byte("not spir-v at all....")}); err == nil {
+		t.Error("a kernel from garbage bytes was built")
+	}
+}
+
+func TestTimedBatch(t *testing.T) {
+	d := openTestDevice(t)
+	if !d.Info().Timestamps {
+		t.Skip("device has no compute timestamps")
+	}
+	fill := testKernel(t, d, "fill", []Access{Write}, 8, 64)
+	buf := alloc(t, d, 4*5000)
+	b := d.NewTimedBatch()
+	defer b.Release()
+	for i := 0; i < 5; i++ {
+		b.Dispatch(fill, Grid1D(5000, 64), pushNV{5000, float32(i)}, buf)
+	}
+	if err := b.Run(); err != nil {
+		t.Fatal(err)
+	}
+	ts := b.Timings()
+	if len(ts) != 5 {
+		t.Fatalf("%d timings, want 5", len(ts))
+	}
+	for _, tm := range ts {
+		if tm.Kernel != "fill" || tm.Duration < 0 {
+			t.Errorf("timing %+v", tm)
+		}
+	}
+}
+
+func TestPipelineCacheIgnoresGarbage(t *testing.T) {
+	dir := t.TempDir()
+	devs, err := Devices()
+	if err != nil || len(devs) == 0 {
+		openTestDevice(t) // fails or skips with the reason
+		return
+	}
+	c, err := Choose(os.Getenv("U2NET_DEVICE"))
+	if err != nil || c.CPU {
+		t.Skip("no Vulkan device chosen")
+	}
+	info := c.Device
+	path := filepath.Join(dir, fmt.Sprintf("pipelines-%04x-%04x.bin", info.VendorID, info.DeviceID))
+	garbage := [][]byte{
+		[]byte("short"),
+		append([]byte{32, 0, 0, 0, 1, 0, 0, 0}, make([]byte, 200)...), // foreign vendor and UUID
+	}
+	for _, g := range garbage {
+		if err := os.WriteFile(path, g, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("U2NET_CACHE_DIR", dir)
+		d, err := Open(Options{Selector: os.Getenv("U2NET_DEVICE")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, _ := shaders.SPIRV("fill")
+		if _, err := d.Kernel(KernelSpec{Name: "fill", SPIRV: code, Bindings: []Access{Write}, PushSize: 8, Spec: []uint32{64}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cacheMatches(data, info) {
+			t.Errorf("cache file after Close does not belong to the device (%d bytes)", len(data))
+		}
+	}
+}
+
+func TestChooseFrom(t *testing.T) {
+	devs := []DeviceInfo{
+		{Index: 0, Name: "llvmpipe (LLVM 15.0.6, 256 bits)", Type: TypeCPU},
+		{Index: 1, Name: "NVIDIA H200", Type: TypeDiscrete},
+		{Index: 2, Name: "Intel(R) UHD Graphics", Type: TypeIntegrated},
+	}
+	cases := []struct {
+		sel     string
+		want    int
+		wantErr string
+	}{
+		{"", 1, ""},
+		{"0", 0, ""},
+		{"2", 2, ""},
+		{"llvmpipe", 0, ""},
+		{"h200", 1, ""},
+		{"UHD", 2, ""},
+		{"7", -1, "device 7 does not exist"},
+		{"radeon", -1, `no device name contains "radeon"`},
+	}
+	for _, c := range cases {
+		got, err := chooseFrom(devs, c.sel)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("chooseFrom(%q) = %v, %v; want error %q", c.sel, got, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || got.Device.Index != c.want {
+			t.Errorf("chooseFrom(%q) = %v, %v; want device %d", c.sel, got.Device.Index, err, c.want)
+		}
+	}
+	if _, err := chooseFrom(nil, ""); !errors.Is(err, ErrNoDevice) {
+		t.Errorf("chooseFrom(nil) = %v, want ErrNoDevice", err)
+	}
+	// Without a discrete GPU, integrated beats the CPU implementation.
+	if c, _ := chooseFrom([]DeviceInfo{devs[0], devs[2]}, ""); c.Device.Index != 2 {
+		t.Errorf("default among CPU and integrated chose %d", c.Device.Index)
+	}
+}
+
+func TestChooseCPUAndReal(t *testing.T) {
+	c, err := Choose("cpu")
+	if err != nil || !c.CPU {
+		t.Fatalf(`Choose("cpu") = %v, %v`, c, err)
+	}
+	if c, err := Choose("CPU"); err != nil || !c.CPU {
+		t.Fatalf(`Choose("CPU") = %v, %v`, c, err)
+	}
+	devs, err := Devices()
+	if err != nil || len(devs) == 0 {
+		if RequireGPU() {
+			t.Fatalf("no Vulkan device: %v", err)
+		}
+		t.Skip("no Vulkan device")
+	}
+	for _, dv := range devs {
+		c, err := Choose(strconv.Itoa(dv.Index))
+		if err != nil || c.Device.Name != dv.Name {
+			t.Errorf("Choose(%d) = %v, %v", dv.Index, c, err)
+		}
+		word := strings.Fields(dv.Name)[0]
+		if c, err := Choose(strings.ToUpper(word)); err != nil || !strings.Contains(strings.ToLower(c.Device.Name), strings.ToLower(word)) {
+			t.Errorf("Choose(%q) = %v, %v", word, c, err)
+		}
+	}
+}
+
+func TestGrid1D(t *testing.T) {
+	for _, c := range []struct {
+		n, local int
+		want     [3]uint32
+	}{
+		{0, 64, [3]uint32{1, 1, 1}},
+		{1, 64, [3]uint32{1, 1, 1}},
+		{65, 64, [3]uint32{2, 1, 1}},
+		{65535 * 64, 64, [3]uint32{65535, 1, 1}},
+		{65535*64 + 1, 64, [3]uint32{65535, 2, 1}},
+	} {
+		got := Grid1D(c.n, c.local)
+		if got != c.want {
+			t.Errorf("Grid1D(%d, %d) = %v, want %v", c.n, c.local, got, c.want)
+		}
+		if covered := int(got[0]) * int(got[1]) * c.local; covered < c.n {
+			t.Errorf("Grid1D(%d, %d) covers only %d", c.n, c.local, covered)
+		}
+	}
+}
+
+// A grid wider than 65535 workgroups on x is flattened and still covers
+// every element.
+func TestFlattenedGrid(t *testing.T) {
+	d := openTestDevice(t)
+	const wg = 1
+	n := 65535 + 300
+	fill := testKernel(t, d, "fill", []Access{Write}, 8, wg)
+	buf := alloc(t, d, uint64(4*n))
+	b := d.NewBatch()
+	defer b.Release()
+	b.Upload(buf, nans(n))
+	b.Dispatch(fill, Grid1D(n, wg), pushNV{uint32(n), 7}, buf)
+	got := nans(n)
+	b.Download(got, buf)
+	if err := b.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if v != 7 {
+			t.Fatalf("element %d = %v, want 7", i, v)
+		}
+	}
+}
+
+// With barriers switched off, synchronization validation must report the
+// hazards, and Run must return them as an error: the proof that a missing
+// barrier cannot pass the tests unnoticed.
+func TestValidationReportsMissingBarrier(t *testing.T) {
+	d := openTestDevice(t)
+	if !d.Validating() {
+		t.Skip("U2NET_VK_VALIDATE is not set")
+	}
+	const wg, n = 64, 4096
+	fill := testKernel(t, d, "fill", []Access{Write}, 8, wg)
+	axpy := testKernel(t, d, "axpy", []Access{Read, ReadWrite}, 8, wg)
+	p, q := alloc(t, d, 4*n), alloc(t, d, 4*n)
+	b := d.NewBatch()
+	defer b.Release()
+	b.noBarriers = true
+	b.Dispatch(fill, Grid1D(n, wg), pushNV{n, 1}, p)
+	b.Dispatch(axpy, Grid1D(n, wg), pushNV{n, 1}, p, q)
+	err := b.Run()
+	if err == nil || !strings.Contains(err.Error(), "SYNC-HAZARD") {
+		t.Fatalf("Run without barriers = %v, want a SYNC-HAZARD validation error", err)
+	}
+}
