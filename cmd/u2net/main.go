@@ -41,6 +41,10 @@ func register(c command) {
 // errUsage marks an error caused by wrong arguments or flags.
 var errUsage = errors.New("usage error")
 
+// errFlagsReported marks a flag error that the flag package has already
+// printed together with the command's usage.
+var errFlagsReported = fmt.Errorf("%w: bad flags", errUsage)
+
 // usageError wraps a message so that errors.Is(err, errUsage) holds.
 func usageError(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
@@ -58,14 +62,14 @@ func newFlagSet(name, argsHelp string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args and turns a flag error into a usage error; -h and
-// -help give flag.ErrHelp back so the caller can exit 0.
+// parseFlags parses args; the flag package prints a bad flag with the usage,
+// and -h and -help give flag.ErrHelp back so the caller can exit 0.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return errFlagsReported
 	}
 	return nil
 }
@@ -110,6 +114,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errFlagsReported):
+		return 2
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "u2net %s: %v\n", name, err)
 		return 2

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/vk"
+)
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = runMain(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{nil, 2, "usage: u2net"},
+		{[]string{"bogus"}, 2, `unknown command "bogus"`},
+		{[]string{"devices", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"devices", "extra"}, 2, "unexpected arguments: extra"},
+		{[]string{"version", "--x"}, 2, "flag provided but not defined"},
+	}
+	for _, c := range cases {
+		code, _, stderr := run(c.args...)
+		if code != c.code || !strings.Contains(stderr, c.want) {
+			t.Errorf("u2net %v: exit %d, stderr %q; want exit %d and %q", c.args, code, stderr, c.code, c.want)
+		}
+	}
+	if code, stdout, _ := run("help"); code != 0 || !strings.Contains(stdout, "devices") {
+		t.Errorf("u2net help: exit %d, stdout %q", code, stdout)
+	}
+	if code, _, stderr := run("devices", "-h"); code != 0 || !strings.Contains(stderr, "-json") {
+		t.Errorf("u2net devices -h: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := run("version")
+	if code != 0 || !strings.HasPrefix(stdout, "u2net ") {
+		t.Fatalf("u2net version: exit %d, %q", code, stdout)
+	}
+}
+
+func TestDevicesListsCPUEngineAndVulkan(t *testing.T) {
+	code, stdout, stderr := run("devices")
+	if code != 0 {
+		t.Fatalf("u2net devices: exit %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(stdout, "plain-Go reference engine") {
+		t.Errorf("table lacks the CPU engine:\n%s", stdout)
+	}
+	code, stdout, stderr = run("devices", "--json")
+	if code != 0 {
+		t.Fatalf("u2net devices --json: exit %d, stderr %q", code, stderr)
+	}
+	var rep devicesReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("devices --json is not JSON: %v\n%s", err, stdout)
+	}
+	if rep.CPU.Selector != "cpu" {
+		t.Errorf("cpu engine selector %q", rep.CPU.Selector)
+	}
+	if len(rep.Devices) == 0 {
+		if vk.RequireGPU() {
+			t.Fatalf("no Vulkan device listed: %s", rep.VulkanError)
+		}
+		t.Skipf("no Vulkan device: %s", rep.VulkanError)
+	}
+	for _, d := range rep.Devices {
+		if d.Name == "" || d.MaxStorageBufferRange == 0 || d.SubgroupSize == 0 || d.API == "" {
+			t.Errorf("device entry lacks properties: %+v", d)
+		}
+		if !strings.Contains(stdout, d.Name) {
+			t.Errorf("device %q missing from output", d.Name)
+		}
+	}
+}
