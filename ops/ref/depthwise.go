@@ -1,0 +1,154 @@
+package ref
+
+import "fmt"
+
+// DepthwiseParams describes a depthwise 3D convolution: one Kernel³ filter
+// per channel (PyTorch's Conv3d with groups = in = out channels), stride 1
+// and zero padding Kernel/2 on every side, so the output has the input's
+// size. Weights are [C, 1, k, k, k]; the bias is [C].
+type DepthwiseParams struct {
+	N, C   int   // batch size and channels
+	Size   Dims3 // spatial size of the input and of the output
+	Kernel int   // odd kernel size, the same on every axis
+}
+
+func (p DepthwiseParams) String() string {
+	return fmt.Sprintf("DepthwiseParams{N=%d C=%d Size=%v Kernel=%d}", p.N, p.C, p.Size, p.Kernel)
+}
+
+// Validate reports whether the sizes describe a valid depthwise convolution.
+func (p DepthwiseParams) Validate() error {
+	err := firstErr(checkSize("N", p.N), checkSize("C", p.C), p.Size.checkPositive("size"), checkSize("kernel", p.Kernel))
+	if err == nil && p.Kernel%2 == 0 {
+		err = fmt.Errorf("kernel %d is not odd", p.Kernel)
+	}
+	if err == nil {
+		k := p.Kernel
+		err = firstErr(checkCount("input", shape5(p.N, p.C, p.Size)...), checkCount("weight", p.C, 1, k, k, k))
+	}
+	if err != nil {
+		return fmt.Errorf("%v: %w", p, err)
+	}
+	return nil
+}
+
+// OutputSize returns the spatial size of the output, equal to the input's.
+func (p DepthwiseParams) OutputSize() Dims3 { return p.Size }
+
+// InputLen returns the number of elements of the input, N·C·D·H·W.
+func (p DepthwiseParams) InputLen() int { return p.N * p.C * p.Size.Voxels() }
+
+// OutputLen returns the number of elements of the output, equal to InputLen.
+func (p DepthwiseParams) OutputLen() int { return p.InputLen() }
+
+// WeightLen returns the number of weights, C·k³.
+func (p DepthwiseParams) WeightLen() int { return p.C * p.Kernel * p.Kernel * p.Kernel }
+
+// BiasLen returns the number of biases, C.
+func (p DepthwiseParams) BiasLen() int { return p.C }
+
+func (p DepthwiseParams) weightShape() []int {
+	return []int{p.C, 1, p.Kernel, p.Kernel, p.Kernel}
+}
+
+// taps calls f for every product of the convolution: the flat indices of an
+// input element, a weight and the output element they contribute to.
+func (p DepthwiseParams) taps(f func(xi, wi, yi int)) {
+	D, H, W := p.Size[0], p.Size[1], p.Size[2]
+	k, pad := p.Kernel, p.Kernel/2
+	for n := 0; n < p.N; n++ {
+		for c := 0; c < p.C; c++ {
+			base := (n*p.C + c) * D * H * W
+			for od := 0; od < D; od++ {
+				for oh := 0; oh < H; oh++ {
+					for ow := 0; ow < W; ow++ {
+						yi := base + (od*H+oh)*W + ow
+						for kd := 0; kd < k; kd++ {
+							id := od + kd - pad
+							if id < 0 || id >= D {
+								continue
+							}
+							for kh := 0; kh < k; kh++ {
+								ih := oh + kh - pad
+								if ih < 0 || ih >= H {
+									continue
+								}
+								for kw := 0; kw < k; kw++ {
+									iw := ow + kw - pad
+									if iw < 0 || iw >= W {
+										continue
+									}
+									xi := base + (id*H+ih)*W + iw
+									wi := ((c*k+kd)*k+kh)*k + kw
+									f(xi, wi, yi)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// DepthwiseConv3d computes y = conv(x, w) + b. The bias b may be nil.
+func DepthwiseConv3d(p DepthwiseParams, x, w, b, y []float32) error {
+	return depthwiseConv3d(p, x, w, b, y)
+}
+
+// DepthwiseConv3dBackward computes, from the output gradient dy, the input
+// gradient dx, the weight gradient dw and the bias gradient db. Any of the
+// three may be nil to skip it.
+func DepthwiseConv3dBackward(p DepthwiseParams, x, w, dy, dx, dw, db []float32) error {
+	return depthwiseConv3dBackward(p, x, w, dy, dx, dw, db)
+}
+
+func depthwiseConv3d[T float](p DepthwiseParams, x, w, b, y []T) error {
+	const op = "ref.DepthwiseConv3d"
+	if err := p.Validate(); err != nil {
+		return wrap(op, err)
+	}
+	if err := firstErr(
+		checkLen(op, "input", len(x), shape5(p.N, p.C, p.Size)...),
+		checkLen(op, "weight", len(w), p.weightShape()...),
+		checkOptLen(op, "bias", len(b), p.C),
+		checkLen(op, "output", len(y), shape5(p.N, p.C, p.Size)...),
+	); err != nil {
+		return err
+	}
+	acc := make([]float64, len(y))
+	p.taps(func(xi, wi, yi int) { acc[yi] += float64(w[wi]) * float64(x[xi]) })
+	addBias(acc, b, p.N, p.C, p.Size.Voxels())
+	store(y, acc)
+	return nil
+}
+
+func depthwiseConv3dBackward[T float](p DepthwiseParams, x, w, dy, dx, dw, db []T) error {
+	const op = "ref.DepthwiseConv3dBackward"
+	if err := p.Validate(); err != nil {
+		return wrap(op, err)
+	}
+	if err := firstErr(
+		checkLen(op, "input", len(x), shape5(p.N, p.C, p.Size)...),
+		checkLen(op, "weight", len(w), p.weightShape()...),
+		checkLen(op, "output gradient", len(dy), shape5(p.N, p.C, p.Size)...),
+		checkOptLen(op, "input gradient", len(dx), shape5(p.N, p.C, p.Size)...),
+		checkOptLen(op, "weight gradient", len(dw), p.weightShape()...),
+		checkOptLen(op, "bias gradient", len(db), p.C),
+	); err != nil {
+		return err
+	}
+	gx := make([]float64, len(x))
+	gw := make([]float64, len(w))
+	p.taps(func(xi, wi, yi int) {
+		g := float64(dy[yi])
+		gx[xi] += float64(w[wi]) * g
+		gw[wi] += float64(x[xi]) * g
+	})
+	storeOpt(dx, gx)
+	storeOpt(dw, gw)
+	if len(db) > 0 {
+		channelSum(dy, db, p.N, p.C, p.Size.Voxels())
+	}
+	return nil
+}

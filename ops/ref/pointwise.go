@@ -1,0 +1,127 @@
+package ref
+
+import "fmt"
+
+// PointwiseParams describes a 1×1×1 3D convolution from Cin to Cout
+// channels (PyTorch's Conv3d with kernel_size 1): a matrix product applied
+// at every voxel. Weights are [Cout, Cin, 1, 1, 1]; the bias is [Cout].
+type PointwiseParams struct {
+	N, Cin, Cout int   // batch size, input and output channels
+	Size         Dims3 // spatial size of the input and of the output
+}
+
+func (p PointwiseParams) String() string {
+	return fmt.Sprintf("PointwiseParams{N=%d Cin=%d Cout=%d Size=%v}", p.N, p.Cin, p.Cout, p.Size)
+}
+
+// Validate reports whether the sizes describe a valid pointwise convolution.
+func (p PointwiseParams) Validate() error {
+	err := firstErr(checkSize("N", p.N), checkSize("Cin", p.Cin), checkSize("Cout", p.Cout), p.Size.checkPositive("size"))
+	if err == nil {
+		err = firstErr(
+			checkCount("input", shape5(p.N, p.Cin, p.Size)...),
+			checkCount("output", shape5(p.N, p.Cout, p.Size)...),
+			checkCount("weight", p.Cout, p.Cin))
+	}
+	if err != nil {
+		return fmt.Errorf("%v: %w", p, err)
+	}
+	return nil
+}
+
+// OutputSize returns the spatial size of the output, equal to the input's.
+func (p PointwiseParams) OutputSize() Dims3 { return p.Size }
+
+// InputLen returns the number of elements of the input, N·Cin·D·H·W.
+func (p PointwiseParams) InputLen() int { return p.N * p.Cin * p.Size.Voxels() }
+
+// OutputLen returns the number of elements of the output, N·Cout·D·H·W.
+func (p PointwiseParams) OutputLen() int { return p.N * p.Cout * p.Size.Voxels() }
+
+// WeightLen returns the number of weights, Cout·Cin.
+func (p PointwiseParams) WeightLen() int { return p.Cout * p.Cin }
+
+// BiasLen returns the number of biases, Cout.
+func (p PointwiseParams) BiasLen() int { return p.Cout }
+
+func (p PointwiseParams) weightShape() []int { return []int{p.Cout, p.Cin, 1, 1, 1} }
+
+// taps calls f for every product of the convolution: the flat indices of an
+// input element, a weight and the output element they contribute to.
+func (p PointwiseParams) taps(f func(xi, wi, yi int)) {
+	vox := p.Size.Voxels()
+	for n := 0; n < p.N; n++ {
+		for co := 0; co < p.Cout; co++ {
+			for ci := 0; ci < p.Cin; ci++ {
+				wi := co*p.Cin + ci
+				xb := (n*p.Cin + ci) * vox
+				yb := (n*p.Cout + co) * vox
+				for v := 0; v < vox; v++ {
+					f(xb+v, wi, yb+v)
+				}
+			}
+		}
+	}
+}
+
+// PointwiseConv3d computes y = w·x + b at every voxel. The bias b may be nil.
+func PointwiseConv3d(p PointwiseParams, x, w, b, y []float32) error {
+	return pointwiseConv3d(p, x, w, b, y)
+}
+
+// PointwiseConv3dBackward computes, from the output gradient dy, the input
+// gradient dx, the weight gradient dw and the bias gradient db. Any of the
+// three may be nil to skip it.
+func PointwiseConv3dBackward(p PointwiseParams, x, w, dy, dx, dw, db []float32) error {
+	return pointwiseConv3dBackward(p, x, w, dy, dx, dw, db)
+}
+
+func pointwiseConv3d[T float](p PointwiseParams, x, w, b, y []T) error {
+	const op = "ref.PointwiseConv3d"
+	if err := p.Validate(); err != nil {
+		return wrap(op, err)
+	}
+	if err := firstErr(
+		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.Size)...),
+		checkLen(op, "weight", len(w), p.weightShape()...),
+		checkOptLen(op, "bias", len(b), p.Cout),
+		checkLen(op, "output", len(y), shape5(p.N, p.Cout, p.Size)...),
+	); err != nil {
+		return err
+	}
+	acc := make([]float64, len(y))
+	p.taps(func(xi, wi, yi int) { acc[yi] += float64(w[wi]) * float64(x[xi]) })
+	addBias(acc, b, p.N, p.Cout, p.Size.Voxels())
+	store(y, acc)
+	return nil
+}
+
+func pointwiseConv3dBackward[T float](p PointwiseParams, x, w, dy, dx, dw, db []T) error {
+	const op = "ref.PointwiseConv3dBackward"
+	if err := p.Validate(); err != nil {
+		return wrap(op, err)
+	}
+	if err := firstErr(
+		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.Size)...),
+		checkLen(op, "weight", len(w), p.weightShape()...),
+		checkLen(op, "output gradient", len(dy), shape5(p.N, p.Cout, p.Size)...),
+		checkOptLen(op, "input gradient", len(dx), shape5(p.N, p.Cin, p.Size)...),
+		checkOptLen(op, "weight gradient", len(dw), p.weightShape()...),
+		checkOptLen(op, "bias gradient", len(db), p.Cout),
+	); err != nil {
+		return err
+	}
+	gx := make([]float64, len(x))
+	gw := make([]float64, len(w))
+	p.taps(func(xi, wi, yi int) {
+		g := float64(dy[yi])
+		gx[xi] += float64(w[wi]) * g
+		gw[wi] += float64(x[xi]) * g
+	})
+	storeOpt(dx, gx)
+	storeOpt(dw, gw)
+	if len(db) > 0 {
+		channelSum(dy, db, p.N, p.Cout, p.Size.Voxels())
+	}
+	return nil
+}

@@ -1,0 +1,55 @@
+package ref
+
+import "fmt"
+
+// ChannelSum writes into sums[c] the sum of x[n, c, ...] over the batch and
+// every voxel: the bias gradient of a convolution whose output gradient is x.
+func ChannelSum(n, c int, size Dims3, x, sums []float32) error {
+	const op = "ref.ChannelSum"
+	err := firstErr(checkSize("N", n), checkSize("C", c), size.checkPositive("size"))
+	if err == nil {
+		err = checkCount("input", shape5(n, c, size)...)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: N=%d C=%d size=%v: %w", op, n, c, size, err)
+	}
+	if err := firstErr(
+		checkLen(op, "input", len(x), shape5(n, c, size)...),
+		checkLen(op, "sums", len(sums), c),
+	); err != nil {
+		return err
+	}
+	channelSum(x, sums, n, c, size.Voxels())
+	return nil
+}
+
+// channelSum sums x [n, c, vox] over n and vox into out [c], in float64.
+func channelSum[T float](x, out []T, n, c, vox int) {
+	for ch := 0; ch < c; ch++ {
+		var s float64
+		for b := 0; b < n; b++ {
+			for _, v := range x[(b*c+ch)*vox : (b*c+ch+1)*vox] {
+				s += float64(v)
+			}
+		}
+		out[ch] = T(s)
+	}
+}
+
+// addBias adds b[c] to every voxel of channel c of acc [n, c, vox]; a nil b
+// adds nothing.
+func addBias[T float](acc []float64, b []T, n, c, vox int) {
+	if len(b) == 0 {
+		return
+	}
+	for i := range acc {
+		acc[i] += float64(b[(i/vox)%c])
+	}
+}
+
+// storeOpt is store for an output that may be absent.
+func storeOpt[T float](dst []T, src []float64) {
+	if len(dst) > 0 {
+		store(dst, src)
+	}
+}
