@@ -1,0 +1,379 @@
+package ops
+
+import (
+	"fmt"
+
+	"github.com/u2net-vk/u2net/ops/ref"
+)
+
+// CPU is the reference engine: every operation runs package ref's float64-
+// accumulating loops on host memory, synchronously.
+type CPU struct{}
+
+// NewCPU returns the CPU reference engine.
+func NewCPU() *CPU { return &CPU{} }
+
+// Name implements Engine.
+func (c *CPU) Name() string { return "cpu (plain-Go reference)" }
+
+// maxElements bounds one tensor: the GPU engine's indices are 32-bit.
+const maxElements = 1<<31 - 1
+
+func checkAlloc(n int) error {
+	if n <= 0 || n > maxElements {
+		return fmt.Errorf("ops.Alloc: %d elements, want 1 to %d", n, maxElements)
+	}
+	return nil
+}
+
+// Alloc implements Engine.
+func (c *CPU) Alloc(n int) (*Tensor, error) {
+	if err := checkAlloc(n); err != nil {
+		return nil, err
+	}
+	return &Tensor{n: n, owner: c, f: make([]float32, n)}, nil
+}
+
+// AllocLabels implements Engine.
+func (c *CPU) AllocLabels(n int) (*Tensor, error) {
+	if err := checkAlloc(n); err != nil {
+		return nil, err
+	}
+	return &Tensor{n: n, dtype: Int32, owner: c, l: make([]int32, n)}, nil
+}
+
+// Free implements Engine.
+func (c *CPU) Free(t *Tensor) {
+	if t != nil {
+		t.f, t.l, t.n = nil, nil, 0
+	}
+}
+
+// Write implements Engine.
+func (c *CPU) Write(t *Tensor, src []float32) error {
+	if err := checkArgs(c, "Write", nil, in("tensor", t, len(src))); err != nil {
+		return err
+	}
+	copy(t.f, src)
+	return nil
+}
+
+// WriteLabels implements Engine.
+func (c *CPU) WriteLabels(t *Tensor, src []int32) error {
+	if err := checkArgs(c, "WriteLabels", nil, labels("tensor", t, len(src))); err != nil {
+		return err
+	}
+	copy(t.l, src)
+	return nil
+}
+
+// Read implements Engine.
+func (c *CPU) Read(t *Tensor, dst []float32) error {
+	if err := checkArgs(c, "Read", nil, in("tensor", t, len(dst))); err != nil {
+		return err
+	}
+	copy(dst, t.f)
+	return nil
+}
+
+// ReadLabels implements Engine.
+func (c *CPU) ReadLabels(t *Tensor, dst []int32) error {
+	if err := checkArgs(c, "ReadLabels", nil, labels("tensor", t, len(dst))); err != nil {
+		return err
+	}
+	copy(dst, t.l)
+	return nil
+}
+
+// Sync implements Engine; the CPU engine is synchronous.
+func (c *CPU) Sync() error { return nil }
+
+// Close implements Engine.
+func (c *CPU) Close() error { return nil }
+
+// f returns a tensor's float32 data, nil for an absent tensor.
+func f(t *Tensor) []float32 {
+	if t == nil {
+		return nil
+	}
+	return t.f
+}
+
+func lab(t *Tensor) []int32 {
+	if t == nil {
+		return nil
+	}
+	return t.l
+}
+
+// owned checks that every given tensor belongs to c; the ref functions
+// check lengths and shapes.
+func (c *CPU) owned(op string, ts ...*Tensor) error {
+	for _, t := range ts {
+		if t != nil && t.owner != c {
+			return fmt.Errorf("ops.%s: a tensor belongs to another engine", op)
+		}
+	}
+	return nil
+}
+
+// Fill implements Engine.
+func (c *CPU) Fill(t *Tensor, v float32) error {
+	if err := checkArgs(c, "Fill", nil, in("tensor", t, -1)); err != nil {
+		return err
+	}
+	for i := range t.f {
+		t.f[i] = v
+	}
+	return nil
+}
+
+// Copy implements Engine.
+func (c *CPU) Copy(dst, src *Tensor) error {
+	if err := checkArgs(c, "Copy", nil, in("src", src, -1), in("dst", dst, src.Len())); err != nil {
+		return err
+	}
+	copy(dst.f, src.f)
+	return nil
+}
+
+// Axpy implements Engine.
+func (c *CPU) Axpy(a float32, x, y *Tensor) error {
+	if err := checkArgs(c, "Axpy", nil, in("x", x, -1), in("y", y, x.Len())); err != nil {
+		return err
+	}
+	for i, v := range x.f {
+		y.f[i] += a * v
+	}
+	return nil
+}
+
+// Add implements Engine.
+func (c *CPU) Add(a, b, y *Tensor) error {
+	if err := c.owned("Add", a, b, y); err != nil {
+		return err
+	}
+	return ref.Add(f(a), f(b), f(y))
+}
+
+// LeakyReLU implements Engine.
+func (c *CPU) LeakyReLU(slope float64, x, y *Tensor) error {
+	if err := c.owned("LeakyReLU", x, y); err != nil {
+		return err
+	}
+	return ref.LeakyReLU(slope, f(x), f(y))
+}
+
+// LeakyReLUBackward implements Engine.
+func (c *CPU) LeakyReLUBackward(slope float64, x, dy, dx *Tensor) error {
+	if err := c.owned("LeakyReLUBackward", x, dy, dx); err != nil {
+		return err
+	}
+	return ref.LeakyReLUBackward(slope, f(x), f(dy), f(dx))
+}
+
+// DepthwiseConv3d implements Engine.
+func (c *CPU) DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error {
+	if err := c.owned("DepthwiseConv3d", x, w, b, y); err != nil {
+		return err
+	}
+	return ref.DepthwiseConv3d(p, f(x), f(w), f(b), f(y))
+}
+
+// DepthwiseConv3dBackward implements Engine.
+func (c *CPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, db *Tensor) error {
+	if err := c.owned("DepthwiseConv3dBackward", x, w, dy, dx, dw, db); err != nil {
+		return err
+	}
+	return ref.DepthwiseConv3dBackward(p, f(x), f(w), f(dy), f(dx), f(dw), f(db))
+}
+
+// PointwiseConv3d implements Engine.
+func (c *CPU) PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error {
+	if err := c.owned("PointwiseConv3d", x, w, b, y); err != nil {
+		return err
+	}
+	return ref.PointwiseConv3d(p, f(x), f(w), f(b), f(y))
+}
+
+// PointwiseConv3dBackward implements Engine.
+func (c *CPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, db *Tensor) error {
+	if err := c.owned("PointwiseConv3dBackward", x, w, dy, dx, dw, db); err != nil {
+		return err
+	}
+	return ref.PointwiseConv3dBackward(p, f(x), f(w), f(dy), f(dx), f(dw), f(db))
+}
+
+// Conv3d implements Engine.
+func (c *CPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
+	if err := c.owned("Conv3d", x, w, b, y); err != nil {
+		return err
+	}
+	return ref.Conv3d(p, f(x), f(w), f(b), f(y))
+}
+
+// Conv3dBackward implements Engine.
+func (c *CPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error {
+	if err := c.owned("Conv3dBackward", x, w, dy, dx, dw, db); err != nil {
+		return err
+	}
+	return ref.Conv3dBackward(p, f(x), f(w), f(dy), f(dx), f(dw), f(db))
+}
+
+// ConvTranspose3d implements Engine.
+func (c *CPU) ConvTranspose3d(p ref.ConvTransposeParams, x, w, b, y *Tensor) error {
+	if err := c.owned("ConvTranspose3d", x, w, b, y); err != nil {
+		return err
+	}
+	return ref.ConvTranspose3d(p, f(x), f(w), f(b), f(y))
+}
+
+// ConvTranspose3dBackward implements Engine.
+func (c *CPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, dw, db *Tensor) error {
+	if err := c.owned("ConvTranspose3dBackward", x, w, dy, dx, dw, db); err != nil {
+		return err
+	}
+	return ref.ConvTranspose3dBackward(p, f(x), f(w), f(dy), f(dx), f(dw), f(db))
+}
+
+// ChannelSum implements Engine.
+func (c *CPU) ChannelSum(n, ch int, size ref.Dims3, x, sums *Tensor) error {
+	if err := c.owned("ChannelSum", x, sums); err != nil {
+		return err
+	}
+	return ref.ChannelSum(n, ch, size, f(x), f(sums))
+}
+
+// InstanceNorm3d implements Engine.
+func (c *CPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invStd *Tensor) error {
+	if err := c.owned("InstanceNorm3d", x, r, gamma, beta, y, mean, invStd); err != nil {
+		return err
+	}
+	return ref.InstanceNorm3d(p, f(x), f(r), f(gamma), f(beta), f(y), f(mean), f(invStd))
+}
+
+// InstanceNorm3dBackward implements Engine.
+func (c *CPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, dy, dx, dgamma, dbeta *Tensor) error {
+	if err := c.owned("InstanceNorm3dBackward", x, r, gamma, beta, dy, dx, dgamma, dbeta); err != nil {
+		return err
+	}
+	return ref.InstanceNorm3dBackward(p, f(x), f(r), f(gamma), f(beta), f(dy), f(dx), f(dgamma), f(dbeta))
+}
+
+func floats(ts []*Tensor) [][]float32 {
+	out := make([][]float32, len(ts))
+	for i, t := range ts {
+		out[i] = f(t)
+	}
+	return out
+}
+
+// Concat implements Engine.
+func (c *CPU) Concat(p ref.ConcatParams, parts []*Tensor, y *Tensor) error {
+	if err := c.owned("Concat", append([]*Tensor{y}, parts...)...); err != nil {
+		return err
+	}
+	return ref.Concat(p, floats(parts), f(y))
+}
+
+// Split implements Engine.
+func (c *CPU) Split(p ref.ConcatParams, x *Tensor, parts []*Tensor) error {
+	if err := c.owned("Split", append([]*Tensor{x}, parts...)...); err != nil {
+		return err
+	}
+	return ref.Split(p, f(x), floats(parts))
+}
+
+// Upsample implements Engine.
+func (c *CPU) Upsample(p ref.UpsampleParams, x, y *Tensor) error {
+	if err := c.owned("Upsample", x, y); err != nil {
+		return err
+	}
+	return ref.Upsample(p, f(x), f(y))
+}
+
+// UpsampleBackward implements Engine.
+func (c *CPU) UpsampleBackward(p ref.UpsampleParams, dy, dx *Tensor) error {
+	if err := c.owned("UpsampleBackward", dy, dx); err != nil {
+		return err
+	}
+	return ref.UpsampleBackward(p, f(dy), f(dx))
+}
+
+// Pad implements Engine.
+func (c *CPU) Pad(p ref.PadParams, x, y *Tensor) error {
+	if err := c.owned("Pad", x, y); err != nil {
+		return err
+	}
+	return ref.Pad(p, f(x), f(y))
+}
+
+// PadBackward implements Engine.
+func (c *CPU) PadBackward(p ref.PadParams, dy, dx *Tensor) error {
+	if err := c.owned("PadBackward", dy, dx); err != nil {
+		return err
+	}
+	return ref.PadBackward(p, f(dy), f(dx))
+}
+
+// Softmax implements Engine.
+func (c *CPU) Softmax(p ref.LossParams, logits, probs *Tensor) error {
+	if err := c.owned("Softmax", logits, probs); err != nil {
+		return err
+	}
+	return ref.Softmax(p, f(logits), f(probs))
+}
+
+// Argmax implements Engine.
+func (c *CPU) Argmax(p ref.LossParams, logits, labels *Tensor) error {
+	if err := c.owned("Argmax", logits, labels); err != nil {
+		return err
+	}
+	return ref.Argmax(p, f(logits), lab(labels))
+}
+
+// CrossEntropy implements Engine.
+func (c *CPU) CrossEntropy(p ref.LossParams, logits, labels, dlogits, loss *Tensor) error {
+	if err := checkArgs(c, "CrossEntropy", nil, in("loss", loss, 1)); err != nil {
+		return err
+	}
+	if err := c.owned("CrossEntropy", logits, labels, dlogits); err != nil {
+		return err
+	}
+	v, err := ref.CrossEntropy(p, f(logits), lab(labels), f(dlogits))
+	if err == nil {
+		loss.f[0] = float32(v)
+	}
+	return err
+}
+
+// SoftDice implements Engine.
+func (c *CPU) SoftDice(p ref.DiceParams, logits, labels, dlogits, loss *Tensor) error {
+	if err := checkArgs(c, "SoftDice", nil, in("loss", loss, 1)); err != nil {
+		return err
+	}
+	if err := c.owned("SoftDice", logits, labels, dlogits); err != nil {
+		return err
+	}
+	v, err := ref.SoftDice(p, f(logits), lab(labels), f(dlogits))
+	if err == nil {
+		loss.f[0] = float32(v)
+	}
+	return err
+}
+
+// AdamStep implements Engine.
+func (c *CPU) AdamStep(p ref.AdamParams, step int, param, grad, m, v *Tensor) error {
+	if err := c.owned("AdamStep", param, grad, m, v); err != nil {
+		return err
+	}
+	return ref.AdamStep(p, step, f(param), f(grad), f(m), f(v))
+}
+
+// SGDStep implements Engine.
+func (c *CPU) SGDStep(p ref.SGDParams, step int, param, grad, buf *Tensor) error {
+	if err := c.owned("SGDStep", param, grad, buf); err != nil {
+		return err
+	}
+	return ref.SGDStep(p, step, f(param), f(grad), f(buf))
+}

@@ -1,0 +1,186 @@
+// Package ops runs each operation of the 3D U²-Net, forward and backward, on
+// an Engine: the CPU engine computes with the plain-Go reference of package
+// ref, the GPU engine records GLSL compute kernels into Vulkan batches. The
+// model is written once against Engine and runs on either.
+//
+// Semantics, shapes and parameter structs are those of package ref (PyTorch's
+// definitions, NCDHW float32 tensors, int32 labels). Each method validates
+// its parameters and its tensors' lengths and returns an error naming the
+// operation and the shapes; it never panics on user input.
+//
+// On the GPU engine, methods record work and return at once; results are
+// ready after Sync, Read or ReadLabels, which also report execution errors.
+// Tensors passed as outputs must not alias inputs unless a method says so.
+package ops
+
+import (
+	"fmt"
+
+	"github.com/u2net-vk/u2net/ops/ref"
+)
+
+// DType is a tensor's element type.
+type DType uint8
+
+// Element types.
+const (
+	Float32 DType = iota
+	Int32         // class labels
+)
+
+func (d DType) String() string {
+	if d == Int32 {
+		return "int32"
+	}
+	return "float32"
+}
+
+// Tensor is a flat array of n elements owned by one engine. Its shape is
+// implied by the parameters of the operations it is passed to.
+type Tensor struct {
+	n     int
+	dtype DType
+	owner Engine
+	f     []float32 // CPU engine
+	l     []int32   // CPU engine, labels
+	gpu   gpuTensor // GPU engine
+}
+
+// Len returns the number of elements.
+func (t *Tensor) Len() int {
+	if t == nil {
+		return 0
+	}
+	return t.n
+}
+
+// DType returns the element type.
+func (t *Tensor) DType() DType { return t.dtype }
+
+// Engine computes the network's operations. See the package documentation
+// for the recording and error rules; ref documents each operation.
+type Engine interface {
+	// Name describes the engine and its device.
+	Name() string
+	// Alloc returns a float32 tensor of n elements with undefined contents.
+	Alloc(n int) (*Tensor, error)
+	// AllocLabels returns an int32 tensor of n elements.
+	AllocLabels(n int) (*Tensor, error)
+	// Free releases a tensor; it must not be used afterwards.
+	Free(t *Tensor)
+	Write(t *Tensor, src []float32) error
+	WriteLabels(t *Tensor, src []int32) error
+	// Read waits for the recorded work and copies t into dst.
+	Read(t *Tensor, dst []float32) error
+	ReadLabels(t *Tensor, dst []int32) error
+	// Sync waits for all recorded work and returns its errors.
+	Sync() error
+	// Close releases the engine and everything it allocated.
+	Close() error
+
+	// Fill sets every element of t to v.
+	Fill(t *Tensor, v float32) error
+	// Copy copies src into dst of the same length.
+	Copy(dst, src *Tensor) error
+	// Axpy computes y += a·x.
+	Axpy(a float32, x, y *Tensor) error
+	// Add computes y = a + b; y may alias a or b.
+	Add(a, b, y *Tensor) error
+	LeakyReLU(slope float64, x, y *Tensor) error
+	LeakyReLUBackward(slope float64, x, dy, dx *Tensor) error
+
+	DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error
+	DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, db *Tensor) error
+	PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error
+	PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, db *Tensor) error
+	Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error
+	Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error
+	ConvTranspose3d(p ref.ConvTransposeParams, x, w, b, y *Tensor) error
+	ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, dw, db *Tensor) error
+	ChannelSum(n, c int, size ref.Dims3, x, sums *Tensor) error
+
+	InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invStd *Tensor) error
+	InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, dy, dx, dgamma, dbeta *Tensor) error
+
+	Concat(p ref.ConcatParams, parts []*Tensor, y *Tensor) error
+	Split(p ref.ConcatParams, x *Tensor, parts []*Tensor) error
+	Upsample(p ref.UpsampleParams, x, y *Tensor) error
+	UpsampleBackward(p ref.UpsampleParams, dy, dx *Tensor) error
+	Pad(p ref.PadParams, x, y *Tensor) error
+	PadBackward(p ref.PadParams, dy, dx *Tensor) error
+
+	Softmax(p ref.LossParams, logits, probs *Tensor) error
+	Argmax(p ref.LossParams, logits, labels *Tensor) error
+	// CrossEntropy writes the mean loss into the one-element tensor loss and
+	// its gradient into dlogits (which may be nil).
+	CrossEntropy(p ref.LossParams, logits, labels, dlogits, loss *Tensor) error
+	// SoftDice writes the loss into the one-element tensor loss and its
+	// gradient into dlogits (which may be nil).
+	SoftDice(p ref.DiceParams, logits, labels, dlogits, loss *Tensor) error
+
+	AdamStep(p ref.AdamParams, step int, param, grad, m, v *Tensor) error
+	SGDStep(p ref.SGDParams, step int, param, grad, buf *Tensor) error
+}
+
+// checkTensor reports an error unless t belongs to e, has the element type
+// and, when want ≥ 0, want elements. A nil t is an error unless optional.
+func checkTensor(e Engine, op, name string, t *Tensor, dtype DType, want int, optional bool) error {
+	if t == nil {
+		if optional {
+			return nil
+		}
+		return fmt.Errorf("ops.%s: %s is missing", op, name)
+	}
+	if t.owner != e {
+		return fmt.Errorf("ops.%s: %s belongs to another engine", op, name)
+	}
+	if t.dtype != dtype {
+		return fmt.Errorf("ops.%s: %s is %s, want %s", op, name, t.dtype, dtype)
+	}
+	if want >= 0 && t.n != want {
+		return fmt.Errorf("ops.%s: %s has %d elements, want %d", op, name, t.n, want)
+	}
+	return nil
+}
+
+// arg is one tensor argument of an operation, for checkArgs.
+type arg struct {
+	name     string
+	t        *Tensor
+	want     int // -1: any length
+	optional bool
+	labels   bool
+}
+
+func in(name string, t *Tensor, want int) arg { return arg{name: name, t: t, want: want} }
+func opt(name string, t *Tensor, want int) arg {
+	return arg{name: name, t: t, want: want, optional: true}
+}
+func labels(name string, t *Tensor, want int) arg {
+	return arg{name: name, t: t, want: want, labels: true}
+}
+
+// checkArgs validates the parameters (when v is not nil) and every tensor.
+func checkArgs(e Engine, op string, v interface{ Validate() error }, args ...arg) error {
+	if v != nil {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("ops.%s: %w", op, err)
+		}
+	}
+	for _, a := range args {
+		dt := Float32
+		if a.labels {
+			dt = Int32
+		}
+		if err := checkTensor(e, op, a.name, a.t, dt, a.want, a.optional); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Both engines implement Engine.
+var (
+	_ Engine = (*CPU)(nil)
+	_ Engine = (*GPU)(nil)
+)

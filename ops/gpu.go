@@ -1,0 +1,264 @@
+package ops
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/u2net-vk/u2net/shaders"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// gpuTensor is the GPU engine's part of a Tensor.
+type gpuTensor struct {
+	buf *vk.Buffer
+}
+
+// GPU runs the operations as Vulkan compute kernels. Methods record into the
+// engine's current batch; Sync, Read and ReadLabels submit it and wait.
+type GPU struct {
+	dev     *vk.Device
+	ownsDev bool
+	batch   *vk.Batch
+	timed   bool
+	timings []vk.Timing
+
+	scratch map[string]*vk.Buffer
+	// retired buffers may still be read by recorded work: they are released
+	// after the next Sync.
+	retired []*vk.Buffer
+	dummy   *vk.Buffer // bound in place of an absent optional tensor
+}
+
+// OpenGPU opens the Vulkan device chosen by selector (see vk.Choose) and
+// returns an engine that owns it.
+func OpenGPU(selector string) (*GPU, error) {
+	d, err := vk.Open(vk.Options{Selector: selector})
+	if err != nil {
+		return nil, err
+	}
+	g, err := NewGPU(d)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	g.ownsDev = true
+	return g, nil
+}
+
+// NewGPU returns an engine on an opened device; Close leaves the device open.
+func NewGPU(d *vk.Device) (*GPU, error) {
+	g := &GPU{dev: d, scratch: map[string]*vk.Buffer{}}
+	var err error
+	if g.dummy, err = d.Alloc(16); err != nil {
+		return nil, err
+	}
+	g.batch = d.NewBatch()
+	return g, nil
+}
+
+// Device returns the engine's Vulkan device.
+func (g *GPU) Device() *vk.Device { return g.dev }
+
+// Name implements Engine.
+func (g *GPU) Name() string {
+	info := g.dev.Info()
+	return fmt.Sprintf("gpu %d: %s (%s)", info.Index, info.Name, info.Type)
+}
+
+// SetTimed makes the batches recorded from now on write GPU timestamps
+// around each dispatch; Timings returns those of the last Sync.
+func (g *GPU) SetTimed(on bool) error {
+	if err := g.Sync(); err != nil {
+		return err
+	}
+	g.timed = on
+	g.batch.Release()
+	g.batch = g.newBatch()
+	return nil
+}
+
+// Timings returns the per-dispatch GPU times of the last Sync of a timed
+// engine.
+func (g *GPU) Timings() []vk.Timing { return g.timings }
+
+func (g *GPU) newBatch() *vk.Batch {
+	if g.timed {
+		return g.dev.NewTimedBatch()
+	}
+	return g.dev.NewBatch()
+}
+
+// Alloc implements Engine.
+func (g *GPU) Alloc(n int) (*Tensor, error) { return g.alloc(n, Float32) }
+
+// AllocLabels implements Engine.
+func (g *GPU) AllocLabels(n int) (*Tensor, error) { return g.alloc(n, Int32) }
+
+func (g *GPU) alloc(n int, dt DType) (*Tensor, error) {
+	if err := checkAlloc(n); err != nil {
+		return nil, err
+	}
+	buf, err := g.dev.Alloc(4 * uint64(n))
+	if err != nil {
+		return nil, fmt.Errorf("ops.Alloc of %d %s elements: %w", n, dt, err)
+	}
+	return &Tensor{n: n, dtype: dt, owner: g, gpu: gpuTensor{buf: buf}}, nil
+}
+
+// Free implements Engine. Work already recorded may still use the tensor,
+// so its memory returns to the pool after the next Sync.
+func (g *GPU) Free(t *Tensor) {
+	if t == nil || t.gpu.buf == nil {
+		return
+	}
+	g.retired = append(g.retired, t.gpu.buf)
+	t.gpu.buf, t.n = nil, 0
+}
+
+// Write implements Engine.
+func (g *GPU) Write(t *Tensor, src []float32) error {
+	if err := checkArgs(g, "Write", nil, in("tensor", t, len(src))); err != nil {
+		return err
+	}
+	g.batch.Upload(t.gpu.buf, src)
+	return g.recorded("Write")
+}
+
+// WriteLabels implements Engine.
+func (g *GPU) WriteLabels(t *Tensor, src []int32) error {
+	if err := checkArgs(g, "WriteLabels", nil, labels("tensor", t, len(src))); err != nil {
+		return err
+	}
+	g.batch.Upload(t.gpu.buf, src)
+	return g.recorded("WriteLabels")
+}
+
+// Read implements Engine.
+func (g *GPU) Read(t *Tensor, dst []float32) error {
+	if err := checkArgs(g, "Read", nil, in("tensor", t, len(dst))); err != nil {
+		return err
+	}
+	g.batch.Download(dst, t.gpu.buf)
+	return g.Sync()
+}
+
+// ReadLabels implements Engine.
+func (g *GPU) ReadLabels(t *Tensor, dst []int32) error {
+	if err := checkArgs(g, "ReadLabels", nil, labels("tensor", t, len(dst))); err != nil {
+		return err
+	}
+	g.batch.Download(dst, t.gpu.buf)
+	return g.Sync()
+}
+
+// Sync implements Engine: it submits the recorded work, waits, and starts a
+// new batch.
+func (g *GPU) Sync() error {
+	err := g.batch.Run()
+	if err == nil && g.timed {
+		g.timings = g.batch.Timings()
+	}
+	g.batch.Release()
+	g.batch = g.newBatch()
+	for _, b := range g.retired {
+		b.Release()
+	}
+	g.retired = g.retired[:0]
+	if err != nil {
+		return fmt.Errorf("ops: running recorded GPU work: %w", err)
+	}
+	return nil
+}
+
+// Close implements Engine.
+func (g *GPU) Close() error {
+	err := g.Sync()
+	g.batch.Release()
+	for _, b := range g.scratch {
+		b.Release()
+	}
+	g.dummy.Release()
+	if g.ownsDev {
+		err = errors.Join(err, g.dev.Close())
+	}
+	return err
+}
+
+// recorded returns the batch's recording error, naming the operation.
+func (g *GPU) recorded(op string) error {
+	if err := g.batch.Err(); err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	return nil
+}
+
+// kernel returns the pipeline of the kernel family name (a shaders/*.comp
+// file) for the given bindings, push-constant size and specialization
+// constants.
+func (g *GPU) kernel(name string, bindings []vk.Access, push int, spec ...uint32) (*vk.Kernel, error) {
+	code, err := shaders.SPIRV(name)
+	if err != nil {
+		return nil, err
+	}
+	return g.dev.Kernel(vk.KernelSpec{Name: name, SPIRV: code, Bindings: bindings, PushSize: push, Spec: spec})
+}
+
+// dispatch records one kernel and returns the recording error, if any.
+func (g *GPU) dispatch(op string, k *vk.Kernel, groups [3]uint32, push any, bufs ...*vk.Buffer) error {
+	g.batch.Dispatch(k, groups, push, bufs...)
+	return g.recorded(op)
+}
+
+// buf returns t's buffer, or the dummy buffer for an absent tensor.
+func (g *GPU) buf(t *Tensor) *vk.Buffer {
+	if t == nil {
+		return g.dummy
+	}
+	return t.gpu.buf
+}
+
+// scratchBuf returns the engine's scratch buffer called key with room for n
+// float32 values. Scratch buffers persist; the batch's barriers order the
+// operations that share one. A buffer too small is retired and replaced.
+func (g *GPU) scratchBuf(key string, n int) (*vk.Buffer, error) {
+	if n < 1 {
+		n = 1
+	}
+	need := 4 * uint64(n)
+	if b, ok := g.scratch[key]; ok && b.Size() >= need {
+		return b, nil
+	} else if ok {
+		g.retired = append(g.retired, b)
+	}
+	b, err := g.dev.Alloc(need)
+	if err != nil {
+		delete(g.scratch, key)
+		return nil, fmt.Errorf("ops: scratch %q of %d floats: %w", key, n, err)
+	}
+	g.scratch[key] = b
+	return b, nil
+}
+
+// Fill implements Engine.
+func (g *GPU) Fill(t *Tensor, v float32) error {
+	if err := checkArgs(g, "Fill", nil, in("tensor", t, -1)); err != nil {
+		return err
+	}
+	g.batch.Fill(t.gpu.buf, math.Float32bits(v))
+	return g.recorded("Fill")
+}
+
+// Copy implements Engine.
+func (g *GPU) Copy(dst, src *Tensor) error {
+	if err := checkArgs(g, "Copy", nil, in("src", src, -1), in("dst", dst, src.Len())); err != nil {
+		return err
+	}
+	g.batch.Copy(dst.gpu.buf, src.gpu.buf)
+	return g.recorded("Copy")
+}
+
+// errNotImplemented reports an operation the GPU engine lacks a kernel for.
+func errNotImplemented(op string) error {
+	return fmt.Errorf("ops.%s: no GPU kernel yet", op)
+}
