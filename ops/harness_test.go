@@ -296,3 +296,74 @@ func TestArgumentErrors(t *testing.T) {
 		}
 	}
 }
+
+// benchCase times one case on e: tensors are made once, then each iteration
+// records the operation and waits for it. On the GPU engine it also reports
+// the GPU time of the op's dispatches from timestamps ("gpu-ms/op"), which
+// excludes submission and host overhead.
+func benchCase(b *testing.B, e Engine, c opCase) {
+	b.Helper()
+	ts := map[string]*Tensor{}
+	defer func() {
+		for _, t := range ts {
+			e.Free(t)
+		}
+	}()
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, s := range c.tensors {
+		var t *Tensor
+		var err error
+		switch {
+		case s.labels != nil:
+			if t, err = e.AllocLabels(len(s.labels)); err == nil {
+				err = e.WriteLabels(t, s.labels)
+			}
+		case s.isLab:
+			t, err = e.AllocLabels(s.n)
+		case s.data != nil:
+			if t, err = e.Alloc(len(s.data)); err == nil {
+				err = e.Write(t, s.data)
+			}
+		default: // outputs get random contents too: never time on zeros
+			if t, err = e.Alloc(s.n); err == nil {
+				err = e.Write(t, randn(r, s.n))
+			}
+		}
+		if err != nil {
+			b.Fatalf("tensor %s: %v", s.name, err)
+		}
+		ts[s.name] = t
+	}
+	g, isGPU := e.(*GPU)
+	if isGPU {
+		if err := g.SetTimed(true); err != nil {
+			b.Fatal(err)
+		}
+		defer g.SetTimed(false)
+	}
+	// Warm up: pipelines are built and caches filled outside the timing.
+	if err := c.run(e, ts); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	var gpuNS float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := c.run(e, ts); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		if isGPU {
+			for _, tm := range g.Timings() {
+				gpuNS += float64(tm.Duration)
+			}
+		}
+	}
+	if isGPU {
+		b.ReportMetric(gpuNS/float64(b.N)/1e6, "gpu-ms/op")
+	}
+}
