@@ -1,0 +1,255 @@
+package augment
+
+import (
+	"context"
+	"math"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/u2net-vk/u2net/u2net/preprocess"
+	"github.com/u2net-vk/u2net/u2net/sample"
+)
+
+// labelCase returns a case with nested boxes of labels 1..3 and an image
+// that is 10 × the label (channel 0) and −10 × the label (channel 1).
+func labelCase(shape [3]int) *preprocess.Case {
+	n := shape[0] * shape[1] * shape[2]
+	c := &preprocess.Case{ID: "boxes", Shape: [4]int{2, shape[0], shape[1], shape[2]}, Image: make([]float32, 2*n), Label: make([]uint8, n)}
+	for z := range shape[0] {
+		for y := range shape[1] {
+			for x := range shape[2] {
+				i := (z*shape[1]+y)*shape[2] + x
+				var l uint8
+				switch {
+				case z > 10 && z < 22 && y > 6 && y < 20 && x > 8 && x < 28:
+					l = 2
+					if x > 14 && x < 20 && y > 10 {
+						l = 3
+					}
+				case z > 3 && z < 26 && y > 2 && y < 26 && x > 3 && x < 34:
+					l = 1
+				}
+				c.Label[i] = l
+				c.Image[i], c.Image[n+i] = 10*float32(l), -10*float32(l)
+			}
+		}
+	}
+	return c
+}
+
+// agreement returns the share of voxels where the image still says the
+// label (|image − 10·label| < 5).
+func agreement(p sample.Patch) float64 {
+	ok := 0
+	for i, l := range p.Label {
+		if math.Abs(float64(p.Image[i])-10*float64(l)) < 5 {
+			ok++
+		}
+	}
+	return float64(ok) / float64(len(p.Label))
+}
+
+func TestSpatialKeepsAlignment(t *testing.T) {
+	c := labelCase([3]int{30, 30, 40})
+	size := [3]int{16, 20, 24}
+	p := Params{
+		RotateProb: 1, RotateMax: [3]float64{math.Pi, math.Pi, math.Pi},
+		ScaleProb: 1, ScaleRange: [2]float64{0.7, 1.4},
+		MirrorProb: 0.5, MirrorAxes: [3]bool{true, true, true},
+		ElasticProb: 0.5, ElasticMagnitude: 3, ElasticSpacing: 8,
+	}
+	centre := [3]float64{15, 14, 19}
+	for k := range 20 {
+		rng := sample.Rand(11, uint64(k))
+		tr := Draw(rng, p, size, centre)
+		out := tr.Apply(c, size)
+		if a := agreement(out); a < 0.93 {
+			t.Fatalf("transform %d: image and label agree on %.3f of the voxels", k, a)
+		}
+		// The second channel went through the same transform.
+		pn := len(out.Label)
+		for i := range pn {
+			if out.Image[pn+i] != -out.Image[i] {
+				t.Fatalf("transform %d: channels differ at %d", k, i)
+			}
+		}
+		// A label one voxel off is detectably worse: the test can see
+		// misalignment.
+		shifted := out
+		shifted.Label = append([]uint8(nil), out.Label[size[2]*size[1]:]...)
+		shifted.Label = append(shifted.Label, make([]uint8, size[2]*size[1])...)
+		if agreement(shifted) >= agreement(out) {
+			t.Fatalf("transform %d: a misaligned label agrees as well (%.3f vs %.3f)", k, agreement(shifted), agreement(out))
+		}
+	}
+}
+
+func TestIdentityAndMirror(t *testing.T) {
+	c := labelCase([3]int{30, 30, 40})
+	size := [3]int{10, 12, 14}
+	loc := sample.Location{Start: [3]int{5, 7, 9}}
+	want := sample.Extract(c, loc, size)
+	// The general path with the identity equals plain extraction.
+	var centre [3]float64
+	for a := range 3 {
+		centre[a] = float64(loc.Start[a]) + float64(size[a]-1)/2
+	}
+	got := Draw(sample.Rand(1), Params{}, size, centre).Apply(c, size)
+	if !reflect.DeepEqual(got.Image, want.Image) || !reflect.DeepEqual(got.Label, want.Label) {
+		t.Fatal("identity transform differs from extraction")
+	}
+	// Mirroring all axes through the fast path equals the general path.
+	p := Params{MirrorProb: 1, MirrorAxes: [3]bool{true, true, true}}
+	fast := Patch(sample.Rand(2), p, c, loc, size)
+	tr := Draw(sample.Rand(2), p, size, centre)
+	if !tr.isMirror(size) {
+		t.Fatal("mirror transform not recognised")
+	}
+	slow := tr.Apply(c, size)
+	if !reflect.DeepEqual(fast.Image, slow.Image) || !reflect.DeepEqual(fast.Label, slow.Label) {
+		t.Fatal("mirror fast path differs from the general path")
+	}
+	if reflect.DeepEqual(fast.Label, want.Label) {
+		t.Fatal("mirroring changed nothing")
+	}
+	// Mirroring W maps x to size-1-x.
+	flipped := sample.Extract(c, loc, size)
+	flip(&flipped, 2)
+	for i := range flipped.Label {
+		x := i % size[2]
+		if flipped.Label[i] != want.Label[i-x+size[2]-1-x] {
+			t.Fatalf("flip along W wrong at %d", i)
+		}
+	}
+}
+
+func TestIntensity(t *testing.T) {
+	c := labelCase([3]int{30, 30, 40})
+	size := [3]int{16, 16, 16}
+	base := sample.Extract(c, sample.Location{Start: [3]int{8, 8, 12}}, size)
+	p := base
+	p.Image = append([]float32(nil), base.Image...)
+	Intensity(sample.Rand(5), Params{GammaProb: 1, GammaRange: [2]float64{1.5, 1.5}}, &p)
+	pn := len(base.Label)
+	m0, s0 := meanSD(base.Image[:pn])
+	m1, s1 := meanSD(p.Image[:pn])
+	if math.Abs(m0-m1) > 1e-3 || math.Abs(s0-s1) > 1e-3 {
+		t.Errorf("gamma changed mean/sd from %v/%v to %v/%v", m0, s0, m1, s1)
+	}
+	if reflect.DeepEqual(p.Image, base.Image) {
+		t.Error("gamma changed nothing")
+	}
+	q := base
+	q.Image = append([]float32(nil), base.Image...)
+	Intensity(sample.Rand(5), Params{NoiseProb: 1, NoiseStd: 1}, &q)
+	var diff float64
+	for i := range q.Image {
+		diff += math.Abs(float64(q.Image[i] - base.Image[i]))
+	}
+	if diff == 0 || !reflect.DeepEqual(q.Label, base.Label) {
+		t.Error("noise added nothing or touched the label")
+	}
+}
+
+func meanSD(v []float32) (float64, float64) {
+	var m float64
+	for _, x := range v {
+		m += float64(x)
+	}
+	m /= float64(len(v))
+	return m, stddev(v, m)
+}
+
+func newTestLoader(t *testing.T, workers, prefetch int) *Loader {
+	t.Helper()
+	s, err := sample.New([]*preprocess.Case{labelCase([3]int{30, 30, 40}), labelCase([3]int{30, 30, 40})}, [3]int{12, 12, 12}, sample.Options{Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := DefaultParams()
+	p.ElasticProb = 0.3
+	l, err := NewLoader(s, LoaderConfig{BatchSize: 3, Params: p, Seed: 4, Workers: workers, Prefetch: prefetch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestLoaderDeterministic(t *testing.T) {
+	one := newTestLoader(t, 1, 1)
+	four := newTestLoader(t, 4, 3)
+	var a, b []Batch
+	for x := range one.Run(context.Background(), 5, 8) {
+		a = append(a, x)
+	}
+	for x := range four.Run(context.Background(), 5, 8) {
+		b = append(b, x)
+	}
+	if len(a) != 8 || len(b) != 8 {
+		t.Fatalf("got %d and %d batches", len(a), len(b))
+	}
+	for i := range a {
+		if a[i].Step != 5+i || !reflect.DeepEqual(a[i], b[i]) {
+			t.Fatalf("batch %d differs between 1 and 4 workers (steps %d, %d)", i, a[i].Step, b[i].Step)
+		}
+	}
+	if !reflect.DeepEqual(one.Batch(7), a[2]) {
+		t.Fatal("Batch(7) differs from the background result")
+	}
+	if a[0].Shape != [5]int{3, 2, 12, 12, 12} || len(a[0].Image) != 3*2*12*12*12 || len(a[0].Label) != 3*12*12*12 {
+		t.Fatalf("batch shape %v", a[0].Shape)
+	}
+	for _, l := range a[0].Label {
+		if l > 3 {
+			t.Fatalf("label %d not in the case", l)
+		}
+	}
+}
+
+func TestLoaderCancelAndBound(t *testing.T) {
+	l := newTestLoader(t, 2, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := l.Run(ctx, 0, 0)
+	<-ch
+	time.Sleep(100 * time.Millisecond)
+	// One taken, at most Prefetch waiting, one per worker in hand, one held
+	// by the sender.
+	if made := l.made.Load(); made > 1+2+2+1 {
+		t.Fatalf("%d batches made ahead of a consumer that took one", made)
+	}
+	cancel()
+	done := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-done:
+			t.Fatal("channel not closed after cancel")
+		}
+	}
+}
+
+func TestNewLoaderErrors(t *testing.T) {
+	s, _ := sample.New([]*preprocess.Case{labelCase([3]int{30, 30, 40})}, [3]int{4, 4, 4}, sample.Options{})
+	if _, err := NewLoader(s, LoaderConfig{}); err == nil {
+		t.Error("batch size 0 accepted")
+	}
+	if _, err := NewLoader(s, LoaderConfig{BatchSize: 1, Workers: -1}); err == nil {
+		t.Error("negative workers accepted")
+	}
+}
+
+func BenchmarkPatch128(b *testing.B) {
+	c := labelCase([3]int{160, 160, 160})
+	c.Shape[0] = 1
+	c.Image = c.Image[:len(c.Label)]
+	p := DefaultParams()
+	p.RotateProb, p.ScaleProb = 1, 1
+	size := [3]int{128, 128, 128}
+	for i := 0; b.Loop(); i++ {
+		Patch(sample.Rand(uint64(i)), p, c, sample.Location{Start: [3]int{16, 16, 16}}, size)
+	}
+}

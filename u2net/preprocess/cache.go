@@ -1,0 +1,259 @@
+package preprocess
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/u2net-vk/u2net/u2net/dataset"
+)
+
+// cacheMagic starts every cache file; its last byte is the format version.
+const cacheMagic = "U2NPREP1"
+
+// Key returns the cache key of a case under this plan: a hash of the plan,
+// the case ID and the path, size and modification time of its files. It
+// changes whenever any of them changes.
+func (p *Plan) Key(c dataset.Case) (string, error) {
+	pj, err := json.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", cacheMagic, pj, c.ID)
+	for _, f := range []string{c.Image, c.Label} {
+		if f == "" {
+			io.WriteString(h, "-\x00")
+			continue
+		}
+		st, err := os.Stat(f)
+		if err != nil {
+			return "", fmt.Errorf("preprocess: case %s: %w", c.ID, err)
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", f, st.Size(), st.ModTime().UnixNano())
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// cachePath returns the cache file of case c under key.
+func cachePath(dir, domain, id, key string) string {
+	return filepath.Join(dir, safeName(domain), safeName(id)+"-"+key+".u2p")
+}
+
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r == 0 || r == ':' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// Load returns case c of ds preprocessed by p, from the cache folder dir
+// when an entry with the current key exists, else by loading and applying
+// the plan and storing the result (atomically, replacing older entries of
+// the case). An empty dir disables the cache. An unreadable or corrupt
+// entry is recomputed.
+func (p *Plan) Load(ds *dataset.Dataset, c dataset.Case, dir string) (*Case, error) {
+	if dir == "" {
+		s, err := ds.Load(c)
+		if err != nil {
+			return nil, err
+		}
+		return p.Apply(s)
+	}
+	key, err := p.Key(c)
+	if err != nil {
+		return nil, err
+	}
+	path := cachePath(dir, p.Domain, c.ID, key)
+	if pc, err := readCache(path); err == nil && pc.ID == c.ID {
+		return pc, nil
+	}
+	s, err := ds.Load(c)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := p.Apply(s)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeCache(path, pc); err != nil {
+		return nil, err
+	}
+	// Drop entries of this case made under other keys.
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(path), globEscape(safeName(c.ID))+"-"+strings.Repeat("[0-9a-f]", 32)+".u2p"))
+	for _, f := range stale {
+		if f != path {
+			os.Remove(f)
+		}
+	}
+	return pc, nil
+}
+
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// LoadAll loads cases with Load on up to workers goroutines (at least one)
+// and returns them in the order given. It stops at the first error or when
+// ctx is cancelled.
+func (p *Plan) LoadAll(ctx context.Context, ds *dataset.Dataset, cases []dataset.Case, dir string, workers int) ([]*Case, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]*Case, len(cases))
+	errs := make([]error, len(cases))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, workers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				out[i], errs[i] = p.Load(ds, cases[i], dir)
+				if errs[i] != nil {
+					cancel()
+				}
+			}
+		}()
+	}
+feed:
+	for i := range cases {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	for _, e := range errs {
+		if e != nil {
+			return nil, e
+		}
+	}
+	for i := range out {
+		if out[i] == nil {
+			return nil, fmt.Errorf("preprocess: loading case %s: %w", cases[i].ID, ctx.Err())
+		}
+	}
+	return out, nil
+}
+
+// cacheMeta is the JSON part of a cache file.
+type cacheMeta struct {
+	ID       string   `json:"id"`
+	Shape    [4]int   `json:"shape"`
+	HasLabel bool     `json:"has_label"`
+	Geometry Geometry `json:"geometry"`
+}
+
+// The cache file is: magic, uint32 JSON length, JSON, float32 image,
+// uint8 label, uint32 CRC-32 of everything before it (little-endian).
+func writeCache(path string, c *Case) (err error) {
+	meta, err := json.Marshal(cacheMeta{ID: c.ID, Shape: c.Shape, HasLabel: c.Label != nil, Geometry: c.Geometry})
+	if err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	b.Grow(len(meta) + 4*len(c.Image) + len(c.Label) + 16)
+	b.WriteString(cacheMagic)
+	binary.Write(&b, binary.LittleEndian, uint32(len(meta)))
+	b.Write(meta)
+	buf := make([]byte, 4*len(c.Image))
+	for i, v := range c.Image {
+		binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+	}
+	b.Write(buf)
+	b.Write(c.Label)
+	binary.Write(&b, binary.LittleEndian, crc32.ChecksumIEEE(b.Bytes()))
+
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("preprocess: cache: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*.u2p")
+	if err != nil {
+		return fmt.Errorf("preprocess: cache: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(b.Bytes()); err != nil {
+		return fmt.Errorf("preprocess: cache: writing %s: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("preprocess: cache: writing %s: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("preprocess: cache: %w", err)
+	}
+	return nil
+}
+
+func readCache(path string) (*Case, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	corrupt := fmt.Errorf("preprocess: cache file %s is corrupt", path)
+	if len(b) < len(cacheMagic)+8 || string(b[:len(cacheMagic)]) != cacheMagic {
+		return nil, corrupt
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if crc32.ChecksumIEEE(body) != sum {
+		return nil, corrupt
+	}
+	body = body[len(cacheMagic):]
+	n := int(binary.LittleEndian.Uint32(body))
+	body = body[4:]
+	if n > len(body) {
+		return nil, corrupt
+	}
+	var m cacheMeta
+	if err := json.Unmarshal(body[:n], &m); err != nil {
+		return nil, corrupt
+	}
+	body = body[n:]
+	vox := m.Shape[1] * m.Shape[2] * m.Shape[3]
+	for _, s := range m.Shape {
+		if s < 1 || s > 1<<15 {
+			return nil, corrupt
+		}
+	}
+	want := 4 * m.Shape[0] * vox
+	if m.HasLabel {
+		want += vox
+	}
+	if len(body) != want {
+		return nil, corrupt
+	}
+	c := &Case{ID: m.ID, Shape: m.Shape, Geometry: m.Geometry, Image: make([]float32, m.Shape[0]*vox)}
+	for i := range c.Image {
+		c.Image[i] = math.Float32frombits(binary.LittleEndian.Uint32(body[4*i:]))
+	}
+	if m.HasLabel {
+		c.Label = append([]uint8(nil), body[4*len(c.Image):]...)
+	}
+	return c, nil
+}
