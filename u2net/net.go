@@ -1,0 +1,340 @@
+package u2net
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/ref"
+)
+
+// Optimizer configures training updates.
+type Optimizer struct {
+	Kind        string  // "adam" or "sgd"
+	LR          float64 // learning rate of the next step (callers apply schedules)
+	WeightDecay float64 // L2 penalty added to gradients, as PyTorch does
+	Momentum    float64 // SGD only
+	Nesterov    bool    // SGD only
+}
+
+// DefaultOptimizer is the reference's Adam: learning rate 3e-4, weight decay
+// 5e-4.
+func DefaultOptimizer() Optimizer { return Optimizer{Kind: "adam", LR: 3e-4, WeightDecay: 5e-4} }
+
+// Losses of one training step.
+type Losses struct {
+	CrossEntropy float64
+	Dice         float64
+}
+
+// Total is the optimised loss: cross-entropy plus soft Dice.
+func (l Losses) Total() float64 { return l.CrossEntropy + l.Dice }
+
+// Net is a model instantiated on an engine: parameter tensors, gradients,
+// optimiser state, and one graph per (domain, batch, size, mode) reused by
+// every step.
+type Net struct {
+	Model *Model
+	Opt   Optimizer
+	// FreezeShared keeps shared parameters fixed: only per-domain ones learn.
+	FreezeShared bool
+	// Step counts optimiser steps taken (Adam's bias correction uses it).
+	Step int
+
+	e      ops.Engine
+	values map[string]*ops.Tensor
+	grads  map[string]*ops.Tensor
+	state1 map[string]*ops.Tensor // Adam's m or SGD's momentum buffer
+	state2 map[string]*ops.Tensor // Adam's v
+	graphs map[graphKey]*graph
+	// slope is the LeakyReLU slope, ref.DefaultSlope; the gradient tests
+	// raise it to keep the loss smooth enough for finite differences.
+	slope float64
+}
+
+type graphKey struct {
+	dom, n   int
+	size     [3]int
+	training bool
+}
+
+// NewNet uploads the model's parameters to the engine.
+func NewNet(m *Model, e ops.Engine) (*Net, error) {
+	n := &Net{Model: m, Opt: DefaultOptimizer(), e: e,
+		values: map[string]*ops.Tensor{}, grads: map[string]*ops.Tensor{},
+		state1: map[string]*ops.Tensor{}, state2: map[string]*ops.Tensor{},
+		graphs: map[graphKey]*graph{}, slope: ref.DefaultSlope}
+	for _, p := range m.Params {
+		t, err := e.Alloc(p.Len())
+		if err != nil {
+			n.Close()
+			return nil, fmt.Errorf("parameter %s: %w", p.Name, err)
+		}
+		n.values[p.Name] = t
+		if err := e.Write(t, m.Values[p.Name]); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("parameter %s: %w", p.Name, err)
+		}
+	}
+	return n, nil
+}
+
+// Engine returns the engine the net runs on.
+func (n *Net) Engine() ops.Engine { return n.e }
+
+func (n *Net) frozen(p *Param) bool { return n.FreezeShared && p.Shared() }
+
+// Close frees every tensor of the net.
+func (n *Net) Close() {
+	for _, g := range n.graphs {
+		g.free()
+	}
+	for _, m := range []map[string]*ops.Tensor{n.values, n.grads, n.state1, n.state2} {
+		for _, t := range m {
+			n.e.Free(t)
+		}
+	}
+	n.graphs = map[graphKey]*graph{}
+}
+
+// graph returns the graph for the key, building it on first use.
+func (n *Net) graph(k graphKey) (*graph, error) {
+	if g, ok := n.graphs[k]; ok {
+		return g, nil
+	}
+	cfg := n.Model.Config
+	if k.dom < 0 || k.dom >= len(cfg.Domains) {
+		return nil, fmt.Errorf("domain index %d out of range (the model has %d domains)", k.dom, len(cfg.Domains))
+	}
+	if k.n <= 0 {
+		return nil, fmt.Errorf("batch size %d must be positive", k.n)
+	}
+	if err := cfg.CheckInputSize(k.size); err != nil {
+		return nil, err
+	}
+	if k.training {
+		if err := n.ensureGrads(k.dom); err != nil {
+			return nil, err
+		}
+	}
+	g := &graph{net: n, dom: k.dom, n: k.n, size: k.size, training: k.training}
+	b := &builder{cfg: cfg, dom: k.dom, g: g, n: k.n, slope: n.slope, params: map[string]*Param{}}
+	for _, p := range n.Model.Params {
+		b.params[p.Name] = p
+	}
+	size := ref.Dims3(k.size)
+	x := b.newAct(cfg.Domains[k.dom].InChannels, size)
+	x.needGrad = false
+	g.input = x
+	g.logits = b.define(x)
+	if b.err == nil && k.training {
+		b.err = g.addLoss(cfg.Domains[k.dom].Classes)
+	}
+	if b.err != nil {
+		g.free()
+		return nil, fmt.Errorf("building the %s network for batch %d, size %v: %w", cfg.Domains[k.dom].Name, k.n, k.size, b.err)
+	}
+	n.graphs[k] = g
+	return g, nil
+}
+
+// ensureGrads allocates gradient and optimiser tensors for every parameter
+// the domain trains.
+func (n *Net) ensureGrads(dom int) error {
+	for _, p := range n.Model.Params {
+		if (p.Domain >= 0 && p.Domain != dom) || n.frozen(p) {
+			continue
+		}
+		if _, ok := n.grads[p.Name]; ok {
+			continue
+		}
+		for _, m := range []map[string]*ops.Tensor{n.grads, n.state1, n.state2} {
+			t, err := n.e.Alloc(p.Len())
+			if err != nil {
+				return fmt.Errorf("gradient of %s: %w", p.Name, err)
+			}
+			if err := n.e.Fill(t, 0); err != nil {
+				return err
+			}
+			m[p.Name] = t
+		}
+	}
+	return nil
+}
+
+func (g *graph) addLoss(classes int) error {
+	e := g.net.e
+	var err error
+	vox := g.size[0] * g.size[1] * g.size[2]
+	if g.labels, err = e.AllocLabels(g.n * vox); err != nil {
+		return err
+	}
+	g.tensors = append(g.tensors, g.labels)
+	if g.lossCE, err = g.alloc(1); err != nil {
+		return err
+	}
+	if g.lossD, err = g.alloc(1); err != nil {
+		return err
+	}
+	if g.dCE, err = g.alloc(g.n * classes * vox); err != nil {
+		return err
+	}
+	g.dDice, err = g.alloc(g.n * classes * vox)
+	return err
+}
+
+func (n *Net) checkInput(dom, batch int, size [3]int, x []float32) error {
+	cfg := n.Model.Config
+	if dom < 0 || dom >= len(cfg.Domains) {
+		return fmt.Errorf("domain index %d out of range", dom)
+	}
+	want := batch * cfg.Domains[dom].InChannels * size[0] * size[1] * size[2]
+	if len(x) != want {
+		return fmt.Errorf("input has %d values, want batch %d × %d channels × %d×%d×%d = %d",
+			len(x), batch, cfg.Domains[dom].InChannels, size[0], size[1], size[2], want)
+	}
+	return nil
+}
+
+// Forward runs the network of domain dom on x ([batch, in_channels, D, H, W])
+// and returns the logits [batch, classes, D, H, W].
+func (n *Net) Forward(dom, batch int, size [3]int, x []float32) ([]float32, error) {
+	if err := n.checkInput(dom, batch, size, x); err != nil {
+		return nil, err
+	}
+	g, err := n.graph(graphKey{dom, batch, size, false})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.e.Write(g.input.v, x); err != nil {
+		return nil, err
+	}
+	if err := g.forward(); err != nil {
+		return nil, err
+	}
+	out := make([]float32, g.logits.v.Len())
+	if err := n.e.Read(g.logits.v, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TrainStep runs forward, the loss (cross-entropy + soft Dice over the
+// foreground classes), backward and one optimiser step on a batch of domain
+// dom. labels holds class indices [batch, D, H, W]. On a GPU engine the
+// whole step is one submission; the losses are read back at its end.
+func (n *Net) TrainStep(dom, batch int, size [3]int, x []float32, labels []int32) (Losses, error) {
+	return n.run(dom, batch, size, x, labels, true)
+}
+
+// Gradients runs forward, the loss and backward without updating the
+// parameters; Gradient then reads a parameter's gradient.
+func (n *Net) Gradients(dom, batch int, size [3]int, x []float32, labels []int32) (Losses, error) {
+	return n.run(dom, batch, size, x, labels, false)
+}
+
+// Gradient reads the gradient of the named parameter left by the last
+// Gradients or TrainStep; ok is false when the parameter has none.
+func (n *Net) Gradient(name string) ([]float32, bool, error) {
+	t, ok := n.grads[name]
+	if !ok {
+		return nil, false, nil
+	}
+	v := make([]float32, t.Len())
+	return v, true, n.e.Read(t, v)
+}
+
+func (n *Net) run(dom, batch int, size [3]int, x []float32, labels []int32, update bool) (Losses, error) {
+	if err := n.checkInput(dom, batch, size, x); err != nil {
+		return Losses{}, err
+	}
+	classes := n.Model.Config.Domains[dom].Classes
+	for i, l := range labels {
+		if l < 0 || int(l) >= classes {
+			return Losses{}, fmt.Errorf("label %d at index %d outside 0..%d", l, i, classes-1)
+		}
+	}
+	g, err := n.graph(graphKey{dom, batch, size, true})
+	if err != nil {
+		return Losses{}, err
+	}
+	if len(labels) != g.labels.Len() {
+		return Losses{}, fmt.Errorf("labels have %d values, want %d", len(labels), g.labels.Len())
+	}
+	e := n.e
+	lp := ref.LossParams{N: batch, Classes: classes, Size: ref.Dims3(size)}
+	dp := ref.DiceParams{LossParams: lp, Eps: ref.DefaultDiceEps}
+	steps := []func() error{
+		func() error { return e.Write(g.input.v, x) },
+		func() error { return e.WriteLabels(g.labels, labels) },
+		g.forward,
+		func() error { return e.CrossEntropy(lp, g.logits.v, g.labels, g.dCE, g.lossCE) },
+		func() error { return e.SoftDice(dp, g.logits.v, g.labels, g.dDice, g.lossD) },
+		func() error { return e.Add(g.dCE, g.dDice, g.logits.g) },
+		g.backward,
+	}
+	if update {
+		steps = append(steps, func() error { return n.update(dom) })
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return Losses{}, err
+		}
+	}
+	var ce, dice [1]float32
+	if err := e.Read(g.lossCE, ce[:]); err != nil {
+		return Losses{}, err
+	}
+	if err := e.Read(g.lossD, dice[:]); err != nil {
+		return Losses{}, err
+	}
+	return Losses{CrossEntropy: float64(ce[0]), Dice: float64(dice[0])}, nil
+}
+
+// update applies the optimiser to every parameter the domain trains.
+func (n *Net) update(dom int) error {
+	n.Step++
+	o := n.Opt
+	for _, p := range n.Model.Params {
+		if (p.Domain >= 0 && p.Domain != dom) || n.frozen(p) {
+			continue
+		}
+		var err error
+		switch o.Kind {
+		case "adam":
+			ap := ref.DefaultAdam(o.LR)
+			ap.WeightDecay = o.WeightDecay
+			err = n.e.AdamStep(ap, n.Step, n.values[p.Name], n.grads[p.Name], n.state1[p.Name], n.state2[p.Name])
+		case "sgd":
+			sp := ref.SGDParams{LR: o.LR, Momentum: o.Momentum, WeightDecay: o.WeightDecay, Nesterov: o.Nesterov}
+			err = n.e.SGDStep(sp, n.Step, n.values[p.Name], n.grads[p.Name], n.state1[p.Name])
+		default:
+			err = fmt.Errorf("unknown optimizer %q (want adam or sgd)", o.Kind)
+		}
+		if err != nil {
+			return fmt.Errorf("updating %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// Pull copies the parameter values from the engine into the model.
+func (n *Net) Pull() error {
+	var errs []error
+	for _, p := range n.Model.Params {
+		v := n.Model.Values[p.Name]
+		errs = append(errs, n.e.Read(n.values[p.Name], v))
+	}
+	return errors.Join(errs...)
+}
+
+// PlanBytes returns the bytes of the activations, gradients and loss tensors
+// of the graph for the key (built if needed): the step's memory plan,
+// parameters and optimiser state excluded.
+func (n *Net) PlanBytes(dom, batch int, size [3]int, training bool) (int64, error) {
+	g, err := n.graph(graphKey{dom, batch, size, training})
+	if err != nil {
+		return 0, err
+	}
+	return g.bytes, nil
+}

@@ -1,0 +1,386 @@
+package u2net
+
+import (
+	"fmt"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/ref"
+)
+
+// act is an activation of the graph: its value and, when training, its
+// gradient. Several consumers may send gradient to one activation; the first
+// to run in the backward pass writes it, later ones add to it.
+type act struct {
+	c    int
+	size ref.Dims3
+	v, g *ops.Tensor
+	tmp  *ops.Tensor // scratch for an accumulated gradient contribution
+	// needGrad is false for the input image: nothing upstream learns.
+	needGrad    bool
+	gradWritten bool
+}
+
+// builder defines the network once for two uses: declaring the parameters
+// (declare is set: only shapes are tracked) and building an executable graph
+// on an engine (each layer allocates its output and appends forward and
+// backward steps).
+type builder struct {
+	cfg     Config
+	dom     int
+	declare bool
+	params  map[string]*Param
+	order   []*Param
+
+	g     *graph // nil when declaring
+	n     int    // batch size
+	slope float64
+	// err is the first error met; later layers are skipped.
+	err error
+}
+
+// pname returns the name of a parameter of scope. Domain-specific parameters
+// and every parameter of independent mode carry the domain's name.
+func (b *builder) pname(scope string, perDomain bool, leaf string) (string, int) {
+	if perDomain || b.cfg.Mode == ModeIndependent {
+		return scope + "." + b.cfg.Domains[b.dom].Name + "." + leaf, b.dom
+	}
+	return scope + "." + leaf, -1
+}
+
+// param declares (or, when building, looks up) a parameter.
+func (b *builder) param(scope string, perDomain bool, leaf string, kind paramKind, fanIn int, shape ...int) *Param {
+	name, dom := b.pname(scope, perDomain, leaf)
+	if p, ok := b.params[name]; ok {
+		return p
+	}
+	p := &Param{Name: name, Shape: shape, Domain: dom, kind: kind, fanIn: fanIn}
+	b.params[name] = p
+	b.order = append(b.order, p)
+	return p
+}
+
+func (b *builder) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+// newAct allocates an activation (value, and gradient when training).
+func (b *builder) newAct(c int, size ref.Dims3) *act {
+	a := &act{c: c, size: size, needGrad: true}
+	if b.declare || b.err != nil {
+		return a
+	}
+	b.g.acts = append(b.g.acts, a)
+	n := b.n * c * size.Voxels()
+	var err error
+	if a.v, err = b.g.alloc(n); err == nil && b.g.training {
+		a.g, err = b.g.alloc(n)
+	}
+	if err != nil {
+		b.fail(err)
+	}
+	return a
+}
+
+// conv is a dense 3D convolution with bias: kernel k per axis, stride s,
+// zero padding before/after per axis.
+func (b *builder) conv(scope string, perDomain bool, x *act, cout int, k, s, before, after ref.Dims3) *act {
+	fan := x.c * k.Voxels()
+	w := b.param(scope, perDomain, "weight", kindWeight, fan, cout, x.c, k[0], k[1], k[2])
+	bias := b.param(scope, perDomain, "bias", kindBias, fan, cout)
+	p := ref.ConvParams{N: b.n, Cin: x.c, Cout: cout, In: x.size, Kernel: k, Stride: s, PadBefore: before, PadAfter: after}
+	var out ref.Dims3
+	for a := range out {
+		out[a] = (x.size[a]+before[a]+after[a]-k[a])/s[a] + 1
+	}
+	y := b.newAct(cout, out)
+	if b.declare || b.err != nil {
+		return y
+	}
+	p.N = b.n
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.Conv3d(p, x.v, g.val(w), g.val(bias), y.v) },
+		func(e ops.Engine) error {
+			dx, done := g.gradOut(x)
+			if err := e.Conv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
+				return err
+			}
+			return done(e)
+		})
+	return y
+}
+
+// depthwise is a per-channel k³ convolution with bias, same padding.
+func (b *builder) depthwise(scope string, x *act) *act {
+	const k = 3
+	w := b.param(scope, true, "weight", kindWeight, k*k*k, x.c, 1, k, k, k)
+	bias := b.param(scope, true, "bias", kindBias, k*k*k, x.c)
+	y := b.newAct(x.c, x.size)
+	if b.declare || b.err != nil {
+		return y
+	}
+	p := ref.DepthwiseParams{N: b.n, C: x.c, Size: x.size, Kernel: k}
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.DepthwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
+		func(e ops.Engine) error {
+			dx, done := g.gradOut(x)
+			if err := e.DepthwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
+				return err
+			}
+			return done(e)
+		})
+	return y
+}
+
+// pointwise is a 1×1×1 convolution with bias.
+func (b *builder) pointwise(scope string, perDomain bool, x *act, cout int) *act {
+	w := b.param(scope, perDomain, "weight", kindWeight, x.c, cout, x.c, 1, 1, 1)
+	bias := b.param(scope, perDomain, "bias", kindBias, x.c, cout)
+	y := b.newAct(cout, x.size)
+	if b.declare || b.err != nil {
+		return y
+	}
+	p := ref.PointwiseParams{N: b.n, Cin: x.c, Cout: cout, Size: x.size}
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.PointwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
+		func(e ops.Engine) error {
+			dx, done := g.gradOut(x)
+			if err := e.PointwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
+				return err
+			}
+			return done(e)
+		})
+	return y
+}
+
+// convTranspose up-samples with a transposed convolution, kernel = stride.
+func (b *builder) convTranspose(scope string, x *act, cout int, s ref.Dims3) *act {
+	fan := cout * s.Voxels() // PyTorch takes fan-in from weight dim 1 for transposed convs
+	w := b.param(scope, false, "weight", kindWeight, fan, x.c, cout, s[0], s[1], s[2])
+	bias := b.param(scope, false, "bias", kindBias, fan, cout)
+	y := b.newAct(cout, ref.Dims3{x.size[0] * s[0], x.size[1] * s[1], x.size[2] * s[2]})
+	if b.declare || b.err != nil {
+		return y
+	}
+	p := ref.ConvTransposeParams{N: b.n, Cin: x.c, Cout: cout, In: x.size, Kernel: s, Stride: s}
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.ConvTranspose3d(p, x.v, g.val(w), g.val(bias), y.v) },
+		func(e ops.Engine) error {
+			dx, done := g.gradOut(x)
+			if err := e.ConvTranspose3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
+				return err
+			}
+			return done(e)
+		})
+	return y
+}
+
+// norm is a per-domain affine instance norm, optionally followed by
+// LeakyReLU(0.01).
+func (b *builder) norm(scope string, x *act, leaky bool) *act {
+	gamma := b.param(scope, true, "weight", kindGamma, 1, x.c)
+	beta := b.param(scope, true, "bias", kindBeta, 1, x.c)
+	y := b.newAct(x.c, x.size)
+	if b.declare || b.err != nil {
+		return y
+	}
+	p := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, LeakyReLU: leaky, Slope: b.slope}
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.InstanceNorm3d(p, x.v, nil, g.val(gamma), g.val(beta), y.v, nil, nil) },
+		func(e ops.Engine) error {
+			dx, done := g.gradOut(x)
+			if err := e.InstanceNorm3dBackward(p, x.v, nil, g.val(gamma), g.val(beta), y.g, dx, g.grad(gamma), g.grad(beta)); err != nil {
+				return err
+			}
+			return done(e)
+		})
+	return y
+}
+
+// leaky applies LeakyReLU(0.01).
+func (b *builder) leaky(x *act) *act {
+	y := b.newAct(x.c, x.size)
+	if b.declare || b.err != nil {
+		return y
+	}
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.LeakyReLU(b.slope, x.v, y.v) },
+		func(e ops.Engine) error {
+			dx, done := g.gradOut(x)
+			if err := e.LeakyReLUBackward(b.slope, x.v, y.g, dx); err != nil {
+				return err
+			}
+			return done(e)
+		})
+	return y
+}
+
+// add sums two activations of the same shape.
+func (b *builder) add(x1, x2 *act) *act {
+	y := b.newAct(x1.c, x1.size)
+	if b.declare || b.err != nil {
+		return y
+	}
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.Add(x1.v, x2.v, y.v) },
+		func(e ops.Engine) error {
+			for _, x := range []*act{x1, x2} {
+				dx, done := g.gradOut(x)
+				if dx == nil {
+					continue
+				}
+				if err := e.Copy(dx, y.g); err != nil {
+					return err
+				}
+				if err := done(e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	return y
+}
+
+// upsample repeats each voxel by factor f per axis (nearest).
+func (b *builder) upsample(x *act, f ref.Dims3) *act {
+	y := b.newAct(x.c, ref.Dims3{x.size[0] * f[0], x.size[1] * f[1], x.size[2] * f[2]})
+	if b.declare || b.err != nil {
+		return y
+	}
+	p := ref.UpsampleParams{N: b.n, C: x.c, In: x.size, Factor: f}
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.Upsample(p, x.v, y.v) },
+		func(e ops.Engine) error {
+			dx, done := g.gradOut(x)
+			if err := e.UpsampleBackward(p, y.g, dx); err != nil {
+				return err
+			}
+			return done(e)
+		})
+	return y
+}
+
+// concat joins two activations along channels, x1 first.
+func (b *builder) concat(x1, x2 *act) *act {
+	y := b.newAct(x1.c+x2.c, x1.size)
+	if b.declare || b.err != nil {
+		return y
+	}
+	p := ref.ConcatParams{N: b.n, Channels: []int{x1.c, x2.c}, Size: x1.size}
+	g := b.g
+	g.step(func(e ops.Engine) error { return e.Concat(p, []*ops.Tensor{x1.v, x2.v}, y.v) },
+		func(e ops.Engine) error {
+			d1, done1 := g.gradOut(x1)
+			d2, done2 := g.gradOut(x2)
+			if err := e.Split(p, y.g, []*ops.Tensor{d1, d2}); err != nil {
+				return err
+			}
+			if err := done1(e); err != nil {
+				return err
+			}
+			return done2(e)
+		})
+	return y
+}
+
+// unit is the network's conv unit (cin → cout), without the activation the
+// caller applies after it unless leaky is set (then fused into its norm).
+// Universal: [D] depthwise 3³ → [D] IN → act → [S] pointwise → [D] IN.
+// Shared and independent: dense conv k³ → [D] IN.
+func (b *builder) unit(scope string, x *act, cout, k int, leaky bool) *act {
+	if b.cfg.Mode == ModeUniversal {
+		h := b.depthwise(scope+".dw", x)
+		h = b.norm(scope+".dwnorm", h, true)
+		h = b.pointwise(scope+".pw", false, h, cout)
+		return b.norm(scope+".norm", h, leaky)
+	}
+	pad := ref.Dims3{k / 2, k / 2, k / 2}
+	h := b.conv(scope+".conv", false, x, cout, ref.Dims3{k, k, k}, ref.Dims3{1, 1, 1}, pad, pad)
+	return b.norm(scope+".norm", h, leaky)
+}
+
+// define builds the whole network for the builder's domain on input x and
+// returns the logits.
+func (b *builder) define(x *act) *act {
+	cfg := b.cfg
+	L := cfg.Levels()
+	one := ref.Dims3{1, 1, 1}
+	three := ref.Dims3{3, 3, 3}
+
+	h := b.conv("in.conv", true, x, cfg.Channels(0), three, one, one, one)
+	h = b.norm("in.norm", h, true)
+
+	skips := make([]*act, L)
+	for i := 0; i < L; i++ {
+		scope := fmt.Sprintf("enc%d", i)
+		c := cfg.Channels(i)
+		a := b.unit(scope+".u1", h, c, 3, true)
+		r := b.unit(scope+".u2", a, c, 3, !cfg.Residual)
+		if cfg.Residual {
+			r = b.leaky(b.add(h, r))
+		}
+		skips[i] = r
+		if i == L-1 {
+			break
+		}
+		// "Same" padding for the strided conv: 0 before and 1 after on a
+		// stride-2 axis, 1 and 1 on a stride-1 axis.
+		s := cfg.Stride(i)
+		var before, after ref.Dims3
+		for ax := range s {
+			before[ax], after[ax] = 1, 1
+			if s[ax] == 2 {
+				before[ax] = 0
+			}
+		}
+		h = b.conv(fmt.Sprintf("down%d.conv", i), false, r, cfg.Channels(i+1), three, ref.Dims3(s), before, after)
+		h = b.norm(fmt.Sprintf("down%d.norm", i), h, true)
+	}
+
+	deeper := skips[L-1]
+	outs := make([]*act, L)
+	for i := L - 2; i >= 0; i-- {
+		scope := fmt.Sprintf("dec%d", i)
+		c := cfg.Channels(i)
+		s := ref.Dims3(cfg.Stride(i))
+		var up *act
+		if cfg.Upsample == UpsampleTranspose {
+			up = b.convTranspose(scope+".up.tconv", deeper, c, s)
+			up = b.norm(scope+".up.norm", up, true)
+		} else {
+			up = b.unit(scope+".up", b.upsample(deeper, s), c, 3, true)
+		}
+		h := b.concat(up, skips[i])
+		h = b.unit(scope+".u1", h, c, 3, true)
+		k := 3
+		if cfg.Mode != ModeUniversal {
+			k = 1 // the reference's dense decoders end with a 1×1×1 unit
+		}
+		h = b.unit(scope+".u2", h, c, k, true)
+		outs[i] = h
+		deeper = h
+	}
+
+	classes := cfg.Domains[b.dom].Classes
+	var ds *act
+	if cfg.DeepSupervision {
+		for i := min(2, L-2); i >= 1; i-- {
+			t := b.pointwise(fmt.Sprintf("ds%d.conv", i), true, outs[i], classes)
+			t = b.norm(fmt.Sprintf("ds%d.norm", i), t, true)
+			if ds != nil {
+				t = b.add(t, ds)
+			}
+			ds = b.upsample(t, ref.Dims3(cfg.Stride(i-1)))
+		}
+	}
+	last := skips[0]
+	if L > 1 {
+		last = outs[0]
+	}
+	logits := b.pointwise("out.conv", true, last, classes)
+	if ds != nil {
+		logits = b.add(logits, ds)
+	}
+	return logits
+}
