@@ -1,33 +1,338 @@
 package ops
 
-import "github.com/u2net-vk/u2net/ops/ref"
+import (
+	"fmt"
 
-// PointwiseConv3d implements Engine.
+	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// The GEMM family (pointwise, dense and transposed convolutions, forward and
+// backward) runs on one implicit-GEMM kernel, shaders/conv_gemm.comp. Every
+// operation is phrased as one convolution geometry, x [nb, c0, xs] convolved
+// with w [c1, c0, ks] into y [nb, c1, ys], and one of three products:
+//
+//	gemmFwd   y  = w ⊛ x (+ bias)     conv forward; transposed backward data
+//	gemmDgrad x  = wᵀ ⊛ y (+ bias)    conv backward data; transposed forward
+//	gemmWgrad w  = Σ y·x              weight gradients, split-K over voxels
+//
+// A transposed convolution (in → out, weights [in, out, k]) is the backward
+// data pass of the convolution out → in with the same weights, so it needs
+// no kernel of its own and supports any kernel and stride.
+const (
+	gemmFwd uint32 = iota
+	gemmDgrad
+	gemmWgrad
+)
+
+// convGeom is a convolution in conv_gemm's terms.
+type convGeom struct {
+	nb, c0, c1         int
+	xs, ys, ks, st, pb ref.Dims3
+}
+
+func (c convGeom) pointwise() bool {
+	one := ref.Dims3{1, 1, 1}
+	return c.ks == one && c.st == one && c.pb == ref.Dims3{} && c.xs == c.ys
+}
+
+// pushConv is conv_gemm's push-constant block (8 uvec4, 128 bytes, the
+// minimum every device offers).
+type pushConv struct {
+	XS, YS, KS, ST, PB, CH, GEMM, Tiles [4]uint32
+}
+
+// gemmTile is one tiling of conv_gemm: bm×bn outputs per workgroup, K in
+// steps of bk, tm×tn outputs per invocation.
+type gemmTile struct{ bm, bn, bk, tm, tn int }
+
+func (t gemmTile) wg() int { return (t.bm / t.tm) * (t.bn / t.tn) }
+
+// sharedBytes is the shared memory of the two tiles, rows padded by one.
+func (t gemmTile) sharedBytes() int { return 4 * t.bk * (t.bm + 1 + t.bn + 1) }
+
+// gemmWG is the preferred workgroup size: 8 NVIDIA warps or 4 AMD waves, a
+// multiple of lavapipe's 8 lanes.
+const gemmWG = 256
+
+// pickTile chooses the tile for an M×N product: the tile edge follows the
+// matrix edge (Cout is often 16 or 32, so 64-row tiles would idle half the
+// workgroup) and every invocation owns up to 4×4 outputs. It shrinks the
+// tile until the device's workgroup and shared-memory limits hold.
+func (g *GPU) pickTile(m, n int) (gemmTile, error) {
+	t := gemmTile{bm: 64, bn: 64, bk: 16}
+	switch {
+	case m <= 16:
+		t.bm = 16
+	case m <= 32:
+		t.bm = 32
+	}
+	switch {
+	case n >= 128 && t.bm <= 32:
+		t.bn = 128
+	case n <= 32 && t.bm <= 32:
+		t.bn = 32
+	}
+	info := g.dev.Info()
+	limit := min(int(info.MaxWorkgroupInvocs), int(info.MaxWorkgroupSize[0]), gemmWG)
+	for {
+		per := max(t.bm*t.bn/gemmWG, 1)
+		t.tn = min(4, per)
+		t.tm = per / t.tn
+		if t.wg() <= limit && t.sharedBytes() <= int(info.MaxSharedMemory) {
+			return t, nil
+		}
+		switch {
+		case t.bn > 16:
+			t.bn /= 2
+		case t.bm > 16:
+			t.bm /= 2
+		case t.bk > 4:
+			t.bk /= 2
+		default:
+			return t, fmt.Errorf("device %s: no GEMM tile fits %d invocations and %d bytes of shared memory",
+				info.Name, limit, info.MaxSharedMemory)
+		}
+	}
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+func dims4(d ref.Dims3, w int) [4]uint32 {
+	return [4]uint32{uint32(d[0]), uint32(d[1]), uint32(d[2]), uint32(w)}
+}
+
+// Split-K of weight gradients: about gemmSplitTarget workgroups in all, each
+// summing at least gemmSplitMinK terms, so that a 2×64³ reduction fills a
+// large GPU while small ones stay a single pass.
+const (
+	gemmSplitTarget = 512
+	gemmSplitMinK   = 512
+)
+
+// convGEMM records conv_gemm in the given mode. a, b and c are the A, B and
+// C operands of that mode (see conv_gemm.comp); bias is nil or has an
+// element per output row.
+func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.Buffer) error {
+	taps := geo.ks.Voxels()
+	xvox, yvox := geo.xs.Voxels(), geo.ys.Voxels()
+	var m, n, k, phases int
+	switch mode {
+	case gemmFwd:
+		m, n, k, phases = geo.c1, geo.nb*yvox, geo.c0*taps, 1
+	case gemmDgrad:
+		// N and K differ per stride phase; tiles cover the largest phase.
+		m, n, k = geo.c0, geo.nb, geo.c1
+		phases = geo.st.Voxels()
+		for ax := range 3 {
+			n *= ceilDiv(geo.xs[ax], geo.st[ax])
+			k *= ceilDiv(geo.ks[ax], geo.st[ax])
+		}
+	case gemmWgrad:
+		m, n, k, phases = geo.c1, geo.c0*taps, geo.nb*yvox, 1
+	}
+	t, err := g.pickTile(m, n)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	tilesM, tilesN := ceilDiv(m, t.bm), ceilDiv(n, t.bn)
+	kTiles := ceilDiv(k, t.bk)
+	splits := 1
+	info := g.dev.Info()
+	if mode == gemmWgrad {
+		splits = min(ceilDiv(gemmSplitTarget, tilesM*tilesN), max(kTiles*t.bk/gemmSplitMinK, 1))
+		// The partials must fit one buffer binding.
+		if most := int(info.MaxStorageBufferRange / 4 / uint32(m*n)); splits > most {
+			splits = max(most, 1)
+		}
+	}
+	chunk := ceilDiv(kTiles, splits) * t.bk
+	splits = ceilDiv(k, chunk)
+
+	groups := tilesM * tilesN * splits
+	gx := min(groups, int(info.MaxWorkgroupCount[0]))
+	gy := ceilDiv(groups, gx)
+	if gy > int(info.MaxWorkgroupCount[1]) || phases > int(info.MaxWorkgroupCount[2]) {
+		return fmt.Errorf("ops.%s: %d×%d product (%d stride phases) needs %d workgroups, more than device %s allows",
+			op, m, n, phases, groups, info.Name)
+	}
+
+	pw := uint32(0)
+	if geo.pointwise() {
+		pw = 1
+	}
+	kern, err := g.kernel("conv_gemm", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 128,
+		uint32(t.wg()), 1, 1, uint32(t.bm), uint32(t.bn), uint32(t.bk), uint32(t.tm), uint32(t.tn), mode, pw)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	hasBias := 0
+	if bias != nil {
+		hasBias = 1
+	} else {
+		bias = g.dummy
+	}
+	push := pushConv{
+		XS:    dims4(geo.xs, xvox),
+		YS:    dims4(geo.ys, yvox),
+		KS:    dims4(geo.ks, taps),
+		ST:    dims4(geo.st, hasBias),
+		PB:    dims4(geo.pb, geo.nb),
+		CH:    [4]uint32{uint32(geo.c0), uint32(geo.c1), uint32(splits), uint32(chunk)},
+		GEMM:  [4]uint32{uint32(m), uint32(n), uint32(k), 0},
+		Tiles: [4]uint32{uint32(tilesM), uint32(tilesN), 0, 0},
+	}
+	if splits == 1 {
+		return g.dispatch(op, kern, [3]uint32{uint32(gx), uint32(gy), uint32(phases)}, push, a, b, bias, c)
+	}
+	part, err := g.scratchBuf("conv-dw", splits*m*n)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if err := g.dispatch(op, kern, [3]uint32{uint32(gx), uint32(gy), 1}, push, a, b, bias, part); err != nil {
+		return err
+	}
+	sum, err := g.kernel("conv_splitk", []vk.Access{vk.Read, vk.Write}, 8, elementwiseWG, 1, 1)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	return g.dispatch(op, sum, vk.Grid1D(m*n, elementwiseWG), [2]uint32{uint32(m * n), uint32(splits)}, part, c)
+}
+
+// bufOrNil is the buffer of an optional tensor, nil when absent.
+func bufOrNil(t *Tensor) *vk.Buffer {
+	if t == nil {
+		return nil
+	}
+	return t.gpu.buf
+}
+
+// convBackward records the gradients of a convolution geometry whose y is
+// the operation's output: dx by gemmDgrad, dw by split-K gemmWgrad, db by
+// ChannelSum. Absent gradients are skipped.
+func (g *GPU) convBackward(op string, geo convGeom, x, w, dy, dx, dw, db *Tensor) error {
+	if dx != nil {
+		if err := g.convGEMM(op, gemmDgrad, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf); err != nil {
+			return err
+		}
+	}
+	if dw != nil {
+		if err := g.convGEMM(op, gemmWgrad, geo, dy.gpu.buf, x.gpu.buf, nil, dw.gpu.buf); err != nil {
+			return err
+		}
+	}
+	if db != nil {
+		if err := g.ChannelSum(geo.nb, geo.c1, geo.ys, dy, db); err != nil {
+			return fmt.Errorf("ops.%s: bias gradient: %w", op, err)
+		}
+	}
+	return nil
+}
+
+func pointwiseGeom(p ref.PointwiseParams) convGeom {
+	one := ref.Dims3{1, 1, 1}
+	return convGeom{nb: p.N, c0: p.Cin, c1: p.Cout, xs: p.Size, ys: p.Size, ks: one, st: one}
+}
+
+func convGeomOf(p ref.ConvParams) convGeom {
+	return convGeom{nb: p.N, c0: p.Cin, c1: p.Cout, xs: p.In, ys: p.OutputSize(), ks: p.Kernel, st: p.Stride, pb: p.PadBefore}
+}
+
+// transposeGeom is the convolution whose backward data pass is p: its input
+// is p's output and its output p's input.
+func transposeGeom(p ref.ConvTransposeParams) convGeom {
+	return convGeom{nb: p.N, c0: p.Cout, c1: p.Cin, xs: p.OutputSize(), ys: p.In, ks: p.Kernel, st: p.Stride}
+}
+
+// PointwiseConv3d implements Engine: one GEMM y[n] = w·x[n] + b with the
+// batch folded into the columns.
 func (g *GPU) PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error {
-	return errNotImplemented("PointwiseConv3d")
+	const op = "PointwiseConv3d"
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
+		return err
+	}
+	return g.convGEMM(op, gemmFwd, pointwiseGeom(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
 }
 
-// PointwiseConv3dBackward implements Engine.
+// PointwiseConv3dBackward implements Engine: dx = wᵀ·dy, dw = Σ dy·xᵀ over
+// batch and voxels (deterministic split-K), db = ChannelSum(dy). Any of dx,
+// dw and db may be nil.
 func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, db *Tensor) error {
-	return errNotImplemented("PointwiseConv3dBackward")
+	const op = "PointwiseConv3dBackward"
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		opt("db", db, p.BiasLen())); err != nil {
+		return err
+	}
+	return g.convBackward(op, pointwiseGeom(p), x, w, dy, dx, dw, db)
 }
 
-// Conv3d implements Engine.
+// Conv3d implements Engine as an implicit GEMM (M = Cout, N = batch·output
+// voxels, K = Cin·taps) that gathers the padded, strided input windows while
+// loading its tiles.
 func (g *GPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
-	return errNotImplemented("Conv3d")
+	const op = "Conv3d"
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
+		return err
+	}
+	return g.convGEMM(op, gemmFwd, convGeomOf(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
 }
 
-// Conv3dBackward implements Engine.
+// Conv3dBackward implements Engine. dx gathers over the output positions
+// each input voxel reaches, one stride phase per workgroup layer so that
+// only contributing taps are visited; dw is a split-K GEMM over batch and
+// output voxels summed in a fixed order; db is ChannelSum(dy). Any of dx, dw
+// and db may be nil.
 func (g *GPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error {
-	return errNotImplemented("Conv3dBackward")
+	const op = "Conv3dBackward"
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		opt("db", db, p.BiasLen())); err != nil {
+		return err
+	}
+	return g.convBackward(op, convGeomOf(p), x, w, dy, dx, dw, db)
 }
 
-// ConvTranspose3d implements Engine.
+// ConvTranspose3d implements Engine for any kernel and stride: it is the
+// backward data pass of the convolution Cout → Cin with the same weights,
+// which for kernel = stride is one GEMM per tap (each stride phase of the
+// output sees exactly one tap).
 func (g *GPU) ConvTranspose3d(p ref.ConvTransposeParams, x, w, b, y *Tensor) error {
-	return errNotImplemented("ConvTranspose3d")
+	const op = "ConvTranspose3d"
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
+		return err
+	}
+	return g.convGEMM(op, gemmDgrad, transposeGeom(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
 }
 
-// ConvTranspose3dBackward implements Engine.
+// ConvTranspose3dBackward implements Engine: dx is the forward convolution
+// of dy with w, dw a split-K GEMM of x against the strided windows of dy,
+// db = ChannelSum(dy). Any of dx, dw and db may be nil.
 func (g *GPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, dw, db *Tensor) error {
-	return errNotImplemented("ConvTranspose3dBackward")
+	const op = "ConvTranspose3dBackward"
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		opt("db", db, p.BiasLen())); err != nil {
+		return err
+	}
+	geo := transposeGeom(p)
+	if dx != nil {
+		if err := g.convGEMM(op, gemmFwd, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf); err != nil {
+			return err
+		}
+	}
+	if dw != nil {
+		if err := g.convGEMM(op, gemmWgrad, geo, x.gpu.buf, dy.gpu.buf, nil, dw.gpu.buf); err != nil {
+			return err
+		}
+	}
+	if db != nil {
+		if err := g.ChannelSum(p.N, p.Cout, p.OutputSize(), dy, db); err != nil {
+			return fmt.Errorf("ops.%s: bias gradient: %w", op, err)
+		}
+	}
+	return nil
 }

@@ -1,13 +1,195 @@
 package ops
 
-import "github.com/u2net-vk/u2net/ops/ref"
+import (
+	"fmt"
+
+	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// Depthwise convolution on the GPU: shaders/depthwise.comp computes the
+// forward pass and, with the kernel flipped, the input gradient;
+// shaders/depthwise_dw.comp and depthwise_dw_sum.comp the weight gradient as
+// a two-pass split reduction; ChannelSum the bias gradient.
+
+// dwTile is the output tile of one workgroup: TW×TH invocations, each
+// computing TD voxels along D.
+type dwTile struct{ tw, th, td int }
+
+// groups returns the number of tiles per axis (W, H, D) of a volume.
+func (t dwTile) tiles(size ref.Dims3) [3]int {
+	return [3]int{dwCeil(size[2], t.tw), dwCeil(size[1], t.th), dwCeil(size[0], t.td)}
+}
+
+func dwCeil(a, b int) int { return (a + b - 1) / b }
+
+// dwTargetGroups is roughly how many workgroups the weight gradient's first
+// pass aims for: enough to fill a large GPU several times over.
+const dwTargetGroups = 2048
+
+// chooseTile picks the tile for a volume: 32 (or 16, 8 for narrow volumes)
+// wide so that rows coalesce, up to 256 invocations, and no taller or deeper
+// than the volume needs. It then shrinks TD and TH until halo(tile) floats
+// of shared memory fit in the device's limit.
+func (g *GPU) chooseTile(op string, size ref.Dims3, halo func(dwTile) int) (dwTile, error) {
+	t := dwTile{tw: 32, th: 8, td: 4}
+	switch {
+	case size[2] <= 8:
+		t.tw = 8
+	case size[2] <= 16:
+		t.tw = 16
+	}
+	t.th = 256 / t.tw
+	for t.th > 1 && t.th/2 >= size[1] {
+		t.th /= 2
+	}
+	for t.td > 1 && t.td/2 >= size[0] {
+		t.td /= 2
+	}
+	limit := int(g.dev.Info().MaxSharedMemory / 4)
+	for halo(t) > limit {
+		switch {
+		case t.td > 1:
+			t.td /= 2
+		case t.th > 1:
+			t.th /= 2
+		default:
+			return t, fmt.Errorf("ops.%s: a %d-float tile needs more than the device's %d bytes of shared memory",
+				op, halo(t), 4*limit)
+		}
+	}
+	return t, nil
+}
+
+type pushDepthwise struct {
+	Planes, C, D, H, W     uint32
+	TilesX, TilesY, TilesZ uint32
+	HasBias                uint32
+}
+
+// depthwiseConv records y = conv(x, w) + b, or with flip the input gradient
+// conv(x, flip(w)) without bias.
+func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor, flip bool) error {
+	k := p.Kernel
+	tile, err := g.chooseTile(op, p.Size, func(t dwTile) int {
+		return (t.tw+k-1)*(t.th+k-1)*(t.td+k-1) + k*k*k
+	})
+	if err != nil {
+		return err
+	}
+	fl := uint32(0)
+	if flip {
+		fl = 1
+	}
+	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 36,
+		uint32(tile.tw), uint32(tile.th), 1, uint32(tile.td), uint32(k), fl)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	tl := tile.tiles(p.Size)
+	hasBias := uint32(0)
+	if b != nil {
+		hasBias = 1
+	}
+	push := pushDepthwise{uint32(p.N * p.C), uint32(p.C), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
+		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), hasBias}
+	groups := p.N * p.C * tl[0] * tl[1] * tl[2]
+	return g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
+}
 
 // DepthwiseConv3d implements Engine.
 func (g *GPU) DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error {
-	return errNotImplemented("DepthwiseConv3d")
+	const op = "DepthwiseConv3d"
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
+		return err
+	}
+	return g.depthwiseConv(op, p, x, w, b, y, false)
+}
+
+type pushDepthwiseDW struct {
+	N, C, D, H, W            uint32
+	TilesX, TilesY, TilesZ   uint32
+	Blocks, Chunks, PerChunk uint32
+}
+
+type pushDepthwiseDWSum struct {
+	C, Taps, TB, Blocks, Chunks uint32
 }
 
 // DepthwiseConv3dBackward implements Engine.
 func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, db *Tensor) error {
-	return errNotImplemented("DepthwiseConv3dBackward")
+	const op = "DepthwiseConv3dBackward"
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		opt("db", db, p.BiasLen())); err != nil {
+		return err
+	}
+	if dx != nil {
+		if err := g.depthwiseConv(op, p, dy, w, nil, dx, true); err != nil {
+			return err
+		}
+	}
+	if dw != nil {
+		if err := g.depthwiseWeightGrad(op, p, x, dy, dw); err != nil {
+			return err
+		}
+	}
+	if db != nil {
+		if err := g.ChannelSum(p.N, p.C, p.Size, dy, db); err != nil {
+			return fmt.Errorf("ops.%s: bias gradient: %w", op, err)
+		}
+	}
+	return nil
+}
+
+// depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted).
+func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw *Tensor) error {
+	k := p.Kernel
+	// A block of kernel planes keeps at most 27 running sums per invocation
+	// (all of a 3³ kernel) but always whole planes.
+	kdb := max(1, min(k, 27/(k*k)))
+	tb := kdb * k * k
+	blocks := dwCeil(k, kdb)
+	limit := int(g.dev.Info().MaxSharedMemory / 4)
+	tile, err := g.chooseTile(op, p.Size, func(t dwTile) int {
+		return (t.tw + k - 1) * (t.th + k - 1) * (t.td + kdb - 1)
+	})
+	if err != nil {
+		return err
+	}
+	wg := tile.tw * tile.th
+	// Taps per reduction round: RG·WG floats must fit, and RG·8 ≤ WG.
+	rg := min(tb, wg/8, limit/wg)
+	if rg < 1 {
+		return fmt.Errorf("ops.%s: workgroup of %d is too small to reduce", op, wg)
+	}
+	sh := max((tile.tw+k-1)*(tile.th+k-1)*(tile.td+kdb-1), rg*wg)
+	tl := tile.tiles(p.Size)
+	perChannel := p.N * tl[0] * tl[1] * tl[2]
+	chunks := min(perChannel, max(1, dwTargetGroups/(p.C*blocks)))
+	perChunk := dwCeil(perChannel, chunks)
+	chunks = dwCeil(perChannel, perChunk)
+
+	first, err := g.kernel("depthwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write}, 44,
+		uint32(tile.tw), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh))
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	second, err := g.kernel("depthwise_dw_sum", []vk.Access{vk.Read, vk.Write}, 20, elementwiseWG/4)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	groups := p.C * blocks * chunks
+	partial, err := g.scratchBuf("dw-partial", groups*tb)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	push := pushDepthwiseDW{uint32(p.N), uint32(p.C), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
+		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(blocks), uint32(chunks), uint32(perChunk)}
+	if err := g.dispatch(op, first, vk.Grid1D(groups, 1), push, x.gpu.buf, dy.gpu.buf, partial); err != nil {
+		return err
+	}
+	sum := pushDepthwiseDWSum{uint32(p.C), uint32(k * k * k), uint32(tb), uint32(blocks), uint32(chunks)}
+	return g.dispatch(op, second, vk.Grid1D(p.WeightLen(), elementwiseWG/4), sum, partial, dw.gpu.buf)
 }

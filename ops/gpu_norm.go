@@ -1,18 +1,203 @@
 package ops
 
-import "github.com/u2net-vk/u2net/ops/ref"
+import (
+	"fmt"
 
-// ChannelSum implements Engine.
-func (g *GPU) ChannelSum(n, c int, size ref.Dims3, x, sums *Tensor) error {
-	return errNotImplemented("ChannelSum")
+	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// Instance norm on the GPU, in deterministic passes:
+//
+//	norm_stats (MODE 0)   per (plane, chunk): the chunk's mean and M2
+//	norm_combine (MODE 0) per plane: Chan's merge of the chunks → mean, invStd
+//	norm_apply (MODE 0)   elementwise: y = act(gamma·x̂ + beta)
+//
+// and for the backward pass the same two statistics passes, then
+//
+//	norm_stats (MODE 1)   per (plane, chunk): Σ g and Σ g·x̂
+//	norm_combine (MODE 1) per channel: the plane means and dgamma, dbeta
+//	norm_apply (MODE 1)   elementwise: dx
+//
+// Planes are split into chunks of normChunk voxels so that a few large
+// planes (2×32 planes of 64³) still spread over thousands of workgroups.
+
+const (
+	normWG = 256
+	// normChunk is the voxels per workgroup of norm_stats: 16 per
+	// invocation, held in registers between the mean and the M2 pass.
+	normChunk    = 4096
+	normCombineG = 64
+)
+
+// pushNorm is the push-constant block shared by the norm kernels.
+type pushNorm struct {
+	NC, C, V                    uint32
+	Chunk, Chunks               uint32
+	Residual, Leaky, HasA, HasB uint32
+	Slope, Eps                  float32
+}
+
+func b32(v bool) uint32 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// normPlan holds what every pass of one call needs.
+type normPlan struct {
+	op   string
+	p    ref.NormParams
+	push pushNorm
+	vec4 bool
+}
+
+func newNormPlan(op string, p ref.NormParams) normPlan {
+	v := p.Size.Voxels()
+	chunks := (v + normChunk - 1) / normChunk
+	return normPlan{
+		op: op,
+		p:  p,
+		push: pushNorm{NC: uint32(p.N * p.C), C: uint32(p.C), V: uint32(v), Chunk: normChunk,
+			Chunks: uint32(chunks), Residual: b32(p.Residual), Leaky: b32(p.LeakyReLU),
+			Slope: float32(p.Slope), Eps: float32(p.Eps)},
+		// A vec4 never straddles two planes when V is a multiple of 4.
+		vec4: v%4 == 0,
+	}
+}
+
+func (np *normPlan) groups() int { return int(np.push.NC * np.push.Chunks) }
+
+// checkNorm validates the arguments shared by forward and backward; r must
+// be absent unless p.Residual.
+func (g *GPU) checkNorm(op string, p ref.NormParams, x, r, gamma, beta *Tensor, more ...arg) error {
+	n := p.InputLen()
+	rArg := in("r", r, n)
+	if !p.Residual {
+		rArg = opt("r", r, n)
+	}
+	args := append([]arg{in("x", x, n), rArg, in("gamma", gamma, p.ParamLen()), in("beta", beta, p.ParamLen())}, more...)
+	if err := checkArgs(g, op, p, args...); err != nil {
+		return err
+	}
+	if !p.Residual && r != nil {
+		return fmt.Errorf("ops.%s: residual given (%d elements) but %v has Residual false", op, r.Len(), p)
+	}
+	return nil
+}
+
+// stats records norm_stats and norm_combine in MODE 0: stats receives
+// (mean, invStd) per plane, and mean and invStd (when not nil) too.
+func (g *GPU) normStats(np *normPlan, x, r *Tensor, stats *vk.Buffer, mean, invStd *Tensor) error {
+	partial, err := g.scratchBuf("norm-partial", 2*np.groups())
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", np.op, err)
+	}
+	if err := g.normReduce(np, 0, x, r, nil, nil, nil, g.dummy, partial); err != nil {
+		return err
+	}
+	push := np.push
+	push.HasA, push.HasB = b32(mean != nil), b32(invStd != nil)
+	return g.normCombine(np, 0, push, partial, stats, g.buf(mean), g.buf(invStd), int(push.NC))
+}
+
+// normReduce records norm_stats in the given mode.
+func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, stats, partial *vk.Buffer) error {
+	vpt := uint32(normChunk / normWG)
+	if np.vec4 {
+		vpt /= 4
+	}
+	k, err := g.kernel("norm_stats",
+		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 44,
+		normWG, 1, 1, vpt, b32(np.vec4), mode)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", np.op, err)
+	}
+	return g.dispatch(np.op, k, vk.Grid1D(np.groups(), 1), np.push,
+		x.gpu.buf, g.buf(r), g.buf(dy), g.buf(gamma), g.buf(beta), stats, partial)
+}
+
+// normCombine records norm_combine in the given mode over n results.
+func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res, a, b *vk.Buffer, n int) error {
+	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 44,
+		normCombineG, 1, 1, mode)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", np.op, err)
+	}
+	return g.dispatch(np.op, k, vk.Grid1D(n, normCombineG), push, partial, res, a, b)
+}
+
+// normApply records norm_apply in the given mode, writing out.
+func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, stats, coef *vk.Buffer, out *Tensor) error {
+	k, err := g.kernel("norm_apply",
+		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 44,
+		normWG, 1, 1, b32(np.vec4), mode)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", np.op, err)
+	}
+	items := np.p.InputLen()
+	if np.vec4 {
+		items /= 4
+	}
+	return g.dispatch(np.op, k, vk.Grid1D(items, normWG), np.push,
+		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, stats, coef, out.gpu.buf)
 }
 
 // InstanceNorm3d implements Engine.
 func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invStd *Tensor) error {
-	return errNotImplemented("InstanceNorm3d")
+	const op = "InstanceNorm3d"
+	if err := g.checkNorm(op, p, x, r, gamma, beta, in("y", y, p.OutputLen()),
+		opt("mean", mean, p.StatsLen()), opt("invStd", invStd, p.StatsLen())); err != nil {
+		return err
+	}
+	np := newNormPlan(op, p)
+	stats, err := g.scratchBuf("norm-stats", 2*p.StatsLen())
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if err := g.normStats(&np, x, r, stats, mean, invStd); err != nil {
+		return err
+	}
+	return g.normApply(&np, 0, x, r, nil, gamma, beta, stats, g.dummy, y)
 }
 
 // InstanceNorm3dBackward implements Engine.
 func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, dy, dx, dgamma, dbeta *Tensor) error {
-	return errNotImplemented("InstanceNorm3dBackward")
+	const op = "InstanceNorm3dBackward"
+	if err := g.checkNorm(op, p, x, r, gamma, beta, in("dy", dy, p.OutputLen()),
+		opt("dx", dx, p.InputLen()), opt("dgamma", dgamma, p.ParamLen()), opt("dbeta", dbeta, p.ParamLen())); err != nil {
+		return err
+	}
+	if dx == nil && dgamma == nil && dbeta == nil {
+		return nil
+	}
+	np := newNormPlan(op, p)
+	stats, err := g.scratchBuf("norm-stats", 2*p.StatsLen())
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	coef, err := g.scratchBuf("norm-coef", 2*p.StatsLen())
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	gpartial, err := g.scratchBuf("norm-gpartial", 2*np.groups())
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if err := g.normStats(&np, x, r, stats, nil, nil); err != nil {
+		return err
+	}
+	if err := g.normReduce(&np, 1, x, r, dy, gamma, beta, stats, gpartial); err != nil {
+		return err
+	}
+	push := np.push
+	push.HasA, push.HasB = b32(dgamma != nil), b32(dbeta != nil)
+	if err := g.normCombine(&np, 1, push, gpartial, coef, g.buf(dgamma), g.buf(dbeta), p.C); err != nil {
+		return err
+	}
+	if dx == nil {
+		return nil
+	}
+	return g.normApply(&np, 1, x, r, dy, gamma, beta, stats, coef, dx)
 }

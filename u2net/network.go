@@ -187,7 +187,9 @@ func (b *builder) norm(scope string, x *act, leaky bool) *act {
 	}
 	p := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, LeakyReLU: leaky, Slope: b.slope}
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.InstanceNorm3d(p, x.v, nil, g.val(gamma), g.val(beta), y.v, nil, nil) },
+	g.step(func(e ops.Engine) error {
+		return e.InstanceNorm3d(p, x.v, nil, g.val(gamma), g.val(beta), y.v, nil, nil)
+	},
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
 			if err := e.InstanceNorm3dBackward(p, x.v, nil, g.val(gamma), g.val(beta), y.g, dx, g.grad(gamma), g.grad(beta)); err != nil {
