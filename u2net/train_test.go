@@ -1,0 +1,160 @@
+package u2net
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops"
+)
+
+func trainSteps(t *testing.T, net *Net, dom, steps int, seed uint64) []Losses {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 99))
+	var out []Losses
+	for i := 0; i < steps; i++ {
+		x, l := tinyBatch(r, net.Model.Config.Domains[dom], 2, tinySize)
+		loss, err := net.TrainStep(dom, 2, tinySize, x, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, loss)
+	}
+	if err := net.Pull(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameValues(t *testing.T, what string, a, b []float32) {
+	t.Helper()
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			t.Fatalf("%s[%d]: %v vs %v", what, i, a[i], b[i])
+		}
+	}
+}
+
+// Training the same model with the same data twice gives the same bits.
+func TestDeterministicReplay(t *testing.T) {
+	var runs [2]*Model
+	for k := range runs {
+		m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 11)
+		net, err := NewNet(m, ops.NewCPU())
+		if err != nil {
+			t.Fatal(err)
+		}
+		trainSteps(t, net, 0, 2, 5)
+		net.Close()
+		runs[k] = m
+	}
+	for _, p := range runs[0].Params {
+		sameValues(t, p.Name, runs[0].Values[p.Name], runs[1].Values[p.Name])
+	}
+}
+
+// Training reduces the loss on a fixed batch.
+func TestTrainingLowersLoss(t *testing.T) {
+	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 3)
+	net, _ := NewNet(m, ops.NewCPU())
+	defer net.Close()
+	net.Opt.LR = 3e-3
+	r := rand.New(rand.NewPCG(1, 2))
+	x, l := tinyBatch(r, m.Config.Domains[0], 2, tinySize)
+	first, err := net.TrainStep(0, 2, tinySize, x, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last Losses
+	for i := 0; i < 15; i++ {
+		if last, err = net.TrainStep(0, 2, tinySize, x, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !(last.Total() < 0.8*first.Total()) {
+		t.Errorf("loss went from %.4f to %.4f in 15 steps", first.Total(), last.Total())
+	}
+}
+
+// A new domain trained with frozen shared parameters leaves the shared
+// parameters bit-identical and the earlier domains' predictions unchanged.
+func TestNewDomainWithFrozenShared(t *testing.T) {
+	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 21)
+	cpu := ops.NewCPU()
+	r := rand.New(rand.NewPCG(8, 8))
+	x, _ := tinyBatch(r, m.Config.Domains[0], 1, tinySize)
+	net, _ := NewNet(m, cpu)
+	before, err := net.Forward(0, 1, tinySize, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net.Close()
+	old := map[string][]float32{}
+	for _, p := range m.Params {
+		old[p.Name] = append([]float32(nil), m.Values[p.Name]...)
+	}
+
+	if err := m.AddDomain(Domain{Name: "us", InChannels: 3, Classes: 4}, 9); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range old {
+		sameValues(t, "after AddDomain "+name, v, m.Values[name])
+	}
+	net, _ = NewNet(m, cpu)
+	defer net.Close()
+	net.FreezeShared = true
+	trainSteps(t, net, 2, 2, 4)
+	changed := 0
+	for _, p := range m.Params {
+		if v, ok := old[p.Name]; ok {
+			sameValues(t, "after training the new domain "+p.Name, v, m.Values[p.Name])
+		} else if p.Domain == 2 {
+			changed++
+		}
+	}
+	if changed == 0 {
+		t.Error("no parameter of the new domain exists")
+	}
+	after, err := net.Forward(0, 1, tinySize, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameValues(t, "domain ct logits", before, after)
+	if err := m.AddDomain(Domain{Name: "us", InChannels: 1, Classes: 2}, 1); err == nil || !strings.Contains(err.Error(), "duplicate") {
+		t.Errorf("adding a duplicate domain: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	cases := []struct {
+		json, want string
+	}{
+		{`{"mode":"hybrid","domains":[{"name":"a","in_channels":1,"classes":2}]}`, `unknown mode "hybrid"`},
+		{`{"upsample":"bilinear","domains":[{"name":"a","in_channels":1,"classes":2}]}`, `unknown upsample "bilinear"`},
+		{`{"base_channels":0,"domains":[{"name":"a","in_channels":1,"classes":2}]}`, "base_channels = 0"},
+		{`{"domains":[{"name":"a","in_channels":-1,"classes":2}]}`, "in_channels = -1"},
+		{`{"domains":[{"name":"a","in_channels":1}]}`, "classes = 0"},
+		{`{"domains":[{"name":"a","in_channels":1,"classes":2},{"name":"a","in_channels":1,"classes":2}]}`, `duplicate domain name "a"`},
+		{`{"domains":[]}`, "no domains"},
+		{`{"modes":"universal","domains":[{"name":"a","in_channels":1,"classes":2}]}`, "unknown field"},
+	}
+	for _, c := range cases {
+		if _, err := ParseConfig([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ParseConfig(%s) = %v, want %q", c.json, err, c.want)
+		}
+	}
+	cfg := tinyConfig(ModeUniversal, UpsampleTranspose)
+	if err := cfg.CheckInputSize([3]int{4, 8, 6}); err == nil || !strings.Contains(err.Error(), "axis W (6) must be a positive multiple of 4") {
+		t.Errorf("CheckInputSize: %v", err)
+	}
+	m, _ := New(cfg, 1)
+	net, _ := NewNet(m, ops.NewCPU())
+	defer net.Close()
+	if _, err := net.Forward(0, 1, [3]int{4, 8, 6}, make([]float32, 4*8*6)); err == nil {
+		t.Error("Forward accepted a size not divisible by the strides")
+	}
+	if _, err := net.Forward(0, 1, tinySize, make([]float32, 5)); err == nil {
+		t.Error("Forward accepted an input of the wrong length")
+	}
+}
