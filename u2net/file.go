@@ -223,3 +223,5 @@ func tensorValues(tv safetensors.TensorView, want []int) ([]float32, error) {
 	}
 	return v, nil
 }
+
+func float64frombytes(b []byte) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(b)) }

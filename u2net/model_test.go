@@ -146,3 +146,31 @@ func finiteDifference(t *testing.T, net *Net, name string, i, dom int, x []float
 	}
 	return fd
 }
+
+// The parameter counts of the reference at its published setting (DESIGN §8
+// anchors): base 16, pools [5,5,5], nearest up-sampling; five domains in
+// universal mode, one domain for an independent model.
+func TestParameterCountsAtReferenceSetting(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Upsample = UpsampleNearest
+	cfg.Domains = []Domain{
+		{Name: "heart", InChannels: 1, Classes: 2}, {Name: "liver", InChannels: 1, Classes: 3},
+		{Name: "prostate", InChannels: 2, Classes: 3}, {Name: "pancreas", InChannels: 1, Classes: 2},
+		{Name: "hippocampus", InChannels: 1, Classes: 2},
+	}
+	m, err := New(cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Counts().Total; got != 6577460 {
+		t.Errorf("universal, five domains: %d parameters, the reference has 6577460", got)
+	}
+	cfg.Mode = ModeIndependent
+	cfg.Domains = cfg.Domains[:1]
+	if m, err = New(cfg, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Counts().Total; got != 33113214 {
+		t.Errorf("independent, one domain: %d parameters, the reference has 33113214", got)
+	}
+}

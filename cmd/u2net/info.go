@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/u2net-vk/u2net/u2net"
+)
+
+func init() {
+	register(command{name: "info", short: "print a model's config and parameter counts", run: runInfo})
+	register(command{name: "import", short: "convert a reference PyTorch state_dict into a model file", run: runImport})
+}
+
+func runInfo(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("info", "MODEL.safetensors | --config CONFIG.json", stderr)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	configPath := fs.String("config", "", "count the parameters of a config JSON instead of a model file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var m *u2net.Model
+	switch {
+	case *configPath != "" && fs.NArg() == 0:
+		data, err := os.ReadFile(*configPath)
+		if err != nil {
+			return err
+		}
+		cfg, err := u2net.ParseConfig(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *configPath, err)
+		}
+		if m, err = u2net.New(cfg, 0); err != nil {
+			return err
+		}
+	case *configPath == "" && fs.NArg() == 1:
+		var err error
+		if m, err = u2net.Load(fs.Arg(0)); err != nil {
+			return err
+		}
+	default:
+		return usageError("give one model file, or --config CONFIG.json")
+	}
+	counts := m.Counts()
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Config u2net.Config      `json:"config"`
+			Counts u2net.ParamCounts `json:"parameters"`
+		}{m.Config, counts})
+	}
+	c := m.Config
+	fmt.Fprintf(stdout, "mode %s, base channels %d, pools per axis %v (%d levels), upsample %s, deep supervision %v, residual %v\n",
+		c.Mode, c.BaseChannels, c.PoolsPerAxis, c.Levels(), c.Upsample, c.DeepSupervision, c.Residual)
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "parameters\tcount\tshare\t")
+	pct := func(n int) string { return fmt.Sprintf("%.2f%%", 100*float64(n)/float64(counts.Total)) }
+	fmt.Fprintf(tw, "total\t%d\t%s\t\n", counts.Total, pct(counts.Total))
+	fmt.Fprintf(tw, "shared\t%d\t%s\t\n", counts.Shared, pct(counts.Shared))
+	names := make([]string, 0, len(counts.PerDomain))
+	for n := range counts.PerDomain {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, d := range c.Domains {
+		plan := ""
+		if len(d.Plan) > 0 {
+			plan = ", with preprocessing plan"
+		}
+		fmt.Fprintf(tw, "domain %s (%d in, %d classes%s)\t%d\t%s\t\n", d.Name, d.InChannels, d.Classes, plan,
+			counts.PerDomain[d.Name], pct(counts.PerDomain[d.Name]))
+	}
+	return tw.Flush()
+}
+
+func runImport(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("import", "--torch STATE.safetensors --config CONFIG.json --out MODEL.safetensors", stderr)
+	torch := fs.String("torch", "", "the reference's state_dict saved as safetensors")
+	configPath := fs.String("config", "", "config JSON of the same architecture")
+	out := fs.String("out", "", "model file to write")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var missing []string
+	for name, v := range map[string]string{"--torch": *torch, "--config": *configPath, "--out": *out} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 || fs.NArg() > 0 {
+		sort.Strings(missing)
+		return usageError("missing %s", strings.Join(missing, ", "))
+	}
+	data, err := os.ReadFile(*configPath)
+	if err != nil {
+		return err
+	}
+	cfg, err := u2net.ParseConfig(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *configPath, err)
+	}
+	m, err := u2net.ImportTorch(*torch, cfg)
+	if err != nil {
+		return err
+	}
+	if err := m.Save(*out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s: %d parameters\n", *out, m.Counts().Total)
+	return nil
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/u2net"
+)
+
+func TestInfo(t *testing.T) {
+	dir := t.TempDir()
+	cfg := u2net.DefaultConfig()
+	cfg.BaseChannels = 4
+	cfg.PoolsPerAxis = [3]int{2, 2, 2}
+	cfg.Domains = []u2net.Domain{{Name: "heart", InChannels: 1, Classes: 2}, {Name: "prostate", InChannels: 2, Classes: 3}}
+	m, err := u2net.New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "m.safetensors")
+	if err := m.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run("info", path)
+	if code != 0 {
+		t.Fatalf("info: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"mode universal", "total", "shared", "domain heart", "domain prostate", "%"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("info output lacks %q:\n%s", want, stdout)
+		}
+	}
+	code, stdout, _ = run("info", "--json", path)
+	var rep struct {
+		Parameters u2net.ParamCounts `json:"parameters"`
+	}
+	if code != 0 || json.Unmarshal([]byte(stdout), &rep) != nil || rep.Parameters.Total != m.Counts().Total {
+		t.Errorf("info --json: exit %d, %s", code, stdout)
+	}
+	cfgPath := filepath.Join(dir, "c.json")
+	b, _ := json.Marshal(cfg)
+	os.WriteFile(cfgPath, b, 0o644)
+	if code, stdout, _ := run("info", "--config", cfgPath); code != 0 || !strings.Contains(stdout, "total") {
+		t.Errorf("info --config: exit %d, %s", code, stdout)
+	}
+	if code, _, stderr := run("info", filepath.Join(dir, "missing.safetensors")); code != 1 || !strings.Contains(stderr, "missing.safetensors") {
+		t.Errorf("info on a missing file: exit %d, %s", code, stderr)
+	}
+	if code, _, _ := run("info"); code != 2 {
+		t.Errorf("info without a model: exit %d", code)
+	}
+}
+
+func TestImportFlags(t *testing.T) {
+	code, _, stderr := run("import", "--torch", "x")
+	if code != 2 || !strings.Contains(stderr, "missing --config, --out") {
+		t.Errorf("import without flags: exit %d, %s", code, stderr)
+	}
+}
