@@ -338,3 +338,52 @@ func (n *Net) PlanBytes(dom, batch int, size [3]int, training bool) (int64, erro
 	}
 	return g.bytes, nil
 }
+
+// Names of optimiser-state tensors in checkpoints.
+const (
+	stateFirst  = StatePrefix + "m." // Adam's first moment or SGD's momentum
+	stateSecond = StatePrefix + "v." // Adam's second moment
+)
+
+// OptimizerState reads the optimiser's tensors, named for a checkpoint.
+func (n *Net) OptimizerState() (map[string][]float32, error) {
+	out := map[string][]float32{}
+	for prefix, m := range map[string]map[string]*ops.Tensor{stateFirst: n.state1, stateSecond: n.state2} {
+		for name, t := range m {
+			v := make([]float32, t.Len())
+			if err := n.e.Read(t, v); err != nil {
+				return nil, err
+			}
+			out[prefix+name] = v
+		}
+	}
+	return out, nil
+}
+
+// SetOptimizerState restores tensors written by OptimizerState.
+func (n *Net) SetOptimizerState(state map[string][]float32) error {
+	for d := range n.Model.Config.Domains {
+		if err := n.ensureGrads(d); err != nil {
+			return err
+		}
+	}
+	for key, v := range state {
+		var t *ops.Tensor
+		switch {
+		case len(key) > len(stateFirst) && key[:len(stateFirst)] == stateFirst:
+			t = n.state1[key[len(stateFirst):]]
+		case len(key) > len(stateSecond) && key[:len(stateSecond)] == stateSecond:
+			t = n.state2[key[len(stateSecond):]]
+		}
+		if t == nil {
+			continue // state of a parameter that no longer learns (frozen)
+		}
+		if t.Len() != len(v) {
+			return fmt.Errorf("optimiser state %s has %d values, want %d", key, len(v), t.Len())
+		}
+		if err := n.e.Write(t, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,561 @@
+// Package train trains a U²-Net over several Decathlon datasets: it plans
+// and caches the preprocessing, samples augmented patches in the
+// background, steps through the domains round-robin, validates on held-out
+// cases, and keeps the best model and an exactly resumable checkpoint.
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/augment"
+	"github.com/u2net-vk/u2net/u2net/dataset"
+	"github.com/u2net-vk/u2net/u2net/infer"
+	"github.com/u2net-vk/u2net/u2net/metrics"
+	"github.com/u2net-vk/u2net/u2net/preprocess"
+	"github.com/u2net-vk/u2net/u2net/report"
+	"github.com/u2net-vk/u2net/u2net/sample"
+)
+
+// Files in a run folder.
+const (
+	ModelFile      = "model.safetensors"      // best model, with preprocessing plans
+	CheckpointFile = "checkpoint.safetensors" // latest state, with optimiser state
+	MetricsFile    = "metrics.jsonl"
+	ProgressFile   = "progress.png"
+	OptionsFile    = "options.json"
+)
+
+// Options configure a training run.
+type Options struct {
+	Data          []string // Decathlon dataset folders, one domain each
+	Out           string   // run folder
+	Mode          string
+	Upsample      string
+	Epochs        int
+	StepsPerEpoch int
+	Patch         [3]int // zero: derived from the datasets' median shapes
+	Batch         int
+	BaseChannels  int
+	Pools         [3]int // all −1: derived from the patch
+	Seed          uint64
+	Optimizer     string  // "adam" (default) or "sgd" (Nesterov momentum 0.99, poly decay)
+	LR            float64 // zero: 3e-4 for Adam, 1e-2 for SGD
+	WeightDecay   float64
+	ValEvery      int     // validate every this many epochs; 0: only after the last
+	ValFraction   float64 // share of each dataset's training cases held out
+	ValCases      int     // at most this many validation cases per domain (0: all held out)
+	Resume        bool
+	// Init starts from a trained model; with FreezeShared only the
+	// per-domain parameters of domains not in Init learn.
+	Init         string
+	FreezeShared bool
+	Workers      int // augmentation goroutines; 0: GOMAXPROCS
+	// StopAfter stops this invocation at a step boundary after so many steps,
+	// saving the checkpoint as an interruption does; 0: run to the end.
+	StopAfter int
+}
+
+// Record is one line of metrics.jsonl.
+type Record = report.Record
+
+// Result summarises a finished run.
+type Result struct {
+	Steps    int
+	BestDice map[string]float64
+	Stopped  bool // interrupted before the last epoch
+}
+
+// domainData is one dataset prepared for training and validation.
+type domainData struct {
+	ds     *dataset.Dataset
+	plan   *preprocess.Plan
+	train  []*preprocess.Case
+	val    []*preprocess.Case
+	loader *augment.Loader
+}
+
+// Run trains on engine e. Progress, when not nil, shows a progress bar
+// (pass a terminal); log receives the plain log lines.
+func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progress io.Writer) (*Result, error) {
+	if err := opt.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("run folder: %w", err)
+	}
+	doms, err := prepare(ctx, opt, log)
+	if err != nil {
+		return nil, err
+	}
+	opt.Patch = choosePatch(opt.Patch, doms)
+	cfg, err := buildConfig(opt, doms)
+	if err != nil {
+		return nil, err
+	}
+	model, state, start, best, err := initialModel(opt, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	net, err := u2net.NewNet(model, e)
+	if err != nil {
+		return nil, err
+	}
+	defer net.Close()
+	net.FreezeShared = opt.FreezeShared
+	net.Opt = optimizer(opt)
+	if state != nil {
+		if err := net.SetOptimizerState(state.State); err != nil {
+			return nil, fmt.Errorf("resuming from %s: %w", CheckpointFile, err)
+		}
+		net.Step = start
+	}
+	for i, d := range doms {
+		s, err := sample.New(d.train, opt.Patch, sample.Options{Seed: opt.Seed + uint64(i)*7919})
+		if err != nil {
+			return nil, fmt.Errorf("domain %s: %w", d.ds.Name, err)
+		}
+		if d.loader, err = augment.NewLoader(s, augment.LoaderConfig{
+			BatchSize: opt.Batch, Params: augment.DefaultParams(), Seed: opt.Seed*31 + uint64(i), Workers: opt.Workers,
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeJSON(filepath.Join(opt.Out, OptionsFile), opt); err != nil {
+		return nil, err
+	}
+	log.Info("training", "device", e.Name(), "mode", cfg.Mode, "domains", len(doms), "patch", opt.Patch,
+		"pools", cfg.PoolsPerAxis, "batch", opt.Batch, "parameters", model.Counts().Total, "start_step", start)
+
+	r := &runner{opt: opt, net: net, doms: doms, log: log, best: best, progress: progress}
+	return r.loop(ctx, start)
+}
+
+func (o *Options) validate() error {
+	switch {
+	case len(o.Data) == 0 && o.Init == "":
+		return errors.New("no --data folder given")
+	case o.Out == "":
+		return errors.New("no --out run folder given")
+	case o.Epochs < 1:
+		return fmt.Errorf("--epochs %d must be at least 1", o.Epochs)
+	case o.StepsPerEpoch < 1:
+		return fmt.Errorf("--steps-per-epoch %d must be at least 1", o.StepsPerEpoch)
+	case o.Batch < 1:
+		return fmt.Errorf("--batch %d must be at least 1", o.Batch)
+	case o.ValFraction < 0 || o.ValFraction >= 1:
+		return fmt.Errorf("validation fraction %g must be in [0, 1)", o.ValFraction)
+	}
+	for a, p := range o.Patch {
+		if p < 0 || p > 1024 {
+			return fmt.Errorf("--patch axis %d = %d out of range", a, p)
+		}
+	}
+	if o.Optimizer == "" {
+		o.Optimizer = "adam"
+	}
+	if o.Optimizer != "adam" && o.Optimizer != "sgd" {
+		return fmt.Errorf("--optimizer %q: want adam or sgd", o.Optimizer)
+	}
+	return nil
+}
+
+// optimizer returns the optimiser for the options: the reference's Adam
+// (3e-4, weight decay 5e-4) or SGD with Nesterov momentum.
+func optimizer(o Options) u2net.Optimizer {
+	opt := u2net.DefaultOptimizer()
+	if o.Optimizer == "sgd" {
+		opt = u2net.Optimizer{Kind: "sgd", LR: 1e-2, WeightDecay: 3e-5, Momentum: 0.99, Nesterov: true}
+	}
+	if o.LR > 0 {
+		opt.LR = o.LR
+	}
+	if o.WeightDecay > 0 {
+		opt.WeightDecay = o.WeightDecay
+	}
+	return opt
+}
+
+// prepare opens every dataset, plans its preprocessing, holds out validation
+// cases and preprocesses everything through the cache.
+func prepare(ctx context.Context, opt Options, log *slog.Logger) ([]*domainData, error) {
+	cache := filepath.Join(opt.Out, "cache")
+	var doms []*domainData
+	for _, dir := range opt.Data {
+		ds, err := dataset.Open(dir)
+		if err != nil {
+			return nil, err
+		}
+		plan, err := preprocess.NewPlan(ds, preprocess.PlanOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("planning %s: %w", dir, err)
+		}
+		cases := ds.Training
+		nval := 0
+		if len(cases) >= 2 {
+			nval = max(1, int(math.Round(opt.ValFraction*float64(len(cases)))))
+			if opt.ValFraction == 0 {
+				nval = 0
+			}
+		}
+		if opt.ValCases > 0 {
+			nval = min(nval, opt.ValCases)
+		}
+		trainCases, valCases := cases[:len(cases)-nval], cases[len(cases)-nval:]
+		tr, err := plan.LoadAll(ctx, ds, trainCases, cache, opt.Workers)
+		if err != nil {
+			return nil, err
+		}
+		va, err := plan.LoadAll(ctx, ds, valCases, cache, opt.Workers)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("dataset", "domain", ds.Name, "training", len(tr), "validation", len(va),
+			"spacing", plan.TargetSpacing, "median_shape", plan.MedianShape)
+		doms = append(doms, &domainData{ds: ds, plan: plan, train: tr, val: va})
+	}
+	return doms, nil
+}
+
+// choosePatch returns the patch: as given, or per axis the smallest median
+// shape of the domains rounded down to a multiple of 16, within 16..128.
+func choosePatch(p [3]int, doms []*domainData) [3]int {
+	if p != [3]int{} {
+		return p
+	}
+	for a := range p {
+		m := math.MaxInt
+		for _, d := range doms {
+			m = min(m, d.plan.MedianShape[a])
+		}
+		p[a] = min(128, max(16, m/16*16))
+	}
+	return p
+}
+
+// DerivePools returns the poolings per axis for a patch: as many halvings
+// as keep at least 4 voxels per axis at the deepest level, at most 5, and
+// only while the axis stays divisible.
+func DerivePools(patch [3]int) [3]int {
+	var pools [3]int
+	for a, n := range patch {
+		for pools[a] < 5 && n%2 == 0 && n/2 >= 4 {
+			n /= 2
+			pools[a]++
+		}
+	}
+	return pools
+}
+
+func buildConfig(opt Options, doms []*domainData) (u2net.Config, error) {
+	cfg := u2net.DefaultConfig()
+	if opt.Mode != "" {
+		cfg.Mode = opt.Mode
+	}
+	if opt.Upsample != "" {
+		cfg.Upsample = opt.Upsample
+	}
+	if opt.BaseChannels > 0 {
+		cfg.BaseChannels = opt.BaseChannels
+	}
+	cfg.PoolsPerAxis = opt.Pools
+	if opt.Pools == [3]int{-1, -1, -1} || opt.Pools == [3]int{} {
+		cfg.PoolsPerAxis = DerivePools(opt.Patch)
+	}
+	for _, d := range doms {
+		plan, err := json.Marshal(d.plan)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Domains = append(cfg.Domains, u2net.Domain{
+			Name: d.ds.Name, InChannels: d.ds.NumChannels(), Classes: d.ds.NumClasses(), Plan: plan,
+		})
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	if err := cfg.CheckInputSize(opt.Patch); err != nil {
+		return cfg, fmt.Errorf("--patch: %w", err)
+	}
+	return cfg, nil
+}
+
+// initialModel returns the model to start from: the checkpoint when
+// resuming, a trained model with new domains added (Init), or a fresh one.
+func initialModel(opt Options, cfg u2net.Config, log *slog.Logger) (*u2net.Model, *u2net.File, int, float64, error) {
+	ckpt := filepath.Join(opt.Out, CheckpointFile)
+	if opt.Resume {
+		m, f, err := u2net.LoadFile(ckpt)
+		if err != nil {
+			return nil, nil, 0, 0, fmt.Errorf("--resume: %w", err)
+		}
+		if err := sameDomains(m.Config, cfg); err != nil {
+			return nil, nil, 0, 0, fmt.Errorf("--resume: %s does not match the data: %w", ckpt, err)
+		}
+		step, err := strconv.Atoi(f.Meta["step"])
+		if err != nil {
+			return nil, nil, 0, 0, fmt.Errorf("--resume: %s has no step count", ckpt)
+		}
+		best, _ := strconv.ParseFloat(f.Meta["best_dice"], 64)
+		log.Info("resuming", "checkpoint", ckpt, "step", step)
+		return m, &f, step, best, nil
+	}
+	if _, err := os.Stat(ckpt); err == nil {
+		return nil, nil, 0, 0, fmt.Errorf("%s already holds a run; use --resume to continue it or choose another --out", opt.Out)
+	}
+	if opt.Init != "" {
+		m, err := u2net.Load(opt.Init)
+		if err != nil {
+			return nil, nil, 0, 0, fmt.Errorf("--init: %w", err)
+		}
+		for _, d := range cfg.Domains {
+			if i, err := m.Config.DomainIndex(d.Name); err == nil {
+				old := m.Config.Domains[i]
+				if old.InChannels != d.InChannels || old.Classes != d.Classes {
+					return nil, nil, 0, 0, fmt.Errorf("--init: domain %s has %d channels and %d classes in the model but %d and %d in the data",
+						d.Name, old.InChannels, old.Classes, d.InChannels, d.Classes)
+				}
+				m.Config.Domains[i].Plan = d.Plan
+				continue
+			}
+			if err := m.AddDomain(d, opt.Seed); err != nil {
+				return nil, nil, 0, 0, err
+			}
+			log.Info("added domain", "domain", d.Name)
+		}
+		return m, nil, 0, 0, nil
+	}
+	m, err := u2net.New(cfg, opt.Seed)
+	return m, nil, 0, 0, err
+}
+
+func sameDomains(a, b u2net.Config) error {
+	if len(a.Domains) != len(b.Domains) {
+		return fmt.Errorf("%d domains in the checkpoint, %d in the data", len(a.Domains), len(b.Domains))
+	}
+	for i := range a.Domains {
+		x, y := a.Domains[i], b.Domains[i]
+		if x.Name != y.Name || x.InChannels != y.InChannels || x.Classes != y.Classes {
+			return fmt.Errorf("domain %d is %s (%d channels, %d classes) in the checkpoint and %s (%d, %d) in the data",
+				i, x.Name, x.InChannels, x.Classes, y.Name, y.InChannels, y.Classes)
+		}
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+type runner struct {
+	opt      Options
+	net      *u2net.Net
+	doms     []*domainData
+	log      *slog.Logger
+	best     float64
+	progress io.Writer
+	records  []Record
+}
+
+// loop runs the epochs from step start.
+func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
+	opt := r.opt
+	total := opt.Epochs * opt.StepsPerEpoch
+	res := &Result{BestDice: map[string]float64{}}
+	bar := newBar(r.progress, total, start)
+	for step := start; step < total; step++ {
+		if ctx.Err() != nil || (opt.StopAfter > 0 && step-start >= opt.StopAfter) {
+			r.log.Info("interrupted: saving the checkpoint", "step", step)
+			res.Stopped = true
+			res.Steps = step
+			return res, r.checkpoint(step)
+		}
+		dom := step % len(r.doms)
+		r.net.Opt.LR = r.lr(step, total)
+		b := r.doms[dom].loader.Batch(step / len(r.doms))
+		loss, err := r.trainOn(dom, b)
+		if err != nil {
+			return nil, fmt.Errorf("step %d (%s): %w", step, r.doms[dom].ds.Name, err)
+		}
+		bar.step(step+1, loss.Total())
+		epoch := (step + 1) / opt.StepsPerEpoch
+		if (step+1)%opt.StepsPerEpoch != 0 {
+			continue
+		}
+		rec := Record{Epoch: epoch, Step: step + 1, Loss: loss.Total(), LR: r.net.Opt.LR}
+		if (opt.ValEvery > 0 && epoch%opt.ValEvery == 0) || epoch == opt.Epochs {
+			dice, err := r.validate(ctx)
+			if err != nil {
+				return nil, err
+			}
+			rec.Dice = dice
+			mean := meanOf(dice)
+			if mean >= r.best || r.best == 0 {
+				r.best = mean
+				for k, v := range dice {
+					res.BestDice[k] = v
+				}
+				if err := r.saveBest(); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if err := r.record(rec); err != nil {
+			return nil, err
+		}
+		if err := r.checkpoint(step + 1); err != nil {
+			return nil, err
+		}
+		r.log.Info("epoch", "epoch", epoch, "step", step+1, "loss", fmt.Sprintf("%.4f", loss.Total()), "dice", rec.Dice)
+	}
+	bar.finish()
+	res.Steps = total
+	return res, nil
+}
+
+func (r *runner) trainOn(dom int, b augment.Batch) (u2net.Losses, error) {
+	labels := make([]int32, len(b.Label))
+	for i, l := range b.Label {
+		labels[i] = int32(l)
+	}
+	size := [3]int{b.Shape[2], b.Shape[3], b.Shape[4]}
+	return r.net.TrainStep(dom, b.Shape[0], size, b.Image, labels)
+}
+
+// lr returns the learning rate of a step: constant for Adam, polynomial
+// decay (power 0.9) for SGD.
+func (r *runner) lr(step, total int) float64 {
+	base := optimizer(r.opt).LR
+	if r.opt.Optimizer == "sgd" {
+		return base * math.Pow(1-float64(step)/float64(total), 0.9)
+	}
+	return base
+}
+
+func meanOf(m map[string]float64) float64 {
+	if len(m) == 0 {
+		return 0
+	}
+	s := 0.0
+	for _, v := range m {
+		s += v
+	}
+	return s / float64(len(m))
+}
+
+// validate predicts every held-out case with the sliding window and returns
+// each domain's mean foreground Dice.
+func (r *runner) validate(ctx context.Context) (map[string]float64, error) {
+	out := map[string]float64{}
+	for d, dd := range r.doms {
+		if len(dd.val) == 0 {
+			continue
+		}
+		sum, n := 0.0, 0
+		for _, c := range dd.val {
+			labels, err := Segment(ctx, r.net, d, c, r.opt.Patch, r.opt.Batch, false)
+			if err != nil {
+				return nil, fmt.Errorf("validating %s case %s: %w", dd.ds.Name, c.ID, err)
+			}
+			for k := 1; k < dd.ds.NumClasses(); k++ {
+				dice, err := metrics.Dice(labels, c.Label, uint8(k))
+				if err != nil {
+					return nil, err
+				}
+				sum += dice
+				n++
+			}
+		}
+		out[dd.ds.Name] = sum / float64(n)
+	}
+	return out, nil
+}
+
+// Segment predicts a preprocessed case with the sliding window (Gaussian
+// weighting, overlap 0.5) and returns its label map in the preprocessed grid.
+func Segment(ctx context.Context, net *u2net.Net, dom int, c *preprocess.Case, patch [3]int, batch int, mirror bool) ([]uint8, error) {
+	res, err := Probabilities(ctx, net, dom, c.Image, c.Shape, patch, batch, mirror)
+	if err != nil {
+		return nil, err
+	}
+	return res.Labels, nil
+}
+
+// Probabilities runs the sliding window over an image [C, D, H, W].
+func Probabilities(ctx context.Context, net *u2net.Net, dom int, image []float32, shape [4]int, patch [3]int, batch int, mirror bool) (*infer.Result, error) {
+	cfg := net.Model.Config
+	classes := cfg.Domains[dom].Classes
+	o := infer.DefaultOptions(patch)
+	o.Batch = batch
+	o.Multiple = cfg.TotalStride()
+	if mirror {
+		o.Mirror = [3]bool{true, true, true}
+	}
+	logits := func(x []float32, n int, p [3]int) ([]float32, error) { return net.Forward(dom, n, p, x) }
+	return infer.Predict(ctx, image, shape, classes, infer.Softmax(logits, classes), o)
+}
+
+// saveBest writes the model with its plans as the run's best model.
+func (r *runner) saveBest() error {
+	if err := r.net.Pull(); err != nil {
+		return err
+	}
+	return r.net.Model.Save(filepath.Join(r.opt.Out, ModelFile))
+}
+
+// checkpoint writes the latest weights, optimiser state and step.
+func (r *runner) checkpoint(step int) error {
+	if err := r.net.Pull(); err != nil {
+		return err
+	}
+	state, err := r.net.OptimizerState()
+	if err != nil {
+		return err
+	}
+	meta := map[string]string{
+		"step":      strconv.Itoa(step),
+		"best_dice": strconv.FormatFloat(r.best, 'g', -1, 64),
+		"saved":     time.Now().UTC().Format(time.RFC3339),
+	}
+	return r.net.Model.SaveFile(filepath.Join(r.opt.Out, CheckpointFile), u2net.File{State: state, Meta: meta})
+}
+
+// record appends to metrics.jsonl and redraws progress.png.
+func (r *runner) record(rec Record) error {
+	f, err := os.OpenFile(filepath.Join(r.opt.Out, MetricsFile), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(rec)
+	_, werr := f.Write(append(b, '\n'))
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return werr
+	}
+	records, err := report.ReadRecords(filepath.Join(r.opt.Out, MetricsFile))
+	if err != nil {
+		return err
+	}
+	return report.Progress(filepath.Join(r.opt.Out, ProgressFile), records)
+}

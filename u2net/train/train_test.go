@@ -1,0 +1,108 @@
+package train
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/synth"
+)
+
+func synthData(t *testing.T) []string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	infos, err := synth.Write(dir, synth.Config{Seed: 3, Cases: 3, TestCases: 1, Size: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, in := range infos[:2] {
+		dirs = append(dirs, in.Dir)
+	}
+	return dirs
+}
+
+func tinyOptions(data []string, out string) Options {
+	return Options{
+		Data: data, Out: out, Epochs: 2, StepsPerEpoch: 2, Patch: [3]int{16, 16, 16}, Batch: 1,
+		BaseChannels: 2, Pools: [3]int{2, 2, 2}, Seed: 5, ValFraction: 0.34, Workers: 1,
+	}
+}
+
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+// A run stopped after three steps and resumed ends with the same weights as
+// an uninterrupted run.
+func TestResumeEqualsUninterrupted(t *testing.T) {
+	data := synthData(t)
+	ctx := context.Background()
+	full := tinyOptions(data, filepath.Join(t.TempDir(), "full"))
+	res, err := Run(ctx, full, ops.NewCPU(), quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Steps != 4 || len(res.BestDice) != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	parts := tinyOptions(data, filepath.Join(t.TempDir(), "parts"))
+	parts.StopAfter = 3
+	if res, err := Run(ctx, parts, ops.NewCPU(), quiet, nil); err != nil || !res.Stopped {
+		t.Fatalf("first part: %+v, %v", res, err)
+	}
+	parts.StopAfter = 0
+	if _, err := Run(ctx, parts, ops.NewCPU(), quiet, nil); err == nil {
+		t.Fatal("a second run into the same folder without --resume was accepted")
+	}
+	parts.Resume = true
+	if _, err := Run(ctx, parts, ops.NewCPU(), quiet, nil); err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := u2net.LoadFile(filepath.Join(full.Out, CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := u2net.LoadFile(filepath.Join(parts.Out, CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range a.Params {
+		x, y := a.Values[p.Name], b.Values[p.Name]
+		for i := range x {
+			if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
+				t.Fatalf("%s[%d]: uninterrupted %v, resumed %v", p.Name, i, x[i], y[i])
+			}
+		}
+	}
+	for _, f := range []string{ModelFile, MetricsFile, ProgressFile, OptionsFile} {
+		if _, err := os.Stat(filepath.Join(full.Out, f)); err != nil {
+			t.Errorf("run folder lacks %s", f)
+		}
+	}
+	m, err := u2net.Load(filepath.Join(full.Out, ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range m.Config.Domains {
+		if len(d.Plan) == 0 {
+			t.Errorf("domain %s saved without its preprocessing plan", d.Name)
+		}
+	}
+}
+
+func TestDerivePools(t *testing.T) {
+	for _, c := range []struct{ patch, want [3]int }{
+		{[3]int{128, 128, 128}, [3]int{5, 5, 5}},
+		{[3]int{16, 32, 32}, [3]int{2, 3, 3}},
+		{[3]int{8, 64, 48}, [3]int{1, 4, 3}},
+		{[3]int{12, 12, 12}, [3]int{1, 1, 1}},
+	} {
+		if got := DerivePools(c.patch); got != c.want {
+			t.Errorf("DerivePools(%v) = %v, want %v", c.patch, got, c.want)
+		}
+	}
+}
