@@ -21,8 +21,8 @@ import (
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/augment"
 	"github.com/u2net-vk/u2net/u2net/dataset"
-	"github.com/u2net-vk/u2net/u2net/infer"
 	"github.com/u2net-vk/u2net/u2net/metrics"
+	"github.com/u2net-vk/u2net/u2net/predict"
 	"github.com/u2net-vk/u2net/u2net/preprocess"
 	"github.com/u2net-vk/u2net/u2net/report"
 	"github.com/u2net-vk/u2net/u2net/sample"
@@ -472,7 +472,7 @@ func (r *runner) validate(ctx context.Context) (map[string]float64, error) {
 		}
 		sum, n := 0.0, 0
 		for _, c := range dd.val {
-			labels, err := Segment(ctx, r.net, d, c, r.opt.Patch, r.opt.Batch, false)
+			labels, err := Segment(ctx, r.net, d, c, r.opt.Patch, r.opt.Batch)
 			if err != nil {
 				return nil, fmt.Errorf("validating %s case %s: %w", dd.ds.Name, c.ID, err)
 			}
@@ -492,26 +492,12 @@ func (r *runner) validate(ctx context.Context) (map[string]float64, error) {
 
 // Segment predicts a preprocessed case with the sliding window (Gaussian
 // weighting, overlap 0.5) and returns its label map in the preprocessed grid.
-func Segment(ctx context.Context, net *u2net.Net, dom int, c *preprocess.Case, patch [3]int, batch int, mirror bool) ([]uint8, error) {
-	res, err := Probabilities(ctx, net, dom, c.Image, c.Shape, patch, batch, mirror)
+func Segment(ctx context.Context, net *u2net.Net, dom int, c *preprocess.Case, patch [3]int, batch int) ([]uint8, error) {
+	res, err := predict.Window(ctx, net, dom, c.Image, c.Shape, predict.Options{Patch: patch, Batch: batch})
 	if err != nil {
 		return nil, err
 	}
 	return res.Labels, nil
-}
-
-// Probabilities runs the sliding window over an image [C, D, H, W].
-func Probabilities(ctx context.Context, net *u2net.Net, dom int, image []float32, shape [4]int, patch [3]int, batch int, mirror bool) (*infer.Result, error) {
-	cfg := net.Model.Config
-	classes := cfg.Domains[dom].Classes
-	o := infer.DefaultOptions(patch)
-	o.Batch = batch
-	o.Multiple = cfg.TotalStride()
-	if mirror {
-		o.Mirror = [3]bool{true, true, true}
-	}
-	logits := func(x []float32, n int, p [3]int) ([]float32, error) { return net.Forward(dom, n, p, x) }
-	return infer.Predict(ctx, image, shape, classes, infer.Softmax(logits, classes), o)
 }
 
 // saveBest writes the model with its plans as the run's best model.

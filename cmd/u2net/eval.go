@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/u2net-vk/u2net/u2net/metrics"
+	"github.com/u2net-vk/u2net/u2net/nifti"
+)
+
+func init() {
+	register(command{name: "eval", short: "score predicted label maps against reference ones (Dice, HD95)", run: runEval})
+}
+
+// affineTol is how far (in mm, or per unit of the rotation-scaling part) the
+// affines of a prediction and its reference may differ: written and read
+// back through float32 header fields they differ by rounding only.
+const affineTol = 1e-3
+
+// evalCase is one case of the JSON report. HD95 values are pointers so that
+// an undefined distance (one of the two maps lacks the class) is null.
+type evalCase struct {
+	Case string              `json:"case"`
+	Pred string              `json:"pred"`
+	Ref  string              `json:"ref"`
+	Dice map[string]float64  `json:"dice"`
+	HD95 map[string]*float64 `json:"hd95"`
+}
+
+type evalMean struct {
+	Dice map[string]float64  `json:"dice"`
+	HD95 map[string]*float64 `json:"hd95"`
+	// HD95Excluded counts, per class, the cases left out of the HD95 mean
+	// because the distance is undefined there.
+	HD95Excluded map[string]int `json:"hd95_excluded"`
+}
+
+type evalReport struct {
+	Classes []int      `json:"classes"` // the foreground classes scored
+	Cases   []evalCase `json:"cases"`
+	Mean    evalMean   `json:"mean"`
+}
+
+// runEval compares every reference label map in --ref with the prediction of
+// the same name in --pred.
+func runEval(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("eval", "", stderr)
+	predDir := fs.String("pred", "", "folder of predicted label maps (.nii or .nii.gz)")
+	refDir := fs.String("ref", "", "folder of reference label maps; every one needs a prediction of the same name")
+	jsonOut := fs.String("json", "", "also write the scores as JSON to this file")
+	nClasses := fs.Int("classes", 0, "number of classes including background (labels 0..N-1; foreground 1..N-1 are scored); 0: the largest label found, plus one")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("unexpected arguments %q", fs.Args())
+	}
+	if *predDir == "" || *refDir == "" {
+		return usageError("--pred and --ref are required")
+	}
+	if *nClasses < 0 || *nClasses == 1 || *nClasses > 256 {
+		return usageError("--classes %d: want 2..256 (background included), or 0 to infer it", *nClasses)
+	}
+	refs, err := evalLabelFiles(*refDir, "--ref")
+	if err != nil {
+		return err
+	}
+	if len(refs) == 0 {
+		return fmt.Errorf("--ref %s: no .nii or .nii.gz files", *refDir)
+	}
+	preds, err := evalLabelFiles(*predDir, "--pred")
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(refs))
+	for n := range refs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if _, ok := preds[n]; !ok {
+			return fmt.Errorf("no prediction for reference case %s (%s): want %s.nii.gz or %s.nii in %s", n, refs[n], n, n, *predDir)
+		}
+	}
+
+	var rep evalReport
+	// results[i][c-1] holds case i's scores of class c; classes beyond a
+	// case's largest label are filled in at the end when N is inferred.
+	var results [][]metrics.Result
+	maxLabel := 0
+	for _, n := range names {
+		rs, top, err := evalCaseFiles(preds[n], refs[n], *nClasses)
+		if err != nil {
+			return err
+		}
+		maxLabel = max(maxLabel, top)
+		results = append(results, rs)
+		rep.Cases = append(rep.Cases, evalCase{Case: n, Pred: preds[n], Ref: refs[n]})
+	}
+	last := *nClasses - 1
+	if *nClasses == 0 {
+		last = maxLabel
+	}
+	for c := 1; c <= last; c++ {
+		rep.Classes = append(rep.Classes, c)
+	}
+	for i := range results {
+		// A class absent from both maps of a case is a correct prediction
+		// of absence.
+		for c := len(results[i]) + 1; c <= last; c++ {
+			results[i] = append(results[i], metrics.Result{Class: c, Dice: 1, HD95: 0})
+		}
+	}
+
+	rep.Mean = evalMean{Dice: map[string]float64{}, HD95: map[string]*float64{}, HD95Excluded: map[string]int{}}
+	for i := range rep.Cases {
+		ec := &rep.Cases[i]
+		ec.Dice, ec.HD95 = map[string]float64{}, map[string]*float64{}
+		for _, r := range results[i] {
+			k := strconv.Itoa(r.Class)
+			ec.Dice[k] = r.Dice
+			ec.HD95[k] = evalFinite(r.HD95)
+		}
+	}
+	for _, c := range rep.Classes {
+		k := strconv.Itoa(c)
+		var dsum, hsum float64
+		var hn int
+		for i := range results {
+			r := results[i][c-1]
+			dsum += r.Dice
+			if math.IsNaN(r.HD95) {
+				rep.Mean.HD95Excluded[k]++
+				continue
+			}
+			hsum += r.HD95
+			hn++
+		}
+		rep.Mean.Dice[k] = dsum / float64(len(results))
+		if hn > 0 {
+			rep.Mean.HD95[k] = evalFinite(hsum / float64(hn))
+		} else {
+			rep.Mean.HD95[k] = nil
+		}
+	}
+
+	printEvalTable(stdout, &rep, results)
+	var extra []string
+	for n := range preds {
+		if _, ok := refs[n]; !ok {
+			extra = append(extra, n)
+		}
+	}
+	if len(extra) > 0 {
+		slices.Sort(extra)
+		fmt.Fprintf(stdout, "note: %d prediction(s) without a reference ignored: %s\n", len(extra), strings.Join(extra, ", "))
+	}
+	if *jsonOut != "" {
+		b, err := json.MarshalIndent(&rep, "", "  ")
+		if err != nil {
+			return fmt.Errorf("--json %s: %w", *jsonOut, err)
+		}
+		if err := evalWriteFile(*jsonOut, append(b, '\n')); err != nil {
+			return fmt.Errorf("--json %s: %w", *jsonOut, err)
+		}
+	}
+	return nil
+}
+
+// evalFinite returns &v, or nil for NaN (JSON has no NaN).
+func evalFinite(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+// evalLabelFiles lists the .nii and .nii.gz files of dir by case name (the file
+// name without the extension). flag names the flag in errors.
+func evalLabelFiles(dir, flag string) (map[string]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || strings.HasPrefix(name, ".") {
+			continue
+		}
+		var base string
+		switch {
+		case strings.HasSuffix(name, ".nii.gz"):
+			base = strings.TrimSuffix(name, ".nii.gz")
+		case strings.HasSuffix(name, ".nii"):
+			base = strings.TrimSuffix(name, ".nii")
+		default:
+			continue
+		}
+		path := filepath.Join(dir, name)
+		if prev, dup := out[base]; dup {
+			return nil, fmt.Errorf("%s: case %s is there twice: %s and %s", flag, base, prev, path)
+		}
+		out[base] = path
+	}
+	return out, nil
+}
+
+// evalReadLabels reads a single-channel label map and checks that every value
+// is an integer in 0..255 (below n when n > 0).
+func evalReadLabels(path string, n int) (*nifti.Volume, []uint8, error) {
+	v, err := nifti.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if v.Shape[0] != 1 {
+		return nil, nil, fmt.Errorf("%s: a label map has one channel, this has %d (shape %v)", path, v.Shape[0], v.Shape)
+	}
+	labels := make([]uint8, len(v.Data))
+	for i, f := range v.Data {
+		if !(f >= 0 && f <= 255) || f != float32(math.Trunc(float64(f))) {
+			return nil, nil, fmt.Errorf("%s: voxel %d holds %v, not a label (an integer 0..255)", path, i, f)
+		}
+		if n > 0 && int(f) >= n {
+			return nil, nil, fmt.Errorf("%s: label %d at voxel %d, but --classes %d allows 0..%d", path, int(f), i, n, n-1)
+		}
+		labels[i] = uint8(f)
+	}
+	return v, labels, nil
+}
+
+// evalCaseFiles scores one prediction against its reference: classes 1..n-1
+// when n > 0, else 1..the largest label of either map. It returns the
+// results and that largest label.
+func evalCaseFiles(predPath, refPath string, n int) ([]metrics.Result, int, error) {
+	ref, rl, err := evalReadLabels(refPath, n)
+	if err != nil {
+		return nil, 0, err
+	}
+	pred, pl, err := evalReadLabels(predPath, n)
+	if err != nil {
+		return nil, 0, err
+	}
+	if pred.Shape != ref.Shape {
+		return nil, 0, fmt.Errorf("prediction %s has shape %v (C, D, H, W) but reference %s has %v", predPath, pred.Shape, refPath, ref.Shape)
+	}
+	if pa, ra := pred.Affine(), ref.Affine(); !pa.Approx(ra, affineTol) {
+		return nil, 0, fmt.Errorf("prediction %s and reference %s have different voxel-to-world affines:\n  prediction %v\n  reference  %v", predPath, refPath, pa, ra)
+	}
+	top := 0
+	for i := range rl {
+		top = max(top, int(rl[i]), int(pl[i]))
+	}
+	last := top
+	if n > 0 {
+		last = n - 1
+	}
+	classes := make([]int, 0, last)
+	for c := 1; c <= last; c++ {
+		classes = append(classes, c)
+	}
+	shape := [3]int{ref.Shape[1], ref.Shape[2], ref.Shape[3]}
+	rs, err := metrics.Compare(pl, rl, shape, ref.Header.SpacingDHW(), classes)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s against %s: %w", predPath, refPath, err)
+	}
+	return rs, top, nil
+}
+
+func printEvalTable(w io.Writer, rep *evalReport, results [][]metrics.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	// Numbers align right; names are padded here so they align left.
+	width := len("case")
+	for _, ec := range rep.Cases {
+		width = max(width, len(ec.Case))
+	}
+	fmt.Fprintf(tw, "%-*s\t", width, "case")
+	for _, c := range rep.Classes {
+		fmt.Fprintf(tw, "dice %d\thd95 %d (mm)\t", c, c)
+	}
+	fmt.Fprintln(tw)
+	for i, ec := range rep.Cases {
+		fmt.Fprintf(tw, "%-*s\t", width, ec.Case)
+		for _, c := range rep.Classes {
+			r := results[i][c-1]
+			fmt.Fprintf(tw, "%.4f\t%s\t", r.Dice, evalFmtHD(evalFinite(r.HD95)))
+		}
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprintf(tw, "%-*s\t", width, "mean")
+	for _, c := range rep.Classes {
+		k := strconv.Itoa(c)
+		fmt.Fprintf(tw, "%.4f\t%s\t", rep.Mean.Dice[k], evalFmtHD(rep.Mean.HD95[k]))
+	}
+	fmt.Fprintln(tw)
+	tw.Flush()
+	for _, c := range rep.Classes {
+		if n := rep.Mean.HD95Excluded[strconv.Itoa(c)]; n > 0 {
+			fmt.Fprintf(w, "hd95 mean of class %d leaves out %d of %d case(s) where only one of prediction and reference has the class (HD95 undefined, shown as -)\n", c, n, len(rep.Cases))
+		}
+	}
+}
+
+func evalFmtHD(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(*v, 'f', 2, 64)
+}
+
+// evalWriteFile writes b to a temporary file next to path and renames it
+// into place, so readers never see a partial file.
+func evalWriteFile(path string, b []byte) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = io.Copy(f, bytes.NewReader(b)); err != nil {
+		return err
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/u2net-vk/u2net/u2net/train"
+)
+
+func init() {
+	register(command{name: "train", short: "train a model on Decathlon datasets", run: runTrain})
+}
+
+func runTrain(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("train", "--data DIR [--data DIR ...] --out RUN", stderr)
+	var data listFlag
+	fs.Var(&data, "data", "Decathlon dataset folder (repeat for several domains)")
+	opt := train.Options{}
+	fs.StringVar(&opt.Out, "out", "", "run folder for the model, checkpoint, metrics and plots")
+	fs.StringVar(&opt.Mode, "mode", "universal", "universal, shared or independent")
+	fs.StringVar(&opt.Upsample, "upsample", "transpose", "decoder up-sampling: transpose or nearest")
+	fs.IntVar(&opt.Epochs, "epochs", 50, "epochs")
+	fs.IntVar(&opt.StepsPerEpoch, "steps-per-epoch", 250, "training steps per epoch (domains take turns)")
+	patch := fs.String("patch", "", "patch size D,H,W (default: from the datasets' median shapes)")
+	fs.IntVar(&opt.Batch, "batch", 2, "patches per step")
+	fs.IntVar(&opt.BaseChannels, "base-channels", 16, "channels of the first level")
+	pools := fs.String("pools", "", "poolings per axis D,H,W (default: from the patch, at most 5)")
+	device := fs.String("device", "", "device index, name or cpu (default: the best found)")
+	seed := fs.Uint64("seed", 1, "random seed")
+	fs.StringVar(&opt.Optimizer, "optimizer", "adam", "adam (3e-4, weight decay 5e-4) or sgd (Nesterov, poly decay)")
+	fs.Float64Var(&opt.LR, "lr", 0, "learning rate (default: the optimizer's)")
+	fs.IntVar(&opt.ValEvery, "val-every", 5, "validate every this many epochs")
+	fs.Float64Var(&opt.ValFraction, "val-fraction", 0.2, "share of each dataset's training cases held out for validation")
+	fs.BoolVar(&opt.Resume, "resume", false, "continue the run in --out from its checkpoint")
+	fs.StringVar(&opt.Init, "init", "", "start from this model; datasets of new domains add them")
+	fs.BoolVar(&opt.FreezeShared, "freeze-shared", false, "keep the shared parameters fixed (adapt to new domains only)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("unexpected arguments %v", fs.Args())
+	}
+	opt.Data, opt.Seed = data, *seed
+	var err error
+	if *patch != "" {
+		if opt.Patch, err = parseTriple("--patch", *patch); err != nil {
+			return err
+		}
+	}
+	opt.Pools = [3]int{-1, -1, -1}
+	if *pools != "" {
+		if opt.Pools, err = parseTriple("--pools", *pools); err != nil {
+			return err
+		}
+	}
+	if len(opt.Data) == 0 {
+		return usageError("give at least one --data folder")
+	}
+	if opt.Out == "" {
+		return usageError("give --out RUN")
+	}
+	log := newLogger(stderr)
+	e, err := openEngine(*device, log)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := train.Run(ctx, opt, e, log, terminal(stderr))
+	if err != nil {
+		return err
+	}
+	if res.Stopped {
+		fmt.Fprintf(stdout, "stopped at step %d; continue with --resume\n", res.Steps)
+		return nil
+	}
+	fmt.Fprintf(stdout, "trained %d steps; best validation Dice %v; model in %s\n", res.Steps, res.BestDice, opt.Out)
+	return nil
+}

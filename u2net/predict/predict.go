@@ -1,0 +1,137 @@
+// Package predict segments images with a trained model: it applies the
+// domain's preprocessing plan, runs the sliding window with Gaussian
+// importance weighting, and maps the result back to the input's geometry.
+package predict
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/infer"
+	"github.com/u2net-vk/u2net/u2net/nifti"
+	"github.com/u2net-vk/u2net/u2net/preprocess"
+)
+
+// Options tune prediction.
+type Options struct {
+	// Patch is the window; zero means the whole (padded) volume as one
+	// window when the domain has no plan, else the plan's median shape
+	// rounded down to the network's stride.
+	Patch   [3]int
+	Overlap float64 // between neighbouring windows; 0 means 0.5
+	Batch   int     // windows per forward pass; 0 means 1
+	Mirror  bool    // test-time augmentation over the 8 flips
+}
+
+// Output is a segmentation in the input's geometry.
+type Output struct {
+	Labels  []uint8   // [D][H][W]
+	Probs   []float32 // [K][D][H][W] softmax probabilities
+	Classes int
+}
+
+// Window runs the sliding window over an image [C, D, H, W] that is already
+// in the network's space (preprocessed, or intensities as given).
+func Window(ctx context.Context, net *u2net.Net, dom int, image []float32, shape [4]int, opt Options) (*infer.Result, error) {
+	cfg := net.Model.Config
+	classes := cfg.Domains[dom].Classes
+	o := infer.DefaultOptions(opt.Patch)
+	if opt.Overlap > 0 {
+		o.Overlap = opt.Overlap
+	}
+	o.Batch = max(1, opt.Batch)
+	o.Multiple = cfg.TotalStride()
+	if opt.Patch == [3]int{} {
+		o.WholeVolume = true
+		o.Patch = cfg.TotalStride()
+	}
+	if opt.Mirror {
+		o.Mirror = [3]bool{true, true, true}
+	}
+	logits := func(x []float32, n int, p [3]int) ([]float32, error) { return net.Forward(dom, n, p, x) }
+	return infer.Predict(ctx, image, shape, classes, infer.Softmax(logits, classes), o)
+}
+
+// Plan returns the domain's preprocessing plan, or nil when the model has
+// none for it.
+func Plan(cfg u2net.Config, dom int) (*preprocess.Plan, error) {
+	raw := cfg.Domains[dom].Plan
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var p preprocess.Plan
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("domain %s: unreadable preprocessing plan: %w", cfg.Domains[dom].Name, err)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("domain %s: %w", cfg.Domains[dom].Name, err)
+	}
+	return &p, nil
+}
+
+// DefaultPatch returns the window for a planned domain: the plan's median
+// shape rounded down to the total stride, at least one stride and at most
+// 128 per axis.
+func DefaultPatch(cfg u2net.Config, p *preprocess.Plan) [3]int {
+	ts := cfg.TotalStride()
+	var patch [3]int
+	for a := range patch {
+		n := min(p.MedianShape[a], 128)
+		patch[a] = max(ts[a], n/ts[a]*ts[a])
+	}
+	return patch
+}
+
+// Volume segments one image volume of domain dom.
+func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt Options) (*Output, error) {
+	cfg := net.Model.Config
+	d := cfg.Domains[dom]
+	if vol.Shape[0] != d.InChannels {
+		return nil, fmt.Errorf("the image has %d channel(s); domain %s of the model takes %d", vol.Shape[0], d.Name, d.InChannels)
+	}
+	plan, err := Plan(cfg, dom)
+	if err != nil {
+		return nil, err
+	}
+	if plan == nil {
+		res, err := Window(ctx, net, dom, vol.Data, vol.Shape, opt)
+		if err != nil {
+			return nil, err
+		}
+		return &Output{Labels: res.Labels, Probs: res.Probs, Classes: d.Classes}, nil
+	}
+	c, err := plan.ApplyImage(vol)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Patch == [3]int{} {
+		opt.Patch = DefaultPatch(cfg, plan)
+	}
+	res, err := Window(ctx, net, dom, c.Image, c.Shape, opt)
+	if err != nil {
+		return nil, err
+	}
+	// Probabilities go back to the original grid (trilinear, then
+	// un-cropped); the labels are their argmax there.
+	probs, err := preprocess.RestoreProbabilities(res.Probs, d.Classes, c.Geometry)
+	if err != nil {
+		return nil, err
+	}
+	return &Output{Labels: argmax(probs, d.Classes), Probs: probs, Classes: d.Classes}, nil
+}
+
+func argmax(probs []float32, classes int) []uint8 {
+	n := len(probs) / classes
+	out := make([]uint8, n)
+	for i := range out {
+		best := probs[i]
+		for k := 1; k < classes; k++ {
+			if v := probs[k*n+i]; v > best {
+				best, out[i] = v, uint8(k)
+			}
+		}
+	}
+	return out
+}
