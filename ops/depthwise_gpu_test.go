@@ -1,0 +1,195 @@
+package ops
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops/ref"
+)
+
+// depthwiseShapes are awkward sizes: single voxels along an axis, primes,
+// and one volume of several tiles along every axis.
+var depthwiseShapes = []struct {
+	n, c, k int
+	size    ref.Dims3
+}{
+	{1, 1, 3, ref.Dims3{1, 1, 2}},
+	{3, 3, 3, ref.Dims3{1, 5, 7}},
+	{1, 17, 3, ref.Dims3{3, 3, 3}},
+	{3, 3, 5, ref.Dims3{5, 6, 7}},
+	{1, 3, 1, ref.Dims3{13, 1, 9}},
+	{1, 64, 3, ref.Dims3{3, 3, 3}},
+	{1, 2, 5, ref.Dims3{1, 5, 7}},
+	{2, 3, 3, ref.Dims3{17, 19, 23}},
+	{1, 1, 7, ref.Dims3{9, 10, 11}},
+}
+
+// The GPU accumulates k³ products in fp32 (with fma) where ref uses float64:
+// the error is a few ulp of the sums. The weight gradient sums up to ~10⁵
+// products per weight in a fixed tree, so its error grows like √terms·ε.
+const (
+	depthwiseTol   = 1e-6
+	depthwiseDWTol = 2e-6
+)
+
+func TestDepthwiseGPU(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	var cases []opCase
+	for _, s := range depthwiseShapes {
+		p := ref.DepthwiseParams{N: s.n, C: s.c, Size: s.size, Kernel: s.k}
+		x, w, b := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.BiasLen())
+		dy := randn(r, p.OutputLen())
+		name := fmt.Sprintf("N%d-C%d-%v-k%d", s.n, s.c, s.size, s.k)
+		cases = append(cases,
+			opCase{name + "/fwd", []tensorSpec{input("x", x), input("w", w), input("b", b), output("y", p.OutputLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+				}, depthwiseTol},
+			opCase{name + "/fwd-nobias", []tensorSpec{input("x", x), input("w", w), output("y", p.OutputLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3d(p, t["x"], t["w"], nil, t["y"])
+				}, depthwiseTol},
+			opCase{name + "/bwd", []tensorSpec{input("x", x), input("w", w), input("dy", dy),
+				output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+				}, depthwiseDWTol},
+		)
+	}
+	// Some gradients left out.
+	p := ref.DepthwiseParams{N: 2, C: 3, Size: ref.Dims3{4, 5, 6}, Kernel: 3}
+	x, w, dy := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.OutputLen())
+	cases = append(cases,
+		opCase{"bwd-dx-only", []tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", p.InputLen())},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
+			}, depthwiseTol},
+		opCase{"bwd-dw-only", []tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dw", p.WeightLen())},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], nil, t["dw"], nil)
+			}, depthwiseDWTol},
+		opCase{"bwd-db-only", []tensorSpec{input("x", x), input("w", w), input("dy", dy), output("db", p.BiasLen())},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], nil, nil, t["db"])
+			}, depthwiseDWTol},
+	)
+	checkCases(t, cases)
+}
+
+// The weight gradient is a split reduction: it must give the same bits on
+// every run.
+func TestDepthwiseGPUDeterministic(t *testing.T) {
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(33, 34))
+	p := ref.DepthwiseParams{N: 2, C: 3, Size: ref.Dims3{17, 19, 23}, Kernel: 3}
+	c := opCase{
+		tensors: []tensorSpec{input("x", randn(r, p.InputLen())), input("w", randn(r, p.WeightLen())),
+			input("dy", randn(r, p.OutputLen())), output("dx", p.InputLen()), output("dw", p.WeightLen()),
+			output("db", p.BiasLen())},
+		run: func(e Engine, t map[string]*Tensor) error {
+			return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+		},
+	}
+	checkBitwiseRepeat(t, g, c, 3)
+}
+
+// checkBitwiseRepeat runs c runs times on e and fails unless every output has
+// the same bits each time.
+func checkBitwiseRepeat(t *testing.T, e Engine, c opCase, runs int) {
+	t.Helper()
+	first, _, err := runOn(e, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for run := 1; run < runs; run++ {
+		got, _, err := runOn(e, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, want := range first {
+			for i, v := range got[name] {
+				if math.Float32bits(v) != math.Float32bits(want[i]) {
+					t.Fatalf("run %d: %s[%d] = %v, first run %v", run, name, i, v, want[i])
+				}
+			}
+		}
+	}
+}
+
+func TestDepthwiseGPUErrors(t *testing.T) {
+	g := gpuEngine(t)
+	p := ref.DepthwiseParams{N: 1, C: 2, Size: ref.Dims3{2, 3, 4}, Kernel: 3}
+	alloc := func(n int) *Tensor {
+		x, err := g.Alloc(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Free(x) })
+		return x
+	}
+	x, w, b, y := alloc(p.InputLen()), alloc(p.WeightLen()), alloc(p.BiasLen()), alloc(p.OutputLen())
+	short := alloc(p.InputLen() - 1)
+	even := p
+	even.Kernel = 2
+	cases := []struct {
+		name, op string
+		err      error
+	}{
+		{"short x", "DepthwiseConv3d", g.DepthwiseConv3d(p, short, w, b, y)},
+		{"missing w", "DepthwiseConv3d", g.DepthwiseConv3d(p, x, nil, b, y)},
+		{"bias length", "DepthwiseConv3d", g.DepthwiseConv3d(p, x, w, w, y)},
+		{"even kernel", "DepthwiseConv3d", g.DepthwiseConv3d(even, x, w, b, y)},
+		{"short dy", "DepthwiseConv3dBackward", g.DepthwiseConv3dBackward(p, x, w, short, x, w, b)},
+		{"missing dy", "DepthwiseConv3dBackward", g.DepthwiseConv3dBackward(p, x, w, nil, x, w, b)},
+		{"dw length", "DepthwiseConv3dBackward", g.DepthwiseConv3dBackward(p, x, w, y, x, b, b)},
+	}
+	for _, c := range cases {
+		if c.err == nil {
+			t.Errorf("%s: accepted", c.name)
+		} else if !strings.Contains(c.err.Error(), "ops."+c.op+":") {
+			t.Errorf("%s: error %q does not name ops.%s", c.name, c.err, c.op)
+		}
+	}
+	if err := g.Sync(); err != nil {
+		t.Errorf("Sync after refused calls: %v", err)
+	}
+}
+
+// BenchmarkDepthwise times the 3³ depthwise convolution at the DESIGN.md §8
+// shape (2×32×64³) and at a small one that lavapipe runs quickly.
+func BenchmarkDepthwise(b *testing.B) {
+	for _, s := range []struct {
+		name string
+		p    ref.DepthwiseParams
+	}{
+		{"2x32x64^3", ref.DepthwiseParams{N: 2, C: 32, Size: ref.Dims3{64, 64, 64}, Kernel: 3}},
+		{"1x8x16^3", ref.DepthwiseParams{N: 1, C: 8, Size: ref.Dims3{16, 16, 16}, Kernel: 3}},
+	} {
+		p := s.p
+		r := rand.New(rand.NewPCG(35, 36))
+		x, w, bias := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.BiasLen())
+		dy := randn(r, p.OutputLen())
+		b.Run(s.name+"/fwd", func(b *testing.B) {
+			benchCase(b, gpuEngine(b), opCase{
+				tensors: []tensorSpec{input("x", x), input("w", w), input("b", bias), output("y", p.OutputLen())},
+				run: func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+				}})
+		})
+		b.Run(s.name+"/fwd+bwd", func(b *testing.B) {
+			benchCase(b, gpuEngine(b), opCase{
+				tensors: []tensorSpec{input("x", x), input("w", w), input("b", bias), input("dy", dy),
+					output("y", p.OutputLen()), output("dx", p.InputLen()), output("dw", p.WeightLen()),
+					output("db", p.BiasLen())},
+				run: func(e Engine, t map[string]*Tensor) error {
+					if err := e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"]); err != nil {
+						return err
+					}
+					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+				}})
+		})
+	}
+}

@@ -1,0 +1,322 @@
+package ops
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops/ref"
+)
+
+// normShapes are awkward sizes: two voxels, odd counts (no vec4 path), one
+// plane of several chunks, batch 1 and 3, and 64 channels.
+var normShapes = []struct {
+	n, c int
+	size ref.Dims3
+}{
+	{1, 1, ref.Dims3{1, 1, 2}},
+	{3, 3, ref.Dims3{1, 5, 7}},
+	{1, 17, ref.Dims3{3, 3, 3}},
+	{3, 3, ref.Dims3{5, 6, 7}},
+	{1, 3, ref.Dims3{13, 1, 9}},
+	{1, 64, ref.Dims3{2, 2, 4}},
+	{2, 3, ref.Dims3{17, 19, 23}}, // 7429 voxels: two chunks, scalar path
+	{1, 2, ref.Dims3{17, 19, 29}}, // 9367 voxels: three chunks, scalar path
+	{1, 2, ref.Dims3{16, 20, 24}}, // 7680 voxels: two chunks, vec4 path
+	{1, 1, ref.Dims3{20, 25, 36}}, // 18000 voxels: five chunks, vec4 path
+}
+
+// The GPU works in fp32 where ref uses float64: the statistics are two-pass
+// per chunk and merged with Chan's formula, so the mean and variance keep
+// about fp32 precision even for inputs 3 + 2·N(0, 1), and y and dx are a few
+// ulp off (relative L2 ≤ 4e-7 seen). dgamma and dbeta are sums of ~10⁴
+// mixed-sign terms that can be 10³ times smaller than the sum of their
+// magnitudes, so their fp32 error is ε·√terms·10³ at worst (3e-6 seen with
+// one channel); normGradTol covers that.
+//
+// With two voxels per plane u1 − u0 can be small next to u: rounding u = x + r
+// to fp32 (ref adds in float64) then shows in y at ε·|u|/|u − mean|, so those
+// shapes get normTinyTol.
+const (
+	normTol     = 1e-6
+	normGradTol = 1e-5
+	normTinyTol = 4e-6
+)
+
+// normInput returns 3 + 2·N(0, 1) values: a mean far from zero exposes
+// cancellation in one-pass variance formulas.
+func normInput(r *rand.Rand, n int) []float32 {
+	v := randScaled(r, n, 2)
+	for i := range v {
+		v[i] += 3
+	}
+	return v
+}
+
+func TestInstanceNormGPU(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	var cases []opCase
+	for i, s := range normShapes {
+		for _, variant := range []struct {
+			residual, leaky bool
+		}{{false, false}, {true, false}, {false, true}, {true, true}} {
+			// All four variants on a few shapes, the plain and the full one
+			// on every shape, to keep the run short on lavapipe.
+			if variant.residual != variant.leaky && i%3 != 0 {
+				continue
+			}
+			p := ref.NormParams{N: s.n, C: s.c, Size: s.size, Eps: ref.DefaultNormEps,
+				Residual: variant.residual, LeakyReLU: variant.leaky, Slope: ref.DefaultSlope}
+			x := normInput(r, p.InputLen())
+			gamma, beta := randn(r, p.C), randScaled(r, p.C, 0.5)
+			dy := randn(r, p.OutputLen())
+			var res []float32
+			fwd := []tensorSpec{input("x", x), input("gamma", gamma), input("beta", beta),
+				output("y", p.OutputLen()), output("mean", p.StatsLen()), output("invStd", p.StatsLen())}
+			bwd := []tensorSpec{input("x", x), input("gamma", gamma), input("beta", beta), input("dy", dy),
+				output("dgamma", p.C), output("dbeta", p.C)}
+			// With two voxels x̂ = ±1 whatever x is, so dx is exactly zero
+			// and both engines return rounding noise: no relative error
+			// means anything there.
+			if p.Size.Voxels() > 2 {
+				bwd = append(bwd, output("dx", p.InputLen()))
+			}
+			if p.Residual {
+				res = randn(r, p.InputLen())
+				fwd = append(fwd, input("r", res))
+				bwd = append(bwd, input("r", res))
+			}
+			tol := normTol
+			if p.Size.Voxels() == 2 {
+				tol = normTinyTol
+			}
+			name := fmt.Sprintf("N%d-C%d-%v-res%t-leaky%t", s.n, s.c, s.size, p.Residual, p.LeakyReLU)
+			cases = append(cases,
+				opCase{name + "/fwd", fwd, func(e Engine, t map[string]*Tensor) error {
+					return e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"])
+				}, tol},
+				opCase{name + "/bwd", bwd, func(e Engine, t map[string]*Tensor) error {
+					return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["dy"],
+						t["dx"], t["dgamma"], t["dbeta"])
+				}, normGradTol},
+			)
+		}
+	}
+	// Optional outputs left out.
+	p := ref.NormParams{N: 2, C: 3, Size: ref.Dims3{4, 5, 6}, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: 0.2}
+	x, gamma, beta, dy := normInput(r, p.InputLen()), randn(r, p.C), randn(r, p.C), randn(r, p.OutputLen())
+	in := []tensorSpec{input("x", x), input("gamma", gamma), input("beta", beta), input("dy", dy)}
+	with := func(outs ...tensorSpec) []tensorSpec { return append(append([]tensorSpec(nil), in...), outs...) }
+	cases = append(cases,
+		opCase{"fwd-no-stats", with(output("y", p.OutputLen())), func(e Engine, t map[string]*Tensor) error {
+			return e.InstanceNorm3d(p, t["x"], nil, t["gamma"], t["beta"], t["y"], nil, nil)
+		}, normTol},
+		opCase{"fwd-invstd-only", with(output("y", p.OutputLen()), output("invStd", p.StatsLen())),
+			func(e Engine, t map[string]*Tensor) error {
+				return e.InstanceNorm3d(p, t["x"], nil, t["gamma"], t["beta"], t["y"], nil, t["invStd"])
+			}, normTol},
+		opCase{"bwd-dx-only", with(output("dx", p.InputLen())), func(e Engine, t map[string]*Tensor) error {
+			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["dy"], t["dx"], nil, nil)
+		}, normGradTol},
+		opCase{"bwd-params-only", with(output("dgamma", p.C), output("dbeta", p.C)),
+			func(e Engine, t map[string]*Tensor) error {
+				return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["dy"], nil, t["dgamma"], t["dbeta"])
+			}, normGradTol},
+		opCase{"bwd-dbeta-only", with(output("dbeta", p.C)), func(e Engine, t map[string]*Tensor) error {
+			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["dy"], nil, nil, t["dbeta"])
+		}, normGradTol},
+	)
+	checkCases(t, cases)
+}
+
+// The statistics and the gradients are split reductions: the same bits on
+// every run.
+func TestInstanceNormGPUDeterministic(t *testing.T) {
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(43, 44))
+	for _, size := range []ref.Dims3{{17, 19, 29}, {20, 25, 36}} {
+		p := ref.NormParams{N: 2, C: 2, Size: size, Eps: ref.DefaultNormEps, Residual: true, LeakyReLU: true,
+			Slope: ref.DefaultSlope}
+		c := opCase{
+			tensors: []tensorSpec{input("x", normInput(r, p.InputLen())), input("r", randn(r, p.InputLen())),
+				input("gamma", randn(r, p.C)), input("beta", randn(r, p.C)), input("dy", randn(r, p.OutputLen())),
+				output("y", p.OutputLen()), output("mean", p.StatsLen()), output("invStd", p.StatsLen()),
+				output("dx", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)},
+			run: func(e Engine, t map[string]*Tensor) error {
+				if err := e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"]); err != nil {
+					return err
+				}
+				return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+			},
+		}
+		checkBitwiseRepeat(t, g, c, 3)
+	}
+}
+
+func TestInstanceNormGPUErrors(t *testing.T) {
+	g := gpuEngine(t)
+	p := ref.NormParams{N: 1, C: 2, Size: ref.Dims3{2, 3, 4}, Eps: ref.DefaultNormEps}
+	alloc := func(n int) *Tensor {
+		x, err := g.Alloc(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Free(x) })
+		return x
+	}
+	x, y, gamma, beta, st := alloc(p.InputLen()), alloc(p.OutputLen()), alloc(p.C), alloc(p.C), alloc(p.StatsLen())
+	short := alloc(p.InputLen() - 1)
+	res := p
+	res.Residual = true
+	one := p
+	one.Size = ref.Dims3{1, 1, 1}
+	const fwd, bwd = "InstanceNorm3d", "InstanceNorm3dBackward"
+	cases := []struct {
+		name, op string
+		err      error
+	}{
+		{"short x", fwd, g.InstanceNorm3d(p, short, nil, gamma, beta, y, nil, nil)},
+		{"missing gamma", fwd, g.InstanceNorm3d(p, x, nil, nil, beta, y, nil, nil)},
+		{"mean length", fwd, g.InstanceNorm3d(p, x, nil, gamma, beta, y, x, nil)},
+		{"residual without Residual", fwd, g.InstanceNorm3d(p, x, x, gamma, beta, y, st, st)},
+		{"Residual without residual", fwd, g.InstanceNorm3d(res, x, nil, gamma, beta, y, st, st)},
+		{"one voxel", fwd, g.InstanceNorm3d(one, gamma, nil, gamma, beta, gamma, st, st)},
+		{"short dy", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, short, x, gamma, beta)},
+		{"residual without Residual", bwd, g.InstanceNorm3dBackward(p, x, x, gamma, beta, y, x, gamma, beta)},
+		{"dgamma length", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, y, x, x, beta)},
+	}
+	for _, c := range cases {
+		if c.err == nil {
+			t.Errorf("%s: accepted", c.name)
+		} else if !strings.Contains(c.err.Error(), "ops."+c.op+":") {
+			t.Errorf("%s: error %q does not name ops.%s", c.name, c.err, c.op)
+		}
+	}
+	if err := g.Sync(); err != nil {
+		t.Errorf("Sync after refused calls: %v", err)
+	}
+}
+
+// BenchmarkInstanceNorm times the instance norm with LeakyReLU at the
+// DESIGN.md §8 shape (2×32×64³) and at a small one that lavapipe runs
+// quickly.
+func BenchmarkInstanceNorm(b *testing.B) {
+	for _, s := range []struct {
+		name string
+		p    ref.NormParams
+	}{
+		{"2x32x64^3", ref.NormParams{N: 2, C: 32, Size: ref.Dims3{64, 64, 64}}},
+		{"1x8x16^3", ref.NormParams{N: 1, C: 8, Size: ref.Dims3{16, 16, 16}}},
+	} {
+		p := s.p
+		p.Eps, p.LeakyReLU, p.Slope = ref.DefaultNormEps, true, ref.DefaultSlope
+		r := rand.New(rand.NewPCG(45, 46))
+		x, gamma, beta, dy := normInput(r, p.InputLen()), randn(r, p.C), randn(r, p.C), randn(r, p.OutputLen())
+		b.Run(s.name+"/fwd", func(b *testing.B) {
+			benchCase(b, gpuEngine(b), opCase{
+				tensors: []tensorSpec{input("x", x), input("gamma", gamma), input("beta", beta), output("y", p.OutputLen())},
+				run: func(e Engine, t map[string]*Tensor) error {
+					return e.InstanceNorm3d(p, t["x"], nil, t["gamma"], t["beta"], t["y"], nil, nil)
+				}})
+		})
+		b.Run(s.name+"/fwd+bwd", func(b *testing.B) {
+			benchCase(b, gpuEngine(b), opCase{
+				tensors: []tensorSpec{input("x", x), input("gamma", gamma), input("beta", beta), input("dy", dy),
+					output("y", p.OutputLen()), output("dx", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)},
+				run: func(e Engine, t map[string]*Tensor) error {
+					if err := e.InstanceNorm3d(p, t["x"], nil, t["gamma"], t["beta"], t["y"], nil, nil); err != nil {
+						return err
+					}
+					return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+				}})
+		})
+	}
+}
+
+// TestDepthwiseNormProfile logs the median GPU time of each kernel of the
+// DESIGN.md §8 shapes when U2NET_PROFILE is set (on a real GPU; lavapipe
+// would take minutes).
+func TestDepthwiseNormProfile(t *testing.T) {
+	if os.Getenv("U2NET_PROFILE") == "" {
+		t.Skip("set U2NET_PROFILE=1 to profile the §8 shapes")
+	}
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(47, 48))
+	dp := ref.DepthwiseParams{N: 2, C: 32, Size: ref.Dims3{64, 64, 64}, Kernel: 3}
+	np := ref.NormParams{N: 2, C: 32, Size: ref.Dims3{64, 64, 64}, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: ref.DefaultSlope}
+	n := dp.InputLen()
+	ts := map[string]*Tensor{}
+	for name, l := range map[string]int{"x": n, "y": n, "dy": n, "dx": n, "w": dp.WeightLen(), "dw": dp.WeightLen(),
+		"b": dp.C, "db": dp.C, "gamma": np.C, "beta": np.C, "dgamma": np.C, "dbeta": np.C} {
+		x, err := g.Alloc(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Write(x, normInput(r, l)); err != nil {
+			t.Fatal(err)
+		}
+		ts[name] = x
+		defer g.Free(x)
+	}
+	if err := g.SetTimed(true); err != nil {
+		t.Fatal(err)
+	}
+	defer g.SetTimed(false)
+	for _, c := range []struct {
+		name  string
+		bytes float64 // the least traffic the work needs
+		run   func() error
+	}{
+		{"depthwise fwd", 8 * float64(n), func() error {
+			return g.DepthwiseConv3d(dp, ts["x"], ts["w"], ts["b"], ts["y"])
+		}},
+		{"depthwise bwd", 16 * float64(n), func() error {
+			return g.DepthwiseConv3dBackward(dp, ts["x"], ts["w"], ts["dy"], ts["dx"], ts["dw"], ts["db"])
+		}},
+		{"norm fwd", 8 * float64(n), func() error {
+			return g.InstanceNorm3d(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["y"], nil, nil)
+		}},
+		{"norm fwd+bwd", 20 * float64(n), func() error {
+			if err := g.InstanceNorm3d(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["y"], nil, nil); err != nil {
+				return err
+			}
+			return g.InstanceNorm3dBackward(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["dy"], ts["dx"], ts["dgamma"], ts["dbeta"])
+		}},
+		{"norm bwd", 12 * float64(n), func() error {
+			return g.InstanceNorm3dBackward(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["dy"], ts["dx"], ts["dgamma"], ts["dbeta"])
+		}},
+	} {
+		per := map[string][]float64{}
+		var totals []float64
+		for i := 0; i < 21; i++ {
+			if err := c.run(); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			total := 0.0
+			for j, tm := range g.Timings() {
+				ms := float64(tm.Duration) / 1e6
+				key := fmt.Sprintf("%d:%s", j, tm.Kernel)
+				per[key] = append(per[key], ms)
+				total += ms
+			}
+			totals = append(totals, total)
+		}
+		med := func(v []float64) float64 { sort.Float64s(v); return v[len(v)/2] }
+		m := med(totals)
+		t.Logf("%s: %.4f ms, %.0f GB/s of the minimal traffic", c.name, m, c.bytes/m/1e6)
+		keys := make([]string, 0, len(per))
+		for k := range per {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			t.Logf("  %s: %.4f ms", k, med(per[k]))
+		}
+	}
+}

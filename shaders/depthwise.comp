@@ -1,0 +1,124 @@
+#version 450
+// depthwise: depthwise 3D convolution with stride 1 and zero padding K/2,
+//   y[n, c] = conv(x[n, c], w[c]) + b[c]   (w is [C, 1, K, K, K]).
+// With FLIP the kernel is mirrored on every axis and no bias is added: that
+// is the input gradient, dx = conv(dy, flip(w)).
+//
+// A workgroup computes one tile of TW×TH×TD output voxels of one (n, c)
+// plane. It first loads the tile's input halo, (TW+K-1)×(TH+K-1)×(TD+K-1)
+// voxels with zeros outside the volume, into shared memory along W so that
+// the loads coalesce, and the K³ weights beside it. Each invocation then
+// computes a column of TD outputs along D: every halo value it reads feeds up
+// to K of those outputs, so shared-memory reads stay few per FMA.
+// The grid is flattened: workgroup g covers plane g / tiles, tile g % tiles.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 0) const uint TW = 32; // tile width, = workgroup x
+layout(constant_id = 1) const uint TH = 8;  // tile height, = workgroup y
+layout(constant_id = 2) const uint WZ = 1;  // workgroup z, always 1
+layout(constant_id = 3) const uint TD = 4;  // outputs per invocation along D
+layout(constant_id = 4) const uint K = 3;   // odd kernel size
+layout(constant_id = 5) const bool FLIP = false;
+
+const uint HX = TW + K - 1;
+const uint HY = TH + K - 1;
+const uint HZ = TD + K - 1;
+const uint HALO = HX * HY * HZ;
+const uint WG = TW * TH;
+const uint KKK = K * K * K;
+const int PAD = int(K / 2);
+// Small kernels keep their weights in registers: read from shared memory
+// they would cost as many loads as the halo.
+const bool WREG = KKK <= 27;
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 1) readonly buffer Wt { float w[]; };
+layout(std430, binding = 2) readonly buffer B { float b[]; };
+layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(push_constant) uniform Push {
+    uint planes; // N·C
+    uint c;      // channels
+    uint d, h, w;
+    uint tilesX, tilesY, tilesZ;
+    uint hasBias;
+} p;
+
+shared float tile[HALO];
+shared float wt[KKK];
+
+void main() {
+    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    uint tilesXY = p.tilesX * p.tilesY;
+    uint tiles = tilesXY * p.tilesZ;
+    bool live = g < p.planes * tiles;
+    uint plane = g / tiles;
+    uint t = g - plane * tiles;
+    uint tz = t / tilesXY;
+    t -= tz * tilesXY;
+    uint ty = t / p.tilesX;
+    uint tx = t - ty * p.tilesX;
+    int x0 = int(tx * TW), y0 = int(ty * TH), z0 = int(tz * TD);
+    uint ch = plane % p.c;
+    uint lid = gl_LocalInvocationIndex;
+    uint base = plane * p.d * p.h * p.w;
+
+    if (live) {
+        for (uint i = lid; i < HALO; i += WG) {
+            uint hz = i / (HX * HY);
+            uint r = i - hz * (HX * HY);
+            uint hy = r / HX;
+            uint hx = r - hy * HX;
+            int gz = z0 + int(hz) - PAD;
+            int gy = y0 + int(hy) - PAD;
+            int gx = x0 + int(hx) - PAD;
+            float v = 0.0;
+            if (gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w)) {
+                v = x[base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx)];
+            }
+            tile[i] = v;
+        }
+        for (uint i = lid; i < KKK; i += WG) {
+            wt[i] = w[ch * KKK + (FLIP ? KKK - 1 - i : i)];
+        }
+    }
+    barrier();
+    if (!live) {
+        return; // after the only barrier
+    }
+
+    uint lx = gl_LocalInvocationID.x, ly = gl_LocalInvocationID.y;
+    float bias = (!FLIP && p.hasBias != 0) ? b[ch] : 0.0;
+    float acc[TD];
+    for (uint j = 0; j < TD; j++) {
+        acc[j] = bias;
+    }
+    float wr[WREG ? KKK : 1];
+    if (WREG) {
+        for (uint i = 0; i < KKK; i++) {
+            wr[i] = wt[i];
+        }
+    }
+    // Halo slice dz feeds output j through kernel plane kd = dz - j.
+    for (uint dz = 0; dz < HZ; dz++) {
+        for (uint kh = 0; kh < K; kh++) {
+            for (uint kw = 0; kw < K; kw++) {
+                float v = tile[(dz * HY + ly + kh) * HX + lx + kw];
+                for (uint j = 0; j < TD; j++) {
+                    int kd = int(dz) - int(j);
+                    if (kd >= 0 && kd < int(K)) {
+                        uint tap = (uint(kd) * K + kh) * K + kw;
+                        acc[j] = fma(WREG ? wr[tap] : wt[tap], v, acc[j]);
+                    }
+                }
+            }
+        }
+    }
+    uint ox = uint(x0) + lx, oy = uint(y0) + ly;
+    if (ox < p.w && oy < p.h) {
+        for (uint j = 0; j < TD; j++) {
+            uint oz = uint(z0) + j;
+            if (oz < p.d) {
+                y[base + (oz * p.h + oy) * p.w + ox] = acc[j];
+            }
+        }
+    }
+}

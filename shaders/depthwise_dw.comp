@@ -1,0 +1,152 @@
+#version 450
+// depthwise_dw: first pass of the depthwise convolution's weight gradient,
+//   dw[c, kd, kh, kw] = Σ_n Σ_voxels dy[n, c, v] · x[n, c, v + (kd, kh, kw) - K/2]
+// as a deterministic split reduction (no atomics). Workgroup g handles
+// channel c, a block of KDB kernel planes (taps kd in [blk·KDB, blk·KDB+KDB),
+// TB = KDB·K² taps) and a chunk of consecutive tiles of the flattened
+// (n, tile) range of that channel; it writes its TB partial sums into
+// partial[g·TB ..]. depthwise_dw_sum adds the chunks in a fixed order.
+//
+// Per tile the x halo, (TW+K-1)×(TH+K-1)×(TD+KDB-1) voxels, is loaded into
+// shared memory (coalesced along W); each invocation owns a column of TD
+// output voxels and keeps TB running sums in registers. At the end a fixed
+// two-level tree sums the invocations, RG taps at a time, in the same shared
+// memory, which is SH floats (the larger of the halo and RG·WG).
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 0) const uint TW = 32;
+layout(constant_id = 1) const uint TH = 8;
+layout(constant_id = 2) const uint WZ = 1;
+layout(constant_id = 3) const uint TD = 4;
+layout(constant_id = 4) const uint K = 3;
+layout(constant_id = 5) const uint KDB = 3; // kernel planes per block
+layout(constant_id = 6) const uint RG = 27; // taps per reduction round
+layout(constant_id = 7) const uint SH = 6912;
+
+const uint HX = TW + K - 1;
+const uint HY = TH + K - 1;
+const uint HZ = TD + KDB - 1;
+const uint HALO = HX * HY * HZ;
+const uint WG = TW * TH;
+const uint TB = KDB * K * K;
+const int PAD = int(K / 2);
+const uint S = 8;         // invocations per tap in the first reduction level
+const uint SEG = WG / S;  // values each of them adds
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 1) readonly buffer DY { float dy[]; };
+layout(std430, binding = 2) writeonly buffer P { float partial[]; };
+layout(push_constant) uniform Push {
+    uint n, c;
+    uint d, h, w;
+    uint tilesX, tilesY, tilesZ;
+    uint blocks;        // kernel-plane blocks per channel
+    uint chunks;        // tile chunks per (channel, block)
+    uint tilesPerChunk;
+} p;
+
+shared float sh[SH];
+
+void main() {
+    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    bool live = g < p.c * p.blocks * p.chunks;
+    uint chunk = g % p.chunks;
+    uint rest = g / p.chunks;
+    uint blk = rest % p.blocks;
+    uint ch = rest / p.blocks;
+    int kd0 = int(blk * KDB);
+    uint lid = gl_LocalInvocationIndex;
+    uint lx = gl_LocalInvocationID.x, ly = gl_LocalInvocationID.y;
+
+    uint tilesXY = p.tilesX * p.tilesY;
+    uint tilesPlane = tilesXY * p.tilesZ;
+    uint t0 = chunk * p.tilesPerChunk;
+    uint t1 = live ? min(t0 + p.tilesPerChunk, p.n * tilesPlane) : t0;
+    uint vol = p.d * p.h * p.w;
+
+    float acc[TB];
+    for (uint j = 0; j < TB; j++) {
+        acc[j] = 0.0;
+    }
+    // The trip count is the same for the whole workgroup, so the barriers
+    // inside are in uniform control flow.
+    for (uint ti = t0; ti < t1; ti++) {
+        uint nb = ti / tilesPlane;
+        uint t = ti - nb * tilesPlane;
+        uint tz = t / tilesXY;
+        t -= tz * tilesXY;
+        uint ty = t / p.tilesX;
+        uint tx = t - ty * p.tilesX;
+        int x0 = int(tx * TW), y0 = int(ty * TH), z0 = int(tz * TD);
+        uint base = (nb * p.c + ch) * vol;
+
+        barrier(); // the previous tile's reads are done
+        for (uint i = lid; i < HALO; i += WG) {
+            uint hz = i / (HX * HY);
+            uint r = i - hz * (HX * HY);
+            uint hy = r / HX;
+            uint hx = r - hy * HX;
+            int gz = z0 + kd0 + int(hz) - PAD;
+            int gy = y0 + int(hy) - PAD;
+            int gx = x0 + int(hx) - PAD;
+            float v = 0.0;
+            if (gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w)) {
+                v = x[base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx)];
+            }
+            sh[i] = v;
+        }
+        barrier();
+
+        uint ox = uint(x0) + lx, oy = uint(y0) + ly;
+        float g[TD];
+        for (uint j = 0; j < TD; j++) {
+            uint oz = uint(z0) + j;
+            g[j] = (ox < p.w && oy < p.h && oz < p.d) ? dy[base + (oz * p.h + oy) * p.w + ox] : 0.0;
+        }
+        // Halo slice dz pairs with output j through kernel plane kd0 + dz - j.
+        for (uint dz = 0; dz < HZ; dz++) {
+            for (uint kh = 0; kh < K; kh++) {
+                for (uint kw = 0; kw < K; kw++) {
+                    float v = sh[(dz * HY + ly + kh) * HX + lx + kw];
+                    for (uint j = 0; j < TD; j++) {
+                        int kl = int(dz) - int(j);
+                        if (kl >= 0 && kl < int(KDB)) {
+                            uint tap = (uint(kl) * K + kh) * K + kw;
+                            acc[tap] = fma(g[j], v, acc[tap]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Sum the invocations: S invocations per tap each add SEG values in
+    // order, then one invocation per tap adds those S.
+    for (uint j0 = 0; j0 < TB; j0 += RG) {
+        barrier();
+        for (uint j = 0; j < RG; j++) {
+            if (j0 + j < TB) {
+                sh[j * WG + lid] = acc[j0 + j];
+            }
+        }
+        barrier();
+        float s = 0.0;
+        uint jj = lid / S, ss = lid - (lid / S) * S;
+        if (lid < RG * S && j0 + jj < TB) {
+            for (uint i = 0; i < SEG; i++) {
+                s += sh[jj * WG + ss * SEG + i];
+            }
+        }
+        barrier();
+        if (lid < RG * S) {
+            sh[lid] = s;
+        }
+        barrier();
+        if (live && lid < RG && j0 + lid < TB) {
+            float total = 0.0;
+            for (uint i = 0; i < S; i++) {
+                total += sh[lid * S + i];
+            }
+            partial[g * TB + j0 + lid] = total;
+        }
+    }
+}

@@ -1,0 +1,71 @@
+#version 450
+// norm_apply: the instance norm's elementwise pass, one vec4 (VEC4, when V
+// is a multiple of 4) or one element per invocation, u = x (+ r):
+//   MODE 0: y = act(gamma·(u − mean)·invStd + beta), act = LeakyReLU or none;
+//   MODE 1: dx = invStd·gamma·(g − mean(g) − x̂·mean(g·x̂)), the gradient of
+//           x and of the residual, with g = dy through the LeakyReLU and the
+//           means from coef (norm_combine, MODE 1).
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 0) const uint WG = 256;
+layout(constant_id = 1) const uint WY = 1;
+layout(constant_id = 2) const uint WZ = 1;
+layout(constant_id = 3) const bool VEC4 = true;
+layout(constant_id = 4) const uint MODE = 0;
+
+const uint LW = VEC4 ? 4 : 1;
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
+layout(std430, binding = 1) readonly buffer R { float r[]; };
+layout(std430, binding = 1) readonly buffer R4 { vec4 r4[]; };
+layout(std430, binding = 2) readonly buffer DY { float dy[]; };
+layout(std430, binding = 2) readonly buffer DY4 { vec4 dy4[]; };
+layout(std430, binding = 3) readonly buffer Gamma { float gamma[]; };
+layout(std430, binding = 4) readonly buffer Beta { float beta[]; };
+layout(std430, binding = 5) readonly buffer Stats { vec2 stats[]; };
+layout(std430, binding = 6) readonly buffer Coef { vec2 coef[]; };
+layout(std430, binding = 7) writeonly buffer Y { float y[]; };
+layout(std430, binding = 7) writeonly buffer Y4 { vec4 y4[]; };
+layout(push_constant) uniform Push {
+    uint nc, c, v;
+    uint ch, chunks;
+    uint residual, leaky, hasA, hasB;
+    float slope, eps;
+} p;
+
+void main() {
+    uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
+    uint e = i * LW;
+    if (e >= p.nc * p.v) {
+        return;
+    }
+    uint nc = e / p.v;
+    uint c = nc % p.c;
+    vec2 st = stats[nc];
+    float ga = gamma[c], be = beta[c];
+    vec4 u;
+    if (VEC4) {
+        u = p.residual != 0 ? x4[i] + r4[i] : x4[i];
+    } else {
+        u = vec4(p.residual != 0 ? x[i] + r[i] : x[i]);
+    }
+    vec4 xh = (u - st.x) * st.y;
+    vec4 z = ga * xh + be;
+    bvec4 pos = greaterThan(z, vec4(0.0));
+    vec4 o;
+    if (MODE == 0) {
+        o = p.leaky != 0 ? mix(z * p.slope, z, pos) : z;
+    } else {
+        vec4 gv = VEC4 ? dy4[i] : vec4(dy[i]);
+        if (p.leaky != 0) {
+            gv = mix(gv * p.slope, gv, pos);
+        }
+        vec2 cf = coef[nc];
+        o = (st.y * ga) * (gv - cf.x - xh * cf.y);
+    }
+    if (VEC4) {
+        y4[i] = o;
+    } else {
+        y[i] = o.x;
+    }
+}
