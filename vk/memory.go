@@ -142,6 +142,9 @@ func (d *Device) Alloc(n uint64) (*Buffer, error) {
 // the peak since the device was opened.
 func (d *Device) MemoryInUse() (now, peak uint64) { return d.deviceMem.inUse, d.deviceMem.peak }
 
+// ResetPeakMemory starts a new peak measurement from the bytes now in use.
+func (d *Device) ResetPeakMemory() { d.deviceMem.peak = d.deviceMem.inUse }
+
 func (a *allocator) alloc(n uint64) (*Buffer, error) {
 	need := alignUp(n, a.align)
 	for _, b := range a.blocks {

@@ -1,0 +1,89 @@
+package ops
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// Peaks are a device's measured limits, the yardsticks of the benchmark
+// report.
+type Peaks struct {
+	CopyGBps float64 // bytes read plus bytes written per second, 1e9
+	GFLOPs   float64 // fp32 FMA throughput, two FLOPs per FMA, 1e9
+}
+
+type pushBench struct {
+	N uint32
+	A float32
+}
+
+// MeasurePeaks times a vec4 copy of bytes bytes and an FMA-bound kernel with
+// GPU timestamps and returns the median of repeats.
+func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
+	const wg, iter = 256, 1024
+	n := bytes / 16
+	if n < wg {
+		return Peaks{}, fmt.Errorf("ops.MeasurePeaks: %d bytes is too small", bytes)
+	}
+	copyK, err := g.kernel("bench", []vk.Access{vk.Read, vk.Write}, 8, wg, 0, iter)
+	if err != nil {
+		return Peaks{}, err
+	}
+	fmaK, err := g.kernel("bench", []vk.Access{vk.Read, vk.Write}, 8, wg, 1, iter)
+	if err != nil {
+		return Peaks{}, err
+	}
+	x, err := g.dev.Alloc(uint64(16 * n))
+	if err != nil {
+		return Peaks{}, err
+	}
+	defer x.Release()
+	y, err := g.dev.Alloc(uint64(16 * n))
+	if err != nil {
+		return Peaks{}, err
+	}
+	defer y.Release()
+	// The FMA kernel needs enough invocations to fill the device, not bytes.
+	nf := min(n, 1<<20)
+	time1 := func(k *vk.Kernel, count int) (time.Duration, error) {
+		var ts []time.Duration
+		for r := 0; r < repeats+1; r++ {
+			b := g.dev.NewTimedBatch()
+			b.Dispatch(k, vk.Grid1D(count, wg), pushBench{uint32(count), 0.999}, x, y)
+			err := b.Run()
+			tm := b.Timings()
+			b.Release()
+			if err != nil {
+				return 0, err
+			}
+			if r > 0 { // the first run warms caches and clocks
+				ts = append(ts, tm[0].Duration)
+			}
+		}
+		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+		return ts[len(ts)/2], nil
+	}
+	// Fill the source once so the copy never reads uninitialised memory.
+	b := g.dev.NewBatch()
+	b.Fill(x, 0x3f800000)
+	err = b.Run()
+	b.Release()
+	if err != nil {
+		return Peaks{}, err
+	}
+	tc, err := time1(copyK, n)
+	if err != nil {
+		return Peaks{}, err
+	}
+	tf, err := time1(fmaK, nf)
+	if err != nil {
+		return Peaks{}, err
+	}
+	return Peaks{
+		CopyGBps: float64(32*n) / tc.Seconds() / 1e9,
+		GFLOPs:   float64(nf) * iter * 16 / tf.Seconds() / 1e9,
+	}, nil
+}

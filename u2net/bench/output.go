@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"fmt"
+	"image/color"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// WriteText prints the reports as tables; several reports (engines) are
+// printed one after the other and then side by side.
+func WriteText(w io.Writer, reps []*Report) {
+	for _, r := range reps {
+		fmt.Fprintf(w, "\n== %s\n", r.Engine)
+		if r.Peaks.CopyGBps > 0 {
+			fmt.Fprintf(w, "measured peaks: copy %.0f GB/s, FMA %.0f GFLOP/s\n", r.Peaks.CopyGBps, r.Peaks.GFLOPs)
+		}
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "level\top\tshape\tfwd ms\tbwd ms\tfwd+bwd ms\tGB/s\tGFLOP/s\t% of floor\tPyTorch fwd\tPyTorch fwd+bwd\t")
+		for _, o := range r.Ops {
+			lvl := fmt.Sprint(o.Level)
+			if o.Level < 0 {
+				lvl = "§8"
+			}
+			torch := "\t"
+			if o.TorchTotal > 0 {
+				torch = fmt.Sprintf("%.3f\t%.3f", o.TorchFwd, o.TorchTotal)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%s\t\n", lvl, o.Op, o.Shape, o.FwdMS, o.BwdMS, o.FwdBwdMS,
+				o.GBps, o.GFLOPs, 100*o.PeakFrac, torch)
+		}
+		tw.Flush()
+		if len(r.Separable) > 0 {
+			fmt.Fprintln(w, "\nseparable unit (depthwise 3³ + pointwise) against dense 3³, same channels:")
+			tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "level\tshape\tparams sep/dense\tGFLOP sep/dense\tGB sep/dense\tfwd ms sep/dense\tfwd+bwd ms sep/dense\tspeedup\t")
+			for _, s := range r.Separable {
+				fmt.Fprintf(tw, "%d\t%s\t%d / %d\t%.2f / %.2f\t%.2f / %.2f\t%.3f / %.3f\t%.3f / %.3f\t%.2f×\t\n", s.Level, s.Shape,
+					s.SepParams, s.DenseParams, s.SepGFLOP, s.DenseGFLOP, s.SepGB, s.DenseGB, s.SepFwdMS, s.DenseFwdMS,
+					s.SepFwdBwdMS, s.DenseFwdBwdMS, s.SpeedupFwdBwd)
+			}
+			tw.Flush()
+		}
+		if len(r.Network) > 0 {
+			fmt.Fprintln(w, "\nwhole network:")
+			tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "mode\tsetting\tparams\ttrain step ms\tforward ms\tplan GiB\tpeak GiB\tPyTorch step (TF32)\tPyTorch fwd\tPyTorch peak\t")
+			for _, n := range r.Network {
+				torch := "\t\t"
+				if n.TorchStep > 0 {
+					torch = fmt.Sprintf("%.0f (%.0f)\t%.1f\t%.1f", n.TorchStep, n.TorchTF32, n.TorchFwdMS, n.TorchPeak)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n", n.Mode, n.Setting, n.Params, n.StepMS, n.ForwardMS, n.PlanGiB, n.PeakGiB, torch)
+			}
+			tw.Flush()
+		}
+		if len(r.Scaling) > 0 {
+			fmt.Fprintln(w, "\nforward time per voxel as the volume grows:")
+			tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "size\tforward ms\tns/voxel\t")
+			for _, s := range r.Scaling {
+				fmt.Fprintf(tw, "%d³\t%.2f\t%.2f\t\n", s.Size, s.ForwardMS, s.NSPerVox)
+			}
+			tw.Flush()
+		}
+	}
+	if len(reps) > 1 {
+		fmt.Fprintln(w, "\nengines side by side (fwd+bwd ms; whole network: train step ms):")
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprint(tw, "op\tshape\t")
+		for _, r := range reps {
+			fmt.Fprintf(tw, "%s\t", r.Engine)
+		}
+		fmt.Fprintln(tw)
+		for i, o := range reps[0].Ops {
+			fmt.Fprintf(tw, "%s\t%s\t", o.Op, o.Shape)
+			for _, r := range reps {
+				if i < len(r.Ops) && r.Ops[i].Op == o.Op && r.Ops[i].Shape == o.Shape {
+					fmt.Fprintf(tw, "%.3f\t", r.Ops[i].FwdBwdMS)
+				} else {
+					fmt.Fprint(tw, "-\t")
+				}
+			}
+			fmt.Fprintln(tw)
+		}
+		for i, n := range reps[0].Network {
+			fmt.Fprintf(tw, "%s step\t%s\t", n.Mode, n.Setting)
+			for _, r := range reps {
+				if i < len(r.Network) {
+					fmt.Fprintf(tw, "%.1f\t", r.Network[i].StepMS)
+				} else {
+					fmt.Fprint(tw, "-\t")
+				}
+			}
+			fmt.Fprintln(tw)
+		}
+		tw.Flush()
+	}
+}
+
+// WritePNG draws each engine's fwd+bwd time per operation (and PyTorch's
+// where measured) as grouped bars.
+func WritePNG(path string, reps []*Report) error {
+	p := plot.New()
+	p.Title.Text = "forward + backward per operation"
+	p.Y.Label.Text = "ms"
+	if len(reps) == 0 || len(reps[0].Ops) == 0 {
+		return fmt.Errorf("bench: nothing to draw")
+	}
+	var names []string
+	for _, o := range reps[0].Ops {
+		lvl := fmt.Sprintf("L%d", o.Level)
+		if o.Level < 0 {
+			lvl = "§8"
+		}
+		names = append(names, lvl+" "+o.Op)
+	}
+	width := vg.Points(8)
+	groups := len(reps)
+	var torch plotter.Values
+	hasTorch := false
+	for _, o := range reps[0].Ops {
+		torch = append(torch, o.TorchTotal)
+		hasTorch = hasTorch || o.TorchTotal > 0
+	}
+	if hasTorch {
+		groups++
+	}
+	for i, r := range reps {
+		var v plotter.Values
+		for j := range reps[0].Ops {
+			if j < len(r.Ops) {
+				v = append(v, r.Ops[j].FwdBwdMS)
+			} else {
+				v = append(v, 0)
+			}
+		}
+		bars, err := plotter.NewBarChart(v, width)
+		if err != nil {
+			return err
+		}
+		bars.Offset = vg.Length(float64(i)-float64(groups-1)/2) * width
+		bars.Color = plotColor(i)
+		p.Add(bars)
+		p.Legend.Add(r.Engine, bars)
+	}
+	if hasTorch {
+		bars, err := plotter.NewBarChart(torch, width)
+		if err != nil {
+			return err
+		}
+		bars.Offset = vg.Length(float64(groups-1)/2) * width
+		bars.Color = plotColor(7)
+		p.Add(bars)
+		p.Legend.Add("PyTorch 2.11 + cuDNN, H200", bars)
+	}
+	p.Legend.Top = true
+	p.NominalX(names...)
+	p.X.Tick.Label.Rotation = 1.2
+	p.X.Tick.Label.XAlign = -0.9
+	w := vg.Length(max(8, len(names))) * vg.Centimeter
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp.png")
+	if err := p.Save(w, 12*vg.Centimeter, tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func plotColor(i int) color.Color {
+	palette := []color.RGBA{{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}, {214, 39, 40, 255},
+		{148, 103, 189, 255}, {140, 86, 75, 255}, {227, 119, 194, 255}, {127, 127, 127, 255}}
+	return palette[i%len(palette)]
+}

@@ -1,0 +1,322 @@
+package bench
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/u2net"
+)
+
+// Options choose what to measure.
+type Options struct {
+	// Levels are the activation shapes of the per-level op table; empty
+	// means the reference's levels (batch 2, base 16, 128³), scaled down to
+	// fit the device's largest buffer binding.
+	Levels []Shape
+	// Anchor adds the §8 op set at 2×32×64³ with the PyTorch numbers.
+	Anchor  bool
+	Repeats int
+	// Network times a training step and a forward pass, universal against
+	// independent, at this setting; Domains 0 skips it.
+	Network NetSetting
+	// Scaling times the universal forward at these cubic sizes.
+	Scaling []int
+}
+
+// NetSetting is a whole-network benchmark configuration.
+type NetSetting struct {
+	Domains, Base, Batch, Size int
+	Pools                      [3]int
+}
+
+// QuickOptions finish in about a minute on lavapipe.
+func QuickOptions() Options {
+	return Options{
+		Levels:  []Shape{{N: 1, C: 8, S: ref.Dims3{16, 16, 16}}, {N: 1, C: 16, S: ref.Dims3{8, 8, 8}}},
+		Repeats: 3,
+		Network: NetSetting{Domains: 1, Base: 8, Batch: 1, Size: 32, Pools: [3]int{3, 3, 3}},
+		Scaling: []int{16, 32},
+	}
+}
+
+// FullOptions are the reference's setting: batch 2, base 16, 128³ levels,
+// five domains, the §8 op set.
+func FullOptions() Options {
+	return Options{
+		Anchor: true, Repeats: 10,
+		Network: NetSetting{Domains: 5, Base: 16, Batch: 2, Size: 128, Pools: [3]int{5, 5, 5}},
+		Scaling: []int{32, 64, 96, 128},
+	}
+}
+
+// SepResult compares a separable unit (depthwise 3³ + pointwise) with a
+// dense 3³ conv at one level.
+type SepResult struct {
+	Level          int     `json:"level"`
+	Shape          string  `json:"shape"`
+	SepParams      int     `json:"separable_params"`
+	DenseParams    int     `json:"dense_params"`
+	SepGFLOP       float64 `json:"separable_gflop"`
+	DenseGFLOP     float64 `json:"dense_gflop"`
+	SepFwdMS       float64 `json:"separable_fwd_ms"`
+	DenseFwdMS     float64 `json:"dense_fwd_ms"`
+	SepFwdBwdMS    float64 `json:"separable_fwd_bwd_ms"`
+	DenseFwdBwdMS  float64 `json:"dense_fwd_bwd_ms"`
+	SpeedupFwdBwd  float64 `json:"speedup_fwd_bwd"`
+	SepGB, DenseGB float64
+}
+
+// NetResult is a whole-network measurement.
+type NetResult struct {
+	Mode       string  `json:"mode"`
+	Setting    string  `json:"setting"`
+	Params     int     `json:"parameters"`
+	StepMS     float64 `json:"train_step_ms"`
+	ForwardMS  float64 `json:"forward_ms"`
+	PlanGiB    float64 `json:"plan_gib"`
+	PeakGiB    float64 `json:"peak_gib,omitempty"`
+	TorchStep  float64 `json:"pytorch_step_ms,omitempty"`
+	TorchTF32  float64 `json:"pytorch_step_tf32_ms,omitempty"`
+	TorchFwdMS float64 `json:"pytorch_forward_ms,omitempty"`
+	TorchPeak  float64 `json:"pytorch_peak_gib,omitempty"`
+}
+
+// ScaleResult is the forward time of one volume size.
+type ScaleResult struct {
+	Size      int     `json:"size"`
+	ForwardMS float64 `json:"forward_ms"`
+	NSPerVox  float64 `json:"ns_per_voxel"`
+}
+
+// Report is everything measured on one engine.
+type Report struct {
+	Engine    string        `json:"engine"`
+	Peaks     ops.Peaks     `json:"peaks"`
+	Ops       []OpResult    `json:"ops"`
+	Separable []SepResult   `json:"separable_vs_dense"`
+	Network   []NetResult   `json:"network"`
+	Scaling   []ScaleResult `json:"scaling"`
+}
+
+// Run measures on e; log receives progress lines.
+func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
+	rep := &Report{Engine: e.Name()}
+	if opt.Repeats < 1 {
+		opt.Repeats = 1
+	}
+	if g, ok := e.(*ops.GPU); ok {
+		log("measuring copy bandwidth and FMA throughput")
+		p, err := g.MeasurePeaks(min(256<<20, int(g.Device().Info().MaxStorageBufferRange)/2), opt.Repeats)
+		if err != nil {
+			return nil, fmt.Errorf("peaks: %w", err)
+		}
+		rep.Peaks = p
+	}
+	levels := opt.Levels
+	if len(levels) == 0 {
+		levels = referenceLevels(e)
+	}
+	anchors := Anchors()
+	for i, s := range levels {
+		log(fmt.Sprintf("level %d: %v", i, s))
+		res, err := measure(e, levelOps(s), i, opt.Repeats, rep.Peaks, anchors)
+		if err != nil {
+			return nil, err
+		}
+		rep.Ops = append(rep.Ops, res...)
+		rep.Separable = append(rep.Separable, separable(i, s, res))
+	}
+	if opt.Anchor {
+		log("the §8 operation set at 2×32×64³")
+		res, err := measure(e, levelOps(Shape{N: 2, C: 32, S: ref.Dims3{64, 64, 64}}), -1, opt.Repeats, rep.Peaks, anchors)
+		if err != nil {
+			return nil, err
+		}
+		rep.Ops = append(rep.Ops, res...)
+	}
+	if opt.Network.Domains > 0 {
+		for _, mode := range []string{u2net.ModeUniversal, u2net.ModeIndependent} {
+			log("network: " + mode)
+			r, err := network(e, mode, opt.Network, opt.Repeats)
+			if err != nil {
+				return nil, fmt.Errorf("network %s: %w", mode, err)
+			}
+			rep.Network = append(rep.Network, r)
+		}
+	}
+	for _, size := range opt.Scaling {
+		log(fmt.Sprintf("scaling: %d³", size))
+		set := opt.Network
+		if set.Domains == 0 {
+			set = QuickOptions().Network
+		}
+		set.Domains, set.Size = 1, size
+		set.Pools = poolsFor(size)
+		ms, err := forwardOnly(e, set, opt.Repeats)
+		if err != nil {
+			return nil, fmt.Errorf("scaling %d³: %w", size, err)
+		}
+		vox := float64(set.Batch * size * size * size)
+		rep.Scaling = append(rep.Scaling, ScaleResult{Size: size, ForwardMS: ms, NSPerVox: ms * 1e6 / vox})
+	}
+	return rep, nil
+}
+
+func poolsFor(size int) [3]int {
+	p := 0
+	for n := size; p < 5 && n%2 == 0 && n/2 >= 4; n /= 2 {
+		p++
+	}
+	return [3]int{p, p, p}
+}
+
+// referenceLevels are the activations of the reference's levels (batch 2,
+// base 16, 128³, five poolings), halving the volume until every tensor fits
+// the device's largest binding.
+func referenceLevels(e ops.Engine) []Shape {
+	limit := 1 << 62
+	if g, ok := e.(*ops.GPU); ok {
+		limit = int(g.Device().Info().MaxStorageBufferRange)
+	}
+	size := 128
+	for 4*2*16*size*size*size > limit && size > 8 {
+		size /= 2
+	}
+	var out []Shape
+	for i := 0; size>>i >= 4 && i < 6; i++ {
+		s := size >> i
+		out = append(out, Shape{N: 2, C: 16 << i, S: ref.Dims3{s, s, s}})
+	}
+	return out
+}
+
+func separable(level int, s Shape, res []OpResult) SepResult {
+	by := map[string]OpResult{}
+	for _, r := range res {
+		by[r.Op] = r
+	}
+	dw, pw, d := by["depthwise3"], by["pointwise"], by["dense3"]
+	r := SepResult{
+		Level: level, Shape: s.String(),
+		SepParams: s.C*27 + s.C + s.C*s.C + s.C, DenseParams: s.C*s.C*27 + s.C,
+		SepGFLOP: dw.GFLOP + pw.GFLOP, DenseGFLOP: d.GFLOP,
+		SepFwdMS: dw.FwdMS + pw.FwdMS, DenseFwdMS: d.FwdMS,
+		SepFwdBwdMS: dw.FwdBwdMS + pw.FwdBwdMS, DenseFwdBwdMS: d.FwdBwdMS,
+		SepGB: dw.GB + pw.GB, DenseGB: d.GB,
+	}
+	if r.SepFwdBwdMS > 0 {
+		r.SpeedupFwdBwd = r.DenseFwdBwdMS / r.SepFwdBwdMS
+	}
+	return r
+}
+
+func netConfig(mode string, set NetSetting) u2net.Config {
+	cfg := u2net.DefaultConfig()
+	cfg.Mode, cfg.BaseChannels, cfg.PoolsPerAxis = mode, set.Base, set.Pools
+	cfg.Upsample = u2net.UpsampleNearest // the reference's, for comparable numbers
+	names := []string{"heart", "liver", "prostate", "pancreas", "hippocampus", "spleen", "colon"}
+	for d := 0; d < set.Domains; d++ {
+		name := fmt.Sprintf("domain%d", d)
+		if d < len(names) {
+			name = names[d]
+		}
+		cfg.Domains = append(cfg.Domains, u2net.Domain{Name: name, InChannels: 1, Classes: 2})
+	}
+	if mode == u2net.ModeIndependent {
+		cfg.Domains = cfg.Domains[:1] // one independent network per domain: time one
+	}
+	return cfg
+}
+
+func randomBatch(set NetSetting) ([]float32, []int32) {
+	r := rand.New(rand.NewPCG(7, 7))
+	vox := set.Size * set.Size * set.Size
+	x := make([]float32, set.Batch*vox)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	l := make([]int32, set.Batch*vox)
+	for i := range l {
+		l[i] = int32(r.IntN(2))
+	}
+	return x, l
+}
+
+// wall returns the median wall time of f after a warm-up call.
+func wall(repeats int, f func() error) (float64, error) {
+	var ts []float64
+	for r := 0; r <= repeats; r++ {
+		start := time.Now()
+		if err := f(); err != nil {
+			return 0, err
+		}
+		if r > 0 {
+			ts = append(ts, ms(time.Since(start)))
+		}
+	}
+	sort.Float64s(ts)
+	return ts[len(ts)/2], nil
+}
+
+func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult, error) {
+	cfg := netConfig(mode, set)
+	if g, ok := e.(*ops.GPU); ok {
+		if err := g.Sync(); err != nil {
+			return NetResult{}, err
+		}
+		g.Device().ResetPeakMemory()
+	}
+	m, err := u2net.New(cfg, 1)
+	if err != nil {
+		return NetResult{}, err
+	}
+	net, err := u2net.NewNet(m, e)
+	if err != nil {
+		return NetResult{}, err
+	}
+	defer net.Close()
+	size := [3]int{set.Size, set.Size, set.Size}
+	x, l := randomBatch(set)
+	r := NetResult{Mode: mode, Params: m.Counts().Total,
+		Setting: fmt.Sprintf("%d domain(s), base %d, pools %v, %d³, batch %d", len(cfg.Domains), set.Base, set.Pools, set.Size, set.Batch)}
+	if r.StepMS, err = wall(repeats, func() error { _, err := net.TrainStep(0, set.Batch, size, x, l); return err }); err != nil {
+		return r, err
+	}
+	if r.ForwardMS, err = wall(repeats, func() error { _, err := net.Forward(0, set.Batch, size, x); return err }); err != nil {
+		return r, err
+	}
+	if b, err := net.PlanBytes(0, set.Batch, size, true); err == nil {
+		r.PlanGiB = float64(b) / (1 << 30)
+	}
+	if g, ok := e.(*ops.GPU); ok {
+		_, peak := g.Device().MemoryInUse()
+		r.PeakGiB = float64(peak) / (1 << 30)
+	}
+	if set.Size == 128 && set.Batch == 2 && set.Base == 16 && set.Pools == [3]int{5, 5, 5} {
+		if mode == u2net.ModeUniversal && set.Domains == 5 {
+			r.TorchStep, r.TorchTF32, r.TorchFwdMS, r.TorchPeak = 711.02, 149.97, 37.38, 14.80
+		} else if mode == u2net.ModeIndependent {
+			r.TorchStep, r.TorchTF32, r.TorchFwdMS, r.TorchPeak = 866.46, 94.86, 51.43, 8.11
+		}
+	}
+	return r, nil
+}
+
+func forwardOnly(e ops.Engine, set NetSetting, repeats int) (float64, error) {
+	m, err := u2net.New(netConfig(u2net.ModeUniversal, set), 1)
+	if err != nil {
+		return 0, err
+	}
+	net, err := u2net.NewNet(m, e)
+	if err != nil {
+		return 0, err
+	}
+	defer net.Close()
+	size := [3]int{set.Size, set.Size, set.Size}
+	x, _ := randomBatch(set)
+	return wall(repeats, func() error { _, err := net.Forward(0, set.Batch, size, x); return err })
+}

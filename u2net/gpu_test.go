@@ -1,0 +1,118 @@
+package u2net
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+func openGPU(t *testing.T) *ops.GPU {
+	t.Helper()
+	g, err := ops.OpenGPU(os.Getenv("U2NET_DEVICE"))
+	if err != nil {
+		if vk.RequireGPU() {
+			t.Fatalf("no Vulkan device (U2NET_REQUIRE_GPU is set): %v", err)
+		}
+		t.Skipf("no Vulkan device: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := g.Close(); err != nil {
+			t.Errorf("closing the GPU engine: %v", err)
+		}
+	})
+	return g
+}
+
+// The whole network on the GPU engine matches the CPU reference engine:
+// logits, losses and every parameter gradient, in each mode, for two domains
+// with different channel and class counts and anisotropic strides.
+func TestGPUMatchesCPU(t *testing.T) {
+	g := openGPU(t)
+	for _, c := range []struct{ mode, up string }{
+		{ModeUniversal, UpsampleTranspose},
+		{ModeShared, UpsampleNearest},
+		{ModeIndependent, UpsampleTranspose},
+	} {
+		t.Run(c.mode+"-"+c.up, func(t *testing.T) {
+			m, err := New(tinyConfig(c.mode, c.up), 13)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cpuNet, err := NewNet(m, ops.NewCPU())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cpuNet.Close()
+			gpuNet, err := NewNet(m, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gpuNet.Close()
+			r := rand.New(rand.NewPCG(17, 19))
+			for dom := range m.Config.Domains {
+				x, labels := tinyBatch(r, m.Config.Domains[dom], 2, tinySize)
+				want, err := cpuNet.Forward(dom, 2, tinySize, x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := gpuNet.Forward(dom, 2, tinySize, x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// A dozen fp32 layers with instance norms: errors of ~1e-6
+				// per layer compound; 1e-4 still catches any wiring fault.
+				if e := ref.RelL2(got, want); !(e < 1e-4) {
+					t.Errorf("domain %d logits: relative L2 error %.3g", dom, e)
+				}
+				lc, err := cpuNet.Gradients(dom, 2, tinySize, x, labels)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lg, err := gpuNet.Gradients(dom, 2, tinySize, x, labels)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := lc.Total() - lg.Total(); d > 1e-4 || d < -1e-4 {
+					t.Errorf("domain %d loss: cpu %.6f gpu %.6f", dom, lc.Total(), lg.Total())
+				}
+				for _, p := range m.Params {
+					want, ok, err := cpuNet.Gradient(p.Name)
+					if err != nil || !ok {
+						continue
+					}
+					got, _, err := gpuNet.Gradient(p.Name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if e := ref.RelL2(got, want); !(e < 1e-3) {
+						t.Errorf("domain %d: gradient of %s: relative L2 error %.3g", dom, p.Name, e)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Training on the GPU twice from the same start gives the same bits.
+func TestGPUDeterministic(t *testing.T) {
+	g := openGPU(t)
+	var runs [2]*Model
+	for k := range runs {
+		m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 11)
+		net, err := NewNet(m, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trainSteps(t, net, 1, 2, 5)
+		net.Close()
+		runs[k] = m
+	}
+	for _, p := range runs[0].Params {
+		sameValues(t, fmt.Sprint("gpu ", p.Name), runs[0].Values[p.Name], runs[1].Values[p.Name])
+	}
+}
