@@ -27,8 +27,16 @@ type GPU struct {
 	// retired buffers may still be read by recorded work: they are released
 	// after the next Sync.
 	retired []*vk.Buffer
-	dummy   *vk.Buffer // bound in place of an absent optional tensor
+	dummy   *vk.Buffer // bound in place of an absent optional input
+	// sink holds slots bound in place of unwanted outputs; rotating through
+	// them keeps unrelated dispatches from sharing one written range (which
+	// would cost a barrier each).
+	sink     []*vk.Buffer
+	sinkNext int
 }
+
+// sinkSlots is the number of unwanted-output slots.
+const sinkSlots = 32
 
 // OpenGPU opens the Vulkan device chosen by selector (see vk.Choose) and
 // returns an engine that owns it.
@@ -52,6 +60,19 @@ func NewGPU(d *vk.Device) (*GPU, error) {
 	var err error
 	if g.dummy, err = d.Alloc(16); err != nil {
 		return nil, err
+	}
+	slot := max(256, d.Info().StorageAlignment)
+	whole, err := d.Alloc(slot * sinkSlots)
+	if err != nil {
+		return nil, err
+	}
+	g.scratch["sink"] = whole
+	for i := uint64(0); i < sinkSlots; i++ {
+		v, err := whole.View(i*slot, 16)
+		if err != nil {
+			return nil, err
+		}
+		g.sink = append(g.sink, v)
 	}
 	g.batch = d.NewBatch()
 	return g, nil
@@ -210,12 +231,28 @@ func (g *GPU) dispatch(op string, k *vk.Kernel, groups [3]uint32, push any, bufs
 	return g.recorded(op)
 }
 
-// buf returns t's buffer, or the dummy buffer for an absent tensor.
+// buf returns t's buffer, or the dummy buffer for an absent input.
 func (g *GPU) buf(t *Tensor) *vk.Buffer {
 	if t == nil {
 		return g.dummy
 	}
 	return t.gpu.buf
+}
+
+// out returns t's buffer, or a sink slot for an unwanted output: a binding
+// the shader may write must never be the read-only dummy.
+func (g *GPU) out(t *Tensor) *vk.Buffer {
+	if t == nil {
+		return g.discard()
+	}
+	return t.gpu.buf
+}
+
+// discard returns the next sink slot.
+func (g *GPU) discard() *vk.Buffer {
+	b := g.sink[g.sinkNext]
+	g.sinkNext = (g.sinkNext + 1) % len(g.sink)
+	return b
 }
 
 // scratchBuf returns the engine's scratch buffer called key with room for n

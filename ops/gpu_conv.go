@@ -48,8 +48,9 @@ type gemmTile struct{ bm, bn, bk, tm, tn int }
 
 func (t gemmTile) wg() int { return (t.bm / t.tm) * (t.bn / t.tn) }
 
-// sharedBytes is the shared memory of the two tiles, rows padded by one.
-func (t gemmTile) sharedBytes() int { return 4 * t.bk * (t.bm + 1 + t.bn + 1) }
+// sharedBytes is the shared memory of the two tiles (rows padded by one)
+// and of the K step's index table (an ivec4 and an int per column).
+func (t gemmTile) sharedBytes() int { return 4 * t.bk * (t.bm + 1 + t.bn + 1 + 5) }
 
 // gemmWG is the preferred workgroup size: 8 NVIDIA warps or 4 AMD waves, a
 // multiple of lavapipe's 8 lanes.
@@ -58,7 +59,8 @@ const gemmWG = 256
 // pickTile chooses the tile for an M×N product: the tile edge follows the
 // matrix edge (Cout is often 16 or 32, so 64-row tiles would idle half the
 // workgroup) and every invocation owns up to 4×4 outputs. It shrinks the
-// tile until the device's workgroup and shared-memory limits hold.
+// tile until the device's workgroup and shared-memory limits hold, keeping
+// the divisibility conv_gemm's loaders rely on.
 func (g *GPU) pickTile(m, n int) (gemmTile, error) {
 	t := gemmTile{bm: 64, bn: 64, bk: 16}
 	switch {
@@ -74,24 +76,24 @@ func (g *GPU) pickTile(m, n int) (gemmTile, error) {
 		t.bn = 32
 	}
 	info := g.dev.Info()
-	limit := min(int(info.MaxWorkgroupInvocs), int(info.MaxWorkgroupSize[0]), gemmWG)
+	wg := min(int(info.MaxWorkgroupInvocs), int(info.MaxWorkgroupSize[0]), gemmWG)
 	for {
-		per := max(t.bm*t.bn/gemmWG, 1)
+		per := max(t.bm*t.bn/wg, 1)
 		t.tn = min(4, per)
 		t.tm = per / t.tn
-		if t.wg() <= limit && t.sharedBytes() <= int(info.MaxSharedMemory) {
+		w := t.wg()
+		if w <= wg && t.sharedBytes() <= int(info.MaxSharedMemory) &&
+			w%t.bm == 0 && w%t.bn == 0 && w%t.bk == 0 && t.bm*t.bk%w == 0 && t.bn*t.bk%w == 0 {
 			return t, nil
 		}
 		switch {
-		case t.bn > 16:
+		case t.bn > 32:
 			t.bn /= 2
 		case t.bm > 16:
 			t.bm /= 2
-		case t.bk > 4:
-			t.bk /= 2
 		default:
 			return t, fmt.Errorf("device %s: no GEMM tile fits %d invocations and %d bytes of shared memory",
-				info.Name, limit, info.MaxSharedMemory)
+				info.Name, wg, info.MaxSharedMemory)
 		}
 	}
 }

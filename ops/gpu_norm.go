@@ -100,7 +100,7 @@ func (g *GPU) normStats(np *normPlan, x, r *Tensor, stats *vk.Buffer, mean, invS
 	}
 	push := np.push
 	push.HasA, push.HasB = b32(mean != nil), b32(invStd != nil)
-	return g.normCombine(np, 0, push, partial, stats, g.buf(mean), g.buf(invStd), int(push.NC))
+	return g.normCombine(np, 0, push, partial, stats, g.out(mean), g.out(invStd), int(push.NC))
 }
 
 // normReduce records norm_stats in the given mode.
@@ -194,7 +194,7 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, dy, dx
 	}
 	push := np.push
 	push.HasA, push.HasB = b32(dgamma != nil), b32(dbeta != nil)
-	if err := g.normCombine(&np, 1, push, gpartial, coef, g.buf(dgamma), g.buf(dbeta), p.C); err != nil {
+	if err := g.normCombine(&np, 1, push, gpartial, coef, g.out(dgamma), g.out(dbeta), p.C); err != nil {
 		return err
 	}
 	if dx == nil {

@@ -2,6 +2,7 @@ package vk
 
 /*
 #include <stdlib.h>
+#include "shim.h"
 */
 import "C"
 
@@ -39,12 +40,20 @@ type KernelSpec struct {
 	Spec     []uint32 // specialization constants
 }
 
+// key identifies a pipeline: the same module with other specialization
+// constants, bindings or push constants is another pipeline, since the
+// access modes of the bindings decide a batch's barriers.
 func (s KernelSpec) key() string {
 	var b strings.Builder
 	b.WriteString(s.Name)
 	for _, v := range s.Spec {
 		fmt.Fprintf(&b, ",%d", v)
 	}
+	b.WriteString(";")
+	for _, a := range s.Bindings {
+		fmt.Fprintf(&b, "%d", a)
+	}
+	fmt.Fprintf(&b, ";%d", s.PushSize)
 	return b.String()
 }
 
@@ -194,6 +203,7 @@ func (d *Device) buildKernel(spec KernelSpec) (*Kernel, error) {
 		return nil, err
 	}
 	k.pipeline = pipes[0]
+	d.setName(C.VK_OBJECT_TYPE_PIPELINE, unsafe.Pointer(k.pipeline), "kernel "+spec.key())
 	return k, nil
 }
 

@@ -16,6 +16,7 @@ type Buffer struct {
 	size   uint64 // bytes asked for
 	span   uint64 // bytes reserved (size rounded up to the alignment)
 	freed  bool
+	view   bool // a range of another buffer: Release does nothing
 }
 
 // Size returns the buffer's size in bytes.
@@ -24,11 +25,27 @@ func (b *Buffer) Size() uint64 { return b.size }
 // Release returns the buffer's memory to its block. Releasing twice is a
 // no-op; a released buffer must not be used again.
 func (b *Buffer) Release() {
-	if b == nil || b.freed {
+	if b == nil || b.freed || b.view {
 		return
 	}
 	b.freed = true
 	b.block.alloc.free(b)
+}
+
+// View returns the range [offset, offset+size) of b as a buffer of its own
+// for binding; offset must be a multiple of the device's storage-buffer
+// alignment. The view lives as long as b; releasing it does nothing.
+func (b *Buffer) View(offset, size uint64) (*Buffer, error) {
+	align := b.block.alloc.dev.info.StorageAlignment
+	switch {
+	case b.freed:
+		return nil, ErrBufferReleased
+	case size == 0 || offset+size > b.size || offset+size < offset:
+		return nil, fmt.Errorf("vk: view [%d, +%d) outside a %d-byte buffer", offset, size, b.size)
+	case align > 0 && offset%align != 0:
+		return nil, fmt.Errorf("vk: view offset %d is not a multiple of the storage-buffer alignment %d", offset, align)
+	}
+	return &Buffer{block: b.block, offset: b.offset + offset, size: size, span: size, view: true}, nil
 }
 
 // host returns the mapped bytes of a host-visible buffer.

@@ -453,3 +453,21 @@ void u2_barrier(u2_dev *d, VkCommandBuffer cb, uint32_t src_stage, uint32_t dst_
 	int with_memory = src_access != 0 || dst_access != 0;
 	d->barrier(cb, src_stage, dst_stage, 0, with_memory ? 1 : 0, with_memory ? &mb : NULL, 0, NULL, 0, NULL);
 }
+
+void u2_set_name(VkInstance inst, VkDevice dev, VkObjectType type, uint64_t handle, const char *name) {
+	if (!messenger) {
+		return;
+	}
+	PFN_vkSetDebugUtilsObjectNameEXT f =
+		(PFN_vkSetDebugUtilsObjectNameEXT)gipa(inst, "vkSetDebugUtilsObjectNameEXT");
+	if (!f) {
+		return;
+	}
+	VkDebugUtilsObjectNameInfoEXT info = {
+		.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_OBJECT_NAME_INFO_EXT,
+		.objectType = type,
+		.objectHandle = handle,
+		.pObjectName = name,
+	};
+	f(dev, &info);
+}

@@ -82,3 +82,7 @@ void u2_dispatch(u2_dev *d, VkCommandBuffer cb, VkPipeline pipe, VkPipelineLayou
 // when both access masks are zero).
 void u2_barrier(u2_dev *d, VkCommandBuffer cb, uint32_t src_stage, uint32_t dst_stage, uint32_t src_access,
 	uint32_t dst_access);
+
+// u2_set_name names an object in validation messages (VK_EXT_debug_utils);
+// without the extension it does nothing.
+void u2_set_name(VkInstance inst, VkDevice dev, VkObjectType type, uint64_t handle, const char *name);

@@ -47,9 +47,7 @@ func Window(ctx context.Context, net *u2net.Net, dom int, image []float32, shape
 		o.WholeVolume = true
 		o.Patch = cfg.TotalStride()
 	}
-	if opt.Mirror {
-		o.Mirror = [3]bool{true, true, true}
-	}
+	o.Mirror = [3]bool{opt.Mirror, opt.Mirror, opt.Mirror}
 	logits := func(x []float32, n int, p [3]int) ([]float32, error) { return net.Forward(dom, n, p, x) }
 	return infer.Predict(ctx, image, shape, classes, infer.Softmax(logits, classes), o)
 }

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The user's path end to end on tiny synthetic data with the CPU engine:
+// synth, train, resume, predict a folder, evaluate.
+func TestTrainResumePredictEval(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if code, _, stderr := run("synth", "--out", data, "--seed", "2", "--cases", "3", "--test-cases", "1", "--size", "16"); code != 0 {
+		t.Fatalf("synth: %s", stderr)
+	}
+	ct := filepath.Join(data, "SynthCT")
+	runDir := filepath.Join(dir, "run")
+	trainArgs := []string{"train", "--data", ct, "--out", runDir, "--device", "cpu", "--epochs", "2", "--steps-per-epoch", "1",
+		"--patch", "16,16,16", "--batch", "1", "--base-channels", "2", "--val-every", "1", "--val-fraction", "0.34"}
+	if code, _, stderr := run(trainArgs...); code != 0 {
+		t.Fatalf("train: exit %d: %s", code, stderr)
+	}
+	for _, f := range []string{"model.safetensors", "checkpoint.safetensors", "metrics.jsonl", "progress.png"} {
+		if _, err := os.Stat(filepath.Join(runDir, f)); err != nil {
+			t.Errorf("run folder lacks %s", f)
+		}
+	}
+	// A finished run resumes to no further steps; a second fresh run into
+	// the same folder is refused.
+	if code, _, stderr := run(append(trainArgs, "--resume")...); code != 0 {
+		t.Fatalf("train --resume: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := run(trainArgs...); code != 1 || !strings.Contains(stderr, "--resume") {
+		t.Errorf("second train into the same folder: exit %d: %s", code, stderr)
+	}
+
+	model := filepath.Join(runDir, "model.safetensors")
+	pred := filepath.Join(dir, "pred")
+	code, stdout, stderr := run("predict", "--model", model, "--domain", "SynthCT", "--input", filepath.Join(ct, "imagesTs"),
+		"--output", pred, "--device", "cpu")
+	if code != 0 {
+		t.Fatalf("predict: exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "->") {
+		t.Errorf("predict output: %s", stdout)
+	}
+	one, _ := filepath.Glob(filepath.Join(ct, "imagesTs", "*.nii.gz"))
+	if len(one) == 0 {
+		t.Fatal("synth wrote no test images")
+	}
+	if code, _, stderr := run("predict", "--model", model, "--domain", "SynthCT", "--input", one[0],
+		"--output", filepath.Join(dir, "one.nii.gz"), "--probabilities", filepath.Join(dir, "probs.nii.gz"),
+		"--preview", filepath.Join(dir, "preview.png"), "--device", "cpu"); code != 0 {
+		t.Fatalf("predict one file: %s", stderr)
+	}
+	for _, f := range []string{"one.nii.gz", "probs.nii.gz", "preview.png"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("predict did not write %s", f)
+		}
+	}
+	if code, stdout, stderr := run("eval", "--pred", pred, "--ref", filepath.Join(ct, "labelsTs")); code != 0 || !strings.Contains(stdout, "mean") {
+		t.Errorf("eval: exit %d: %s %s", code, stdout, stderr)
+	}
+
+	// Errors a user meets.
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"predict", "--model", model, "--domain", "Liver", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--device", "cpu"}, 1, `unknown domain "Liver"`},
+		{[]string{"predict", "--model", filepath.Join(dir, "nope.safetensors"), "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz")}, 1, "nope.safetensors"},
+		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "no", "such", "x.nii.gz"), "--device", "cpu"}, 1, "--output"},
+		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", filepath.Join(data, "SynthMR", "imagesTs"), "--output", filepath.Join(dir, "mr"), "--device", "cpu"}, 1, "channel"},
+		{[]string{"train", "--out", filepath.Join(dir, "r2")}, 2, "--data"},
+		{[]string{"train", "--data", ct, "--out", filepath.Join(dir, "r3"), "--patch", "15,16,16", "--pools", "2,2,2", "--device", "cpu"}, 1, "--patch"},
+		{[]string{"train", "--data", filepath.Join(dir, "missing"), "--out", filepath.Join(dir, "r4"), "--device", "cpu"}, 1, "missing"},
+	}
+	for _, c := range cases {
+		code, _, stderr := run(c.args...)
+		if code != c.code || !strings.Contains(stderr, c.want) {
+			t.Errorf("u2net %s: exit %d, stderr %q; want exit %d and %q", strings.Join(c.args, " "), code, stderr, c.code, c.want)
+		}
+	}
+	// A truncated checkpoint is refused with its name.
+	ckpt := filepath.Join(runDir, "checkpoint.safetensors")
+	b, _ := os.ReadFile(ckpt)
+	os.WriteFile(ckpt, b[:len(b)/3], 0o644)
+	if code, _, stderr := run(append(trainArgs, "--resume")...); code != 1 || !strings.Contains(stderr, "checkpoint.safetensors") {
+		t.Errorf("resume from a truncated checkpoint: exit %d: %s", code, stderr)
+	}
+}

@@ -1,0 +1,323 @@
+package ops
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops/ref"
+)
+
+// gemmTol is the relative L2 error allowed for the GEMM family. The GPU sums
+// K products of N(0,1) values in fp32 (K = Cin·taps up to ~1700 forward,
+// batch·voxels up to ~8000 for weight gradients, in split-K chunks), the
+// reference in float64; rounding grows like √K·2⁻²⁴ ≈ 5e-6 at worst here.
+const gemmTol = 1e-5
+
+// convOp is one operation of the GEMM family seen through its tensor
+// lengths, so that one table builder serves pointwise, dense and transposed
+// convolutions.
+type convOp struct {
+	name             string
+	xLen, wLen, yLen int
+	bLen             int
+	fwd              func(e Engine, x, w, b, y *Tensor) error
+	bwd              func(e Engine, x, w, dy, dx, dw, db *Tensor) error
+	someNils         bool // also test backward with some gradients nil
+}
+
+// gradSets are the backward variants: every gradient, then subsets.
+var gradSets = []string{"dx,dw,db", "dx", "dw", "dw,db"}
+
+// cases returns the forward (with and without bias) and backward cases of
+// op with random inputs.
+func (op convOp) cases(r *rand.Rand) []opCase {
+	x, w, b, dy := randn(r, op.xLen), randn(r, op.wLen), randn(r, op.bLen), randn(r, op.yLen)
+	cs := []opCase{{
+		name:    op.name + "/fwd",
+		tensors: []tensorSpec{input("x", x), input("w", w), input("b", b), output("y", op.yLen)},
+		run: func(e Engine, t map[string]*Tensor) error {
+			return op.fwd(e, t["x"], t["w"], t["b"], t["y"])
+		},
+		tol: gemmTol,
+	}, {
+		name:    op.name + "/fwd-nobias",
+		tensors: []tensorSpec{input("x", x), input("w", w), output("y", op.yLen)},
+		run: func(e Engine, t map[string]*Tensor) error {
+			return op.fwd(e, t["x"], t["w"], nil, t["y"])
+		},
+		tol: gemmTol,
+	}}
+	sets := gradSets[:1]
+	if op.someNils {
+		sets = gradSets
+	}
+	for _, set := range sets {
+		ts := []tensorSpec{input("x", x), input("w", w), input("dy", dy)}
+		want := map[string]int{"dx": op.xLen, "dw": op.wLen, "db": op.bLen}
+		for _, name := range strings.Split(set, ",") {
+			ts = append(ts, output(name, want[name]))
+		}
+		cs = append(cs, opCase{
+			name:    op.name + "/bwd-" + strings.ReplaceAll(set, ",", "+"),
+			tensors: ts,
+			run: func(e Engine, t map[string]*Tensor) error {
+				// Absent map entries are nil tensors: skipped gradients.
+				return op.bwd(e, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+			},
+			tol: gemmTol,
+		})
+	}
+	return cs
+}
+
+func pointwiseOp(p ref.PointwiseParams, someNils bool) convOp {
+	return convOp{
+		name: fmt.Sprintf("N%d-%d→%d-%v", p.N, p.Cin, p.Cout, p.Size),
+		xLen: p.InputLen(), wLen: p.WeightLen(), yLen: p.OutputLen(), bLen: p.BiasLen(),
+		fwd: func(e Engine, x, w, b, y *Tensor) error { return e.PointwiseConv3d(p, x, w, b, y) },
+		bwd: func(e Engine, x, w, dy, dx, dw, db *Tensor) error {
+			return e.PointwiseConv3dBackward(p, x, w, dy, dx, dw, db)
+		},
+		someNils: someNils,
+	}
+}
+
+func convOpOf(p ref.ConvParams, someNils bool) convOp {
+	return convOp{
+		name: fmt.Sprintf("N%d-%d→%d-%v-k%v-s%v-p%v/%v", p.N, p.Cin, p.Cout, p.In, p.Kernel, p.Stride, p.PadBefore, p.PadAfter),
+		xLen: p.InputLen(), wLen: p.WeightLen(), yLen: p.OutputLen(), bLen: p.BiasLen(),
+		fwd:      func(e Engine, x, w, b, y *Tensor) error { return e.Conv3d(p, x, w, b, y) },
+		bwd:      func(e Engine, x, w, dy, dx, dw, db *Tensor) error { return e.Conv3dBackward(p, x, w, dy, dx, dw, db) },
+		someNils: someNils,
+	}
+}
+
+func transposeOp(p ref.ConvTransposeParams, someNils bool) convOp {
+	return convOp{
+		name: fmt.Sprintf("N%d-%d→%d-%v-k%v-s%v", p.N, p.Cin, p.Cout, p.In, p.Kernel, p.Stride),
+		xLen: p.InputLen(), wLen: p.WeightLen(), yLen: p.OutputLen(), bLen: p.BiasLen(),
+		fwd: func(e Engine, x, w, b, y *Tensor) error { return e.ConvTranspose3d(p, x, w, b, y) },
+		bwd: func(e Engine, x, w, dy, dx, dw, db *Tensor) error {
+			return e.ConvTranspose3dBackward(p, x, w, dy, dx, dw, db)
+		},
+		someNils: someNils,
+	}
+}
+
+func d3(d, h, w int) ref.Dims3 { return ref.Dims3{d, h, w} }
+
+var (
+	one3 = d3(1, 1, 1)
+	two3 = d3(2, 2, 2)
+)
+
+func TestPointwiseConvGPU(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	var cases []opCase
+	for i, p := range []ref.PointwiseParams{
+		{N: 1, Cin: 1, Cout: 1, Size: d3(1, 5, 7)},
+		{N: 3, Cin: 3, Cout: 17, Size: d3(3, 3, 3)},
+		{N: 1, Cin: 17, Cout: 3, Size: d3(5, 6, 7)},
+		{N: 2, Cin: 64, Cout: 64, Size: d3(2, 3, 5)},
+		{N: 1, Cin: 64, Cout: 17, Size: d3(9, 8, 11)},
+		{N: 1, Cin: 3, Cout: 64, Size: d3(1, 1, 1)},
+		// K = 2·16³ for dw: several split-K partials.
+		{N: 2, Cin: 8, Cout: 8, Size: d3(16, 16, 16)},
+		// More than one 64-row tile along M in every mode.
+		{N: 1, Cin: 70, Cout: 65, Size: d3(2, 3, 3)},
+	} {
+		cases = append(cases, pointwiseOp(p, i%2 == 1).cases(r)...)
+	}
+	checkCases(t, cases)
+}
+
+func TestConv3dGPU(t *testing.T) {
+	r := rand.New(rand.NewPCG(33, 34))
+	var cases []opCase
+	for i, p := range []ref.ConvParams{
+		{N: 1, Cin: 3, Cout: 17, In: d3(5, 6, 7), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3},
+		{N: 3, Cin: 1, Cout: 3, In: d3(3, 3, 3), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3},
+		// The network's downsampling conv: "same" padding 0 before, 1 after.
+		{N: 1, Cin: 17, Cout: 64, In: d3(9, 8, 11), Kernel: d3(3, 3, 3), Stride: two3, PadAfter: one3},
+		{N: 2, Cin: 4, Cout: 5, In: d3(1, 5, 7), Kernel: d3(3, 3, 3), Stride: d3(1, 2, 2),
+			PadBefore: d3(1, 0, 0), PadAfter: one3},
+		// Kernel 1, stride 2: half the input voxels get no gradient.
+		{N: 1, Cin: 64, Cout: 3, In: d3(5, 6, 7), Kernel: one3, Stride: two3},
+		{N: 2, Cin: 3, Cout: 4, In: d3(4, 5, 6), Kernel: d3(3, 3, 3), Stride: one3},
+		{N: 1, Cin: 5, Cout: 7, In: d3(3, 7, 5), Kernel: d3(1, 3, 2), Stride: d3(1, 2, 1),
+			PadBefore: d3(0, 2, 1), PadAfter: d3(0, 1, 0)},
+		{N: 1, Cin: 65, Cout: 66, In: d3(3, 4, 3), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3},
+		// dw with K = 2·8³ = 1024 in two split-K partials.
+		{N: 2, Cin: 8, Cout: 16, In: d3(8, 8, 8), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3},
+	} {
+		cases = append(cases, convOpOf(p, i%2 == 0).cases(r)...)
+	}
+	checkCases(t, cases)
+}
+
+func TestConvTranspose3dGPU(t *testing.T) {
+	r := rand.New(rand.NewPCG(35, 36))
+	var cases []opCase
+	for i, p := range []ref.ConvTransposeParams{
+		{N: 1, Cin: 32, Cout: 16, In: d3(3, 3, 3), Kernel: two3, Stride: two3},
+		{N: 3, Cin: 17, Cout: 3, In: d3(1, 5, 7), Kernel: d3(1, 2, 2), Stride: d3(1, 2, 2)},
+		{N: 1, Cin: 3, Cout: 64, In: d3(2, 3, 2), Kernel: two3, Stride: two3},
+		{N: 2, Cin: 64, Cout: 17, In: d3(2, 2, 3), Kernel: d3(1, 2, 2), Stride: d3(1, 2, 2)},
+		{N: 1, Cin: 1, Cout: 1, In: d3(1, 1, 1), Kernel: two3, Stride: two3},
+		// Kernel ≠ stride, which the network does not use: overlapping
+		// (3 > 2) and gapped (1 < 2) windows.
+		{N: 1, Cin: 4, Cout: 5, In: d3(3, 4, 2), Kernel: d3(3, 3, 3), Stride: two3},
+		{N: 2, Cin: 3, Cout: 2, In: d3(2, 3, 3), Kernel: one3, Stride: d3(1, 2, 2)},
+	} {
+		cases = append(cases, transposeOp(p, i%2 == 0).cases(r)...)
+	}
+	checkCases(t, cases)
+}
+
+// Weight gradients are split-K sums added in a fixed order: two runs give
+// the same bits.
+func TestConvWeightGradDeterministicGPU(t *testing.T) {
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(37, 38))
+	pw := ref.PointwiseParams{N: 2, Cin: 8, Cout: 8, Size: d3(16, 16, 16)}
+	cv := ref.ConvParams{N: 2, Cin: 4, Cout: 8, In: d3(9, 8, 11), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}
+	tp := ref.ConvTransposeParams{N: 2, Cin: 8, Cout: 4, In: d3(6, 8, 8), Kernel: two3, Stride: two3}
+	for _, op := range []convOp{pointwiseOp(pw, false), convOpOf(cv, false), transposeOp(tp, false)} {
+		x, w, dy := randScaled(r, op.xLen, 3), randn(r, op.wLen), randn(r, op.yLen)
+		c := opCase{
+			tensors: []tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dw", op.wLen)},
+			run: func(e Engine, t map[string]*Tensor) error {
+				return op.bwd(e, t["x"], t["w"], t["dy"], nil, t["dw"], nil)
+			},
+		}
+		var first []float32
+		for run := 0; run < 2; run++ {
+			got, _, err := runOn(g, c)
+			if err != nil {
+				t.Fatalf("%s: %v", op.name, err)
+			}
+			if first == nil {
+				first = got["dw"]
+				continue
+			}
+			for i, v := range got["dw"] {
+				if math.Float32bits(v) != math.Float32bits(first[i]) {
+					t.Fatalf("%s: dw[%d] = %x, first run %x", op.name, i, math.Float32bits(v), math.Float32bits(first[i]))
+				}
+			}
+		}
+	}
+}
+
+// Bad lengths and missing tensors are refused with an error naming the op.
+func TestConvArgumentErrorsGPU(t *testing.T) {
+	g := gpuEngine(t)
+	pw := ref.PointwiseParams{N: 1, Cin: 2, Cout: 3, Size: d3(2, 2, 2)}
+	cv := ref.ConvParams{N: 1, Cin: 2, Cout: 3, In: d3(4, 4, 4), Kernel: d3(3, 3, 3), Stride: one3}
+	tp := ref.ConvTransposeParams{N: 1, Cin: 2, Cout: 3, In: d3(2, 2, 2), Kernel: two3, Stride: two3}
+	alloc := func(n int) *Tensor {
+		tt, err := g.Alloc(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tt
+	}
+	x, w, b := alloc(16), alloc(6), alloc(3)
+	y, bad := alloc(24), alloc(5)
+	cx, cw, cy := alloc(128), alloc(162), alloc(24)
+	tw, ty := alloc(96), alloc(192)
+	defer func() {
+		for _, tt := range []*Tensor{x, w, b, y, bad, cx, cw, cy, tw, ty} {
+			g.Free(tt)
+		}
+	}()
+	badConv := cv
+	badConv.Kernel = d3(5, 5, 5) // larger than the input
+	for _, c := range []struct {
+		op  string
+		err error
+	}{
+		{"PointwiseConv3d", g.PointwiseConv3d(pw, x, bad, b, y)},
+		{"PointwiseConv3d", g.PointwiseConv3d(pw, x, w, bad, y)},
+		{"PointwiseConv3d", g.PointwiseConv3d(pw, nil, w, b, y)},
+		{"PointwiseConv3dBackward", g.PointwiseConv3dBackward(pw, x, w, nil, x, w, b)},
+		{"PointwiseConv3dBackward", g.PointwiseConv3dBackward(pw, x, w, y, bad, nil, nil)},
+		{"Conv3d", g.Conv3d(cv, cx, cw, b, bad)},
+		{"Conv3d", g.Conv3d(cv, cx, nil, b, cy)},
+		{"Conv3d", g.Conv3d(badConv, cx, cw, b, cy)},
+		{"Conv3dBackward", g.Conv3dBackward(cv, cx, cw, cy, nil, bad, nil)},
+		{"Conv3dBackward", g.Conv3dBackward(cv, cx, cw, cy, nil, nil, bad)},
+		{"ConvTranspose3d", g.ConvTranspose3d(tp, x, tw, b, bad)},
+		{"ConvTranspose3d", g.ConvTranspose3d(tp, x, nil, b, ty)},
+		{"ConvTranspose3dBackward", g.ConvTranspose3dBackward(tp, x, tw, ty, bad, nil, nil)},
+		{"ConvTranspose3dBackward", g.ConvTranspose3dBackward(tp, x, tw, nil, x, nil, nil)},
+	} {
+		if c.err == nil {
+			t.Errorf("%s accepted bad arguments", c.op)
+		} else if !strings.Contains(c.err.Error(), "ops."+c.op+":") {
+			t.Errorf("error %q does not name ops.%s", c.err, c.op)
+		}
+	}
+	if err := g.Sync(); err != nil {
+		t.Errorf("Sync after refused calls: %v", err)
+	}
+}
+
+// benchConv runs fwd and fwd+bwd (every gradient) of op as sub-benchmarks.
+func benchConv(b *testing.B, name string, op convOp) {
+	r := rand.New(rand.NewPCG(41, 42))
+	x, w, bias, dy := randn(r, op.xLen), randn(r, op.wLen), randn(r, op.bLen), randn(r, op.yLen)
+	ts := []tensorSpec{input("x", x), input("w", w), input("b", bias), input("dy", dy),
+		output("y", op.yLen), output("dx", op.xLen), output("dw", op.wLen), output("db", op.bLen)}
+	b.Run(name+"/fwd", func(b *testing.B) {
+		benchCase(b, gpuEngine(b), opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+			return op.fwd(e, t["x"], t["w"], t["b"], t["y"])
+		}})
+	})
+	b.Run(name+"/fwd+bwd", func(b *testing.B) {
+		benchCase(b, gpuEngine(b), opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+			if err := op.fwd(e, t["x"], t["w"], t["b"], t["y"]); err != nil {
+				return err
+			}
+			return op.bwd(e, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+		}})
+	})
+}
+
+// The §8 shapes of DESIGN.md (N=2, 64³), and 16³ for slow devices
+// (-bench 'Conv.*/16').
+var benchSizes = []int{16, 64}
+
+func BenchmarkPointwise(b *testing.B) {
+	for _, s := range benchSizes {
+		p := ref.PointwiseParams{N: 2, Cin: 32, Cout: 32, Size: d3(s, s, s)}
+		benchConv(b, fmt.Sprint(s), pointwiseOp(p, false))
+	}
+}
+
+func BenchmarkConv3d(b *testing.B) {
+	for _, s := range benchSizes {
+		p := ref.ConvParams{N: 2, Cin: 32, Cout: 32, In: d3(s, s, s), Kernel: d3(3, 3, 3), Stride: one3,
+			PadBefore: one3, PadAfter: one3}
+		benchConv(b, fmt.Sprint(s), convOpOf(p, false))
+	}
+}
+
+func BenchmarkConvStride2(b *testing.B) {
+	for _, s := range benchSizes {
+		p := ref.ConvParams{N: 2, Cin: 32, Cout: 64, In: d3(s, s, s), Kernel: d3(3, 3, 3), Stride: two3,
+			PadAfter: one3}
+		benchConv(b, fmt.Sprint(s), convOpOf(p, false))
+	}
+}
+
+// BenchmarkConvTranspose up-samples the §8 input: s³ to (2s)³.
+func BenchmarkConvTranspose(b *testing.B) {
+	for _, s := range benchSizes {
+		p := ref.ConvTransposeParams{N: 2, Cin: 32, Cout: 16, In: d3(s, s, s), Kernel: two3, Stride: two3}
+		benchConv(b, fmt.Sprint(s), transposeOp(p, false))
+	}
+}

@@ -1,0 +1,318 @@
+#version 450
+// conv_gemm: the implicit GEMM behind every dense and pointwise convolution
+// and transposed convolution, forward and backward. One convolution geometry
+// (NCDHW): x [nb, c0, xs] is convolved with w [c1, c0, ks] (stride st, zero
+// padding pb before each axis) into y [nb, c1, ys]. MODE picks which product
+// this dispatch computes; no im2col matrix is ever stored, the tile loaders
+// gather from the tensors directly.
+//
+//   0 FWD    C[c1, (b,o)]   = Σ_(c0,t)  w[c1,c0,t]·x[b,c0,i(o,t)] + bias[c1]
+//            A = w, B = x, C = y.
+//   1 DGRAD  C[c0, (b,i)]   = Σ_(c1,t)  w[c1,c0,t]·y[b,c1,o(i,t)] + bias[c0]
+//            A = w, B = y, C = x. gl_WorkGroupID.z is the stride phase
+//            (i mod st per axis): within one phase only the taps with
+//            t ≡ i + pb (mod st) reach an output voxel, so the K loop visits
+//            exactly those and no zero products are formed.
+//   2 WGRAD  C[c1, (c0,t)]  = Σ_(b,o)   y[b,c1,o]·x[b,c0,i(o,t)]
+//            A = y, B = x, C = w, or split-K partials [splits, M, N]: the
+//            workgroups of split s sum K range [s·chunk, (s+1)·chunk) and
+//            conv_splitk.comp adds the partials in a fixed order.
+//
+// POINTWISE (kernel 1, stride 1, no padding) drops the spatial gathers.
+// Tiles: BM×BN outputs per workgroup, K in steps of BK through shared memory,
+// TM×TN outputs per invocation, strided by BM/TM and BN/TN so that shared
+// reads and global stores of neighbouring invocations are contiguous.
+// Accumulation is fp32 in a fixed order: results are bit-reproducible.
+//
+// Index math is kept out of the inner loops: a gathered address splits into
+// a voxel part (batch, output position) and a tap part (channel, kernel
+// offset). Each invocation loads the same voxel (FWD, DGRAD) or tap (WGRAD)
+// columns on every K step, so it decodes them once; the other part is
+// decoded once per K step, into a BK-entry table (FWD, DGRAD) or by the one
+// k column the invocation loads (WGRAD). The host guarantees that WG is a
+// multiple of BM, BN and BK and divides BM·BK and BN·BK.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 0) const uint WG = 256; // = (BM/TM)·(BN/TN)
+layout(constant_id = 3) const uint BM = 64;
+layout(constant_id = 4) const uint BN = 64;
+layout(constant_id = 5) const uint BK = 16;
+layout(constant_id = 6) const uint TM = 4;
+layout(constant_id = 7) const uint TN = 4;
+layout(constant_id = 8) const uint MODE = 0;
+layout(constant_id = 9) const bool POINTWISE = false;
+
+const uint FWD = 0;
+const uint DGRAD = 1;
+const uint WGRAD = 2;
+
+layout(std430, binding = 0) readonly buffer ABuf { float abuf[]; };
+layout(std430, binding = 1) readonly buffer BBuf { float bbuf[]; };
+layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
+layout(std430, binding = 3) writeonly buffer CBuf { float cbuf[]; };
+
+layout(push_constant) uniform Push {
+    uvec4 xs;    // x spatial size d, h, w and voxels
+    uvec4 ys;    // y spatial size d, h, w and voxels
+    uvec4 ks;    // kernel d, h, w and taps
+    uvec4 st;    // stride d, h, w; w: 1 when bias is bound
+    uvec4 pb;    // padding before d, h, w; w: batch size nb
+    uvec4 ch;    // c0, c1, splits, chunk (K per split, a multiple of BK)
+    uvec4 gemm;  // M, N, K (N and K are per phase in DGRAD), unused
+    uvec4 tiles; // tiles along M, tiles along N, unused, unused
+} p;
+
+const uint TPM = BM / TM;
+const uint TPN = BN / TN;
+// Rows of the shared tiles are padded by one float so that the column-wise
+// stores of the k-fastest loaders fall into distinct banks.
+const uint SA = BM + 1;
+const uint SB = BN + 1;
+shared float As[BK * SA];
+shared float Bs[BK * SB];
+// Tap part of the K step's columns (FWD, DGRAD): offset into the B tensor
+// and kernel position, and for DGRAD the offset into w.
+shared ivec4 kTab[BK];
+shared int kOffA[BK];
+
+const uint LA = BM * BK / WG; // A elements per invocation per K step
+const uint LB = BN * BK / WG; // B elements per invocation per K step
+
+uvec3 split3(uint v, uvec3 size) {
+    uint hw = size.y * size.z;
+    uint d = v / hw;
+    uint r = v - d * hw;
+    uint h = r / size.z;
+    return uvec3(d, h, r - h * size.z);
+}
+
+int flat3(ivec3 v, uvec3 size) {
+    return (v.x * int(size.y) + v.y) * int(size.z) + v.z;
+}
+
+bool inside(ivec3 v, uvec3 size) {
+    return all(greaterThanEqual(v, ivec3(0))) && all(lessThan(v, ivec3(size)));
+}
+
+void main() {
+    uint tid = gl_LocalInvocationID.x;
+    uint tilesMN = p.tiles.x * p.tiles.y;
+    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    // Surplus workgroups of the flattened grid compute nothing but still
+    // reach every barrier.
+    bool live = g < tilesMN * p.ch.z;
+    uint s = g / tilesMN;
+    uint r = g - s * tilesMN;
+    uint m0 = (r / p.tiles.y) * BM;
+    uint n0 = (r % p.tiles.y) * BN;
+
+    uint c0 = p.ch.x;
+    uint c1 = p.ch.y;
+    uint M = p.gemm.x;
+    uint N = p.gemm.y;
+    uint K = p.gemm.z;
+    uvec3 stv = p.st.xyz;
+
+    // DGRAD: the stride phase of this layer of workgroups. Its input voxels
+    // are i = phase + st·j (pn per axis); the taps reaching an output are
+    // t = t0 + st·jt (nt per axis), at o = q + j − jt.
+    uvec3 phase = uvec3(0);
+    uvec3 pn = uvec3(1);
+    ivec3 t0 = ivec3(0);
+    uvec3 nt = uvec3(1);
+    ivec3 q = ivec3(0);
+    uint ntaps = 1;
+    if (MODE == DGRAD) {
+        phase = split3(gl_WorkGroupID.z, stv);
+        uvec3 xsz = p.xs.xyz;
+        pn = uvec3(greaterThan(xsz, phase)) * ((xsz - phase + stv - 1u) / stv);
+        uvec3 sh = phase + p.pb.xyz;
+        t0 = ivec3(sh % stv);
+        uvec3 ksz = p.ks.xyz;
+        nt = uvec3(greaterThan(ksz, uvec3(t0))) * ((ksz - uvec3(t0) + stv - 1u) / stv);
+        q = ivec3(sh / stv);
+        ntaps = nt.x * nt.y * nt.z;
+        N = p.pb.w * pn.x * pn.y * pn.z;
+        K = c1 * ntaps;
+    }
+    uint kBegin = MODE == WGRAD ? s * p.ch.w : 0;
+    uint kEnd = MODE == WGRAD ? min(kBegin + p.ch.w, K) : K;
+
+    // Voxel part of the one B column this invocation loads (FWD, DGRAD):
+    // base offset and origin of the window in the gathered tensor.
+    uint bn = tid % BN;
+    bool nLive = live && n0 + bn < N;
+    int vBase = 0;
+    ivec3 vOrg = ivec3(0);
+    if (MODE == FWD && nLive) {
+        uint n = n0 + bn;
+        uint b = n / p.ys.w;
+        uint o = n - b * p.ys.w;
+        if (POINTWISE) {
+            vBase = int(b * c0 * p.xs.w + o);
+        } else {
+            vOrg = ivec3(split3(o, p.ys.xyz) * stv) - ivec3(p.pb.xyz);
+            vBase = int(b * c0 * p.xs.w) + flat3(vOrg, p.xs.xyz);
+        }
+    } else if (MODE == DGRAD && nLive) {
+        uint pv = pn.x * pn.y * pn.z;
+        uint n = n0 + bn;
+        uint b = n / pv;
+        if (POINTWISE) {
+            vBase = int(b * c1 * p.ys.w + n - b * pv);
+        } else {
+            vOrg = q + ivec3(split3(n - b * pv, pn));
+            vBase = int(b * c1 * p.ys.w) + flat3(vOrg, p.ys.xyz);
+        }
+    }
+    // Tap part of the LB B columns this invocation loads (WGRAD).
+    ivec4 nTap[LB];
+    if (MODE == WGRAD) {
+        for (uint j = 0; j < LB; j++) {
+            uint n = n0 + tid / BK + j * (WG / BK);
+            uint c = n / p.ks.w;
+            uint t = n - c * p.ks.w;
+            ivec3 t3 = ivec3(split3(t, p.ks.xyz));
+            int off = POINTWISE ? int(n * p.xs.w) : int(c * p.xs.w) + flat3(t3, p.xs.xyz);
+            nTap[j] = ivec4(n < N ? off : -1, t3);
+        }
+    }
+
+    uint tm = tid / TPN;
+    uint tn = tid - tm * TPN;
+    float acc[TM * TN];
+    for (uint i = 0; i < TM * TN; i++) {
+        acc[i] = 0.0;
+    }
+    float av[TM];
+    float bv[TN];
+
+    for (uint k0 = kBegin; k0 < kEnd; k0 += BK) {
+        if (MODE != WGRAD) {
+            if (tid < BK) {
+                uint k = k0 + tid;
+                if (MODE == FWD) {
+                    uint c = k / p.ks.w;
+                    ivec3 t3 = ivec3(split3(k - c * p.ks.w, p.ks.xyz));
+                    int off = POINTWISE ? int(k * p.xs.w) : int(c * p.xs.w) + flat3(t3, p.xs.xyz);
+                    kTab[tid] = ivec4(off, t3);
+                } else {
+                    uint co = k / ntaps;
+                    ivec3 jt = ivec3(split3(k - co * ntaps, nt));
+                    int off = POINTWISE ? int(k * p.ys.w) : int(co * p.ys.w) - flat3(jt, p.ys.xyz);
+                    kTab[tid] = ivec4(off, jt);
+                    ivec3 t = t0 + jt * ivec3(stv);
+                    kOffA[tid] = int(co * c0 * p.ks.w) + flat3(t, p.ks.xyz);
+                }
+            }
+            barrier();
+        }
+
+        // A tile.
+        if (MODE == FWD) { // w rows, contiguous along k
+            uint kk = tid % BK;
+            uint k = k0 + kk;
+            for (uint j = 0; j < LA; j++) {
+                uint mm = tid / BK + j * (WG / BK);
+                uint m = m0 + mm;
+                As[kk * SA + mm] = (live && m < M && k < kEnd) ? abuf[m * K + k] : 0.0;
+            }
+        } else if (MODE == DGRAD) { // w[co, m, t]: along m
+            uint mm = tid % BM;
+            uint m = m0 + mm;
+            for (uint j = 0; j < LA; j++) {
+                uint kk = tid / BM + j * (WG / BM);
+                As[kk * SA + mm] = (live && m < M && k0 + kk < kEnd) ? abuf[kOffA[kk] + int(m * p.ks.w)] : 0.0;
+            }
+        }
+
+        // B tile.
+        if (MODE == WGRAD) {
+            // The invocation's k column: batch b, output voxel o.
+            uint kk = tid % BK;
+            uint k = k0 + kk;
+            bool kLive = live && k < kEnd;
+            uint b = k / p.ys.w;
+            uint o = k - b * p.ys.w;
+            ivec3 org = ivec3(0);
+            int base;
+            if (POINTWISE) {
+                base = int(b * c0 * p.xs.w + o);
+            } else {
+                org = ivec3(split3(o, p.ys.xyz) * stv) - ivec3(p.pb.xyz);
+                base = int(b * c0 * p.xs.w) + flat3(org, p.xs.xyz);
+            }
+            for (uint j = 0; j < LB; j++) {
+                uint nn = tid / BK + j * (WG / BK);
+                ivec4 e = nTap[j];
+                bool ok = kLive && e.x >= 0 && (POINTWISE || inside(org + e.yzw, p.xs.xyz));
+                Bs[kk * SB + nn] = ok ? bbuf[base + e.x] : 0.0;
+            }
+            // A tile: y rows of this k column.
+            int aBase = int((b * c1 + m0) * p.ys.w + o);
+            for (uint j = 0; j < LA; j++) {
+                uint mm = tid / BK + j * (WG / BK);
+                As[kk * SA + mm] = (kLive && m0 + mm < M) ? abuf[aBase + int(mm * p.ys.w)] : 0.0;
+            }
+        } else {
+            for (uint j = 0; j < LB; j++) {
+                uint kk = tid / BN + j * (WG / BN);
+                ivec4 e = kTab[kk];
+                bool ok = nLive && k0 + kk < kEnd;
+                if (!POINTWISE) {
+                    if (MODE == FWD) {
+                        ok = ok && inside(vOrg + e.yzw, p.xs.xyz);
+                    } else {
+                        ok = ok && inside(vOrg - e.yzw, p.ys.xyz);
+                    }
+                }
+                Bs[kk * SB + bn] = ok ? bbuf[vBase + e.x] : 0.0;
+            }
+        }
+        barrier();
+
+        for (uint kk = 0; kk < BK; kk++) {
+            for (uint i = 0; i < TM; i++) {
+                av[i] = As[kk * SA + tm + i * TPM];
+            }
+            for (uint j = 0; j < TN; j++) {
+                bv[j] = Bs[kk * SB + tn + j * TPN];
+            }
+            for (uint i = 0; i < TM; i++) {
+                for (uint j = 0; j < TN; j++) {
+                    acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+                }
+            }
+        }
+        barrier();
+    }
+
+    if (!live) {
+        return;
+    }
+    bool hasBias = p.st.w != 0;
+    for (uint i = 0; i < TM; i++) {
+        uint m = m0 + tm + i * TPM;
+        if (m >= M) {
+            continue;
+        }
+        float bm = (MODE != WGRAD && hasBias) ? bias[m] : 0.0;
+        for (uint j = 0; j < TN; j++) {
+            uint n = n0 + tn + j * TPN;
+            if (n >= N) {
+                continue;
+            }
+            float v = acc[i * TN + j] + bm;
+            if (MODE == FWD) {
+                uint b = n / p.ys.w;
+                cbuf[(b * c1 + m) * p.ys.w + (n - b * p.ys.w)] = v;
+            } else if (MODE == DGRAD) {
+                uint pv = pn.x * pn.y * pn.z;
+                uint b = n / pv;
+                uvec3 i3 = phase + split3(n - b * pv, pn) * stv;
+                cbuf[(b * c0 + m) * p.xs.w + uint(flat3(ivec3(i3), p.xs.xyz))] = v;
+            } else {
+                cbuf[(s * M + m) * N + n] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+package predict
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/nifti"
+)
+
+// With no plan and no patch, prediction is one window over the whole volume
+// and equals a plain forward pass followed by a softmax.
+func TestWholeVolumeEqualsForward(t *testing.T) {
+	cfg := u2net.DefaultConfig()
+	cfg.BaseChannels = 2
+	cfg.PoolsPerAxis = [3]int{1, 2, 2}
+	cfg.Domains = []u2net.Domain{{Name: "a", InChannels: 2, Classes: 3}}
+	m, err := u2net.New(cfg, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := u2net.NewNet(m, ops.NewCPU())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	shape := [4]int{2, 4, 8, 12} // already a multiple of the strides: no padding
+	r := rand.New(rand.NewPCG(1, 1))
+	data := make([]float32, shape[0]*shape[1]*shape[2]*shape[3])
+	for i := range data {
+		data[i] = float32(r.NormFloat64())
+	}
+	h := nifti.NewHeader(shape, nifti.Identity())
+	vol := &nifti.Volume{Header: h, Shape: shape, Data: data}
+	out, err := Volume(context.Background(), net, 0, vol, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits, err := net.Forward(0, 1, [3]int{shape[1], shape[2], shape[3]}, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vox := shape[1] * shape[2] * shape[3]
+	for i := 0; i < vox; i++ {
+		var mx float64 = math.Inf(-1)
+		for k := 0; k < 3; k++ {
+			mx = math.Max(mx, float64(logits[k*vox+i]))
+		}
+		var sum float64
+		for k := 0; k < 3; k++ {
+			sum += math.Exp(float64(logits[k*vox+i]) - mx)
+		}
+		best := 0
+		for k := 0; k < 3; k++ {
+			p := math.Exp(float64(logits[k*vox+i])-mx) / sum
+			if d := math.Abs(p - float64(out.Probs[k*vox+i])); d > 1e-5 {
+				t.Fatalf("voxel %d class %d: probability %v, softmax of the forward %v", i, k, out.Probs[k*vox+i], p)
+			}
+			if logits[k*vox+i] > logits[best*vox+i] {
+				best = k
+			}
+		}
+		if int(out.Labels[i]) != best {
+			t.Fatalf("voxel %d: label %d, argmax of the forward %d", i, out.Labels[i], best)
+		}
+	}
+	vol.Shape[0] = 1
+	if _, err := Volume(context.Background(), net, 0, vol, Options{}); err == nil {
+		t.Error("an image with the wrong channel count was accepted")
+	}
+}
