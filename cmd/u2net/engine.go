@@ -71,4 +71,3 @@ func (l *listFlag) Set(v string) error {
 	*l = append(*l, v)
 	return nil
 }
-
