@@ -24,13 +24,19 @@ type pushNS struct {
 	S float32
 }
 
-// elementwise records elementwise.comp in the given mode over n elements.
+// elementwise records elementwise.comp in the given mode over n elements,
+// four per invocation when n allows (tensors start 16-byte aligned).
 func (g *GPU) elementwise(op string, mode uint32, n int, s float32, a, b, y *Tensor) error {
-	k, err := g.kernel("elementwise", []vk.Access{vk.Read, vk.Read, vk.ReadWrite}, 8, elementwiseWG, mode)
+	vec4 := n%4 == 0
+	items := n
+	if vec4 {
+		items = n / 4
+	}
+	k, err := g.kernel("elementwise", []vk.Access{vk.Read, vk.Read, vk.ReadWrite}, 8, elementwiseWG, mode, b32(vec4))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	return g.dispatch(op, k, vk.Grid1D(n, elementwiseWG), pushNS{uint32(n), s}, g.buf(a), g.buf(b), g.buf(y))
+	return g.dispatch(op, k, vk.Grid1D(items, elementwiseWG), pushNS{uint32(items), s}, g.buf(a), g.buf(b), g.buf(y))
 }
 
 // checkSlope accepts the finite slopes ref accepts.

@@ -1,5 +1,6 @@
 #version 450
-// elementwise: one element per invocation, the operation chosen by the
+// elementwise: one element (or one vec4 when VEC4 is set and the length is
+// a multiple of 4) per invocation, the operation chosen by the
 // specialization constant MODE:
 //   0 axpy           y = s·a + y
 //   1 add            y = a + b          (y may alias a or b)
@@ -7,29 +8,44 @@
 //   3 leaky_backward y = a > 0 ? b : s·b (a = forward input, b = dy)
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;
+layout(constant_id = 2) const bool VEC4 = false;
 
 layout(std430, binding = 0) readonly buffer A { float a[]; };
+layout(std430, binding = 0) readonly buffer A4 { vec4 a4[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
+layout(std430, binding = 1) readonly buffer B4 { vec4 b4[]; };
 layout(std430, binding = 2) buffer Y { float y[]; };
+layout(std430, binding = 2) buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
-    uint n;
+    uint n; // items: elements, or vec4s with VEC4
     float s;
 } p;
+
+vec4 apply(vec4 av, vec4 bv, vec4 yv) {
+    if (MODE == 0) {
+        return fma(vec4(p.s), av, yv);
+    } else if (MODE == 1) {
+        return av + bv;
+    } else if (MODE == 2) {
+        return mix(p.s * av, av, greaterThan(av, vec4(0.0)));
+    }
+    return mix(p.s * bv, bv, greaterThan(av, vec4(0.0)));
+}
 
 void main() {
     uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
     if (i >= p.n) {
         return;
     }
-    if (MODE == 0) {
-        y[i] = fma(p.s, a[i], y[i]);
-    } else if (MODE == 1) {
-        y[i] = a[i] + b[i];
-    } else if (MODE == 2) {
-        float x = a[i];
-        y[i] = x > 0.0 ? x : p.s * x;
+    if (VEC4) {
+        vec4 av = a4[i];
+        vec4 bv = (MODE == 1 || MODE == 3) ? b4[i] : vec4(0.0);
+        vec4 yv = MODE == 0 ? y4[i] : vec4(0.0);
+        y4[i] = apply(av, bv, yv);
     } else {
-        float g = b[i];
-        y[i] = a[i] > 0.0 ? g : p.s * g;
+        float av = a[i];
+        float bv = (MODE == 1 || MODE == 3) ? b[i] : 0.0;
+        float yv = MODE == 0 ? y[i] : 0.0;
+        y[i] = apply(vec4(av), vec4(bv), vec4(yv)).x;
     }
 }

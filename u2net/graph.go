@@ -1,6 +1,8 @@
 package u2net
 
 import (
+	"sort"
+
 	"github.com/u2net-vk/u2net/ops"
 )
 
@@ -15,9 +17,17 @@ type graph struct {
 	training bool
 
 	fwd, bwd []func(e ops.Engine) error
-	tensors  []*ops.Tensor
-	acts     []*act
-	bytes    int64
+	// outs and ins are each step's output and inputs, for planning the
+	// gradient buffers.
+	outs    []*act
+	ins     [][]*act
+	tensors []*ops.Tensor
+	acts    []*act
+	bytes   int64
+	// temps hold accumulated gradient contributions, by size and slot; a
+	// backward step uses slots from 0 in order.
+	temps    map[[2]int]*ops.Tensor
+	tempSlot int
 
 	input, logits *act
 	labels        *ops.Tensor
@@ -35,10 +45,82 @@ func (g *graph) alloc(n int) (*ops.Tensor, error) {
 	return t, nil
 }
 
-// step appends a layer's forward and backward functions.
-func (g *graph) step(fwd, bwd func(e ops.Engine) error) {
+// step appends a layer: its output, its inputs, and its forward and backward
+// functions. The backward reads y's gradient and writes the inputs'.
+func (g *graph) step(y *act, ins []*act, fwd, bwd func(e ops.Engine) error) {
+	g.outs = append(g.outs, y)
+	g.ins = append(g.ins, ins)
 	g.fwd = append(g.fwd, fwd)
 	g.bwd = append(g.bwd, bwd)
+}
+
+// planGrads gives every activation's gradient a buffer. A gradient lives
+// from the first backward step that writes it (its last consumer's) to the
+// backward step of the layer that produced it, so buffers of gradients whose
+// lives do not overlap are shared: the plan holds only the gradients alive
+// at once, not one per activation.
+func (g *graph) planGrads() error {
+	last := len(g.bwd) - 1
+	type life struct {
+		a          *act
+		start, end int // positions in backward order
+	}
+	lives := map[*act]*life{}
+	for i, y := range g.outs {
+		pos := last - i
+		if l, ok := lives[y]; ok {
+			l.end = pos
+		} else {
+			lives[y] = &life{a: y, start: pos, end: pos}
+		}
+		for _, x := range g.ins[i] {
+			if !x.needGrad {
+				continue
+			}
+			if l, ok := lives[x]; ok {
+				l.start = min(l.start, pos)
+			} else {
+				lives[x] = &life{a: x, start: pos, end: last + 1}
+			}
+		}
+	}
+	// The loss writes the logits' gradient before the backward pass.
+	lives[g.logits].start = -1
+	order := make([]*life, 0, len(lives))
+	for _, l := range lives {
+		order = append(order, l)
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if order[i].start != order[j].start {
+			return order[i].start < order[j].start
+		}
+		return order[i].end < order[j].end
+	})
+	free := map[int][]*ops.Tensor{}
+	var active []*life
+	for _, l := range order {
+		kept := active[:0]
+		for _, o := range active {
+			if o.end < l.start {
+				free[o.a.g.Len()] = append(free[o.a.g.Len()], o.a.g)
+			} else {
+				kept = append(kept, o)
+			}
+		}
+		active = kept
+		n := l.a.v.Len()
+		if list := free[n]; len(list) > 0 {
+			l.a.g, free[n] = list[len(list)-1], list[:len(list)-1]
+		} else {
+			t, err := g.alloc(n)
+			if err != nil {
+				return err
+			}
+			l.a.g = t
+		}
+		active = append(active, l)
+	}
+	return nil
 }
 
 func (g *graph) val(p *Param) *ops.Tensor { return g.net.values[p.Name] }
@@ -66,14 +148,20 @@ func (g *graph) gradOut(a *act) (*ops.Tensor, func(ops.Engine) error) {
 		a.gradWritten = true
 		return a.g, noop
 	}
-	if a.tmp == nil {
+	key := [2]int{a.g.Len(), g.tempSlot}
+	g.tempSlot++
+	tmp, ok := g.temps[key]
+	if !ok {
 		t, err := g.alloc(a.g.Len())
 		if err != nil {
 			return nil, func(ops.Engine) error { return err }
 		}
-		a.tmp = t
+		if g.temps == nil {
+			g.temps = map[[2]int]*ops.Tensor{}
+		}
+		g.temps[key], tmp = t, t
 	}
-	return a.tmp, func(e ops.Engine) error { return e.Add(a.g, a.tmp, a.g) }
+	return tmp, func(e ops.Engine) error { return e.Add(a.g, tmp, a.g) }
 }
 
 func (g *graph) forward() error {
@@ -94,6 +182,7 @@ func (g *graph) backward() error {
 	g.logits.gradWritten = true
 	e := g.net.e
 	for i := len(g.bwd) - 1; i >= 0; i-- {
+		g.tempSlot = 0
 		if err := g.bwd[i](e); err != nil {
 			return err
 		}

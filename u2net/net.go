@@ -128,7 +128,9 @@ func (n *Net) graph(k graphKey) (*graph, error) {
 	g.input = x
 	g.logits = b.define(x)
 	if b.err == nil && k.training {
-		b.err = g.addLoss(cfg.Domains[k.dom].Classes)
+		if b.err = g.planGrads(); b.err == nil {
+			b.err = g.addLoss(cfg.Domains[k.dom].Classes)
+		}
 	}
 	if b.err != nil {
 		g.free()
@@ -202,9 +204,14 @@ func (n *Net) Forward(dom, batch int, size [3]int, x []float32) ([]float32, erro
 	if err := n.checkInput(dom, batch, size, x); err != nil {
 		return nil, err
 	}
-	g, err := n.graph(graphKey{dom, batch, size, false})
-	if err != nil {
-		return nil, err
+	// A training graph of the same shape runs the forward pass as well: no
+	// second set of activations.
+	g, ok := n.graphs[graphKey{dom, batch, size, true}]
+	if !ok {
+		var err error
+		if g, err = n.graph(graphKey{dom, batch, size, false}); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.e.Write(g.input.v, x); err != nil {
 		return nil, err

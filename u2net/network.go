@@ -14,7 +14,6 @@ type act struct {
 	c    int
 	size ref.Dims3
 	v, g *ops.Tensor
-	tmp  *ops.Tensor // scratch for an accumulated gradient contribution
 	// needGrad is false for the input image: nothing upstream learns.
 	needGrad    bool
 	gradWritten bool
@@ -74,10 +73,8 @@ func (b *builder) newAct(c int, size ref.Dims3) *act {
 	b.g.acts = append(b.g.acts, a)
 	n := b.n * c * size.Voxels()
 	var err error
-	if a.v, err = b.g.alloc(n); err == nil && b.g.training {
-		a.g, err = b.g.alloc(n)
-	}
-	if err != nil {
+	// Gradients get buffers once the graph is complete (graph.planGrads).
+	if a.v, err = b.g.alloc(n); err != nil {
 		b.fail(err)
 	}
 	return a
@@ -100,7 +97,7 @@ func (b *builder) conv(scope string, perDomain bool, x *act, cout int, k, s, bef
 	}
 	p.N = b.n
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.Conv3d(p, x.v, g.val(w), g.val(bias), y.v) },
+	g.step(y, []*act{x}, func(e ops.Engine) error { return e.Conv3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
 			if err := e.Conv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
@@ -122,7 +119,7 @@ func (b *builder) depthwise(scope string, x *act) *act {
 	}
 	p := ref.DepthwiseParams{N: b.n, C: x.c, Size: x.size, Kernel: k}
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.DepthwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
+	g.step(y, []*act{x}, func(e ops.Engine) error { return e.DepthwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
 			if err := e.DepthwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
@@ -143,7 +140,7 @@ func (b *builder) pointwise(scope string, perDomain bool, x *act, cout int) *act
 	}
 	p := ref.PointwiseParams{N: b.n, Cin: x.c, Cout: cout, Size: x.size}
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.PointwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
+	g.step(y, []*act{x}, func(e ops.Engine) error { return e.PointwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
 			if err := e.PointwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
@@ -165,7 +162,7 @@ func (b *builder) convTranspose(scope string, x *act, cout int, s ref.Dims3) *ac
 	}
 	p := ref.ConvTransposeParams{N: b.n, Cin: x.c, Cout: cout, In: x.size, Kernel: s, Stride: s}
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.ConvTranspose3d(p, x.v, g.val(w), g.val(bias), y.v) },
+	g.step(y, []*act{x}, func(e ops.Engine) error { return e.ConvTranspose3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
 			if err := e.ConvTranspose3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
@@ -187,7 +184,7 @@ func (b *builder) norm(scope string, x *act, leaky bool) *act {
 	}
 	p := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, LeakyReLU: leaky, Slope: b.slope}
 	g := b.g
-	g.step(func(e ops.Engine) error {
+	g.step(y, []*act{x}, func(e ops.Engine) error {
 		return e.InstanceNorm3d(p, x.v, nil, g.val(gamma), g.val(beta), y.v, nil, nil)
 	},
 		func(e ops.Engine) error {
@@ -207,7 +204,7 @@ func (b *builder) leaky(x *act) *act {
 		return y
 	}
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.LeakyReLU(b.slope, x.v, y.v) },
+	g.step(y, []*act{x}, func(e ops.Engine) error { return e.LeakyReLU(b.slope, x.v, y.v) },
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
 			if err := e.LeakyReLUBackward(b.slope, x.v, y.g, dx); err != nil {
@@ -225,7 +222,7 @@ func (b *builder) add(x1, x2 *act) *act {
 		return y
 	}
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.Add(x1.v, x2.v, y.v) },
+	g.step(y, []*act{x1, x2}, func(e ops.Engine) error { return e.Add(x1.v, x2.v, y.v) },
 		func(e ops.Engine) error {
 			for _, x := range []*act{x1, x2} {
 				dx, done := g.gradOut(x)
@@ -252,7 +249,7 @@ func (b *builder) upsample(x *act, f ref.Dims3) *act {
 	}
 	p := ref.UpsampleParams{N: b.n, C: x.c, In: x.size, Factor: f}
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.Upsample(p, x.v, y.v) },
+	g.step(y, []*act{x}, func(e ops.Engine) error { return e.Upsample(p, x.v, y.v) },
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
 			if err := e.UpsampleBackward(p, y.g, dx); err != nil {
@@ -271,7 +268,7 @@ func (b *builder) concat(x1, x2 *act) *act {
 	}
 	p := ref.ConcatParams{N: b.n, Channels: []int{x1.c, x2.c}, Size: x1.size}
 	g := b.g
-	g.step(func(e ops.Engine) error { return e.Concat(p, []*ops.Tensor{x1.v, x2.v}, y.v) },
+	g.step(y, []*act{x1, x2}, func(e ops.Engine) error { return e.Concat(p, []*ops.Tensor{x1.v, x2.v}, y.v) },
 		func(e ops.Engine) error {
 			d1, done1 := g.gradOut(x1)
 			d2, done2 := g.gradOut(x2)

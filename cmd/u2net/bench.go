@@ -27,6 +27,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	repeats := fs.Int("repeats", 0, "timed repeats per measurement, the median is reported (default 3 quick, 10 full)")
 	shape := fs.String("shape", "", "measure the operations at this N,C,D,H,W instead of the default levels")
 	noNet := fs.Bool("no-network", false, "skip the whole-network and scaling measurements")
+	sections := fs.String("sections", "", "measure only these, comma-separated: levels, anchor, network, scaling")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -49,6 +50,27 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	if *noNet {
 		opt.Network, opt.Scaling = bench.NetSetting{}, nil
+	}
+	if *sections != "" {
+		want := map[string]bool{}
+		for _, s := range strings.Split(*sections, ",") {
+			switch s = strings.TrimSpace(s); s {
+			case "levels", "anchor", "network", "scaling":
+				want[s] = true
+			default:
+				return usageError("--sections: unknown section %q", s)
+			}
+		}
+		if !want["levels"] {
+			opt.Levels = []bench.Shape{}
+		}
+		opt.Anchor = opt.Anchor && want["anchor"]
+		if !want["network"] {
+			opt.Network = bench.NetSetting{}
+		}
+		if !want["scaling"] {
+			opt.Scaling = nil
+		}
 	}
 	if len(devices) == 0 {
 		devices = defaultBenchDevices(*quick)

@@ -13,7 +13,7 @@ import (
 
 // Options choose what to measure.
 type Options struct {
-	// Levels are the activation shapes of the per-level op table; empty
+	// Levels are the activation shapes of the per-level op table; nil
 	// means the reference's levels (batch 2, base 16, 128³), scaled down to
 	// fit the device's largest buffer binding.
 	Levels []Shape
@@ -23,8 +23,10 @@ type Options struct {
 	// Network times a training step and a forward pass, universal against
 	// independent, at this setting; Domains 0 skips it.
 	Network NetSetting
-	// Scaling times the universal forward at these cubic sizes.
-	Scaling []int
+	// Scaling times the universal forward at these cubic sizes, with the
+	// base channels and batch of ScalingNet.
+	Scaling    []int
+	ScalingNet NetSetting
 }
 
 // NetSetting is a whole-network benchmark configuration.
@@ -39,7 +41,7 @@ func QuickOptions() Options {
 		Levels:  []Shape{{N: 1, C: 8, S: ref.Dims3{16, 16, 16}}, {N: 1, C: 16, S: ref.Dims3{8, 8, 8}}},
 		Repeats: 3,
 		Network: NetSetting{Domains: 1, Base: 8, Batch: 1, Size: 32, Pools: [3]int{3, 3, 3}},
-		Scaling: []int{16, 32},
+		Scaling: []int{16, 32}, ScalingNet: NetSetting{Domains: 1, Base: 8, Batch: 1},
 	}
 }
 
@@ -49,7 +51,7 @@ func FullOptions() Options {
 	return Options{
 		Anchor: true, Repeats: 10,
 		Network: NetSetting{Domains: 5, Base: 16, Batch: 2, Size: 128, Pools: [3]int{5, 5, 5}},
-		Scaling: []int{32, 64, 96, 128},
+		Scaling: []int{32, 64, 96, 128}, ScalingNet: NetSetting{Domains: 1, Base: 16, Batch: 2},
 	}
 }
 
@@ -117,7 +119,7 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 		rep.Peaks = p
 	}
 	levels := opt.Levels
-	if len(levels) == 0 {
+	if levels == nil {
 		levels = referenceLevels(e)
 	}
 	anchors := Anchors()
@@ -150,10 +152,7 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 	}
 	for _, size := range opt.Scaling {
 		log(fmt.Sprintf("scaling: %d³", size))
-		set := opt.Network
-		if set.Domains == 0 {
-			set = QuickOptions().Network
-		}
+		set := opt.ScalingNet
 		set.Domains, set.Size = 1, size
 		set.Pools = poolsFor(size)
 		ms, err := forwardOnly(e, set, opt.Repeats)
