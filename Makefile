@@ -50,5 +50,10 @@ test: fmt-check vet check-shaders test-go
 devices:
 	go run ./cmd/u2net devices
 
+# The main job on its embedded default: synthetic domains, training,
+# prediction and evaluation into demo/.
+demo:
+	go run ./cmd/u2net demo --out demo
+
 clean:
 	go clean ./...

@@ -88,20 +88,25 @@ func (g *GPU) Name() string {
 }
 
 // SetTimed makes the batches recorded from now on write GPU timestamps
-// around each dispatch; Timings returns those of the last Sync.
+// around each dispatch; TakeTimings returns them.
 func (g *GPU) SetTimed(on bool) error {
 	if err := g.Sync(); err != nil {
 		return err
 	}
 	g.timed = on
+	g.timings = nil
 	g.batch.Release()
 	g.batch = g.newBatch()
 	return nil
 }
 
-// Timings returns the per-dispatch GPU times of the last Sync of a timed
-// engine.
-func (g *GPU) Timings() []vk.Timing { return g.timings }
+// TakeTimings returns the per-dispatch GPU times recorded by a timed engine
+// since the last call, and forgets them.
+func (g *GPU) TakeTimings() []vk.Timing {
+	t := g.timings
+	g.timings = nil
+	return t
+}
 
 func (g *GPU) newBatch() *vk.Batch {
 	if g.timed {
@@ -178,7 +183,7 @@ func (g *GPU) ReadLabels(t *Tensor, dst []int32) error {
 func (g *GPU) Sync() error {
 	err := g.batch.Run()
 	if err == nil && g.timed {
-		g.timings = g.batch.Timings()
+		g.timings = append(g.timings, g.batch.Timings()...)
 	}
 	g.batch.Release()
 	g.batch = g.newBatch()

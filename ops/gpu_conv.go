@@ -254,7 +254,40 @@ func (g *GPU) PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error {
 		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
+	if smallPointwise(p.Cin, p.Cout) {
+		return g.pointwiseSmall(op, p.N, p.Cin, p.Cout, p.Size.Voxels(), false, x.gpu.buf, w.gpu.buf, bufOrNil(b), y.gpu.buf)
+	}
 	return g.convGEMM(op, gemmFwd, pointwiseGeom(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
+}
+
+// pointwiseSmallMax bounds the channels of the memory-bound pointwise kernel:
+// each invocation keeps one vec4 per input channel in registers.
+const pointwiseSmallMax = 64
+
+func smallPointwise(cin, cout int) bool { return cin <= pointwiseSmallMax && cout <= pointwiseSmallMax }
+
+type pushPointwise struct{ Items, Total uint32 }
+
+// pointwiseSmall records pointwise_small.comp: y[n] = w·x[n] + b, or with
+// trans the data gradient x-channels cin → cout through wᵀ (w stored
+// [cin][cout]). bias may be nil.
+func (g *GPU) pointwiseSmall(op string, n, cin, cout, vox int, trans bool, x, w, bias, y *vk.Buffer) error {
+	const wg = 128
+	vec4 := vox%4 == 0
+	items := vox
+	if vec4 {
+		items /= 4
+	}
+	k, err := g.kernel("pointwise_small", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 8,
+		wg, uint32(cin), uint32(cout), b32(trans), b32(vec4), b32(bias != nil))
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if bias == nil {
+		bias = g.dummy
+	}
+	total := n * items
+	return g.dispatch(op, k, vk.Grid1D(total, wg), pushPointwise{uint32(items), uint32(total)}, x, w, bias, y)
 }
 
 // PointwiseConv3dBackward implements Engine: dx = wᵀ·dy, dw = Σ dy·xᵀ over
@@ -266,6 +299,14 @@ func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, d
 		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
+	}
+	if dx != nil && smallPointwise(p.Cin, p.Cout) {
+		// dx = wᵀ·dy with the memory-bound kernel; the weight and bias
+		// gradients are reductions and stay with the split-K GEMM.
+		if err := g.pointwiseSmall(op, p.N, p.Cout, p.Cin, p.Size.Voxels(), true, dy.gpu.buf, w.gpu.buf, nil, dx.gpu.buf); err != nil {
+			return err
+		}
+		dx = nil
 	}
 	return g.convBackward(op, pointwiseGeom(p), x, w, dy, dx, dw, db)
 }

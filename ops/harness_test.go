@@ -358,7 +358,7 @@ func benchCase(b *testing.B, e Engine, c opCase) {
 			b.Fatal(err)
 		}
 		if isGPU {
-			for _, tm := range g.Timings() {
+			for _, tm := range g.TakeTimings() {
 				gpuNS += float64(tm.Duration)
 			}
 		}

@@ -42,7 +42,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "folder for the data, run, predictions, previews and metrics.json")
 	device := fs.String("device", "", "device index, name or cpu (default: the best found)")
 	seed := fs.Uint64("seed", 1, "seed of the data and the training")
-	epochs := fs.Int("epochs", 8, "training epochs")
+	epochs := fs.Int("epochs", 10, "training epochs")
 	steps := fs.Int("steps-per-epoch", 60, "training steps per epoch")
 	base := fs.Int("base-channels", 8, "channels of the first level")
 	size := fs.Int("size", 32, "in-plane size of the synthetic volumes")
@@ -80,7 +80,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	opt := train.Options{
 		Data: dirs, Out: runDir, Mode: u2net.ModeUniversal, Epochs: *epochs, StepsPerEpoch: *steps,
 		Patch: [3]int{16, 32, 32}, Batch: 2, BaseChannels: *base, Pools: [3]int{-1, -1, -1},
-		Seed: *seed, Optimizer: "adam", LR: 2e-3, ValEvery: *epochs, ValFraction: 0.17,
+		Seed: *seed, Optimizer: "adam", LR: 2e-3, PolyDecay: true, ValEvery: *epochs, ValFraction: 0.17,
 	}
 	res, err := train.Run(ctx, opt, e, log, terminal(stderr))
 	if err != nil {

@@ -33,6 +33,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Uint64("seed", 1, "random seed")
 	fs.StringVar(&opt.Optimizer, "optimizer", "adam", "adam (3e-4, weight decay 5e-4) or sgd (Nesterov, poly decay)")
 	fs.Float64Var(&opt.LR, "lr", 0, "learning rate (default: the optimizer's)")
+	fs.BoolVar(&opt.PolyDecay, "poly-decay", false, "decay the learning rate polynomially with Adam too (SGD always does)")
 	fs.IntVar(&opt.ValEvery, "val-every", 5, "validate every this many epochs")
 	fs.Float64Var(&opt.ValFraction, "val-fraction", 0.2, "share of each dataset's training cases held out for validation")
 	fs.BoolVar(&opt.Resume, "resume", false, "continue the run in --out from its checkpoint")

@@ -59,6 +59,28 @@ func WriteText(w io.Writer, reps []*Report) {
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n", n.Mode, n.Setting, n.Params, n.StepMS, n.ForwardMS, n.PlanGiB, n.PeakGiB, torch)
 			}
 			tw.Flush()
+			for _, n := range r.Network {
+				for _, prof := range []struct {
+					name string
+					ks   []KernelTime
+				}{{"train step", n.StepProfile}, {"forward", n.ForwardProfile}} {
+					if len(prof.ks) == 0 {
+						continue
+					}
+					total := 0.0
+					for _, k := range prof.ks {
+						total += k.MS
+					}
+					fmt.Fprintf(w, "%s %s: GPU time by kernel (%.1f ms in all):", n.Mode, prof.name, total)
+					for i, k := range prof.ks {
+						if i == 8 {
+							break
+						}
+						fmt.Fprintf(w, " %s %.1f (%d×);", k.Kernel, k.MS, k.Dispatches)
+					}
+					fmt.Fprintln(w)
+				}
+			}
 		}
 		if len(r.Scaling) > 0 {
 			fmt.Fprintln(w, "\nforward time per voxel as the volume grows:")

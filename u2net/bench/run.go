@@ -85,6 +85,44 @@ type NetResult struct {
 	TorchTF32  float64 `json:"pytorch_step_tf32_ms,omitempty"`
 	TorchFwdMS float64 `json:"pytorch_forward_ms,omitempty"`
 	TorchPeak  float64 `json:"pytorch_peak_gib,omitempty"`
+	// StepProfile and ForwardProfile are the GPU time per kernel family of
+	// one step and one forward pass, largest first.
+	StepProfile    []KernelTime `json:"step_profile,omitempty"`
+	ForwardProfile []KernelTime `json:"forward_profile,omitempty"`
+}
+
+// KernelTime is the GPU time one kernel family took within a pass.
+type KernelTime struct {
+	Kernel     string  `json:"kernel"`
+	Dispatches int     `json:"dispatches"`
+	MS         float64 `json:"ms"`
+}
+
+// profile runs f once on a timed GPU engine and sums the GPU time by kernel.
+func profile(g *ops.GPU, f func() error) ([]KernelTime, error) {
+	if err := g.SetTimed(true); err != nil {
+		return nil, err
+	}
+	defer g.SetTimed(false)
+	if err := f(); err != nil {
+		return nil, err
+	}
+	by := map[string]*KernelTime{}
+	for _, t := range g.TakeTimings() {
+		k := by[t.Kernel]
+		if k == nil {
+			k = &KernelTime{Kernel: t.Kernel}
+			by[t.Kernel] = k
+		}
+		k.Dispatches++
+		k.MS += ms(t.Duration)
+	}
+	out := make([]KernelTime, 0, len(by))
+	for _, k := range by {
+		out = append(out, *k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].MS > out[j].MS })
+	return out, nil
 }
 
 // ScaleResult is the forward time of one volume size.
@@ -285,6 +323,7 @@ func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult,
 	if r.StepMS, err = wall(repeats, func() error { _, err := net.TrainStep(0, set.Batch, size, x, l); return err }); err != nil {
 		return r, err
 	}
+	// The forward pass runs on the training graph: it adds no memory.
 	if r.ForwardMS, err = wall(repeats, func() error { _, err := net.Forward(0, set.Batch, size, x); return err }); err != nil {
 		return r, err
 	}
@@ -294,6 +333,12 @@ func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult,
 	if g, ok := e.(*ops.GPU); ok {
 		_, peak := g.Device().MemoryInUse()
 		r.PeakGiB = float64(peak) / (1 << 30)
+		if r.StepProfile, err = profile(g, func() error { _, err := net.TrainStep(0, set.Batch, size, x, l); return err }); err != nil {
+			return r, err
+		}
+		if r.ForwardProfile, err = profile(g, func() error { _, err := net.Forward(0, set.Batch, size, x); return err }); err != nil {
+			return r, err
+		}
 	}
 	if set.Size == 128 && set.Batch == 2 && set.Base == 16 && set.Pools == [3]int{5, 5, 5} {
 		if mode == u2net.ModeUniversal && set.Domains == 5 {

@@ -52,6 +52,9 @@ type Options struct {
 	Seed          uint64
 	Optimizer     string  // "adam" (default) or "sgd" (Nesterov momentum 0.99, poly decay)
 	LR            float64 // zero: 3e-4 for Adam, 1e-2 for SGD
+	// PolyDecay decays the learning rate as (1 − step/total)^0.9; SGD always
+	// decays, Adam only when this is set.
+	PolyDecay bool
 	WeightDecay   float64
 	ValEvery      int     // validate every this many epochs; 0: only after the last
 	ValFraction   float64 // share of each dataset's training cases held out
@@ -441,11 +444,11 @@ func (r *runner) trainOn(dom int, b augment.Batch) (u2net.Losses, error) {
 	return r.net.TrainStep(dom, b.Shape[0], size, b.Image, labels)
 }
 
-// lr returns the learning rate of a step: constant for Adam, polynomial
-// decay (power 0.9) for SGD.
+// lr returns the learning rate of a step: constant for Adam unless
+// PolyDecay, polynomial decay (power 0.9) for SGD.
 func (r *runner) lr(step, total int) float64 {
 	base := optimizer(r.opt).LR
-	if r.opt.Optimizer == "sgd" {
+	if r.opt.Optimizer == "sgd" || r.opt.PolyDecay {
 		return base * math.Pow(1-float64(step)/float64(total), 0.9)
 	}
 	return base

@@ -1,0 +1,58 @@
+#version 450
+// pointwise_small: a 1×1×1 convolution with few channels, which is bound by
+// memory rather than arithmetic: each invocation reads all CIN input
+// channels of four neighbouring voxels once and writes all COUT outputs,
+// with the weights in shared memory. With TRANS the weights are read as
+// [CIN][COUT], which makes the same kernel the data gradient (dx = wᵀ·dy).
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 128;
+layout(constant_id = 1) const uint CIN = 16;
+layout(constant_id = 2) const uint COUT = 16;
+layout(constant_id = 3) const bool TRANS = false;
+layout(constant_id = 4) const bool VEC4 = true;
+layout(constant_id = 5) const bool BIAS = true;
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
+layout(std430, binding = 1) readonly buffer W { float w[]; };
+layout(std430, binding = 2) readonly buffer B { float b[]; };
+layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, binding = 3) writeonly buffer Y4 { vec4 y4[]; };
+layout(push_constant) uniform Push {
+    uint items; // per (sample, channel) plane: voxels, or vec4s with VEC4
+    uint total; // batch × items
+} p;
+
+shared float ws[COUT * CIN];
+
+void main() {
+    uint lid = gl_LocalInvocationID.x;
+    for (uint i = lid; i < COUT * CIN; i += WG) {
+        uint co = i / CIN, ci = i - co * CIN;
+        ws[i] = TRANS ? w[ci * COUT + co] : w[i];
+    }
+    barrier();
+    uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + lid;
+    if (i >= p.total) {
+        return;
+    }
+    uint n = i / p.items;
+    uint v = i - n * p.items;
+    vec4 xs[CIN];
+    for (uint ci = 0; ci < CIN; ci++) {
+        uint at = (n * CIN + ci) * p.items + v;
+        xs[ci] = VEC4 ? x4[at] : vec4(x[at]);
+    }
+    for (uint co = 0; co < COUT; co++) {
+        vec4 acc = vec4(BIAS ? b[co] : 0.0);
+        for (uint ci = 0; ci < CIN; ci++) {
+            acc = fma(vec4(ws[co * CIN + ci]), xs[ci], acc);
+        }
+        uint at = (n * COUT + co) * p.items + v;
+        if (VEC4) {
+            y4[at] = acc;
+        } else {
+            y[at] = acc.x;
+        }
+    }
+}
