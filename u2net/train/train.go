@@ -54,12 +54,12 @@ type Options struct {
 	LR            float64 // zero: 3e-4 for Adam, 1e-2 for SGD
 	// PolyDecay decays the learning rate as (1 − step/total)^0.9; SGD always
 	// decays, Adam only when this is set.
-	PolyDecay bool
-	WeightDecay   float64
-	ValEvery      int     // validate every this many epochs; 0: only after the last
-	ValFraction   float64 // share of each dataset's training cases held out
-	ValCases      int     // at most this many validation cases per domain (0: all held out)
-	Resume        bool
+	PolyDecay   bool
+	WeightDecay float64
+	ValEvery    int     // validate every this many epochs; 0: only after the last
+	ValFraction float64 // share of each dataset's training cases held out
+	ValCases    int     // at most this many validation cases per domain (0: all held out)
+	Resume      bool
 	// Init starts from a trained model; with FreezeShared only the
 	// per-domain parameters of domains not in Init learn.
 	Init         string
