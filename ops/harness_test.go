@@ -85,6 +85,49 @@ func randLabels(r *rand.Rand, n, classes int) []int32 {
 	return v
 }
 
+// makeTensors creates a case's tensors on e: inputs with their data,
+// float outputs filled by fill, label outputs with label.
+func makeTensors(e Engine, c opCase, fill func(n int) []float32, label int32) (map[string]*Tensor, error) {
+	ts := map[string]*Tensor{}
+	for _, s := range c.tensors {
+		var t *Tensor
+		var err error
+		switch {
+		case s.labels != nil:
+			if t, err = e.AllocLabels(len(s.labels)); err == nil {
+				err = e.WriteLabels(t, s.labels)
+			}
+		case s.isLab:
+			l := make([]int32, s.n)
+			for i := range l {
+				l[i] = label
+			}
+			if t, err = e.AllocLabels(s.n); err == nil {
+				err = e.WriteLabels(t, l)
+			}
+		case s.data != nil:
+			if t, err = e.Alloc(len(s.data)); err == nil {
+				err = e.Write(t, s.data)
+			}
+		default:
+			if t, err = e.Alloc(s.n); err == nil {
+				err = e.Write(t, fill(s.n))
+			}
+		}
+		if err != nil {
+			return ts, fmt.Errorf("tensor %s: %w", s.name, err)
+		}
+		ts[s.name] = t
+	}
+	return ts, nil
+}
+
+func freeTensors(e Engine, ts map[string]*Tensor) {
+	for _, t := range ts {
+		e.Free(t)
+	}
+}
+
 // opCase runs the same operation on both engines and compares the outputs.
 type opCase struct {
 	name    string
@@ -97,45 +140,16 @@ type opCase struct {
 
 // runOn creates the case's tensors on e, runs it and reads the outputs.
 func runOn(e Engine, c opCase) (map[string][]float32, map[string][]int32, error) {
-	ts := map[string]*Tensor{}
-	defer func() {
-		for _, t := range ts {
-			e.Free(t)
+	ts, err := makeTensors(e, c, func(n int) []float32 {
+		poison := make([]float32, n)
+		for i := range poison {
+			poison[i] = float32(math.NaN())
 		}
-	}()
-	for _, s := range c.tensors {
-		var t *Tensor
-		var err error
-		switch {
-		case s.labels != nil:
-			if t, err = e.AllocLabels(len(s.labels)); err == nil {
-				err = e.WriteLabels(t, s.labels)
-			}
-		case s.isLab:
-			poison := make([]int32, s.n)
-			for i := range poison {
-				poison[i] = -1
-			}
-			if t, err = e.AllocLabels(s.n); err == nil {
-				err = e.WriteLabels(t, poison)
-			}
-		case s.data != nil:
-			if t, err = e.Alloc(len(s.data)); err == nil {
-				err = e.Write(t, s.data)
-			}
-		default:
-			poison := make([]float32, s.n)
-			for i := range poison {
-				poison[i] = float32(math.NaN())
-			}
-			if t, err = e.Alloc(s.n); err == nil {
-				err = e.Write(t, poison)
-			}
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("tensor %s: %w", s.name, err)
-		}
-		ts[s.name] = t
+		return poison
+	}, -1)
+	defer freeTensors(e, ts)
+	if err != nil {
+		return nil, nil, err
 	}
 	if err := c.run(e, ts); err != nil {
 		return nil, nil, err
@@ -303,36 +317,12 @@ func TestArgumentErrors(t *testing.T) {
 // excludes submission and host overhead.
 func benchCase(b *testing.B, e Engine, c opCase) {
 	b.Helper()
-	ts := map[string]*Tensor{}
-	defer func() {
-		for _, t := range ts {
-			e.Free(t)
-		}
-	}()
+	// Outputs get random contents too: never time on zeros.
 	r := rand.New(rand.NewPCG(1, 1))
-	for _, s := range c.tensors {
-		var t *Tensor
-		var err error
-		switch {
-		case s.labels != nil:
-			if t, err = e.AllocLabels(len(s.labels)); err == nil {
-				err = e.WriteLabels(t, s.labels)
-			}
-		case s.isLab:
-			t, err = e.AllocLabels(s.n)
-		case s.data != nil:
-			if t, err = e.Alloc(len(s.data)); err == nil {
-				err = e.Write(t, s.data)
-			}
-		default: // outputs get random contents too: never time on zeros
-			if t, err = e.Alloc(s.n); err == nil {
-				err = e.Write(t, randn(r, s.n))
-			}
-		}
-		if err != nil {
-			b.Fatalf("tensor %s: %v", s.name, err)
-		}
-		ts[s.name] = t
+	ts, err := makeTensors(e, c, func(n int) []float32 { return randn(r, n) }, 0)
+	defer freeTensors(e, ts)
+	if err != nil {
+		b.Fatal(err)
 	}
 	g, isGPU := e.(*GPU)
 	if isGPU {
@@ -347,6 +337,9 @@ func benchCase(b *testing.B, e Engine, c opCase) {
 	}
 	if err := e.Sync(); err != nil {
 		b.Fatal(err)
+	}
+	if isGPU {
+		g.TakeTimings()
 	}
 	var gpuNS float64
 	b.ResetTimer()

@@ -10,6 +10,7 @@ import (
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/u2net/bench"
+	"github.com/u2net-vk/u2net/u2net/train"
 	"github.com/u2net-vk/u2net/vk"
 )
 
@@ -106,7 +107,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		if *jsonPath == "-" {
 			fmt.Fprintln(stdout, string(b))
-		} else if err := writeJSONFile(*jsonPath, reps); err != nil {
+		} else if err := train.WriteJSON(*jsonPath, reps); err != nil {
 			return err
 		}
 	}

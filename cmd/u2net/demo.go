@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -108,7 +107,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		ds, _ := dataset.Open(dir)
 		scores[ds.Name] = s
 	}
-	if err := writeJSONFile(filepath.Join(*out, "metrics.json"), scores); err != nil {
+	if err := train.WriteJSON(filepath.Join(*out, "metrics.json"), scores); err != nil {
 		return err
 	}
 	printScores(stdout, scores)
@@ -210,16 +209,4 @@ func printScores(w io.Writer, scores map[string]domainScore) {
 		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%s\t\n", n, s.Cases, s.MeanForegroundDice, strings.Join(parts, ", "))
 	}
 	tw.Flush()
-}
-
-func writeJSONFile(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

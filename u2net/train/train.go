@@ -135,7 +135,7 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 			return nil, err
 		}
 	}
-	if err := writeJSON(filepath.Join(opt.Out, OptionsFile), opt); err != nil {
+	if err := WriteJSON(filepath.Join(opt.Out, OptionsFile), opt); err != nil {
 		return nil, err
 	}
 	log.Info("training", "device", e.Name(), "mode", cfg.Mode, "domains", len(doms), "patch", opt.Patch,
@@ -357,7 +357,9 @@ func sameDomains(a, b u2net.Config) error {
 	return nil
 }
 
-func writeJSON(path string, v any) error {
+// WriteJSON writes v as indented JSON to path atomically (a temporary file
+// renamed into place).
+func WriteJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
