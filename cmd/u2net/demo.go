@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/augment"
 	"github.com/u2net-vk/u2net/u2net/dataset"
 	"github.com/u2net-vk/u2net/u2net/metrics"
 	"github.com/u2net-vk/u2net/u2net/nifti"
@@ -75,11 +76,17 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.Close()
+	// The demo trains a few hundred steps: light augmentation (mirroring,
+	// mild rotation and scaling, gamma) lets it converge in that time.
+	aug := augment.DefaultParams()
+	aug.RotateProb, aug.RotateMax = 0.1, [3]float64{0.26, 0.26, 0.26}
+	aug.ScaleProb, aug.ScaleRange = 0.1, [2]float64{0.85, 1.15}
+	aug.NoiseProb = 0.05
 	runDir := filepath.Join(*out, "run")
 	opt := train.Options{
 		Data: dirs, Out: runDir, Mode: u2net.ModeUniversal, Epochs: *epochs, StepsPerEpoch: *steps,
 		Patch: [3]int{16, 32, 32}, Batch: 2, BaseChannels: *base, Pools: [3]int{-1, -1, -1},
-		Seed: *seed, Optimizer: "adam", LR: 2e-3, PolyDecay: true, ValEvery: *epochs, ValFraction: 0.17,
+		Seed: *seed, Optimizer: "adam", LR: 2e-3, PolyDecay: true, ValEvery: *epochs, ValFraction: 0.17, Augment: &aug,
 	}
 	res, err := train.Run(ctx, opt, e, log, terminal(stderr))
 	if err != nil {

@@ -65,6 +65,8 @@ type Options struct {
 	Init         string
 	FreezeShared bool
 	Workers      int // augmentation goroutines; 0: GOMAXPROCS
+	// Augment sets the augmentation; nil means augment.DefaultParams().
+	Augment *augment.Params
 	// StopAfter stops this invocation at a step boundary after so many steps,
 	// saving the checkpoint as an interruption does; 0: run to the end.
 	StopAfter int
@@ -130,7 +132,7 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 			return nil, fmt.Errorf("domain %s: %w", d.ds.Name, err)
 		}
 		if d.loader, err = augment.NewLoader(s, augment.LoaderConfig{
-			BatchSize: opt.Batch, Params: augment.DefaultParams(), Seed: opt.Seed*31 + uint64(i), Workers: opt.Workers,
+			BatchSize: opt.Batch, Params: augmentParams(opt), Seed: opt.Seed*31 + uint64(i), Workers: opt.Workers,
 		}); err != nil {
 			return nil, err
 		}
@@ -143,6 +145,13 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 
 	r := &runner{opt: opt, net: net, doms: doms, log: log, best: best, progress: progress}
 	return r.loop(ctx, start)
+}
+
+func augmentParams(o Options) augment.Params {
+	if o.Augment != nil {
+		return *o.Augment
+	}
+	return augment.DefaultParams()
 }
 
 func (o *Options) validate() error {
