@@ -299,8 +299,3 @@ func (g *GPU) Copy(dst, src *Tensor) error {
 	g.batch.Copy(dst.gpu.buf, src.gpu.buf)
 	return g.recorded("Copy")
 }
-
-// errNotImplemented reports an operation the GPU engine lacks a kernel for.
-func errNotImplemented(op string) error {
-	return fmt.Errorf("ops.%s: no GPU kernel yet", op)
-}

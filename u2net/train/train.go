@@ -387,7 +387,6 @@ type runner struct {
 	log      *slog.Logger
 	best     float64
 	progress io.Writer
-	records  []Record
 }
 
 // loop runs the epochs from step start.
