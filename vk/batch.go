@@ -72,7 +72,7 @@ type Batch struct {
 	ended  bool
 	fence  vkapi.Fence
 
-	pools    []vkapi.DescriptorPool
+	pools    []C.VkDescriptorPool
 	poolLeft int
 
 	// pending are the accesses since the last barrier.
@@ -255,7 +255,7 @@ func (b *Batch) Dispatch(k *Kernel, groups [3]uint32, push any, bufs ...*Buffer)
 		return
 	}
 	n := C.uint32_t(len(bufs))
-	cset := (C.VkDescriptorSet)(unsafe.Pointer(set))
+	cset := set
 	if n > 0 {
 		C.u2_write_set(b.dev.fns, cset, n, (*C.uint64_t)(&b.setScratch[0][0]),
 			(*C.uint64_t)(&b.setScratch[1][0]), (*C.uint64_t)(&b.setScratch[2][0]))
@@ -268,8 +268,8 @@ func (b *Batch) Dispatch(k *Kernel, groups [3]uint32, push any, bufs ...*Buffer)
 	if len(pushBytes) > 0 {
 		pp = unsafe.Pointer(&pushBytes[0])
 	}
-	C.u2_dispatch(b.dev.fns, (C.VkCommandBuffer)(unsafe.Pointer(cb)), (C.VkPipeline)(unsafe.Pointer(k.pipeline)),
-		(C.VkPipelineLayout)(unsafe.Pointer(k.layout)), cset, pp, C.uint32_t(len(pushBytes)),
+	C.u2_dispatch(b.dev.fns, (C.VkCommandBuffer)(unsafe.Pointer(cb)), k.obj.pipeline,
+		k.obj.layout, cset, pp, C.uint32_t(len(pushBytes)),
 		C.uint32_t(groups[0]), C.uint32_t(groups[1]), C.uint32_t(groups[2]))
 	if b.timed {
 		b.timestamp(cb, vkapi.PipelineStageBottomOfPipeBit, "")
@@ -280,33 +280,20 @@ func (b *Batch) Dispatch(k *Kernel, groups [3]uint32, push any, bufs ...*Buffer)
 // Dispatches returns the number of dispatches recorded.
 func (b *Batch) Dispatches() int { return b.dispatches }
 
-func (b *Batch) descriptorSet(k *Kernel) (vkapi.DescriptorSet, bool) {
+func (b *Batch) descriptorSet(k *Kernel) (C.VkDescriptorSet, bool) {
 	if b.poolLeft == 0 {
-		var pool vkapi.DescriptorPool
-		r := vkapi.CreateDescriptorPool(b.dev.handle, &vkapi.DescriptorPoolCreateInfo{
-			SType:         vkapi.StructureTypeDescriptorPoolCreateInfo,
-			MaxSets:       setsPerPool,
-			PoolSizeCount: 1,
-			PPoolSizes: []vkapi.DescriptorPoolSize{{
-				Type:            vkapi.DescriptorTypeStorageBuffer,
-				DescriptorCount: setsPerPool * maxBindings,
-			}},
-		}, nil, &pool)
-		if err := check(r, "creating descriptor pool"); err != nil {
+		var pool C.VkDescriptorPool
+		r := C.u2_create_pool(b.dev.fns, setsPerPool, setsPerPool*maxBindings, &pool)
+		if err := check(vkapi.Result(r), "creating descriptor pool"); err != nil {
 			b.fail(err)
 			return nil, false
 		}
 		b.pools = append(b.pools, pool)
 		b.poolLeft = setsPerPool
 	}
-	var set vkapi.DescriptorSet
-	r := vkapi.AllocateDescriptorSets(b.dev.handle, &vkapi.DescriptorSetAllocateInfo{
-		SType:              vkapi.StructureTypeDescriptorSetAllocateInfo,
-		DescriptorPool:     b.pools[len(b.pools)-1],
-		DescriptorSetCount: 1,
-		PSetLayouts:        []vkapi.DescriptorSetLayout{k.setLayout},
-	}, &set)
-	if err := check(r, "allocating descriptor set"); err != nil {
+	var set C.VkDescriptorSet
+	r := C.u2_alloc_set(b.dev.fns, b.pools[len(b.pools)-1], k.obj.set_layout, &set)
+	if err := check(vkapi.Result(r), "allocating descriptor set"); err != nil {
 		b.fail(err)
 		return nil, false
 	}
@@ -514,15 +501,11 @@ func (b *Batch) Run() error {
 	// One submission per chunk keeps each short; queue order and the
 	// barriers recorded across chunks keep them correct.
 	for i, cb := range b.chunks {
-		fence := vkapi.NullFence
+		var fence C.VkFence
 		if i == len(b.chunks)-1 {
-			fence = b.fence
+			fence = (C.VkFence)(unsafe.Pointer(b.fence))
 		}
-		r := vkapi.QueueSubmit(b.dev.queue, 1, []vkapi.SubmitInfo{{
-			SType:              vkapi.StructureTypeSubmitInfo,
-			CommandBufferCount: 1,
-			PCommandBuffers:    []vkapi.CommandBuffer{cb},
-		}}, fence)
+		r := vkapi.Result(C.u2_submit(b.dev.fns, (C.VkQueue)(unsafe.Pointer(b.dev.queue)), (C.VkCommandBuffer)(unsafe.Pointer(cb)), fence))
 		b.dev.noteResult(r)
 		if err := check(r, fmt.Sprintf("submitting command buffer %d of %d", i+1, len(b.chunks))); err != nil {
 			return err
@@ -592,7 +575,7 @@ func (b *Batch) Release() {
 		b.chunks = nil
 	}
 	for _, p := range b.pools {
-		vkapi.DestroyDescriptorPool(d.handle, p, nil)
+		vkapi.DestroyDescriptorPool(d.handle, vkapi.DescriptorPool(unsafe.Pointer(p)), nil)
 	}
 	b.pools = nil
 	for _, p := range b.queryPools {

@@ -59,11 +59,8 @@ func (s KernelSpec) key() string {
 
 // Kernel is a compute pipeline ready to dispatch.
 type Kernel struct {
-	spec      KernelSpec
-	module    vkapi.ShaderModule
-	setLayout vkapi.DescriptorSetLayout
-	layout    vkapi.PipelineLayout
-	pipeline  vkapi.Pipeline
+	spec KernelSpec
+	obj  C.u2_kernel
 }
 
 // Name returns the kernel's name.
@@ -118,109 +115,28 @@ func (d *Device) buildKernel(spec KernelSpec) (*Kernel, error) {
 		d.cache = openPipelineCache(d)
 	}
 	k := &Kernel{spec: spec}
-	code := unsafe.Slice((*uint32)(unsafe.Pointer(&spec.SPIRV[0])), len(spec.SPIRV)/4)
-	codeCopy := append([]uint32(nil), code...)
-	var module vkapi.ShaderModule
-	r := vkapi.CreateShaderModule(d.handle, &vkapi.ShaderModuleCreateInfo{
-		SType:    vkapi.StructureTypeShaderModuleCreateInfo,
-		CodeSize: uint(len(spec.SPIRV)),
-		PCode:    codeCopy,
-	}, nil, &module)
-	k.module = module
-	if err := check(r, "creating shader module"); err != nil {
-		return nil, err
-	}
-	bindings := make([]vkapi.DescriptorSetLayoutBinding, len(spec.Bindings))
-	for i := range bindings {
-		bindings[i] = vkapi.DescriptorSetLayoutBinding{
-			Binding:         uint32(i),
-			DescriptorType:  vkapi.DescriptorTypeStorageBuffer,
-			DescriptorCount: 1,
-			StageFlags:      vkapi.ShaderStageFlags(vkapi.ShaderStageComputeBit),
-		}
-	}
-	var setLayout vkapi.DescriptorSetLayout
-	r = vkapi.CreateDescriptorSetLayout(d.handle, &vkapi.DescriptorSetLayoutCreateInfo{
-		SType:        vkapi.StructureTypeDescriptorSetLayoutCreateInfo,
-		BindingCount: uint32(len(bindings)),
-		PBindings:    bindings,
-	}, nil, &setLayout)
-	k.setLayout = setLayout
-	if err := check(r, "creating descriptor set layout"); err != nil {
-		k.destroy(d)
-		return nil, err
-	}
-	plci := vkapi.PipelineLayoutCreateInfo{
-		SType:          vkapi.StructureTypePipelineLayoutCreateInfo,
-		SetLayoutCount: 1,
-		PSetLayouts:    []vkapi.DescriptorSetLayout{k.setLayout},
-	}
-	if spec.PushSize > 0 {
-		plci.PushConstantRangeCount = 1
-		plci.PPushConstantRanges = []vkapi.PushConstantRange{{
-			StageFlags: vkapi.ShaderStageFlags(vkapi.ShaderStageComputeBit),
-			Size:       uint32(spec.PushSize),
-		}}
-	}
-	var layout vkapi.PipelineLayout
-	r = vkapi.CreatePipelineLayout(d.handle, &plci, nil, &layout)
-	k.layout = layout
-	if err := check(r, "creating pipeline layout"); err != nil {
-		k.destroy(d)
-		return nil, err
-	}
-	stage := vkapi.PipelineShaderStageCreateInfo{
-		SType:  vkapi.StructureTypePipelineShaderStageCreateInfo,
-		Stage:  vkapi.ShaderStageComputeBit,
-		Module: k.module,
-		PName:  "main\x00",
-	}
+	// The create infos are built in C from C copies of the code and the
+	// constants: the driver must never see Go memory.
+	code := C.CBytes(spec.SPIRV)
+	defer C.free(code)
+	var specPtr *C.uint32_t
 	if n := len(spec.Spec); n > 0 {
-		// The constants' bytes must live in C memory while the driver reads them.
-		data := C.malloc(C.size_t(4 * n))
-		defer C.free(data)
-		entries := make([]vkapi.SpecializationMapEntry, n)
-		vals := unsafe.Slice((*uint32)(data), n)
-		for i, v := range spec.Spec {
-			vals[i] = v
-			entries[i] = vkapi.SpecializationMapEntry{ConstantID: uint32(i), Offset: uint32(4 * i), Size: 4}
-		}
-		stage.PSpecializationInfo = []vkapi.SpecializationInfo{{
-			MapEntryCount: uint32(n),
-			PMapEntries:   entries,
-			DataSize:      uint(4 * n),
-			PData:         data,
-		}}
+		p := C.malloc(C.size_t(4 * n))
+		defer C.free(p)
+		copy(unsafe.Slice((*uint32)(p), n), spec.Spec)
+		specPtr = (*C.uint32_t)(p)
 	}
-	pipes := make([]vkapi.Pipeline, 1)
-	r = vkapi.CreateComputePipelines(d.handle, d.cache.handle, 1, []vkapi.ComputePipelineCreateInfo{{
-		SType:  vkapi.StructureTypeComputePipelineCreateInfo,
-		Stage:  stage,
-		Layout: k.layout,
-	}}, nil, pipes)
-	if err := check(r, "creating compute pipeline"); err != nil {
-		k.destroy(d)
+	r := C.u2_create_kernel(d.fns, (*C.uint32_t)(code), C.size_t(len(spec.SPIRV)), C.uint32_t(len(spec.Bindings)),
+		C.uint32_t(spec.PushSize), specPtr, C.uint32_t(len(spec.Spec)),
+		(C.VkPipelineCache)(unsafe.Pointer(d.cache.handle)), &k.obj)
+	if err := check(vkapi.Result(r), "creating compute pipeline"); err != nil {
 		return nil, err
 	}
-	k.pipeline = pipes[0]
-	d.setName(C.VK_OBJECT_TYPE_PIPELINE, unsafe.Pointer(k.pipeline), "kernel "+spec.key())
+	d.setName(C.VK_OBJECT_TYPE_PIPELINE, unsafe.Pointer(k.obj.pipeline), "kernel "+spec.key())
 	return k, nil
 }
 
-func (k *Kernel) destroy(d *Device) {
-	if k.pipeline != vkapi.NullPipeline {
-		vkapi.DestroyPipeline(d.handle, k.pipeline, nil)
-	}
-	if k.layout != vkapi.NullPipelineLayout {
-		vkapi.DestroyPipelineLayout(d.handle, k.layout, nil)
-	}
-	if k.setLayout != vkapi.NullDescriptorSetLayout {
-		vkapi.DestroyDescriptorSetLayout(d.handle, k.setLayout, nil)
-	}
-	if k.module != vkapi.NullShaderModule {
-		vkapi.DestroyShaderModule(d.handle, k.module, nil)
-	}
-}
+func (k *Kernel) destroy(d *Device) { C.u2_destroy_kernel(d.fns, &k.obj) }
 
 // pipelineCache is the VkPipelineCache persisted between runs, so that the
 // driver compiles each kernel once per machine rather than once per process.

@@ -377,6 +377,17 @@ VkResult u2_create_device(VkInstance inst, VkPhysicalDevice phys, uint32_t famil
 
 struct u2_dev {
 	VkDevice dev;
+	PFN_vkQueueSubmit queue_submit;
+	PFN_vkCreateDescriptorPool create_pool;
+	PFN_vkAllocateDescriptorSets alloc_sets;
+	PFN_vkCreateShaderModule create_module;
+	PFN_vkDestroyShaderModule destroy_module;
+	PFN_vkCreateDescriptorSetLayout create_set_layout;
+	PFN_vkDestroyDescriptorSetLayout destroy_set_layout;
+	PFN_vkCreatePipelineLayout create_layout;
+	PFN_vkDestroyPipelineLayout destroy_layout;
+	PFN_vkCreateComputePipelines create_pipelines;
+	PFN_vkDestroyPipeline destroy_pipeline;
 	PFN_vkUpdateDescriptorSets update_sets;
 	PFN_vkCmdBindPipeline bind_pipeline;
 	PFN_vkCmdBindDescriptorSets bind_sets;
@@ -401,7 +412,21 @@ u2_dev *u2_dev_load(VkInstance inst, VkDevice dev) {
 	d->push_constants = (PFN_vkCmdPushConstants)gdpa(dev, "vkCmdPushConstants");
 	d->dispatch = (PFN_vkCmdDispatch)gdpa(dev, "vkCmdDispatch");
 	d->barrier = (PFN_vkCmdPipelineBarrier)gdpa(dev, "vkCmdPipelineBarrier");
-	if (!d->update_sets || !d->bind_pipeline || !d->bind_sets || !d->push_constants || !d->dispatch || !d->barrier) {
+	d->queue_submit = (PFN_vkQueueSubmit)gdpa(dev, "vkQueueSubmit");
+	d->create_pool = (PFN_vkCreateDescriptorPool)gdpa(dev, "vkCreateDescriptorPool");
+	d->alloc_sets = (PFN_vkAllocateDescriptorSets)gdpa(dev, "vkAllocateDescriptorSets");
+	d->create_module = (PFN_vkCreateShaderModule)gdpa(dev, "vkCreateShaderModule");
+	d->destroy_module = (PFN_vkDestroyShaderModule)gdpa(dev, "vkDestroyShaderModule");
+	d->create_set_layout = (PFN_vkCreateDescriptorSetLayout)gdpa(dev, "vkCreateDescriptorSetLayout");
+	d->destroy_set_layout = (PFN_vkDestroyDescriptorSetLayout)gdpa(dev, "vkDestroyDescriptorSetLayout");
+	d->create_layout = (PFN_vkCreatePipelineLayout)gdpa(dev, "vkCreatePipelineLayout");
+	d->destroy_layout = (PFN_vkDestroyPipelineLayout)gdpa(dev, "vkDestroyPipelineLayout");
+	d->create_pipelines = (PFN_vkCreateComputePipelines)gdpa(dev, "vkCreateComputePipelines");
+	d->destroy_pipeline = (PFN_vkDestroyPipeline)gdpa(dev, "vkDestroyPipeline");
+	if (!d->update_sets || !d->bind_pipeline || !d->bind_sets || !d->push_constants || !d->dispatch || !d->barrier ||
+		!d->queue_submit || !d->create_pool || !d->alloc_sets || !d->create_module || !d->destroy_module ||
+		!d->create_set_layout || !d->destroy_set_layout || !d->create_layout || !d->destroy_layout ||
+		!d->create_pipelines || !d->destroy_pipeline) {
 		free(d);
 		return NULL;
 	}
@@ -470,4 +495,128 @@ void u2_set_name(VkInstance inst, VkDevice dev, VkObjectType type, uint64_t hand
 		.pObjectName = name,
 	};
 	f(dev, &info);
+}
+
+VkResult u2_submit(u2_dev *d, VkQueue queue, VkCommandBuffer cb, VkFence fence) {
+	VkSubmitInfo si = {
+		.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+		.commandBufferCount = 1,
+		.pCommandBuffers = &cb,
+	};
+	return d->queue_submit(queue, 1, &si, fence);
+}
+
+VkResult u2_create_pool(u2_dev *d, uint32_t max_sets, uint32_t descriptors, VkDescriptorPool *out) {
+	VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = descriptors};
+	VkDescriptorPoolCreateInfo ci = {
+		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+		.maxSets = max_sets,
+		.poolSizeCount = 1,
+		.pPoolSizes = &size,
+	};
+	return d->create_pool(d->dev, &ci, NULL, out);
+}
+
+VkResult u2_alloc_set(u2_dev *d, VkDescriptorPool pool, VkDescriptorSetLayout layout, VkDescriptorSet *out) {
+	VkDescriptorSetAllocateInfo ai = {
+		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+		.descriptorPool = pool,
+		.descriptorSetCount = 1,
+		.pSetLayouts = &layout,
+	};
+	return d->alloc_sets(d->dev, &ai, out);
+}
+
+void u2_destroy_kernel(u2_dev *d, u2_kernel *k) {
+	if (k->pipeline) {
+		d->destroy_pipeline(d->dev, k->pipeline, NULL);
+	}
+	if (k->layout) {
+		d->destroy_layout(d->dev, k->layout, NULL);
+	}
+	if (k->set_layout) {
+		d->destroy_set_layout(d->dev, k->set_layout, NULL);
+	}
+	if (k->module) {
+		d->destroy_module(d->dev, k->module, NULL);
+	}
+	memset(k, 0, sizeof *k);
+}
+
+VkResult u2_create_kernel(u2_dev *d, const uint32_t *code, size_t code_size, uint32_t nbind, uint32_t push_size,
+	const uint32_t *spec, uint32_t nspec, VkPipelineCache cache, u2_kernel *out) {
+	memset(out, 0, sizeof *out);
+	VkShaderModuleCreateInfo mci = {
+		.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+		.codeSize = code_size,
+		.pCode = code,
+	};
+	VkResult r = d->create_module(d->dev, &mci, NULL, &out->module);
+	if (r != VK_SUCCESS) {
+		u2_destroy_kernel(d, out);
+		return r;
+	}
+	VkDescriptorSetLayoutBinding binds[U2_MAX_BINDINGS];
+	if (nbind > U2_MAX_BINDINGS) {
+		nbind = U2_MAX_BINDINGS;
+	}
+	for (uint32_t i = 0; i < nbind; i++) {
+		binds[i] = (VkDescriptorSetLayoutBinding){
+			.binding = i,
+			.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+			.descriptorCount = 1,
+			.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+		};
+	}
+	VkDescriptorSetLayoutCreateInfo sci = {
+		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+		.bindingCount = nbind,
+		.pBindings = binds,
+	};
+	if ((r = d->create_set_layout(d->dev, &sci, NULL, &out->set_layout)) != VK_SUCCESS) {
+		u2_destroy_kernel(d, out);
+		return r;
+	}
+	VkPushConstantRange range = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = push_size};
+	VkPipelineLayoutCreateInfo lci = {
+		.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+		.setLayoutCount = 1,
+		.pSetLayouts = &out->set_layout,
+		.pushConstantRangeCount = push_size > 0 ? 1 : 0,
+		.pPushConstantRanges = push_size > 0 ? &range : NULL,
+	};
+	if ((r = d->create_layout(d->dev, &lci, NULL, &out->layout)) != VK_SUCCESS) {
+		u2_destroy_kernel(d, out);
+		return r;
+	}
+	VkSpecializationMapEntry entries[64];
+	if (nspec > 64) {
+		nspec = 64;
+	}
+	for (uint32_t i = 0; i < nspec; i++) {
+		entries[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = 4};
+	}
+	VkSpecializationInfo si = {
+		.mapEntryCount = nspec,
+		.pMapEntries = entries,
+		.dataSize = 4 * nspec,
+		.pData = spec,
+	};
+	VkComputePipelineCreateInfo pci = {
+		.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+		.stage =
+			{
+				.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+				.stage = VK_SHADER_STAGE_COMPUTE_BIT,
+				.module = out->module,
+				.pName = "main",
+				.pSpecializationInfo = nspec > 0 ? &si : NULL,
+			},
+		.layout = out->layout,
+	};
+	if ((r = d->create_pipelines(d->dev, cache, 1, &pci, NULL, &out->pipeline)) != VK_SUCCESS) {
+		u2_destroy_kernel(d, out);
+		return r;
+	}
+	return VK_SUCCESS;
 }

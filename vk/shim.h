@@ -86,3 +86,28 @@ void u2_barrier(u2_dev *d, VkCommandBuffer cb, uint32_t src_stage, uint32_t dst_
 // u2_set_name names an object in validation messages (VK_EXT_debug_utils);
 // without the extension it does nothing.
 void u2_set_name(VkInstance inst, VkDevice dev, VkObjectType type, uint64_t handle, const char *name);
+
+// u2_submit submits one command buffer, signalling fence (may be null).
+VkResult u2_submit(u2_dev *d, VkQueue queue, VkCommandBuffer cb, VkFence fence);
+
+// u2_create_pool creates a descriptor pool of storage buffers.
+VkResult u2_create_pool(u2_dev *d, uint32_t max_sets, uint32_t descriptors, VkDescriptorPool *out);
+
+// u2_alloc_set allocates one descriptor set of layout from pool.
+VkResult u2_alloc_set(u2_dev *d, VkDescriptorPool pool, VkDescriptorSetLayout layout, VkDescriptorSet *out);
+
+// u2_kernel holds the objects of one compute pipeline.
+typedef struct {
+	VkShaderModule module;
+	VkDescriptorSetLayout set_layout;
+	VkPipelineLayout layout;
+	VkPipeline pipeline;
+} u2_kernel;
+
+// u2_create_kernel builds a compute pipeline whose bindings 0..nbind-1 are
+// storage buffers, with push_size bytes of push constants and nspec 32-bit
+// specialization constants (ids 0..nspec-1). On failure the objects made so
+// far are destroyed and their handles left null.
+VkResult u2_create_kernel(u2_dev *d, const uint32_t *code, size_t code_size, uint32_t nbind, uint32_t push_size,
+	const uint32_t *spec, uint32_t nspec, VkPipelineCache cache, u2_kernel *out);
+void u2_destroy_kernel(u2_dev *d, u2_kernel *k);
