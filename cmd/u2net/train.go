@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/u2net-vk/u2net/u2net/train"
@@ -64,7 +65,16 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if opt.Out == "" {
 		return usageError("give --out RUN")
 	}
-	log := newLogger(stderr)
+	// The log goes to the terminal and to RUN/train.log.
+	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	logFile, err := os.OpenFile(filepath.Join(opt.Out, "train.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	defer logFile.Close()
+	log := newLogger(io.MultiWriter(stderr, logFile))
 	e, err := openEngine(*device, log)
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ func TestTrainResumePredictEval(t *testing.T) {
 	if code, _, stderr := run(trainArgs...); code != 0 {
 		t.Fatalf("train: exit %d: %s", code, stderr)
 	}
-	for _, f := range []string{"model.safetensors", "checkpoint.safetensors", "metrics.jsonl", "progress.png"} {
+	for _, f := range []string{"model.safetensors", "checkpoint.safetensors", "metrics.jsonl", "progress.png", "train.log", "options.json"} {
 		if _, err := os.Stat(filepath.Join(runDir, f)); err != nil {
 			t.Errorf("run folder lacks %s", f)
 		}
