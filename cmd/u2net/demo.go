@@ -156,7 +156,7 @@ func evaluateDomain(ctx context.Context, net *u2net.Net, dir, out string) (domai
 		if err != nil {
 			return score, err
 		}
-		o, err := predict.Volume(ctx, net, dom, s.Image, predict.Options{Batch: 2})
+		o, err := predict.Volume(ctx, net, dom, s.Image, predict.Options{Batch: 2, Mirror: true})
 		if err != nil {
 			return score, fmt.Errorf("%s case %s: %w", ds.Name, c.ID, err)
 		}
