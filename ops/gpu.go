@@ -33,6 +33,10 @@ type GPU struct {
 	// would cost a barrier each).
 	sink     []*vk.Buffer
 	sinkNext int
+
+	capturing  bool
+	pinScratch bool         // recordings exist: grown scratch buffers are kept
+	pinned     []*vk.Buffer // released at Close
 }
 
 // sinkSlots is the number of unwanted-output slots.
@@ -181,6 +185,9 @@ func (g *GPU) ReadLabels(t *Tensor, dst []int32) error {
 // Sync implements Engine: it submits the recorded work, waits, and starts a
 // new batch.
 func (g *GPU) Sync() error {
+	if g.capturing {
+		return errSyncInCapture
+	}
 	err := g.batch.Run()
 	if err == nil && g.timed {
 		g.timings = append(g.timings, g.batch.Timings()...)
@@ -202,6 +209,9 @@ func (g *GPU) Close() error {
 	err := g.Sync()
 	g.batch.Release()
 	for _, b := range g.scratch {
+		b.Release()
+	}
+	for _, b := range g.pinned {
 		b.Release()
 	}
 	g.dummy.Release()
@@ -270,6 +280,8 @@ func (g *GPU) scratchBuf(key string, n int) (*vk.Buffer, error) {
 	need := 4 * uint64(n)
 	if b, ok := g.scratch[key]; ok && b.Size() >= need {
 		return b, nil
+	} else if ok && g.pinScratch {
+		g.pinned = append(g.pinned, b)
 	} else if ok {
 		g.retired = append(g.retired, b)
 	}

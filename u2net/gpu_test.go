@@ -65,6 +65,12 @@ func TestGPUMatchesCPU(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// The second pass replays the recorded one: same bits.
+				again, err := gpuNet.Forward(dom, 2, tinySize, x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameValues(t, "replayed logits", got, again)
 				// A dozen fp32 layers with instance norms: errors of ~1e-6
 				// per layer compound; 1e-4 still catches any wiring fault.
 				if e := ref.RelL2(got, want); !(e < 1e-4) {
@@ -143,4 +149,47 @@ func rms(v []float32) float64 {
 		s += float64(x) * float64(x)
 	}
 	return math.Sqrt(s / float64(max(1, len(v))))
+}
+
+// A recorded forward pass replays with new inputs and with parameters that
+// training has changed since it was recorded.
+func TestGPUReplayedForwardFollowsInputsAndTraining(t *testing.T) {
+	g := openGPU(t)
+	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 23)
+	net, err := NewNet(m, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	check := func(what string, x []float32) {
+		t.Helper()
+		got, err := net.Forward(0, 2, tinySize, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := net.Pull(); err != nil {
+			t.Fatal(err)
+		}
+		cpu, err := NewNet(m, ops.NewCPU())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cpu.Close()
+		want, err := cpu.Forward(0, 2, tinySize, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := ref.RelL2(got, want); !(e < 1e-4) {
+			t.Errorf("%s: relative L2 error %.3g against the CPU engine", what, e)
+		}
+	}
+	x1, _ := tinyBatch(r, m.Config.Domains[0], 2, tinySize)
+	x2, l2 := tinyBatch(r, m.Config.Domains[0], 2, tinySize)
+	check("first pass", x1)
+	check("new input", x2)
+	if _, err := net.TrainStep(0, 2, tinySize, x2, l2); err != nil {
+		t.Fatal(err)
+	}
+	check("after a training step", x1)
 }

@@ -29,6 +29,12 @@ type graph struct {
 	temps    map[[2]int]*ops.Tensor
 	tempSlot int
 
+	// replay is the recorded forward pass (GPU engines), slot its input
+	// upload and out the logits each run fills.
+	replay *ops.Recording
+	slot   *ops.InputSlot
+	out    []float32
+
 	input, logits *act
 	labels        *ops.Tensor
 	lossCE, lossD *ops.Tensor
@@ -191,6 +197,10 @@ func (g *graph) backward() error {
 }
 
 func (g *graph) free() {
+	if g.replay != nil {
+		g.replay.Release()
+		g.replay = nil
+	}
 	for _, t := range g.tensors {
 		g.net.e.Free(t)
 	}

@@ -213,6 +213,9 @@ func (n *Net) Forward(dom, batch int, size [3]int, x []float32) ([]float32, erro
 			return nil, err
 		}
 	}
+	if rp, ok := n.e.(replayer); ok {
+		return g.replayForward(rp, x)
+	}
 	if err := n.e.Write(g.input.v, x); err != nil {
 		return nil, err
 	}
@@ -224,6 +227,45 @@ func (n *Net) Forward(dom, batch int, size [3]int, x []float32) ([]float32, erro
 		return nil, err
 	}
 	return out, nil
+}
+
+// replayer is an engine that records a pass once and resubmits it (the GPU
+// engine): a forward pass then costs one submission instead of recording
+// every dispatch again.
+type replayer interface {
+	Capture(fn func() error) (*ops.Recording, error)
+	WriteSlot(t *ops.Tensor) (*ops.InputSlot, error)
+	ReadInto(t *ops.Tensor, dst []float32) error
+}
+
+// replayForward runs the graph's recorded forward pass on x, recording it on
+// first use.
+func (g *graph) replayForward(rp replayer, x []float32) ([]float32, error) {
+	if g.replay == nil {
+		g.out = make([]float32, g.logits.v.Len())
+		rec, err := rp.Capture(func() error {
+			slot, err := rp.WriteSlot(g.input.v)
+			if err != nil {
+				return err
+			}
+			g.slot = slot
+			if err := g.forward(); err != nil {
+				return err
+			}
+			return rp.ReadInto(g.logits.v, g.out)
+		})
+		if err != nil {
+			return nil, err
+		}
+		g.replay = rec
+	}
+	if err := g.slot.Write(x); err != nil {
+		return nil, err
+	}
+	if err := g.replay.Run(); err != nil {
+		return nil, err
+	}
+	return append([]float32(nil), g.out...), nil
 }
 
 // TrainStep runs forward, the loss (cross-entropy + soft Dice over the

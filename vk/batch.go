@@ -370,32 +370,71 @@ func (b *Batch) Upload(dst *Buffer, data any) {
 		b.fail(fmt.Errorf("vk: Upload: %w", err))
 		return
 	}
+	if slot := b.UploadSlot(dst, uint64(len(src))); slot != nil {
+		slot.write(src)
+	}
+}
+
+// Slot is the staging memory of a recorded upload: what is written into it
+// before a Run is what that run copies to the device. It lets a recorded
+// batch run again on new input.
+type Slot struct {
+	parts []*Buffer
+	size  uint64
+}
+
+// Write sets the data the next runs upload (a []float32, []int32, []uint32
+// or []byte of the slot's size).
+func (s *Slot) Write(data any) error {
+	src, err := hostBytes(data)
+	if err != nil {
+		return fmt.Errorf("vk: Slot.Write: %w", err)
+	}
+	if uint64(len(src)) != s.size {
+		return fmt.Errorf("vk: Slot.Write of %d bytes into a %d-byte slot", len(src), s.size)
+	}
+	s.write(src)
+	return nil
+}
+
+func (s *Slot) write(src []byte) {
+	for i, st := range s.parts {
+		copy(st.host(), src[i*stagingBlockSize:])
+	}
+}
+
+// UploadSlot records a copy of n bytes from staging memory into the start
+// of dst and returns the staging slot to fill before each Run (nil after a
+// recording error).
+func (b *Batch) UploadSlot(dst *Buffer, n uint64) *Slot {
 	if b.err != nil || !b.checkBuffer(dst, "Upload") {
-		return
+		return nil
 	}
-	if uint64(len(src)) > dst.size {
-		b.fail(fmt.Errorf("vk: Upload of %d bytes into a %d-byte buffer", len(src), dst.size))
-		return
+	if n > dst.size {
+		b.fail(fmt.Errorf("vk: Upload of %d bytes into a %d-byte buffer", n, dst.size))
+		return nil
 	}
-	for off := 0; off < len(src); off += stagingBlockSize {
-		part := src[off:min(off+stagingBlockSize, len(src))]
-		st, err := b.dev.stagingMem.alloc(uint64(len(part)))
+	slot := &Slot{size: n}
+	for off := uint64(0); off < n; off += stagingBlockSize {
+		part := min(stagingBlockSize, n-off)
+		st, err := b.dev.stagingMem.alloc(part)
 		if err != nil {
 			b.fail(fmt.Errorf("vk: Upload: staging: %w", err))
-			return
+			return nil
 		}
 		b.staging = append(b.staging, st)
-		copy(st.host(), part)
+		slot.parts = append(slot.parts, st)
 		cb, ok := b.cmd()
 		if !ok {
-			return
+			return nil
 		}
-		at := dst.offset + uint64(off)
-		b.sync(cb, []access{{dst.block, at, at + uint64(len(part)), true}})
+		at := dst.offset + off
+		b.sync(cb, []access{{dst.block, at, at + part, true}})
 		vkapi.CmdCopyBuffer(cb, st.block.buffer, dst.block.buffer, 1, []vkapi.BufferCopy{{
-			SrcOffset: vkapi.DeviceSize(st.offset), DstOffset: vkapi.DeviceSize(at), Size: vkapi.DeviceSize(len(part)),
+			SrcOffset: vkapi.DeviceSize(st.offset), DstOffset: vkapi.DeviceSize(at), Size: vkapi.DeviceSize(part),
 		}})
 	}
+	return slot
 }
 
 // Download copies the start of src into data (a []float32, []int32, []uint32
