@@ -234,6 +234,10 @@ func linePlot(title, xLabel, yLabel string, pts plotter.XYs) (*plot.Plot, error)
 	if lo > 0 && hi/lo > logScaleMinMax {
 		p.Y.Scale = plot.LogScale{}
 		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	} else if lo == hi {
+		// A constant series (a fixed learning rate) gets an axis around its
+		// value rather than one the autoscaler centres on zero.
+		p.Y.Min, p.Y.Max = math.Min(0, 2*lo), math.Max(0, 2*hi)
 	}
 	l, err := plotter.NewLine(pts)
 	if err != nil {

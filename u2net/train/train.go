@@ -395,6 +395,9 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 	total := opt.Epochs * opt.StepsPerEpoch
 	res := &Result{BestDice: map[string]float64{}}
 	bar := newBar(r.progress, total, start)
+	// The recorded loss is the mean over the epoch's steps (of this run).
+	var lossSum float64
+	var lossSteps int
 	for step := start; step < total; step++ {
 		if ctx.Err() != nil || (opt.StopAfter > 0 && step-start >= opt.StopAfter) {
 			r.log.Info("interrupted: saving the checkpoint", "step", step)
@@ -410,11 +413,14 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 			return nil, fmt.Errorf("step %d (%s): %w", step, r.doms[dom].ds.Name, err)
 		}
 		bar.step(step+1, loss.Total())
+		lossSum += loss.Total()
+		lossSteps++
 		epoch := (step + 1) / opt.StepsPerEpoch
 		if (step+1)%opt.StepsPerEpoch != 0 {
 			continue
 		}
-		rec := Record{Epoch: epoch, Step: step + 1, Loss: loss.Total(), LR: r.net.Opt.LR}
+		rec := Record{Epoch: epoch, Step: step + 1, Loss: lossSum / float64(lossSteps), LR: r.net.Opt.LR}
+		lossSum, lossSteps = 0, 0
 		if (opt.ValEvery > 0 && epoch%opt.ValEvery == 0) || epoch == opt.Epochs {
 			dice, err := r.validate(ctx)
 			if err != nil {
@@ -438,7 +444,7 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 		if err := r.checkpoint(step + 1); err != nil {
 			return nil, err
 		}
-		r.log.Info("epoch", "epoch", epoch, "step", step+1, "loss", fmt.Sprintf("%.4f", loss.Total()), "dice", rec.Dice)
+		r.log.Info("epoch", "epoch", epoch, "step", step+1, "loss", fmt.Sprintf("%.4f", rec.Loss), "dice", rec.Dice)
 	}
 	bar.finish()
 	res.Steps = total
