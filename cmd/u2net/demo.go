@@ -44,7 +44,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Uint64("seed", 1, "seed of the data and the training")
 	epochs := fs.Int("epochs", 10, "training epochs")
 	steps := fs.Int("steps-per-epoch", 60, "training steps per epoch")
-	base := fs.Int("base-channels", 8, "channels of the first level")
+	base := fs.Int("base-channels", 12, "channels of the first level")
 	size := fs.Int("size", 32, "in-plane size of the synthetic volumes")
 	if err := parseFlags(fs, args); err != nil {
 		return err
