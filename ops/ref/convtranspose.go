@@ -130,10 +130,7 @@ func convTranspose3d[T float](p ConvTransposeParams, x, w, b, y []T) error {
 	); err != nil {
 		return err
 	}
-	acc := make([]float64, len(y))
-	p.taps(func(xi, wi, yi int) { acc[yi] += float64(w[wi]) * float64(x[xi]) })
-	addBias(acc, b, p.N, p.Cout, p.OutputSize().Voxels())
-	store(y, acc)
+	tapForward(p.taps, x, w, b, y, p.N, p.Cout, p.OutputSize().Voxels())
 	return nil
 }
 
@@ -152,17 +149,6 @@ func convTranspose3dBackward[T float](p ConvTransposeParams, x, w, dy, dx, dw, d
 	); err != nil {
 		return err
 	}
-	gx := make([]float64, len(x))
-	gw := make([]float64, len(w))
-	p.taps(func(xi, wi, yi int) {
-		g := float64(dy[yi])
-		gx[xi] += float64(w[wi]) * g
-		gw[wi] += float64(x[xi]) * g
-	})
-	storeOpt(dx, gx)
-	storeOpt(dw, gw)
-	if len(db) > 0 {
-		channelSum(dy, db, p.N, p.Cout, p.OutputSize().Voxels())
-	}
+	tapBackward(p.taps, x, w, dy, dx, dw, db, p.N, p.Cout, p.OutputSize().Voxels())
 	return nil
 }

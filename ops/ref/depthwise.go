@@ -116,10 +116,7 @@ func depthwiseConv3d[T float](p DepthwiseParams, x, w, b, y []T) error {
 	); err != nil {
 		return err
 	}
-	acc := make([]float64, len(y))
-	p.taps(func(xi, wi, yi int) { acc[yi] += float64(w[wi]) * float64(x[xi]) })
-	addBias(acc, b, p.N, p.C, p.Size.Voxels())
-	store(y, acc)
+	tapForward(p.taps, x, w, b, y, p.N, p.C, p.Size.Voxels())
 	return nil
 }
 
@@ -138,17 +135,6 @@ func depthwiseConv3dBackward[T float](p DepthwiseParams, x, w, dy, dx, dw, db []
 	); err != nil {
 		return err
 	}
-	gx := make([]float64, len(x))
-	gw := make([]float64, len(w))
-	p.taps(func(xi, wi, yi int) {
-		g := float64(dy[yi])
-		gx[xi] += float64(w[wi]) * g
-		gw[wi] += float64(x[xi]) * g
-	})
-	storeOpt(dx, gx)
-	storeOpt(dw, gw)
-	if len(db) > 0 {
-		channelSum(dy, db, p.N, p.C, p.Size.Voxels())
-	}
+	tapBackward(p.taps, x, w, dy, dx, dw, db, p.N, p.C, p.Size.Voxels())
 	return nil
 }

@@ -89,10 +89,7 @@ func pointwiseConv3d[T float](p PointwiseParams, x, w, b, y []T) error {
 	); err != nil {
 		return err
 	}
-	acc := make([]float64, len(y))
-	p.taps(func(xi, wi, yi int) { acc[yi] += float64(w[wi]) * float64(x[xi]) })
-	addBias(acc, b, p.N, p.Cout, p.Size.Voxels())
-	store(y, acc)
+	tapForward(p.taps, x, w, b, y, p.N, p.Cout, p.Size.Voxels())
 	return nil
 }
 
@@ -111,17 +108,6 @@ func pointwiseConv3dBackward[T float](p PointwiseParams, x, w, dy, dx, dw, db []
 	); err != nil {
 		return err
 	}
-	gx := make([]float64, len(x))
-	gw := make([]float64, len(w))
-	p.taps(func(xi, wi, yi int) {
-		g := float64(dy[yi])
-		gx[xi] += float64(w[wi]) * g
-		gw[wi] += float64(x[xi]) * g
-	})
-	storeOpt(dx, gx)
-	storeOpt(dw, gw)
-	if len(db) > 0 {
-		channelSum(dy, db, p.N, p.Cout, p.Size.Voxels())
-	}
+	tapBackward(p.taps, x, w, dy, dx, dw, db, p.N, p.Cout, p.Size.Voxels())
 	return nil
 }

@@ -53,3 +53,30 @@ func storeOpt[T float](dst []T, src []float64) {
 		store(dst, src)
 	}
 }
+
+// tapForward computes y = Σ over the taps of w·x, plus the bias b per
+// output channel (c channels of vox voxels, n samples), in float64: the
+// forward pass of every convolution, given its taps.
+func tapForward[T float](taps func(func(xi, wi, yi int)), x, w, b, y []T, n, c, vox int) {
+	acc := make([]float64, len(y))
+	taps(func(xi, wi, yi int) { acc[yi] += float64(w[wi]) * float64(x[xi]) })
+	addBias(acc, b, n, c, vox)
+	store(y, acc)
+}
+
+// tapBackward computes the gradients of tapForward: dx and dw through the
+// taps, db as the per-channel sum of dy; any of them may be nil.
+func tapBackward[T float](taps func(func(xi, wi, yi int)), x, w, dy, dx, dw, db []T, n, c, vox int) {
+	gx := make([]float64, len(x))
+	gw := make([]float64, len(w))
+	taps(func(xi, wi, yi int) {
+		g := float64(dy[yi])
+		gx[xi] += float64(w[wi]) * g
+		gw[wi] += float64(x[xi]) * g
+	})
+	storeOpt(dx, gx)
+	storeOpt(dw, gw)
+	if len(db) > 0 {
+		channelSum(dy, db, n, c, vox)
+	}
+}
