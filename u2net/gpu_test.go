@@ -54,6 +54,9 @@ func TestGPUMatchesCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer gpuNet.Close()
+			// Universal mode also trains the deep-supervision heads.
+			cpuNet.DeepSupervisionLoss = c.mode == ModeUniversal
+			gpuNet.DeepSupervisionLoss = c.mode == ModeUniversal
 			r := rand.New(rand.NewPCG(17, 19))
 			for dom := range m.Config.Domains {
 				x, labels := tinyBatch(r, m.Config.Domains[dom], 2, tinySize)

@@ -39,6 +39,8 @@ type graph struct {
 	labels        *ops.Tensor
 	lossCE, lossD *ops.Tensor
 	dCE, dDice    *ops.Tensor
+	// heads carry the deep-supervision losses, when the net trains with them.
+	heads []*lossHead
 }
 
 func (g *graph) alloc(n int) (*ops.Tensor, error) {
@@ -90,8 +92,12 @@ func (g *graph) planGrads() error {
 			}
 		}
 	}
-	// The loss writes the logits' gradient before the backward pass.
+	// The losses write the gradients of the logits and of the supervised
+	// heads before the backward pass.
 	lives[g.logits].start = -1
+	for _, h := range g.heads {
+		lives[h.a].start = -1
+	}
 	order := make([]*life, 0, len(lives))
 	for _, l := range lives {
 		order = append(order, l)
@@ -186,6 +192,9 @@ func (g *graph) backward() error {
 		a.gradWritten = false
 	}
 	g.logits.gradWritten = true
+	for _, h := range g.heads {
+		h.a.gradWritten = true
+	}
 	e := g.net.e
 	for i := len(g.bwd) - 1; i >= 0; i-- {
 		g.tempSlot = 0

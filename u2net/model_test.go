@@ -1,6 +1,7 @@
 package u2net
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -66,9 +67,19 @@ func tinyBatch(r *rand.Rand, d Domain, batch int, size [3]int) ([]float32, []int
 // The loss's gradient with respect to a sample of parameters matches central
 // finite differences on the CPU engine, in every mode.
 func TestGradientsFiniteDifferences(t *testing.T) {
-	for _, mode := range []string{ModeUniversal, ModeShared} {
-		for _, up := range []string{UpsampleTranspose, UpsampleNearest} {
-			t.Run(mode+"-"+up, func(t *testing.T) {
+	for _, c := range []struct {
+		mode, up string
+		dsLoss   bool
+	}{
+		{ModeUniversal, UpsampleTranspose, false},
+		{ModeUniversal, UpsampleNearest, false},
+		{ModeShared, UpsampleTranspose, false},
+		{ModeShared, UpsampleNearest, false},
+		{ModeUniversal, UpsampleTranspose, true}, // deep-supervision losses
+	} {
+		mode, up := c.mode, c.up
+		{
+			t.Run(fmt.Sprintf("%s-%s-dsloss=%v", mode, up, c.dsLoss), func(t *testing.T) {
 				m, err := New(tinyConfig(mode, up), 7)
 				if err != nil {
 					t.Fatal(err)
@@ -78,6 +89,7 @@ func TestGradientsFiniteDifferences(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer net.Close()
+				net.DeepSupervisionLoss = c.dsLoss
 				// LeakyReLU(0.01) makes the loss piecewise smooth with kinks
 				// finer than any usable step (the activations' own gradients
 				// are checked in package ref); slope 1 keeps every layer's

@@ -3,6 +3,7 @@ package u2net
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/ops/ref"
@@ -40,6 +41,11 @@ type Net struct {
 	FreezeShared bool
 	// Step counts optimiser steps taken (Adam's bias correction uses it).
 	Step int
+	// DeepSupervisionLoss adds, for each deep-supervision head, the same loss
+	// on the head's output against labels down-sampled to its level, with
+	// weights halving per level (normalised to sum to one). It applies to
+	// training graphs built after it is set.
+	DeepSupervisionLoss bool
 
 	e      ops.Engine
 	values map[string]*ops.Tensor
@@ -128,8 +134,13 @@ func (n *Net) graph(k graphKey) (*graph, error) {
 	g.input = x
 	g.logits = b.define(x)
 	if b.err == nil && k.training {
+		if n.DeepSupervisionLoss {
+			for _, h := range b.heads {
+				g.heads = append(g.heads, &lossHead{level: h.level, a: h.a})
+			}
+		}
 		if b.err = g.planGrads(); b.err == nil {
-			b.err = g.addLoss(cfg.Domains[k.dom].Classes)
+			b.err = g.addLoss(cfg, cfg.Domains[k.dom].Classes)
 		}
 	}
 	if b.err != nil {
@@ -164,7 +175,18 @@ func (n *Net) ensureGrads(dom int) error {
 	return nil
 }
 
-func (g *graph) addLoss(classes int) error {
+// lossHead is a deep-supervision head with its loss tensors.
+type lossHead struct {
+	level         int
+	a             *act
+	factor        [3]int // down-sampling from the input to the head
+	labels        *ops.Tensor
+	host          []int32
+	lossCE, lossD *ops.Tensor
+	dCE, dDice    *ops.Tensor
+}
+
+func (g *graph) addLoss(cfg Config, classes int) error {
 	e := g.net.e
 	var err error
 	vox := g.size[0] * g.size[1] * g.size[2]
@@ -181,8 +203,52 @@ func (g *graph) addLoss(classes int) error {
 	if g.dCE, err = g.alloc(g.n * classes * vox); err != nil {
 		return err
 	}
-	g.dDice, err = g.alloc(g.n * classes * vox)
-	return err
+	if g.dDice, err = g.alloc(g.n * classes * vox); err != nil {
+		return err
+	}
+	for _, h := range g.heads {
+		h.factor = [3]int{1, 1, 1}
+		for l := 0; l < h.level; l++ {
+			s := cfg.Stride(l)
+			for ax := range h.factor {
+				h.factor[ax] *= s[ax]
+			}
+		}
+		hv := h.a.size.Voxels()
+		if h.labels, err = e.AllocLabels(g.n * hv); err != nil {
+			return err
+		}
+		g.tensors = append(g.tensors, h.labels)
+		h.host = make([]int32, g.n*hv)
+		for _, t := range []**ops.Tensor{&h.lossCE, &h.lossD} {
+			if *t, err = g.alloc(1); err != nil {
+				return err
+			}
+		}
+		for _, t := range []**ops.Tensor{&h.dCE, &h.dDice} {
+			if *t, err = g.alloc(g.n * classes * hv); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// downsample fills the head's labels with the nearest labels of the input
+// grid (voxel i of the head takes voxel i·factor), as nearest interpolation
+// by an integer factor does.
+func (h *lossHead) downsample(labels []int32, n int, size [3]int) {
+	s := h.a.size
+	for b := 0; b < n; b++ {
+		for z := 0; z < s[0]; z++ {
+			for y := 0; y < s[1]; y++ {
+				for x := 0; x < s[2]; x++ {
+					src := ((b*size[0]+z*h.factor[0])*size[1]+y*h.factor[1])*size[2] + x*h.factor[2]
+					h.host[((b*s[0]+z)*s[1]+y)*s[2]+x] = labels[src]
+				}
+			}
+		}
+	}
 }
 
 func (n *Net) checkInput(dom, batch int, size [3]int, x []float32) error {
@@ -311,17 +377,33 @@ func (n *Net) run(dom, batch int, size [3]int, x []float32, labels []int32, upda
 		return Losses{}, fmt.Errorf("labels have %d values, want %d", len(labels), g.labels.Len())
 	}
 	e := n.e
-	lp := ref.LossParams{N: batch, Classes: classes, Size: ref.Dims3(size)}
-	dp := ref.DiceParams{LossParams: lp, Eps: ref.DefaultDiceEps}
+	// Loss weights: 1 for the logits, halving per head level, normalised.
+	weights := []float64{1}
+	total := 1.0
+	for _, h := range g.heads {
+		w := math.Ldexp(1, -h.level)
+		weights = append(weights, w)
+		total += w
+	}
 	steps := []func() error{
 		func() error { return e.Write(g.input.v, x) },
 		func() error { return e.WriteLabels(g.labels, labels) },
 		g.forward,
-		func() error { return e.CrossEntropy(lp, g.logits.v, g.labels, g.dCE, g.lossCE) },
-		func() error { return e.SoftDice(dp, g.logits.v, g.labels, g.dDice, g.lossD) },
-		func() error { return e.Add(g.dCE, g.dDice, g.logits.g) },
-		g.backward,
+		func() error {
+			return lossAndGrad(e, classes, batch, size, g.logits, g.labels, g.dCE, g.dDice, g.lossCE, g.lossD, weights[0]/total, len(g.heads) == 0)
+		},
 	}
+	for i, h := range g.heads {
+		h, w := h, weights[i+1]/total
+		steps = append(steps, func() error {
+			h.downsample(labels, batch, size)
+			if err := e.WriteLabels(h.labels, h.host); err != nil {
+				return err
+			}
+			return lossAndGrad(e, classes, batch, [3]int(h.a.size), h.a, h.labels, h.dCE, h.dDice, h.lossCE, h.lossD, w, false)
+		})
+	}
+	steps = append(steps, g.backward)
 	if update {
 		steps = append(steps, func() error { return n.update(dom) })
 	}
@@ -330,14 +412,51 @@ func (n *Net) run(dom, batch int, size [3]int, x []float32, labels []int32, upda
 			return Losses{}, err
 		}
 	}
-	var ce, dice [1]float32
-	if err := e.Read(g.lossCE, ce[:]); err != nil {
-		return Losses{}, err
+	var out Losses
+	for i, pair := range append([][2]*ops.Tensor{{g.lossCE, g.lossD}}, headLosses(g.heads)...) {
+		var ce, dice [1]float32
+		if err := e.Read(pair[0], ce[:]); err != nil {
+			return Losses{}, err
+		}
+		if err := e.Read(pair[1], dice[:]); err != nil {
+			return Losses{}, err
+		}
+		out.CrossEntropy += weights[i] / total * float64(ce[0])
+		out.Dice += weights[i] / total * float64(dice[0])
 	}
-	if err := e.Read(g.lossD, dice[:]); err != nil {
-		return Losses{}, err
+	return out, nil
+}
+
+func headLosses(heads []*lossHead) [][2]*ops.Tensor {
+	var out [][2]*ops.Tensor
+	for _, h := range heads {
+		out = append(out, [2]*ops.Tensor{h.lossCE, h.lossD})
 	}
-	return Losses{CrossEntropy: float64(ce[0]), Dice: float64(dice[0])}, nil
+	return out
+}
+
+// lossAndGrad computes cross-entropy and soft Dice of the output a against
+// labels and sets a's gradient to w times the sum of their gradients
+// (plain is w = 1 without scaling).
+func lossAndGrad(e ops.Engine, classes, batch int, size [3]int, a *act, labels, dCE, dDice, lossCE, lossD *ops.Tensor, w float64, plain bool) error {
+	lp := ref.LossParams{N: batch, Classes: classes, Size: ref.Dims3(size)}
+	dp := ref.DiceParams{LossParams: lp, Eps: ref.DefaultDiceEps}
+	if err := e.CrossEntropy(lp, a.v, labels, dCE, lossCE); err != nil {
+		return err
+	}
+	if err := e.SoftDice(dp, a.v, labels, dDice, lossD); err != nil {
+		return err
+	}
+	if plain {
+		return e.Add(dCE, dDice, a.g)
+	}
+	if err := e.Fill(a.g, 0); err != nil {
+		return err
+	}
+	if err := e.Axpy(float32(w), dCE, a.g); err != nil {
+		return err
+	}
+	return e.Axpy(float32(w), dDice, a.g)
 }
 
 // update applies the optimiser to every parameter the domain trains.

@@ -19,6 +19,13 @@ type act struct {
 	gradWritten bool
 }
 
+// dsHead is a deep-supervision head: its output at its level's resolution
+// can carry a loss of its own.
+type dsHead struct {
+	level int
+	a     *act
+}
+
 // builder defines the network once for two uses: declaring the parameters
 // (declare is set: only shapes are tracked) and building an executable graph
 // on an engine (each layer allocates its output and appends forward and
@@ -33,6 +40,8 @@ type builder struct {
 	g     *graph // nil when declaring
 	n     int    // batch size
 	slope float64
+	// heads are the deep-supervision heads met, by level.
+	heads []dsHead
 	// err is the first error met; later layers are skipped.
 	err error
 }
@@ -367,6 +376,7 @@ func (b *builder) define(x *act) *act {
 		for i := min(2, L-2); i >= 1; i-- {
 			t := b.pointwise(fmt.Sprintf("ds%d.conv", i), true, outs[i], classes)
 			t = b.norm(fmt.Sprintf("ds%d.norm", i), t, true)
+			b.heads = append(b.heads, dsHead{level: i, a: t})
 			if ds != nil {
 				t = b.add(t, ds)
 			}

@@ -86,7 +86,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	opt := train.Options{
 		Data: dirs, Out: runDir, Mode: u2net.ModeUniversal, Epochs: *epochs, StepsPerEpoch: *steps,
 		Patch: [3]int{16, 32, 32}, Batch: 2, BaseChannels: *base, Pools: [3]int{-1, -1, -1},
-		Seed: *seed, Optimizer: "adam", LR: 2e-3, PolyDecay: true, ValEvery: 2, ValFraction: 0.17, Augment: &aug,
+		Seed: *seed, Optimizer: "adam", LR: 2e-3, PolyDecay: true, ValEvery: 2, ValFraction: 0.17, Augment: &aug, DeepSupervisionLoss: true,
 	}
 	res, err := train.Run(ctx, opt, e, log, terminal(stderr))
 	if err != nil {

@@ -40,6 +40,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&opt.Resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.StringVar(&opt.Init, "init", "", "start from this model; datasets of new domains add them")
 	fs.BoolVar(&opt.FreezeShared, "freeze-shared", false, "keep the shared parameters fixed (adapt to new domains only)")
+	fs.BoolVar(&opt.DeepSupervisionLoss, "ds-loss", true, "also train the deep-supervision heads on down-sampled labels (weights halving per level)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

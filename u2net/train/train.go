@@ -65,6 +65,9 @@ type Options struct {
 	Init         string
 	FreezeShared bool
 	Workers      int // augmentation goroutines; 0: GOMAXPROCS
+	// DeepSupervisionLoss also trains each deep-supervision head against
+	// down-sampled labels, weights halving per level (see u2net.Net).
+	DeepSupervisionLoss bool
 	// Augment sets the augmentation; nil means augment.DefaultParams().
 	Augment *augment.Params
 	// StopAfter stops this invocation at a step boundary after so many steps,
@@ -119,6 +122,7 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	}
 	defer net.Close()
 	net.FreezeShared = opt.FreezeShared
+	net.DeepSupervisionLoss = opt.DeepSupervisionLoss
 	net.Opt = optimizer(opt)
 	if state != nil {
 		if err := net.SetOptimizerState(state.State); err != nil {
