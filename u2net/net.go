@@ -1,7 +1,6 @@
 package u2net
 
 import (
-	"errors"
 	"fmt"
 	"math"
 
@@ -413,18 +412,47 @@ func (n *Net) run(dom, batch int, size [3]int, x []float32, labels []int32, upda
 		}
 	}
 	var out Losses
-	for i, pair := range append([][2]*ops.Tensor{{g.lossCE, g.lossD}}, headLosses(g.heads)...) {
-		var ce, dice [1]float32
-		if err := e.Read(pair[0], ce[:]); err != nil {
-			return Losses{}, err
-		}
-		if err := e.Read(pair[1], dice[:]); err != nil {
-			return Losses{}, err
-		}
-		out.CrossEntropy += weights[i] / total * float64(ce[0])
-		out.Dice += weights[i] / total * float64(dice[0])
+	pairs := append([][2]*ops.Tensor{{g.lossCE, g.lossD}}, headLosses(g.heads)...)
+	vals := make([]float32, 2*len(pairs))
+	var reads []readReq
+	for i, pair := range pairs {
+		reads = append(reads, readReq{pair[0], vals[2*i : 2*i+1]}, readReq{pair[1], vals[2*i+1 : 2*i+2]})
+	}
+	if err := readAll(e, reads); err != nil {
+		return Losses{}, err
+	}
+	for i := range pairs {
+		out.CrossEntropy += weights[i] / total * float64(vals[2*i])
+		out.Dice += weights[i] / total * float64(vals[2*i+1])
 	}
 	return out, nil
+}
+
+// readReq asks for a tensor's values.
+type readReq struct {
+	t   *ops.Tensor
+	dst []float32
+}
+
+// readAll reads several tensors with one wait where the engine can record
+// downloads (the GPU engine), instead of one round trip per tensor.
+func readAll(e ops.Engine, reqs []readReq) error {
+	if r, ok := e.(interface {
+		ReadInto(t *ops.Tensor, dst []float32) error
+	}); ok {
+		for _, q := range reqs {
+			if err := r.ReadInto(q.t, q.dst); err != nil {
+				return err
+			}
+		}
+		return e.Sync()
+	}
+	for _, q := range reqs {
+		if err := e.Read(q.t, q.dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func headLosses(heads []*lossHead) [][2]*ops.Tensor {
@@ -488,12 +516,11 @@ func (n *Net) update(dom int) error {
 
 // Pull copies the parameter values from the engine into the model.
 func (n *Net) Pull() error {
-	var errs []error
+	reqs := make([]readReq, 0, len(n.Model.Params))
 	for _, p := range n.Model.Params {
-		v := n.Model.Values[p.Name]
-		errs = append(errs, n.e.Read(n.values[p.Name], v))
+		reqs = append(reqs, readReq{n.values[p.Name], n.Model.Values[p.Name]})
 	}
-	return errors.Join(errs...)
+	return readAll(n.e, reqs)
 }
 
 // PlanBytes returns the bytes of the activations, gradients and loss tensors
@@ -516,16 +543,15 @@ const (
 // OptimizerState reads the optimiser's tensors, named for a checkpoint.
 func (n *Net) OptimizerState() (map[string][]float32, error) {
 	out := map[string][]float32{}
+	var reqs []readReq
 	for prefix, m := range map[string]map[string]*ops.Tensor{stateFirst: n.state1, stateSecond: n.state2} {
 		for name, t := range m {
 			v := make([]float32, t.Len())
-			if err := n.e.Read(t, v); err != nil {
-				return nil, err
-			}
 			out[prefix+name] = v
+			reqs = append(reqs, readReq{t, v})
 		}
 	}
-	return out, nil
+	return out, readAll(n.e, reqs)
 }
 
 // SetOptimizerState restores tensors written by OptimizerState.
