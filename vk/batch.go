@@ -49,9 +49,14 @@ type download struct {
 	dst     []byte
 }
 
-// Timing is the GPU time of one dispatch of a timed batch.
+// Timing is the GPU time of one dispatch of a timed batch: from the moment
+// every earlier command of the batch had completed to the moment this one
+// had. Consecutive timings therefore never overlap, and their durations add
+// up to the batch's busy time even where independent dispatches run
+// concurrently (such overlap is credited to the later dispatch).
 type Timing struct {
 	Kernel   string
+	Start    time.Duration // since the start of the batch's first timed dispatch
 	Duration time.Duration
 }
 
@@ -262,7 +267,10 @@ func (b *Batch) Dispatch(k *Kernel, groups [3]uint32, push any, bufs ...*Buffer)
 	}
 	b.sync(cb, accs)
 	if b.timed {
-		b.timestamp(cb, vkapi.PipelineStageTopOfPipeBit, name)
+		// Bottom of pipe, not top: a top-of-pipe stamp may be written as
+		// soon as the command is reached, while earlier work still runs,
+		// and would count that work twice.
+		b.timestamp(cb, vkapi.PipelineStageBottomOfPipeBit, name)
 	}
 	var pp unsafe.Pointer
 	if len(pushBytes) > 0 {
@@ -588,8 +596,9 @@ func (b *Batch) readTimings() error {
 	period := float64(b.dev.info.TimestampPeriod)
 	b.timings = b.timings[:0]
 	for i := 0; i+1 < n; i += 2 {
+		start := float64(ticks[i]-ticks[0]) * period
 		dt := float64(ticks[i+1]-ticks[i]) * period
-		b.timings = append(b.timings, Timing{Kernel: b.queryLabels[i], Duration: time.Duration(dt)})
+		b.timings = append(b.timings, Timing{Kernel: b.queryLabels[i], Start: time.Duration(start), Duration: time.Duration(dt)})
 	}
 	return nil
 }

@@ -454,11 +454,13 @@ func TestTimedBatch(t *testing.T) {
 		t.Skip("device has no compute timestamps")
 	}
 	fill := testKernel(t, d, "fill", []Access{Write}, 8, 64)
-	buf := alloc(t, d, 4*5000)
+	// Two buffers, so that consecutive dispatches are independent and may
+	// overlap on the device.
+	bufs := []*Buffer{alloc(t, d, 4*5000), alloc(t, d, 4*5000)}
 	b := d.NewTimedBatch()
 	defer b.Release()
 	for i := 0; i < 5; i++ {
-		b.Dispatch(fill, Grid1D(5000, 64), pushNV{5000, float32(i)}, buf)
+		b.Dispatch(fill, Grid1D(5000, 64), pushNV{5000, float32(i)}, bufs[i%2])
 	}
 	if err := b.Run(); err != nil {
 		t.Fatal(err)
@@ -467,10 +469,17 @@ func TestTimedBatch(t *testing.T) {
 	if len(ts) != 5 {
 		t.Fatalf("%d timings, want 5", len(ts))
 	}
-	for _, tm := range ts {
+	for i, tm := range ts {
 		if tm.Kernel != "fill" || tm.Duration < 0 {
 			t.Errorf("timing %+v", tm)
 		}
+		// Each stamp pair starts after every earlier dispatch completed.
+		if i > 0 && tm.Start < ts[i-1].Start+ts[i-1].Duration {
+			t.Errorf("timing %d starts at %v, before timing %d ended at %v", i, tm.Start, i-1, ts[i-1].Start+ts[i-1].Duration)
+		}
+	}
+	if ts[0].Start != 0 {
+		t.Errorf("first timing starts at %v, want 0", ts[0].Start)
 	}
 }
 
