@@ -152,6 +152,9 @@ func TestConv3dGPU(t *testing.T) {
 		{N: 1, Cin: 65, Cout: 66, In: d3(3, 4, 3), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3},
 		// dw with K = 2·8³ = 1024 in two split-K partials.
 		{N: 2, Cin: 8, Cout: 16, In: d3(8, 8, 8), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3},
+		// dx split along K = 160·8 for the widest stride phase: the phases
+		// with one tap per axis have K = 160 and an empty second split.
+		{N: 1, Cin: 5, Cout: 160, In: d3(5, 6, 7), Kernel: d3(3, 3, 3), Stride: two3, PadAfter: one3},
 	} {
 		cases = append(cases, convOpOf(p, i%2 == 0).cases(r)...)
 	}
@@ -171,6 +174,8 @@ func TestConvTranspose3dGPU(t *testing.T) {
 		// (3 > 2) and gapped (1 < 2) windows.
 		{N: 1, Cin: 4, Cout: 5, In: d3(3, 4, 2), Kernel: d3(3, 3, 3), Stride: two3},
 		{N: 2, Cin: 3, Cout: 2, In: d3(2, 3, 3), Kernel: one3, Stride: d3(1, 2, 2)},
+		// A deep level: few voxels, K = 1100 channels in split-K partials.
+		{N: 1, Cin: 1100, Cout: 2, In: d3(1, 2, 3), Kernel: two3, Stride: two3},
 	} {
 		cases = append(cases, transposeOp(p, i%2 == 0).cases(r)...)
 	}

@@ -104,12 +104,18 @@ func dims4(d ref.Dims3, w int) [4]uint32 {
 	return [4]uint32{uint32(d[0]), uint32(d[1]), uint32(d[2]), uint32(w)}
 }
 
-// Split-K of weight gradients: about gemmSplitTarget workgroups in all, each
-// summing at least gemmSplitMinK terms, so that a 2×64³ reduction fills a
-// large GPU while small ones stay a single pass.
+// Split-K: a product whose output tiles give fewer than gemmSplitTarget
+// workgroups splits its K range (each split summing at least gemmSplitMinK
+// terms) so that it still fills a large GPU. Weight gradients (a handful of
+// tiles, K = batch·voxels) always need it; forward and data-gradient passes
+// need it at the deep levels, where the voxels are few and the channels
+// many. Small products stay a single pass.
+// A CPU implementation runs a few workgroups at a time, one per core, and
+// gains nothing from splitting beyond that.
 const (
-	gemmSplitTarget = 512
-	gemmSplitMinK   = 512
+	gemmSplitTarget    = 512
+	gemmSplitTargetCPU = 16
+	gemmSplitMinK      = 512
 )
 
 // convGEMM records conv_gemm in the given mode. a, b and c are the A, B and
@@ -118,10 +124,11 @@ const (
 func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.Buffer) error {
 	taps := geo.ks.Voxels()
 	xvox, yvox := geo.xs.Voxels(), geo.ys.Voxels()
-	var m, n, k, phases int
+	var m, n, k, phases, cLen int
 	switch mode {
 	case gemmFwd:
 		m, n, k, phases = geo.c1, geo.nb*yvox, geo.c0*taps, 1
+		cLen = geo.nb * geo.c1 * yvox
 	case gemmDgrad:
 		// N and K differ per stride phase; tiles cover the largest phase.
 		m, n, k = geo.c0, geo.nb, geo.c1
@@ -130,8 +137,10 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 			n *= ceilDiv(geo.xs[ax], geo.st[ax])
 			k *= ceilDiv(geo.ks[ax], geo.st[ax])
 		}
+		cLen = geo.nb * geo.c0 * xvox
 	case gemmWgrad:
 		m, n, k, phases = geo.c1, geo.c0*taps, geo.nb*yvox, 1
+		cLen = m * n
 	}
 	t, err := g.pickTile(m, n)
 	if err != nil {
@@ -139,22 +148,23 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 	}
 	tilesM, tilesN := ceilDiv(m, t.bm), ceilDiv(n, t.bn)
 	kTiles := ceilDiv(k, t.bk)
-	splits := 1
 	info := g.dev.Info()
-	if mode == gemmWgrad {
-		splits = min(ceilDiv(gemmSplitTarget, tilesM*tilesN), max(kTiles*t.bk/gemmSplitMinK, 1))
-		// The partials must fit one buffer binding.
-		if most := int(info.MaxStorageBufferRange / 4 / uint32(m*n)); splits > most {
-			splits = max(most, 1)
-		}
+	target := gemmSplitTarget
+	if info.Type == vk.TypeCPU {
+		target = gemmSplitTargetCPU
+	}
+	splits := min(ceilDiv(target, tilesM*tilesN*phases), max(kTiles*t.bk/gemmSplitMinK, 1))
+	// The partials must fit one buffer binding.
+	if most := int(uint64(info.MaxStorageBufferRange) / 4 / uint64(cLen)); splits > most {
+		splits = max(most, 1)
 	}
 	chunk := ceilDiv(kTiles, splits) * t.bk
 	splits = ceilDiv(k, chunk)
 
-	groups := tilesM * tilesN * splits
+	groups := tilesM * tilesN * splits * phases
 	gx := min(groups, int(info.MaxWorkgroupCount[0]))
 	gy := ceilDiv(groups, gx)
-	if gy > int(info.MaxWorkgroupCount[1]) || phases > int(info.MaxWorkgroupCount[2]) {
+	if gy > int(info.MaxWorkgroupCount[1]) {
 		return fmt.Errorf("ops.%s: %d×%d product (%d stride phases) needs %d workgroups, more than device %s allows",
 			op, m, n, phases, groups, info.Name)
 	}
@@ -181,24 +191,25 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 		ST:    dims4(geo.st, hasBias),
 		PB:    dims4(geo.pb, geo.nb),
 		CH:    [4]uint32{uint32(geo.c0), uint32(geo.c1), uint32(splits), uint32(chunk)},
-		GEMM:  [4]uint32{uint32(m), uint32(n), uint32(k), 0},
-		Tiles: [4]uint32{uint32(tilesM), uint32(tilesN), 0, 0},
+		GEMM:  [4]uint32{uint32(m), uint32(n), uint32(k), uint32(cLen)},
+		Tiles: [4]uint32{uint32(tilesM), uint32(tilesN), uint32(phases), 0},
 	}
+	grid := [3]uint32{uint32(gx), uint32(gy), 1}
 	if splits == 1 {
-		return g.dispatch(op, kern, [3]uint32{uint32(gx), uint32(gy), uint32(phases)}, push, a, b, bias, c)
+		return g.dispatch(op, kern, grid, push, a, b, bias, c)
 	}
-	part, err := g.scratchBuf("conv-dw", splits*m*n)
+	part, err := g.scratchBuf("conv-splitk", splits*cLen)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	if err := g.dispatch(op, kern, [3]uint32{uint32(gx), uint32(gy), 1}, push, a, b, bias, part); err != nil {
+	if err := g.dispatch(op, kern, grid, push, a, b, bias, part); err != nil {
 		return err
 	}
 	sum, err := g.kernel("conv_splitk", []vk.Access{vk.Read, vk.Write}, 8, elementwiseWG, 1, 1)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	return g.dispatch(op, sum, vk.Grid1D(m*n, elementwiseWG), [2]uint32{uint32(m * n), uint32(splits)}, part, c)
+	return g.dispatch(op, sum, vk.Grid1D(cLen, elementwiseWG), [2]uint32{uint32(cLen), uint32(splits)}, part, c)
 }
 
 // bufOrNil is the buffer of an optional tensor, nil when absent.
@@ -324,7 +335,7 @@ func (g *GPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 }
 
 // Conv3dBackward implements Engine. dx gathers over the output positions
-// each input voxel reaches, one stride phase per workgroup layer so that
+// each input voxel reaches, one stride phase per workgroup so that
 // only contributing taps are visited; dw is a split-K GEMM over batch and
 // output voxels summed in a fixed order; db is ChannelSum(dy). Any of dx, dw
 // and db may be nil.

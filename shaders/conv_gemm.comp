@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // conv_gemm: the implicit GEMM behind every dense and pointwise convolution
 // and transposed convolution, forward and backward. One convolution geometry
 // (NCDHW): x [nb, c0, xs] is convolved with w [c1, c0, ks] (stride st, zero
@@ -9,14 +10,20 @@
 //   0 FWD    C[c1, (b,o)]   = Σ_(c0,t)  w[c1,c0,t]·x[b,c0,i(o,t)] + bias[c1]
 //            A = w, B = x, C = y.
 //   1 DGRAD  C[c0, (b,i)]   = Σ_(c1,t)  w[c1,c0,t]·y[b,c1,o(i,t)] + bias[c0]
-//            A = w, B = y, C = x. gl_WorkGroupID.z is the stride phase
+//            A = w, B = y, C = x. Each workgroup serves one stride phase
 //            (i mod st per axis): within one phase only the taps with
 //            t ≡ i + pb (mod st) reach an output voxel, so the K loop visits
-//            exactly those and no zero products are formed.
+//            exactly those and no zero products are formed. The phase is
+//            the fastest-varying part of the workgroup index, so the phases
+//            of one tile run together and their interleaved stores fill
+//            whole memory sectors while those are still in cache.
 //   2 WGRAD  C[c1, (c0,t)]  = Σ_(b,o)   y[b,c1,o]·x[b,c0,i(o,t)]
-//            A = y, B = x, C = w, or split-K partials [splits, M, N]: the
-//            workgroups of split s sum K range [s·chunk, (s+1)·chunk) and
-//            conv_splitk.comp adds the partials in a fixed order.
+//            A = y, B = x, C = w.
+// Split-K (any mode; the host splits when the output tiles are too few to
+// fill the device): the workgroups of split s sum K range
+// [s·chunk, (s+1)·chunk) and store C at offset s·|C| of a partials buffer,
+// the bias in split 0 only; conv_splitk.comp adds the partials in a fixed
+// order.
 //
 // POINTWISE (kernel 1, stride 1, no padding) drops the spatial gathers.
 // Tiles: BM×BN outputs per workgroup, K in steps of BK through shared memory,
@@ -57,8 +64,8 @@ layout(push_constant) uniform Push {
     uvec4 st;    // stride d, h, w; w: 1 when bias is bound
     uvec4 pb;    // padding before d, h, w; w: batch size nb
     uvec4 ch;    // c0, c1, splits, chunk (K per split, a multiple of BK)
-    uvec4 gemm;  // M, N, K (N and K are per phase in DGRAD), unused
-    uvec4 tiles; // tiles along M, tiles along N, unused, unused
+    uvec4 gemm;  // M, N, K (N and K are per phase in DGRAD), elements of C
+    uvec4 tiles; // tiles along M, tiles along N, stride phases, unused
 } p;
 
 const uint TPM = BM / TM;
@@ -96,14 +103,18 @@ bool inside(ivec3 v, uvec3 size) {
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint tilesMN = p.tiles.x * p.tiles.y;
+    uint phases = p.tiles.z;
+    // Workgroup index, fastest first: stride phase, M tile (the tiles that
+    // share one B tile run together), N tile, split. Surplus workgroups of
+    // the flattened grid compute nothing but still reach every barrier.
     uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    // Surplus workgroups of the flattened grid compute nothing but still
-    // reach every barrier.
-    bool live = g < tilesMN * p.ch.z;
-    uint s = g / tilesMN;
-    uint r = g - s * tilesMN;
-    uint m0 = (r / p.tiles.y) * BM;
-    uint n0 = (r % p.tiles.y) * BN;
+    bool live = g < tilesMN * p.ch.z * phases;
+    uint phaseIdx = g % phases;
+    uint r = g / phases;
+    uint s = r / tilesMN;
+    r -= s * tilesMN;
+    uint m0 = (r % p.tiles.x) * BM;
+    uint n0 = (r / p.tiles.x) * BN;
 
     uint c0 = p.ch.x;
     uint c1 = p.ch.y;
@@ -122,7 +133,7 @@ void main() {
     ivec3 q = ivec3(0);
     uint ntaps = 1;
     if (MODE == DGRAD) {
-        phase = split3(gl_WorkGroupID.z, stv);
+        phase = split3(phaseIdx, stv);
         uvec3 xsz = p.xs.xyz;
         pn = uvec3(greaterThan(xsz, phase)) * ((xsz - phase + stv - 1u) / stv);
         uvec3 sh = phase + p.pb.xyz;
@@ -134,8 +145,8 @@ void main() {
         N = p.pb.w * pn.x * pn.y * pn.z;
         K = c1 * ntaps;
     }
-    uint kBegin = MODE == WGRAD ? s * p.ch.w : 0;
-    uint kEnd = MODE == WGRAD ? min(kBegin + p.ch.w, K) : K;
+    uint kBegin = s * p.ch.w;
+    uint kEnd = min(kBegin + p.ch.w, K);
 
     // Voxel part of the one B column this invocation loads (FWD, DGRAD):
     // base offset and origin of the window in the gathered tensor.
@@ -167,7 +178,7 @@ void main() {
     // Tap part of the LB B columns this invocation loads (WGRAD).
     ivec4 nTap[LB];
     if (MODE == WGRAD) {
-        for (uint j = 0; j < LB; j++) {
+        [[unroll]] for (uint j = 0; j < LB; j++) {
             uint n = n0 + tid / BK + j * (WG / BK);
             uint c = n / p.ks.w;
             uint t = n - c * p.ks.w;
@@ -180,7 +191,7 @@ void main() {
     uint tm = tid / TPN;
     uint tn = tid - tm * TPN;
     float acc[TM * TN];
-    for (uint i = 0; i < TM * TN; i++) {
+    [[unroll]] for (uint i = 0; i < TM * TN; i++) {
         acc[i] = 0.0;
     }
     float av[TM];
@@ -211,7 +222,7 @@ void main() {
         if (MODE == FWD) { // w rows, contiguous along k
             uint kk = tid % BK;
             uint k = k0 + kk;
-            for (uint j = 0; j < LA; j++) {
+            [[unroll]] for (uint j = 0; j < LA; j++) {
                 uint mm = tid / BK + j * (WG / BK);
                 uint m = m0 + mm;
                 As[kk * SA + mm] = (live && m < M && k < kEnd) ? abuf[m * K + k] : 0.0;
@@ -219,7 +230,7 @@ void main() {
         } else if (MODE == DGRAD) { // w[co, m, t]: along m
             uint mm = tid % BM;
             uint m = m0 + mm;
-            for (uint j = 0; j < LA; j++) {
+            [[unroll]] for (uint j = 0; j < LA; j++) {
                 uint kk = tid / BM + j * (WG / BM);
                 As[kk * SA + mm] = (live && m < M && k0 + kk < kEnd) ? abuf[kOffA[kk] + int(m * p.ks.w)] : 0.0;
             }
@@ -241,7 +252,7 @@ void main() {
                 org = ivec3(split3(o, p.ys.xyz) * stv) - ivec3(p.pb.xyz);
                 base = int(b * c0 * p.xs.w) + flat3(org, p.xs.xyz);
             }
-            for (uint j = 0; j < LB; j++) {
+            [[unroll]] for (uint j = 0; j < LB; j++) {
                 uint nn = tid / BK + j * (WG / BK);
                 ivec4 e = nTap[j];
                 bool ok = kLive && e.x >= 0 && (POINTWISE || inside(org + e.yzw, p.xs.xyz));
@@ -249,12 +260,12 @@ void main() {
             }
             // A tile: y rows of this k column.
             int aBase = int((b * c1 + m0) * p.ys.w + o);
-            for (uint j = 0; j < LA; j++) {
+            [[unroll]] for (uint j = 0; j < LA; j++) {
                 uint mm = tid / BK + j * (WG / BK);
                 As[kk * SA + mm] = (kLive && m0 + mm < M) ? abuf[aBase + int(mm * p.ys.w)] : 0.0;
             }
         } else {
-            for (uint j = 0; j < LB; j++) {
+            [[unroll]] for (uint j = 0; j < LB; j++) {
                 uint kk = tid / BN + j * (WG / BN);
                 ivec4 e = kTab[kk];
                 bool ok = nLive && k0 + kk < kEnd;
@@ -270,15 +281,15 @@ void main() {
         }
         barrier();
 
-        for (uint kk = 0; kk < BK; kk++) {
-            for (uint i = 0; i < TM; i++) {
+        [[unroll]] for (uint kk = 0; kk < BK; kk++) {
+            [[unroll]] for (uint i = 0; i < TM; i++) {
                 av[i] = As[kk * SA + tm + i * TPM];
             }
-            for (uint j = 0; j < TN; j++) {
+            [[unroll]] for (uint j = 0; j < TN; j++) {
                 bv[j] = Bs[kk * SB + tn + j * TPN];
             }
-            for (uint i = 0; i < TM; i++) {
-                for (uint j = 0; j < TN; j++) {
+            [[unroll]] for (uint i = 0; i < TM; i++) {
+                [[unroll]] for (uint j = 0; j < TN; j++) {
                     acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
                 }
             }
@@ -289,14 +300,15 @@ void main() {
     if (!live) {
         return;
     }
-    bool hasBias = p.st.w != 0;
-    for (uint i = 0; i < TM; i++) {
+    bool hasBias = p.st.w != 0 && s == 0;
+    uint cOff = s * p.gemm.w;
+    [[unroll]] for (uint i = 0; i < TM; i++) {
         uint m = m0 + tm + i * TPM;
         if (m >= M) {
             continue;
         }
         float bm = (MODE != WGRAD && hasBias) ? bias[m] : 0.0;
-        for (uint j = 0; j < TN; j++) {
+        [[unroll]] for (uint j = 0; j < TN; j++) {
             uint n = n0 + tn + j * TPN;
             if (n >= N) {
                 continue;
@@ -304,14 +316,14 @@ void main() {
             float v = acc[i * TN + j] + bm;
             if (MODE == FWD) {
                 uint b = n / p.ys.w;
-                cbuf[(b * c1 + m) * p.ys.w + (n - b * p.ys.w)] = v;
+                cbuf[cOff + (b * c1 + m) * p.ys.w + (n - b * p.ys.w)] = v;
             } else if (MODE == DGRAD) {
                 uint pv = pn.x * pn.y * pn.z;
                 uint b = n / pv;
                 uvec3 i3 = phase + split3(n - b * pv, pn) * stv;
-                cbuf[(b * c0 + m) * p.xs.w + uint(flat3(ivec3(i3), p.xs.xyz))] = v;
+                cbuf[cOff + (b * c0 + m) * p.xs.w + uint(flat3(ivec3(i3), p.xs.xyz))] = v;
             } else {
-                cbuf[(s * M + m) * N + n] = v;
+                cbuf[cOff + m * N + n] = v;
             }
         }
     }

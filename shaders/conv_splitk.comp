@@ -1,5 +1,5 @@
 #version 450
-// conv_splitk: the second pass of a split-K weight gradient. Element i of
+// conv_splitk: the second pass of a split-K product. Element i of
 // the result is the sum of the partials part[s·n + i] for s = 0 .. splits−1,
 // added in that order by one invocation: deterministic, no atomics.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
