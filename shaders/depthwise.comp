@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // depthwise: depthwise 3D convolution with stride 1 and zero padding K/2,
 //   y[n, c] = conv(x[n, c], w[c]) + b[c]   (w is [C, 1, K, K, K]).
 // With FLIP the kernel is mirrored on every axis and no bias is added: that
@@ -88,25 +89,44 @@ void main() {
     uint lx = gl_LocalInvocationID.x, ly = gl_LocalInvocationID.y;
     float bias = (!FLIP && p.hasBias != 0) ? b[ch] : 0.0;
     float acc[TD];
-    for (uint j = 0; j < TD; j++) {
+    [[unroll]] for (uint j = 0; j < TD; j++) {
         acc[j] = bias;
     }
     float wr[WREG ? KKK : 1];
     if (WREG) {
-        for (uint i = 0; i < KKK; i++) {
+        [[unroll]] for (uint i = 0; i < KKK; i++) {
             wr[i] = wt[i];
         }
     }
-    // Halo slice dz feeds output j through kernel plane kd = dz - j.
-    for (uint dz = 0; dz < HZ; dz++) {
-        for (uint kh = 0; kh < K; kh++) {
-            for (uint kw = 0; kw < K; kw++) {
-                float v = tile[(dz * HY + ly + kh) * HX + lx + kw];
-                for (uint j = 0; j < TD; j++) {
-                    int kd = int(dz) - int(j);
-                    if (kd >= 0 && kd < int(K)) {
-                        uint tap = (uint(kd) * K + kh) * K + kw;
-                        acc[j] = fma(WREG ? wr[tap] : wt[tap], v, acc[j]);
+    // Halo slice dz feeds output j through kernel plane kd = dz - j. Small
+    // kernels unroll the whole nest, so that every weight and accumulator
+    // index is a constant and both stay in registers; larger ones unroll
+    // only the outputs (their full unrolling costs far more compile time
+    // than it saves) and read the weights from shared memory.
+    if (WREG) {
+        [[unroll]] for (uint dz = 0; dz < HZ; dz++) {
+            [[unroll]] for (uint kh = 0; kh < K; kh++) {
+                [[unroll]] for (uint kw = 0; kw < K; kw++) {
+                    float v = tile[(dz * HY + ly + kh) * HX + lx + kw];
+                    [[unroll]] for (uint j = 0; j < TD; j++) {
+                        int kd = int(dz) - int(j);
+                        if (kd >= 0 && kd < int(K)) {
+                            acc[j] = fma(wr[(uint(kd) * K + kh) * K + kw], v, acc[j]);
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        for (uint dz = 0; dz < HZ; dz++) {
+            for (uint kh = 0; kh < K; kh++) {
+                for (uint kw = 0; kw < K; kw++) {
+                    float v = tile[(dz * HY + ly + kh) * HX + lx + kw];
+                    [[unroll]] for (uint j = 0; j < TD; j++) {
+                        int kd = int(dz) - int(j);
+                        if (kd >= 0 && kd < int(K)) {
+                            acc[j] = fma(wt[(uint(kd) * K + kh) * K + kw], v, acc[j]);
+                        }
                     }
                 }
             }
@@ -114,7 +134,7 @@ void main() {
     }
     uint ox = uint(x0) + lx, oy = uint(y0) + ly;
     if (ox < p.w && oy < p.h) {
-        for (uint j = 0; j < TD; j++) {
+        [[unroll]] for (uint j = 0; j < TD; j++) {
             uint oz = uint(z0) + j;
             if (oz < p.d) {
                 y[base + (oz * p.h + oy) * p.w + ox] = acc[j];

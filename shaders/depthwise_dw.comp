@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // depthwise_dw: first pass of the depthwise convolution's weight gradient,
 //   dw[c, kd, kh, kw] = Σ_n Σ_voxels dy[n, c, v] · x[n, c, v + (kd, kh, kw) - K/2]
 // as a deterministic split reduction (no atomics). Workgroup g handles
@@ -64,7 +65,7 @@ void main() {
     uint vol = p.d * p.h * p.w;
 
     float acc[TB];
-    for (uint j = 0; j < TB; j++) {
+    [[unroll]] for (uint j = 0; j < TB; j++) {
         acc[j] = 0.0;
     }
     // The trip count is the same for the whole workgroup, so the barriers
@@ -98,16 +99,16 @@ void main() {
 
         uint ox = uint(x0) + lx, oy = uint(y0) + ly;
         float g[TD];
-        for (uint j = 0; j < TD; j++) {
+        [[unroll]] for (uint j = 0; j < TD; j++) {
             uint oz = uint(z0) + j;
             g[j] = (ox < p.w && oy < p.h && oz < p.d) ? dy[base + (oz * p.h + oy) * p.w + ox] : 0.0;
         }
         // Halo slice dz pairs with output j through kernel plane kd0 + dz - j.
-        for (uint dz = 0; dz < HZ; dz++) {
-            for (uint kh = 0; kh < K; kh++) {
-                for (uint kw = 0; kw < K; kw++) {
+        [[unroll]] for (uint dz = 0; dz < HZ; dz++) {
+            [[unroll]] for (uint kh = 0; kh < K; kh++) {
+                [[unroll]] for (uint kw = 0; kw < K; kw++) {
                     float v = sh[(dz * HY + ly + kh) * HX + lx + kw];
-                    for (uint j = 0; j < TD; j++) {
+                    [[unroll]] for (uint j = 0; j < TD; j++) {
                         int kl = int(dz) - int(j);
                         if (kl >= 0 && kl < int(KDB)) {
                             uint tap = (uint(kl) * K + kh) * K + kw;
@@ -121,9 +122,9 @@ void main() {
 
     // Sum the invocations: S invocations per tap each add SEG values in
     // order, then one invocation per tap adds those S.
-    for (uint j0 = 0; j0 < TB; j0 += RG) {
+    [[unroll]] for (uint j0 = 0; j0 < TB; j0 += RG) {
         barrier();
-        for (uint j = 0; j < RG; j++) {
+        [[unroll]] for (uint j = 0; j < RG; j++) {
             if (j0 + j < TB) {
                 sh[j * WG + lid] = acc[j0 + j];
             }

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // layout: the shape operations, one pass each, chosen by MODE. Every
 // invocation writes LW consecutive elements of its output (LW = 4 when VEC4,
 // which the host picks only when the output's rows, or the concat blocks,
@@ -83,7 +84,7 @@ void main() {
         // One division for the LW elements: step the source column along.
         uint iw = w0 / p.aW;
         uint rem = w0 - iw * p.aW;
-        for (uint j = 0; j < LW; j++) {
+        [[unroll]] for (uint j = 0; j < LW; j++) {
             v[j] = x[row + iw];
             if (++rem == p.aW) {
                 rem = 0;
@@ -110,7 +111,7 @@ void main() {
             store(e, v);
             return;
         }
-        for (uint j = 0; j < LW; j++) {
+        [[unroll]] for (uint j = 0; j < LW; j++) {
             float s = 0.0;
             for (uint a = 0; a < p.aD; a++) {
                 for (uint b = 0; b < p.aH; b++) {
@@ -129,7 +130,7 @@ void main() {
         uint ih = h - p.aH;
         if (id < p.inD && ih < p.inH) {
             uint row = ((nc * p.inD + id) * p.inH + ih) * p.inW;
-            for (uint j = 0; j < LW; j++) {
+            [[unroll]] for (uint j = 0; j < LW; j++) {
                 uint iw = w0 + j - p.aW;
                 if (iw < p.inW) {
                     v[j] = x[row + iw];
@@ -138,7 +139,7 @@ void main() {
         }
     } else {
         uint row = ((nc * p.outD + d + p.aD) * p.outH + h + p.aH) * p.outW + p.aW;
-        for (uint j = 0; j < LW; j++) {
+        [[unroll]] for (uint j = 0; j < LW; j++) {
             v[j] = x[row + w0 + j];
         }
     }

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // norm_stats: first pass of the instance norm's per-(n, c) reductions, split
 // into chunks of CH = WG·VPT·LW voxels so that a few large planes still fill
 // the GPU. Workgroup g = nc·chunks + j reads chunk j of plane nc, u = x (+ r),
@@ -77,14 +78,14 @@ void main() {
     if (MODE == 0) {
         vec4 u[VPT];
         float s = 0.0;
-        for (uint i = 0; i < VPT; i++) {
+        [[unroll]] for (uint i = 0; i < VPT; i++) {
             uint off = (i * WG + lid) * LW;
             u[i] = off < count ? load(false, e0 + off) : vec4(0.0);
             s += dot(u[i], lanes);
         }
         float mean = reduce(vec2(s, 0.0)).x / float(max(count, 1));
         float m2 = 0.0;
-        for (uint i = 0; i < VPT; i++) {
+        [[unroll]] for (uint i = 0; i < VPT; i++) {
             uint off = (i * WG + lid) * LW;
             vec4 d = (u[i] - mean) * lanes;
             m2 += off < count ? dot(d, d) : 0.0;
@@ -98,7 +99,7 @@ void main() {
         vec2 st = live ? stats[nc] : vec2(0.0);
         float ga = live ? gamma[c] : 0.0, be = live ? beta[c] : 0.0;
         vec2 s = vec2(0.0);
-        for (uint i = 0; i < VPT; i++) {
+        [[unroll]] for (uint i = 0; i < VPT; i++) {
             uint off = (i * WG + lid) * LW;
             if (off < count) {
                 vec4 xh = (load(false, e0 + off) - st.x) * st.y;

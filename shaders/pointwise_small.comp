@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // pointwise_small: a 1×1×1 convolution with few channels, which is bound by
 // memory rather than arithmetic: each invocation reads all CIN input
 // channels of four neighbouring voxels once and writes all COUT outputs,
@@ -39,13 +40,13 @@ void main() {
     uint n = i / p.items;
     uint v = i - n * p.items;
     vec4 xs[CIN];
-    for (uint ci = 0; ci < CIN; ci++) {
+    [[unroll]] for (uint ci = 0; ci < CIN; ci++) {
         uint at = (n * CIN + ci) * p.items + v;
         xs[ci] = VEC4 ? x4[at] : vec4(x[at]);
     }
     for (uint co = 0; co < COUT; co++) {
         vec4 acc = vec4(BIAS ? b[co] : 0.0);
-        for (uint ci = 0; ci < CIN; ci++) {
+        [[unroll]] for (uint ci = 0; ci < CIN; ci++) {
             acc = fma(vec4(ws[co * CIN + ci]), xs[ci], acc);
         }
         uint at = (n * COUT + co) * p.items + v;
