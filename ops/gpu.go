@@ -104,6 +104,9 @@ func (g *GPU) SetTimed(on bool) error {
 	return nil
 }
 
+// Timed reports whether the engine records GPU timestamps (SetTimed).
+func (g *GPU) Timed() bool { return g.timed }
+
 // TakeTimings returns the per-dispatch GPU times recorded by a timed engine
 // since the last call, and forgets them.
 func (g *GPU) TakeTimings() []vk.Timing {

@@ -13,6 +13,7 @@ import (
 type Recording struct {
 	g     *GPU
 	batch *vk.Batch
+	timed bool
 }
 
 // InputSlot is the staging memory of an upload inside a recording.
@@ -24,7 +25,9 @@ func (s *InputSlot) Write(data []float32) error { return s.slot.Write(data) }
 // Capture calls fn with the engine recording into a batch of its own and
 // returns it for replay: the operations fn calls are recorded, not run.
 // Inside fn, WriteSlot and ReadInto stand for Write and Read; Sync and Read
-// are refused. Every tensor fn uses must outlive the recording.
+// are refused. Every tensor fn uses must outlive the recording. A recording
+// captured while the engine is timed (SetTimed) adds its dispatches' GPU
+// times to TakeTimings on every run.
 func (g *GPU) Capture(fn func() error) (*Recording, error) {
 	if err := g.Sync(); err != nil {
 		return nil, err
@@ -32,7 +35,7 @@ func (g *GPU) Capture(fn func() error) (*Recording, error) {
 	// A recording binds today's scratch buffers: from now on a scratch
 	// buffer that grows is kept until Close, never reused.
 	g.pinScratch = true
-	capture := g.dev.NewBatch()
+	capture := g.newBatch()
 	saved := g.batch
 	g.batch, g.capturing = capture, true
 	err := fn()
@@ -44,8 +47,11 @@ func (g *GPU) Capture(fn func() error) (*Recording, error) {
 		capture.Release()
 		return nil, fmt.Errorf("ops: capturing GPU work: %w", err)
 	}
-	return &Recording{g: g, batch: capture}, nil
+	return &Recording{g: g, batch: capture, timed: g.timed}, nil
 }
+
+// Timed reports whether the recording writes GPU timestamps.
+func (r *Recording) Timed() bool { return r.timed }
 
 // Run submits the recording after the engine's pending work and waits.
 func (r *Recording) Run() error {
@@ -54,6 +60,9 @@ func (r *Recording) Run() error {
 	}
 	if err := r.batch.Run(); err != nil {
 		return fmt.Errorf("ops: replaying recorded GPU work: %w", err)
+	}
+	if r.timed && r.g.timed {
+		r.g.timings = append(r.g.timings, r.batch.Timings()...)
 	}
 	return nil
 }

@@ -196,3 +196,33 @@ func TestGPUReplayedForwardFollowsInputsAndTraining(t *testing.T) {
 	}
 	check("after a training step", x1)
 }
+
+// Switching the engine's timing re-records the forward pass: a profile gets
+// the dispatches' GPU times, and the results keep their bits either way.
+func TestGPUReplayedForwardUnderTiming(t *testing.T) {
+	g := openGPU(t)
+	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 29)
+	net, err := NewNet(m, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	x, _ := tinyBatch(rand.New(rand.NewPCG(7, 8)), m.Config.Domains[0], 2, tinySize)
+	plain, err := net.Forward(0, 2, tinySize, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, timed := range []bool{true, false} {
+		if err := g.SetTimed(timed); err != nil {
+			t.Fatal(err)
+		}
+		got, err := net.Forward(0, 2, tinySize, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameValues(t, fmt.Sprintf("logits (timed %v)", timed), got, plain)
+		if n := len(g.TakeTimings()); timed && n == 0 || !timed && n != 0 {
+			t.Errorf("timed %v: %d dispatch timings", timed, n)
+		}
+	}
+}

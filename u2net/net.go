@@ -299,13 +299,19 @@ func (n *Net) Forward(dom, batch int, size [3]int, x []float32) ([]float32, erro
 // every dispatch again.
 type replayer interface {
 	Capture(fn func() error) (*ops.Recording, error)
+	Timed() bool
 	WriteSlot(t *ops.Tensor) (*ops.InputSlot, error)
 	ReadInto(t *ops.Tensor, dst []float32) error
 }
 
 // replayForward runs the graph's recorded forward pass on x, recording it on
-// first use.
+// first use, and again when the engine's timing was switched since (a
+// profile needs the timestamps, a plain run is better without them).
 func (g *graph) replayForward(rp replayer, x []float32) ([]float32, error) {
+	if g.replay != nil && g.replay.Timed() != rp.Timed() {
+		g.replay.Release()
+		g.replay = nil
+	}
 	if g.replay == nil {
 		g.out = make([]float32, g.logits.v.Len())
 		rec, err := rp.Capture(func() error {

@@ -50,13 +50,14 @@ func WriteText(w io.Writer, reps []*Report) {
 		if len(r.Network) > 0 {
 			fmt.Fprintln(w, "\nwhole network:")
 			tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "mode\tsetting\tparams\ttrain step ms\tforward ms\tplan GiB\tpeak GiB\tPyTorch step (TF32)\tPyTorch fwd\tPyTorch peak\t")
+			fmt.Fprintln(tw, "mode\tsetting\tparams\ttrain step ms (GPU)\tforward ms (GPU)\tplan GiB\tpeak GiB\tPyTorch step (TF32)\tPyTorch fwd\tPyTorch peak\t")
 			for _, n := range r.Network {
 				torch := "\t\t"
 				if n.TorchStep > 0 {
 					torch = fmt.Sprintf("%.0f (%.0f)\t%.1f\t%.1f", n.TorchStep, n.TorchTF32, n.TorchFwdMS, n.TorchPeak)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n", n.Mode, n.Setting, n.Params, n.StepMS, n.ForwardMS, n.PlanGiB, n.PeakGiB, torch)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%.2f\t%.2f\t%s\t\n", n.Mode, n.Setting, n.Params,
+					wallGPU(n.StepMS, n.StepGPUMS), wallGPU(n.ForwardMS, n.ForwardGPUMS), n.PlanGiB, n.PeakGiB, torch)
 			}
 			tw.Flush()
 			for _, n := range r.Network {
@@ -67,11 +68,7 @@ func WriteText(w io.Writer, reps []*Report) {
 					if len(prof.ks) == 0 {
 						continue
 					}
-					total := 0.0
-					for _, k := range prof.ks {
-						total += k.MS
-					}
-					fmt.Fprintf(w, "%s %s: GPU time by kernel (%.1f ms in all):", n.Mode, prof.name, total)
+					fmt.Fprintf(w, "%s %s: GPU time by kernel (%.1f ms in all):", n.Mode, prof.name, totalMS(prof.ks))
 					for i, k := range prof.ks {
 						if i == 8 {
 							break
@@ -199,4 +196,13 @@ func plotColor(i int) color.Color {
 	palette := []color.RGBA{{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}, {214, 39, 40, 255},
 		{148, 103, 189, 255}, {140, 86, 75, 255}, {227, 119, 194, 255}, {127, 127, 127, 255}}
 	return palette[i%len(palette)]
+}
+
+// wallGPU formats a wall time with the GPU time of the same pass, when
+// measured.
+func wallGPU(wall, gpu float64) string {
+	if gpu == 0 {
+		return fmt.Sprintf("%.1f", wall)
+	}
+	return fmt.Sprintf("%.1f (%.1f)", wall, gpu)
 }
