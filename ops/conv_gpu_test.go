@@ -182,6 +182,39 @@ func TestConvTranspose3dGPU(t *testing.T) {
 	checkCases(t, cases)
 }
 
+// Every candidate tiling of SetGEMMTile computes the same products: dense,
+// strided and transposed convolutions, forward and backward, on shapes that
+// leave partial tiles along M, N and K.
+func TestGEMMTilesGPU(t *testing.T) {
+	g := gpuEngine(t)
+	tiles := g.GEMMTiles()
+	if len(tiles) < 4 {
+		t.Fatalf("only %d candidate tilings fit device %s", len(tiles), g.Device().Info().Name)
+	}
+	defer g.SetGEMMTile(nil)
+	for _, tile := range tiles {
+		t.Run(tile.String(), func(t *testing.T) {
+			if err := g.SetGEMMTile(&tile); err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(39, 40))
+			var cases []opCase
+			for _, op := range []convOp{
+				convOpOf(ref.ConvParams{N: 2, Cin: 5, Cout: 19, In: d3(5, 6, 7), Kernel: d3(3, 3, 3), Stride: two3, PadAfter: one3}, false),
+				convOpOf(ref.ConvParams{N: 1, Cin: 40, Cout: 3, In: d3(3, 4, 5), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}, false),
+				transposeOp(ref.ConvTransposeParams{N: 1, Cin: 9, Cout: 70, In: d3(2, 3, 3), Kernel: two3, Stride: two3}, false),
+				pointwiseOp(ref.PointwiseParams{N: 2, Cin: 130, Cout: 67, Size: d3(3, 5, 7)}, false),
+			} {
+				cases = append(cases, op.cases(r)...)
+			}
+			checkCases(t, cases)
+		})
+	}
+	if err := g.SetGEMMTile(&GEMMTile{BM: 64, BN: 64, BK: 16, TM: 3, TN: 4}); err == nil {
+		t.Error("a tile whose BM is not a multiple of TM was accepted")
+	}
+}
+
 // Weight gradients are split-K sums added in a fixed order: two runs give
 // the same bits.
 func TestConvWeightGradDeterministicGPU(t *testing.T) {

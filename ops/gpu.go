@@ -21,7 +21,9 @@ type GPU struct {
 	ownsDev bool
 	batch   *vk.Batch
 	timed   bool
-	timings []vk.Timing
+	// gemmTile, when set, overrides the GEMM tiling (SetGEMMTile).
+	gemmTile *GEMMTile
+	timings  []vk.Timing
 
 	scratch map[string]*vk.Buffer
 	// retired buffers may still be read by recorded work: they are released

@@ -42,15 +42,71 @@ type pushConv struct {
 	XS, YS, KS, ST, PB, CH, GEMM, Tiles [4]uint32
 }
 
-// gemmTile is one tiling of conv_gemm: bm×bn outputs per workgroup, K in
-// steps of bk, tm×tn outputs per invocation.
-type gemmTile struct{ bm, bn, bk, tm, tn int }
+// GEMMTile is one tiling of conv_gemm: BM×BN outputs per workgroup, K in
+// steps of BK, TM×TN outputs per invocation.
+type GEMMTile struct{ BM, BN, BK, TM, TN int }
 
-func (t gemmTile) wg() int { return (t.bm / t.tm) * (t.bn / t.tn) }
+func (t GEMMTile) String() string {
+	return fmt.Sprintf("%d×%d×%d/%d×%d", t.BM, t.BN, t.BK, t.TM, t.TN)
+}
+
+func (t GEMMTile) wg() int { return (t.BM / t.TM) * (t.BN / t.TN) }
 
 // sharedBytes is the shared memory of the two tiles (rows padded by one)
 // and of the K step's index table (an ivec4 and an int per column).
-func (t gemmTile) sharedBytes() int { return 4 * t.bk * (t.bm + 1 + t.bn + 1 + 5) }
+func (t GEMMTile) sharedBytes() int { return 4 * t.BK * (t.BM + 1 + t.BN + 1 + 5) }
+
+// fits reports whether the tile keeps the device's workgroup and shared
+// memory limits and the divisibility conv_gemm's loaders rely on (the
+// workgroup is a multiple of BM, BN and BK and divides BM·BK and BN·BK).
+func (t GEMMTile) fits(info vk.DeviceInfo, maxWG int) bool {
+	if t.TM < 1 || t.TN < 1 || t.BK < 1 || t.BM%t.TM != 0 || t.BN%t.TN != 0 {
+		return false
+	}
+	w := t.wg()
+	return w <= maxWG && t.sharedBytes() <= int(info.MaxSharedMemory) &&
+		w%t.BM == 0 && w%t.BN == 0 && w%t.BK == 0 && t.BM*t.BK%w == 0 && t.BN*t.BK%w == 0
+}
+
+// gemmCandidates are the tilings SetGEMMTile is meant to compare: the
+// built-in choices and wider register tiles.
+var gemmCandidates = []GEMMTile{
+	{16, 128, 16, 2, 4}, {16, 256, 16, 2, 8}, {32, 128, 16, 4, 4}, {32, 256, 16, 4, 8},
+	{64, 64, 16, 4, 4}, {64, 64, 16, 8, 8}, {64, 64, 32, 4, 4}, {64, 128, 16, 4, 8},
+	{64, 256, 16, 8, 8}, {128, 64, 16, 8, 4}, {128, 128, 16, 8, 8},
+}
+
+// GEMMTiles returns the candidate tilings that fit this device.
+func (g *GPU) GEMMTiles() []GEMMTile {
+	var out []GEMMTile
+	for _, t := range gemmCandidates {
+		if t.fits(g.dev.Info(), g.gemmMaxWG()) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// SetGEMMTile makes every product of the GEMM family use tile t from now on
+// (nil: the built-in choice per product). It is meant for benchmarks that
+// compare tilings: the tile sets the order in which K is summed, so results
+// differ in their rounding between tilings.
+func (g *GPU) SetGEMMTile(t *GEMMTile) error {
+	if t != nil && !t.fits(g.dev.Info(), g.gemmMaxWG()) {
+		return fmt.Errorf("ops.SetGEMMTile: tile %v does not fit device %s", *t, g.dev.Info().Name)
+	}
+	if t != nil {
+		c := *t
+		t = &c
+	}
+	g.gemmTile = t
+	return nil
+}
+
+func (g *GPU) gemmMaxWG() int {
+	info := g.dev.Info()
+	return min(int(info.MaxWorkgroupInvocs), int(info.MaxWorkgroupSize[0]), gemmWG)
+}
 
 // gemmWG is the preferred workgroup size: 8 NVIDIA warps or 4 AMD waves, a
 // multiple of lavapipe's 8 lanes.
@@ -61,36 +117,37 @@ const gemmWG = 256
 // workgroup) and every invocation owns up to 4×4 outputs. It shrinks the
 // tile until the device's workgroup and shared-memory limits hold, keeping
 // the divisibility conv_gemm's loaders rely on.
-func (g *GPU) pickTile(m, n int) (gemmTile, error) {
-	t := gemmTile{bm: 64, bn: 64, bk: 16}
+func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
+	if g.gemmTile != nil {
+		return *g.gemmTile, nil
+	}
+	t := GEMMTile{BM: 64, BN: 64, BK: 16}
 	switch {
 	case m <= 16:
-		t.bm = 16
+		t.BM = 16
 	case m <= 32:
-		t.bm = 32
+		t.BM = 32
 	}
 	switch {
-	case n >= 128 && t.bm <= 32:
-		t.bn = 128
-	case n <= 32 && t.bm <= 32:
-		t.bn = 32
+	case n >= 128 && t.BM <= 32:
+		t.BN = 128
+	case n <= 32 && t.BM <= 32:
+		t.BN = 32
 	}
 	info := g.dev.Info()
-	wg := min(int(info.MaxWorkgroupInvocs), int(info.MaxWorkgroupSize[0]), gemmWG)
+	wg := g.gemmMaxWG()
 	for {
-		per := max(t.bm*t.bn/wg, 1)
-		t.tn = min(4, per)
-		t.tm = per / t.tn
-		w := t.wg()
-		if w <= wg && t.sharedBytes() <= int(info.MaxSharedMemory) &&
-			w%t.bm == 0 && w%t.bn == 0 && w%t.bk == 0 && t.bm*t.bk%w == 0 && t.bn*t.bk%w == 0 {
+		per := max(t.BM*t.BN/wg, 1)
+		t.TN = min(4, per)
+		t.TM = per / t.TN
+		if t.fits(info, wg) {
 			return t, nil
 		}
 		switch {
-		case t.bn > 32:
-			t.bn /= 2
-		case t.bm > 16:
-			t.bm /= 2
+		case t.BN > 32:
+			t.BN /= 2
+		case t.BM > 16:
+			t.BM /= 2
 		default:
 			return t, fmt.Errorf("device %s: no GEMM tile fits %d invocations and %d bytes of shared memory",
 				info.Name, wg, info.MaxSharedMemory)
@@ -146,19 +203,19 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	tilesM, tilesN := ceilDiv(m, t.bm), ceilDiv(n, t.bn)
-	kTiles := ceilDiv(k, t.bk)
+	tilesM, tilesN := ceilDiv(m, t.BM), ceilDiv(n, t.BN)
+	kTiles := ceilDiv(k, t.BK)
 	info := g.dev.Info()
 	target := gemmSplitTarget
 	if info.Type == vk.TypeCPU {
 		target = gemmSplitTargetCPU
 	}
-	splits := min(ceilDiv(target, tilesM*tilesN*phases), max(kTiles*t.bk/gemmSplitMinK, 1))
+	splits := min(ceilDiv(target, tilesM*tilesN*phases), max(kTiles*t.BK/gemmSplitMinK, 1))
 	// The partials must fit one buffer binding.
 	if most := int(uint64(info.MaxStorageBufferRange) / 4 / uint64(cLen)); splits > most {
 		splits = max(most, 1)
 	}
-	chunk := ceilDiv(kTiles, splits) * t.bk
+	chunk := ceilDiv(kTiles, splits) * t.BK
 	splits = ceilDiv(k, chunk)
 
 	groups := tilesM * tilesN * splits * phases
@@ -174,7 +231,7 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 		pw = 1
 	}
 	kern, err := g.kernel("conv_gemm", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 128,
-		uint32(t.wg()), 1, 1, uint32(t.bm), uint32(t.bn), uint32(t.bk), uint32(t.tm), uint32(t.tn), mode, pw)
+		uint32(t.wg()), 1, 1, uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.TM), uint32(t.TN), mode, pw)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

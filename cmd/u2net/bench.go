@@ -28,7 +28,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	repeats := fs.Int("repeats", 0, "timed repeats per measurement, the median is reported (default 3 quick, 10 full)")
 	shape := fs.String("shape", "", "measure the operations at this N,C,D,H,W instead of the default levels")
 	noNet := fs.Bool("no-network", false, "skip the whole-network and scaling measurements")
-	sections := fs.String("sections", "", "measure only these, comma-separated: levels, anchor, network, scaling")
+	sections := fs.String("sections", "", "measure only these, comma-separated: levels, anchor, network, scaling, tiles (GEMM tilings, GPU only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -48,6 +48,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		opt.Levels, opt.Anchor = []bench.Shape{s}, false
+		if opt.Tiles.N > 0 {
+			opt.Tiles = s
+		}
 	}
 	if *noNet {
 		opt.Network, opt.Scaling = bench.NetSetting{}, nil
@@ -56,7 +59,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		want := map[string]bool{}
 		for _, s := range strings.Split(*sections, ",") {
 			switch s = strings.TrimSpace(s); s {
-			case "levels", "anchor", "network", "scaling":
+			case "levels", "anchor", "network", "scaling", "tiles":
 				want[s] = true
 			default:
 				return usageError("--sections: unknown section %q", s)
@@ -71,6 +74,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		if !want["scaling"] {
 			opt.Scaling = nil
+		}
+		if !want["tiles"] {
+			opt.Tiles = bench.Shape{}
 		}
 	}
 	if len(devices) == 0 {

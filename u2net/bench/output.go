@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"text/tabwriter"
 
 	"gonum.org/v1/plot"
@@ -88,6 +89,7 @@ func WriteText(w io.Writer, reps []*Report) {
 			}
 			tw.Flush()
 		}
+		writeTiles(w, r.Tiles)
 	}
 	if len(reps) > 1 {
 		fmt.Fprintln(w, "\nengines side by side (fwd+bwd ms; whole network: train step ms):")
@@ -196,6 +198,43 @@ func plotColor(i int) color.Color {
 	palette := []color.RGBA{{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}, {214, 39, 40, 255},
 		{148, 103, 189, 255}, {140, 86, 75, 255}, {227, 119, 194, 255}, {127, 127, 127, 255}}
 	return palette[i%len(palette)]
+}
+
+// writeTiles prints each GEMM-family operation's tilings, fastest first,
+// with the built-in choice marked.
+func writeTiles(w io.Writer, res []TileResult) {
+	if len(res) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nGEMM tilings (BM×BN×BK/TM×TN), fastest fwd+bwd first:")
+	by := map[string][]TileResult{}
+	var order []string
+	for _, r := range res {
+		if _, ok := by[r.Op]; !ok {
+			order = append(order, r.Op)
+		}
+		by[r.Op] = append(by[r.Op], r)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "op\tshape\ttile\tfwd ms\tbwd ms\tfwd+bwd ms\tvs default\t")
+	for _, op := range order {
+		rs := by[op]
+		def := 0.0
+		for _, r := range rs {
+			if r.Tile == "default" {
+				def = r.FwdBwdMS
+			}
+		}
+		sort.SliceStable(rs, func(i, j int) bool { return rs[i].FwdBwdMS < rs[j].FwdBwdMS })
+		for _, r := range rs {
+			rel := ""
+			if def > 0 {
+				rel = fmt.Sprintf("%.2f×", def/r.FwdBwdMS)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t\n", r.Op, r.Shape, r.Tile, r.FwdMS, r.BwdMS, r.FwdBwdMS, rel)
+		}
+	}
+	tw.Flush()
 }
 
 // wallGPU formats a wall time with the GPU time of the same pass, when

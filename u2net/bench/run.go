@@ -27,6 +27,10 @@ type Options struct {
 	// base channels and batch of ScalingNet.
 	Scaling    []int
 	ScalingNet NetSetting
+	// Tiles times the GEMM-family operations (dense, strided, transposed
+	// and pointwise convolutions) at this activation shape under every
+	// candidate tiling of the GPU's GEMM kernel; N 0 skips it.
+	Tiles Shape
 }
 
 // NetSetting is a whole-network benchmark configuration.
@@ -49,7 +53,7 @@ func QuickOptions() Options {
 // five domains, the §8 op set.
 func FullOptions() Options {
 	return Options{
-		Anchor: true, Repeats: 10,
+		Anchor: true, Repeats: 10, Tiles: Shape{N: 2, C: 32, S: ref.Dims3{64, 64, 64}},
 		Network: NetSetting{Domains: 5, Base: 16, Batch: 2, Size: 128, Pools: [3]int{5, 5, 5}},
 		Scaling: []int{32, 64, 96, 128}, ScalingNet: NetSetting{Domains: 1, Base: 16, Batch: 2},
 	}
@@ -156,6 +160,18 @@ type Report struct {
 	Separable []SepResult   `json:"separable_vs_dense"`
 	Network   []NetResult   `json:"network"`
 	Scaling   []ScaleResult `json:"scaling"`
+	Tiles     []TileResult  `json:"gemm_tiles,omitempty"`
+}
+
+// TileResult is one GEMM-family operation under one tiling ("default" is
+// the built-in choice per product).
+type TileResult struct {
+	Op       string  `json:"op"`
+	Shape    string  `json:"shape"`
+	Tile     string  `json:"tile"`
+	FwdMS    float64 `json:"fwd_ms"`
+	BwdMS    float64 `json:"bwd_ms"`
+	FwdBwdMS float64 `json:"fwd_bwd_ms"`
 }
 
 // Run measures on e; log receives progress lines.
@@ -216,7 +232,51 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 		vox := float64(set.Batch * size * size * size)
 		rep.Scaling = append(rep.Scaling, ScaleResult{Size: size, ForwardMS: ms, NSPerVox: ms * 1e6 / vox})
 	}
+	if g, ok := e.(*ops.GPU); ok && opt.Tiles.N > 0 {
+		log(fmt.Sprintf("GEMM tilings at %v", opt.Tiles))
+		res, err := tileSweep(g, opt.Tiles, opt.Repeats)
+		if err != nil {
+			return nil, fmt.Errorf("GEMM tilings: %w", err)
+		}
+		rep.Tiles = res
+	}
 	return rep, nil
+}
+
+// tileSweep measures the GEMM-family operations at shape s under the
+// built-in tiling and under each candidate the device fits.
+func tileSweep(g *ops.GPU, s Shape, repeats int) ([]TileResult, error) {
+	var list []op
+	for _, o := range levelOps(s) {
+		switch o.name {
+		case "pointwise", "dense3", "convT2", "dense3s2":
+			list = append(list, o)
+		}
+	}
+	defer g.SetGEMMTile(nil)
+	var out []TileResult
+	run := func(name string) error {
+		res, err := measure(g, list, -1, repeats, ops.Peaks{}, nil)
+		if err != nil {
+			return fmt.Errorf("tile %s: %w", name, err)
+		}
+		for _, r := range res {
+			out = append(out, TileResult{Op: r.Op, Shape: r.Shape, Tile: name, FwdMS: r.FwdMS, BwdMS: r.BwdMS, FwdBwdMS: r.FwdBwdMS})
+		}
+		return nil
+	}
+	if err := run("default"); err != nil {
+		return nil, err
+	}
+	for _, t := range g.GEMMTiles() {
+		if err := g.SetGEMMTile(&t); err != nil {
+			return nil, err
+		}
+		if err := run(t.String()); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func poolsFor(size int) [3]int {
