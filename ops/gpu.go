@@ -39,7 +39,27 @@ type GPU struct {
 	capturing  bool
 	pinScratch bool         // recordings exist: grown scratch buffers are kept
 	pinned     []*vk.Buffer // released at Close
+
+	// kernels finds a built kernel without formatting a key or copying its
+	// SPIR-V: a training step looks one up for each of its dispatches.
+	kernels map[kernelKey]*vk.Kernel
 }
+
+// kernelKey identifies a kernel: family, bindings, push size and up to
+// maxKernelSpec specialization constants (a comparable value, no
+// allocation per lookup).
+type kernelKey struct {
+	name     string
+	bindings [maxKernelBindings]vk.Access
+	nb, ns   uint8
+	push     int
+	spec     [maxKernelSpec]uint32
+}
+
+const (
+	maxKernelBindings = 8
+	maxKernelSpec     = 12
+)
 
 // sinkSlots is the number of unwanted-output slots.
 const sinkSlots = 32
@@ -62,7 +82,7 @@ func OpenGPU(selector string) (*GPU, error) {
 
 // NewGPU returns an engine on an opened device; Close leaves the device open.
 func NewGPU(d *vk.Device) (*GPU, error) {
-	g := &GPU{dev: d, scratch: map[string]*vk.Buffer{}}
+	g := &GPU{dev: d, scratch: map[string]*vk.Buffer{}, kernels: map[kernelKey]*vk.Kernel{}}
 	var err error
 	if g.dummy, err = d.Alloc(16); err != nil {
 		return nil, err
@@ -238,11 +258,24 @@ func (g *GPU) recorded(op string) error {
 // file) for the given bindings, push-constant size and specialization
 // constants.
 func (g *GPU) kernel(name string, bindings []vk.Access, push int, spec ...uint32) (*vk.Kernel, error) {
+	key, cacheable := kernelKey{name: name, nb: uint8(len(bindings)), ns: uint8(len(spec)), push: push},
+		len(bindings) <= maxKernelBindings && len(spec) <= maxKernelSpec
+	if cacheable {
+		copy(key.bindings[:], bindings)
+		copy(key.spec[:], spec)
+		if k, ok := g.kernels[key]; ok {
+			return k, nil
+		}
+	}
 	code, err := shaders.SPIRV(name)
 	if err != nil {
 		return nil, err
 	}
-	return g.dev.Kernel(vk.KernelSpec{Name: name, SPIRV: code, Bindings: bindings, PushSize: push, Spec: spec})
+	k, err := g.dev.Kernel(vk.KernelSpec{Name: name, SPIRV: code, Bindings: bindings, PushSize: push, Spec: spec})
+	if err == nil && cacheable {
+		g.kernels[key] = k
+	}
+	return k, err
 }
 
 // dispatch records one kernel and returns the recording error, if any.

@@ -12,7 +12,7 @@ import (
 	"github.com/u2net-vk/u2net/vk"
 )
 
-func openGPU(t *testing.T) *ops.GPU {
+func openGPU(t testing.TB) *ops.GPU {
 	t.Helper()
 	g, err := ops.OpenGPU(os.Getenv("U2NET_DEVICE"))
 	if err != nil {
@@ -225,4 +225,42 @@ func TestGPUReplayedForwardUnderTiming(t *testing.T) {
 			t.Errorf("timed %v: %d dispatch timings", timed, n)
 		}
 	}
+}
+
+// BenchmarkTrainStepGPU times whole training steps and forward passes of
+// the universal network (base 16, five domains, deep supervision) at a
+// small volume, where recording the passes costs as much as running them:
+// the host-side cost per step shows here.
+func BenchmarkTrainStepGPU(b *testing.B) {
+	g := openGPU(b)
+	c := DefaultConfig()
+	c.PoolsPerAxis = [3]int{3, 3, 3}
+	for i := range 5 {
+		c.Domains = append(c.Domains, Domain{Name: fmt.Sprint("d", i), InChannels: 1, Classes: 2})
+	}
+	m, err := New(c, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	net, err := NewNet(m, g)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer net.Close()
+	size := [3]int{16, 16, 16}
+	x, l := tinyBatch(rand.New(rand.NewPCG(1, 2)), c.Domains[0], 1, size)
+	b.Run("step", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := net.TrainStep(0, 1, size, x, l); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := net.Forward(0, 1, size, x); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

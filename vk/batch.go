@@ -192,17 +192,24 @@ func (b *Batch) sync(cb vkapi.CommandBuffer, accs []access) {
 }
 
 func (b *Batch) checkBuffer(buf *Buffer, what string) bool {
+	if err := b.bufferError(buf); err != nil {
+		b.fail(fmt.Errorf("vk: %s: %w", what, err))
+		return false
+	}
+	return true
+}
+
+// bufferError says why buf cannot be used in this batch, or returns nil.
+func (b *Batch) bufferError(buf *Buffer) error {
 	switch {
 	case buf == nil:
-		b.fail(fmt.Errorf("vk: %s: nil buffer", what))
+		return errors.New("nil buffer")
 	case buf.freed:
-		b.fail(fmt.Errorf("vk: %s: %w", what, ErrBufferReleased))
+		return ErrBufferReleased
 	case buf.block.alloc.dev != b.dev || buf.block.alloc.hostVis:
-		b.fail(fmt.Errorf("vk: %s: buffer belongs to another device or is a staging buffer", what))
-	default:
-		return true
+		return errors.New("buffer belongs to another device or is a staging buffer")
 	}
-	return false
+	return nil
 }
 
 // Dispatch records kernel k over groups workgroups with push constants push
@@ -242,7 +249,10 @@ func (b *Batch) Dispatch(k *Kernel, groups [3]uint32, push any, bufs ...*Buffer)
 	}
 	accs := b.accScratch[:0]
 	for i, buf := range bufs {
-		if !b.checkBuffer(buf, fmt.Sprintf("kernel %s binding %d", name, i)) {
+		// The description is formatted only on failure: this runs for
+		// every binding of every dispatch.
+		if err := b.bufferError(buf); err != nil {
+			b.fail(fmt.Errorf("vk: kernel %s binding %d: %w", name, i, err))
 			return
 		}
 		accs = append(accs, access{buf.block, buf.offset, buf.offset + buf.size, k.spec.Bindings[i]&Write != 0})
