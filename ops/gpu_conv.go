@@ -407,21 +407,73 @@ func (g *GPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) err
 }
 
 // ConvTranspose3d implements Engine for any kernel and stride: it is the
-// backward data pass of the convolution Cout → Cin with the same weights,
-// which for kernel = stride is one GEMM per tap (each stride phase of the
-// output sees exactly one tap).
+// backward data pass of the convolution Cout → Cin with the same weights.
+// When the kernel equals the stride (the network's up-sampling) each output
+// voxel sees exactly one tap, and the memory-bound conv_taps kernel writes
+// the output in whole rows instead.
 func (g *GPU) ConvTranspose3d(p ref.ConvTransposeParams, x, w, b, y *Tensor) error {
 	const op = "ConvTranspose3d"
 	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
 		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
+	if tapsOnly(p) {
+		return g.convTaps(op, p, tapsUp, x, w, b, y)
+	}
 	return g.convGEMM(op, gemmDgrad, transposeGeom(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
 }
 
+// convTapsMax bounds the taps of conv_taps: each invocation keeps four
+// output channels' sums for every tap in registers.
+const convTapsMax = 8
+
+// tapsOnly reports whether conv_taps computes p: kernel = stride, few taps.
+func tapsOnly(p ref.ConvTransposeParams) bool {
+	return p.Kernel == p.Stride && p.Stride.Voxels() <= convTapsMax
+}
+
+// Modes of conv_taps: the transposed convolution and its data gradient.
+const (
+	tapsUp uint32 = iota
+	tapsDown
+)
+
+type pushTaps struct {
+	In                       [4]uint32
+	Cin, Cout, Groups, Total uint32
+	HasBias                  uint32
+}
+
+// convTaps records conv_taps.comp for a transposed convolution with kernel
+// = stride: going up, y from x (b may be nil); going down, the data
+// gradient dx (into y) from dy (in x), b nil.
+func (g *GPU) convTaps(op string, p ref.ConvTransposeParams, mode uint32, x, w, b, y *Tensor) error {
+	const wg = 128
+	reduced, result := p.Cin, p.Cout
+	if mode == tapsDown {
+		reduced, result = p.Cout, p.Cin
+	}
+	k, err := g.kernel("conv_taps", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 36,
+		wg, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32)), mode)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	vox := p.In.Voxels()
+	groups := ceilDiv(result, 4)
+	total := p.N * vox
+	hasBias := uint32(0)
+	if b != nil {
+		hasBias = 1
+	}
+	push := pushTaps{In: dims4(p.In, vox), Cin: uint32(p.Cin), Cout: uint32(p.Cout), Groups: uint32(groups),
+		Total: uint32(total), HasBias: hasBias}
+	return g.dispatch(op, k, vk.Grid1D(groups*ceilDiv(total, wg), 1), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
+}
+
 // ConvTranspose3dBackward implements Engine: dx is the forward convolution
-// of dy with w, dw a split-K GEMM of x against the strided windows of dy,
-// db = ChannelSum(dy). Any of dx, dw and db may be nil.
+// of dy with w (conv_taps when the kernel equals the stride), dw a split-K
+// GEMM of x against the strided windows of dy, db = ChannelSum(dy). Any of
+// dx, dw and db may be nil.
 func (g *GPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, dw, db *Tensor) error {
 	const op = "ConvTranspose3dBackward"
 	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
@@ -430,7 +482,11 @@ func (g *GPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, d
 		return err
 	}
 	geo := transposeGeom(p)
-	if dx != nil {
+	if dx != nil && tapsOnly(p) {
+		if err := g.convTaps(op, p, tapsDown, dy, w, nil, dx); err != nil {
+			return err
+		}
+	} else if dx != nil {
 		if err := g.convGEMM(op, gemmFwd, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf); err != nil {
 			return err
 		}

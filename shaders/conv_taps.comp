@@ -1,0 +1,154 @@
+#version 450
+#extension GL_EXT_control_flow_attributes : require
+// conv_taps: the transposed convolution whose kernel equals its stride
+// (SD×SH×SW, no padding), the network's learned up-sampling, and its data
+// gradient. Every output voxel of the transposed convolution takes exactly
+// one tap t of one input voxel i:
+//   MODE 0 (UP)    y[b, co, s·i + t] = bias[co] + Σ_ci w[ci, co, t] · x[b, ci, i]
+//   MODE 1 (DOWN)  dx[b, ci, i] = Σ_co Σ_t w[ci, co, t] · dy[b, co, s·i + t]
+// so both passes are memory-bound: the smaller tensor is read once per group
+// of four output channels, the larger one once, in whole rows.
+//
+// An invocation owns one voxel i and four channels of its result (channels
+// past the end are computed with zero weights and not stored). It walks the
+// reduced channels (ci going up, co going down), reading each value once,
+// and keeps its sums in registers: 4·T scalars going up (T = taps), a vec4
+// going down. The weights of CB reduced channels at a time are staged in
+// shared memory, T vec4s per channel, which every invocation reads at the
+// same address (a broadcast). The group of four channels is the
+// fastest-varying part of the workgroup index, so the groups that read the
+// same input run together. Sums run over the reduced channels in order:
+// results are bit-reproducible.
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 128;
+layout(constant_id = 1) const uint SD = 2;
+layout(constant_id = 2) const uint SH = 2;
+layout(constant_id = 3) const uint SW = 2;
+layout(constant_id = 4) const uint CB = 32; // reduced channels per weight stage
+layout(constant_id = 5) const uint MODE = 0;
+
+const uint UP = 0;
+const uint DOWN = 1;
+const uint T = SD * SH * SW;
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };    // x, or dy going down
+layout(std430, binding = 1) readonly buffer W { float w[]; };    // [cin, cout, T]
+layout(std430, binding = 2) readonly buffer B { float b[]; };
+layout(std430, binding = 3) writeonly buffer Y { float y[]; };   // y, or dx going down
+layout(push_constant) uniform Push {
+    uvec4 in3;    // the small side's d, h, w and voxels
+    uint cin, cout;
+    uint groups;  // groups of four result channels
+    uint total;   // batch · small-side voxels
+    uint hasBias;
+} p;
+
+// ws[c·T + q]: going up, the weights of reduced channel ci0 + c for the sums
+// 4q .. 4q+3 (sum j is result channel j / T, tap j % T); going down, those
+// of tap q for the four result channels.
+shared vec4 ws[CB * T];
+
+void main() {
+    uint lid = gl_LocalInvocationID.x;
+    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    uint cg = g % p.groups;
+    uint v = (g / p.groups) * WG + lid;
+    bool live = v < p.total;
+    uint vox = p.in3.w;
+    uint bn = v / vox;
+    uint i = v - bn * vox;
+    uint o0 = cg * 4;
+    uint nRed = MODE == UP ? p.cin : p.cout;
+    uint nOut = MODE == UP ? p.cout : p.cin;
+
+    uint hw = p.in3.y * p.in3.z;
+    uint iz = i / hw;
+    uint rr = i - iz * hw;
+    uint iy = rr / p.in3.z;
+    uint ix = rr - iy * p.in3.z;
+    uint od = p.in3.x * SD, oh = p.in3.y * SH, ow = p.in3.z * SW;
+    uint bigVox = od * oh * ow;
+    // Offset of the s³ block of voxel i in a plane of the large side.
+    uint block = ((SD * iz) * oh + SH * iy) * ow + SW * ix;
+
+    float acc[MODE == UP ? 4 * T : 1];
+    vec4 acc4 = vec4(0.0);
+    if (MODE == UP) {
+        [[unroll]] for (uint j = 0; j < 4 * T; j++) {
+            uint co = o0 + j / T;
+            acc[j] = (p.hasBias != 0 && co < p.cout) ? b[co] : 0.0;
+        }
+    }
+    for (uint r0 = 0; r0 < nRed; r0 += CB) {
+        barrier(); // the previous stage's reads are done
+        for (uint e = lid; e < CB * T * 4; e += WG) {
+            uint c = e / (T * 4);
+            uint j = e - c * (T * 4);
+            uint rc = r0 + c;
+            float wv = 0.0;
+            if (MODE == UP) {
+                uint co = o0 + j / T;
+                if (rc < nRed && co < nOut) {
+                    wv = w[(rc * p.cout + co) * T + j % T];
+                }
+            } else {
+                uint t = j / 4;
+                uint ci = o0 + j % 4;
+                if (rc < nRed && ci < nOut) {
+                    wv = w[(ci * p.cout + rc) * T + t];
+                }
+            }
+            ws[c * T + j / 4][j % 4] = wv;
+        }
+        barrier();
+        if (live) {
+            uint n = min(CB, nRed - r0);
+            for (uint c = 0; c < n; c++) {
+                if (MODE == UP) {
+                    float xv = x[(bn * p.cin + r0 + c) * vox + i];
+                    [[unroll]] for (uint q = 0; q < T; q++) {
+                        vec4 wq = ws[c * T + q];
+                        acc[4 * q] = fma(wq.x, xv, acc[4 * q]);
+                        acc[4 * q + 1] = fma(wq.y, xv, acc[4 * q + 1]);
+                        acc[4 * q + 2] = fma(wq.z, xv, acc[4 * q + 2]);
+                        acc[4 * q + 3] = fma(wq.w, xv, acc[4 * q + 3]);
+                    }
+                } else {
+                    uint plane = (bn * p.cout + r0 + c) * bigVox + block;
+                    [[unroll]] for (uint tz = 0; tz < SD; tz++) {
+                        [[unroll]] for (uint ty = 0; ty < SH; ty++) {
+                            [[unroll]] for (uint tx = 0; tx < SW; tx++) {
+                                float dv = x[plane + (tz * oh + ty) * ow + tx];
+                                acc4 = fma(ws[c * T + (tz * SH + ty) * SW + tx], vec4(dv), acc4);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if (!live) {
+        return;
+    }
+    if (MODE == DOWN) {
+        [[unroll]] for (uint k = 0; k < 4; k++) {
+            if (o0 + k < p.cin) {
+                y[(bn * p.cin + o0 + k) * vox + i] = acc4[k];
+            }
+        }
+        return;
+    }
+    [[unroll]] for (uint k = 0; k < 4; k++) {
+        uint co = o0 + k;
+        if (co < p.cout) {
+            uint plane = (bn * p.cout + co) * bigVox + block;
+            [[unroll]] for (uint tz = 0; tz < SD; tz++) {
+                [[unroll]] for (uint ty = 0; ty < SH; ty++) {
+                    [[unroll]] for (uint tx = 0; tx < SW; tx++) {
+                        y[plane + (tz * oh + ty) * ow + tx] = acc[k * T + (tz * SH + ty) * SW + tx];
+                    }
+                }
+            }
+        }
+    }
+}
