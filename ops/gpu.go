@@ -280,6 +280,9 @@ func (g *GPU) kernel(name string, bindings []vk.Access, push int, spec ...uint32
 
 // dispatch records one kernel and returns the recording error, if any.
 func (g *GPU) dispatch(op string, k *vk.Kernel, groups [3]uint32, push any, bufs ...*vk.Buffer) error {
+	if g.timed {
+		g.batch.SetLabel(op)
+	}
 	g.batch.Dispatch(k, groups, push, bufs...)
 	return g.recorded(op)
 }

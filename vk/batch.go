@@ -56,6 +56,7 @@ type download struct {
 // concurrently (such overlap is credited to the later dispatch).
 type Timing struct {
 	Kernel   string
+	Label    string        // the batch's label when the dispatch was recorded (SetLabel)
 	Start    time.Duration // since the start of the batch's first timed dispatch
 	Duration time.Duration
 }
@@ -94,6 +95,8 @@ type Batch struct {
 	timed       bool
 	queryPools  []vkapi.QueryPool
 	queryLabels []string
+	queryTags   []string // SetLabel's label per timed dispatch
+	label       string
 	timings     []Timing
 }
 
@@ -337,7 +340,12 @@ func (b *Batch) timestamp(cb vkapi.CommandBuffer, stage vkapi.PipelineStageFlagB
 	}
 	vkapi.CmdWriteTimestamp(cb, stage, b.queryPools[n/queriesPerPool], uint32(n%queriesPerPool))
 	b.queryLabels = append(b.queryLabels, label)
+	b.queryTags = append(b.queryTags, b.label)
 }
+
+// SetLabel names the dispatches recorded from now on in their Timings
+// (say, the operation they belong to).
+func (b *Batch) SetLabel(label string) { b.label = label }
 
 // Fill sets every 32-bit word of dst to value (dst's size must be a multiple
 // of 4).
@@ -608,7 +616,7 @@ func (b *Batch) readTimings() error {
 	for i := 0; i+1 < n; i += 2 {
 		start := float64(ticks[i]-ticks[0]) * period
 		dt := float64(ticks[i+1]-ticks[i]) * period
-		b.timings = append(b.timings, Timing{Kernel: b.queryLabels[i], Start: time.Duration(start), Duration: time.Duration(dt)})
+		b.timings = append(b.timings, Timing{Kernel: b.queryLabels[i], Label: b.queryTags[i], Start: time.Duration(start), Duration: time.Duration(dt)})
 	}
 	return nil
 }

@@ -70,11 +70,18 @@ func WriteText(w io.Writer, reps []*Report) {
 						continue
 					}
 					fmt.Fprintf(w, "%s %s: GPU time by kernel (%.1f ms in all):", n.Mode, prof.name, totalMS(prof.ks))
-					for i, k := range prof.ks {
+					for i, k := range byKernel(prof.ks) {
 						if i == 8 {
 							break
 						}
 						fmt.Fprintf(w, " %s %.1f (%d×);", k.Kernel, k.MS, k.Dispatches)
+					}
+					fmt.Fprintf(w, "\n  by operation:")
+					for i, k := range prof.ks {
+						if i == 10 {
+							break
+						}
+						fmt.Fprintf(w, " %s in %s %.1f (%d×);", k.Kernel, k.Op, k.MS, k.Dispatches)
 					}
 					fmt.Fprintln(w)
 				}
@@ -235,6 +242,29 @@ func writeTiles(w io.Writer, res []TileResult) {
 		}
 	}
 	tw.Flush()
+}
+
+// byKernel sums a profile over the operations of each kernel, largest
+// first.
+func byKernel(ks []KernelTime) []KernelTime {
+	by := map[string]*KernelTime{}
+	var out []*KernelTime
+	for _, k := range ks {
+		t := by[k.Kernel]
+		if t == nil {
+			t = &KernelTime{Kernel: k.Kernel}
+			by[k.Kernel] = t
+			out = append(out, t)
+		}
+		t.Dispatches += k.Dispatches
+		t.MS += k.MS
+	}
+	res := make([]KernelTime, len(out))
+	for i, t := range out {
+		res[i] = *t
+	}
+	sort.SliceStable(res, func(i, j int) bool { return res[i].MS > res[j].MS })
+	return res
 }
 
 // wallGPU formats a wall time with the GPU time of the same pass, when

@@ -104,6 +104,7 @@ type NetResult struct {
 // KernelTime is the GPU time one kernel family took within a pass.
 type KernelTime struct {
 	Kernel     string  `json:"kernel"`
+	Op         string  `json:"op"` // the engine operation that recorded the dispatches
 	Dispatches int     `json:"dispatches"`
 	MS         float64 `json:"ms"`
 }
@@ -117,12 +118,13 @@ func profile(g *ops.GPU, f func() error) ([]KernelTime, error) {
 	if err := f(); err != nil {
 		return nil, err
 	}
-	by := map[string]*KernelTime{}
+	by := map[[2]string]*KernelTime{}
 	for _, t := range g.TakeTimings() {
-		k := by[t.Kernel]
+		key := [2]string{t.Kernel, t.Label}
+		k := by[key]
 		if k == nil {
-			k = &KernelTime{Kernel: t.Kernel}
-			by[t.Kernel] = k
+			k = &KernelTime{Kernel: t.Kernel, Op: t.Label}
+			by[key] = k
 		}
 		k.Dispatches++
 		k.MS += ms(t.Duration)
