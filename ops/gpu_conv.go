@@ -108,9 +108,12 @@ func (g *GPU) gemmMaxWG() int {
 	return min(int(info.MaxWorkgroupInvocs), int(info.MaxWorkgroupSize[0]), gemmWG)
 }
 
-// gemmWG is the preferred workgroup size: 8 NVIDIA warps or 4 AMD waves, a
-// multiple of lavapipe's 8 lanes.
-const gemmWG = 256
+// gemmWG is the largest workgroup: 8 NVIDIA warps or 4 AMD waves, a
+// multiple of lavapipe's 8 lanes; gemmMinWG the smallest, one AMD wave.
+const (
+	gemmWG    = 256
+	gemmMinWG = 64
+)
 
 // pickTile chooses the tile for an M×N product: the tile edge follows the
 // matrix edge (Cout is often 16 or 32, so 64-row tiles would idle half the
@@ -135,12 +138,17 @@ func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
 		t.BN = 32
 	}
 	info := g.dev.Info()
-	wg := g.gemmMaxWG()
+	maxWG := g.gemmMaxWG()
 	for {
+		// 4×4 outputs per invocation where the workgroup can shrink to
+		// fit: a small tile (weight gradients of few channels) then gets
+		// fewer invocations, not fewer sums each (1×4 per invocation was
+		// half as fast on lavapipe at 32×32 channels).
+		wg := min(maxWG, max(t.BM*t.BN/16, min(gemmMinWG, maxWG)))
 		per := max(t.BM*t.BN/wg, 1)
 		t.TN = min(4, per)
 		t.TM = per / t.TN
-		if t.fits(info, wg) {
+		if t.fits(info, maxWG) {
 			return t, nil
 		}
 		switch {
@@ -150,7 +158,7 @@ func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
 			t.BM /= 2
 		default:
 			return t, fmt.Errorf("device %s: no GEMM tile fits %d invocations and %d bytes of shared memory",
-				info.Name, wg, info.MaxSharedMemory)
+				info.Name, maxWG, info.MaxSharedMemory)
 		}
 	}
 }
@@ -162,7 +170,7 @@ func dims4(d ref.Dims3, w int) [4]uint32 {
 }
 
 // Split-K: a product whose output tiles give fewer than gemmSplitTarget
-// workgroups splits its K range (each split summing at least gemmSplitMinK
+// invocations splits its K range (each split summing at least gemmSplitMinK
 // terms) so that it still fills a large GPU. Weight gradients (a handful of
 // tiles, K = batch·voxels) always need it; forward and data-gradient passes
 // need it at the deep levels, where the voxels are few and the channels
@@ -170,8 +178,8 @@ func dims4(d ref.Dims3, w int) [4]uint32 {
 // A CPU implementation runs a few workgroups at a time, one per core, and
 // gains nothing from splitting beyond that.
 const (
-	gemmSplitTarget    = 512
-	gemmSplitTargetCPU = 16
+	gemmSplitTarget    = 512 * gemmWG
+	gemmSplitTargetCPU = 16 * gemmWG
 	gemmSplitMinK      = 512
 )
 
@@ -210,7 +218,7 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 	if info.Type == vk.TypeCPU {
 		target = gemmSplitTargetCPU
 	}
-	splits := min(ceilDiv(target, tilesM*tilesN*phases), max(kTiles*t.BK/gemmSplitMinK, 1))
+	splits := min(ceilDiv(target, tilesM*tilesN*phases*t.wg()), max(kTiles*t.BK/gemmSplitMinK, 1))
 	// The partials must fit one buffer binding.
 	if most := int(uint64(info.MaxStorageBufferRange) / 4 / uint64(cLen)); splits > most {
 		splits = max(most, 1)
