@@ -460,6 +460,7 @@ func TestTimedBatch(t *testing.T) {
 	b := d.NewTimedBatch()
 	defer b.Release()
 	for i := 0; i < 5; i++ {
+		b.SetLabel(fmt.Sprint("op", i%2))
 		b.Dispatch(fill, Grid1D(5000, 64), pushNV{5000, float32(i)}, bufs[i%2])
 	}
 	if err := b.Run(); err != nil {
@@ -470,7 +471,7 @@ func TestTimedBatch(t *testing.T) {
 		t.Fatalf("%d timings, want 5", len(ts))
 	}
 	for i, tm := range ts {
-		if tm.Kernel != "fill" || tm.Duration < 0 {
+		if tm.Kernel != "fill" || tm.Label != fmt.Sprint("op", i%2) || tm.Duration < 0 {
 			t.Errorf("timing %+v", tm)
 		}
 		// Each stamp pair starts after every earlier dispatch completed.
