@@ -22,6 +22,10 @@ type InputSlot struct{ slot *vk.Slot }
 // Write sets the data the next runs of the recording upload.
 func (s *InputSlot) Write(data []float32) error { return s.slot.Write(data) }
 
+// WriteLabels sets the labels the next runs of the recording upload (a slot
+// of a label tensor).
+func (s *InputSlot) WriteLabels(data []int32) error { return s.slot.Write(data) }
+
 // Capture calls fn with the engine recording into a batch of its own and
 // returns it for replay: the operations fn calls are recorded, not run.
 // Inside fn, WriteSlot and ReadInto stand for Write and Read; Sync and Read
@@ -78,6 +82,18 @@ func (g *GPU) WriteSlot(t *Tensor) (*InputSlot, error) {
 	}
 	slot := g.batch.UploadSlot(t.gpu.buf, 4*uint64(t.n))
 	if err := g.recorded("WriteSlot"); err != nil {
+		return nil, err
+	}
+	return &InputSlot{slot: slot}, nil
+}
+
+// WriteLabelsSlot is WriteSlot for a label tensor.
+func (g *GPU) WriteLabelsSlot(t *Tensor) (*InputSlot, error) {
+	if err := checkArgs(g, "WriteLabelsSlot", nil, labels("tensor", t, -1)); err != nil {
+		return nil, err
+	}
+	slot := g.batch.UploadSlot(t.gpu.buf, 4*uint64(t.n))
+	if err := g.recorded("WriteLabelsSlot"); err != nil {
 		return nil, err
 	}
 	return &InputSlot{slot: slot}, nil

@@ -2,9 +2,11 @@ package u2net
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/u2net-vk/u2net/ops"
@@ -263,4 +265,90 @@ func BenchmarkTrainStepGPU(b *testing.B) {
 			}
 		}
 	})
+}
+
+// Training steps replayed from a recording give the bits of steps recorded
+// afresh — losses, parameters, optimiser state and gradients — across
+// domains, deep-supervision heads, a FreezeShared switch and timing.
+func TestGPUReplayedStepsMatchRecorded(t *testing.T) {
+	g := openGPU(t)
+	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 31)
+	r := rand.New(rand.NewPCG(9, 10))
+	type batch struct {
+		dom  int
+		x    []float32
+		l    []int32
+		step func(n *Net)
+	}
+	var batches []batch
+	for i, dom := range []int{0, 1, 0, 1, 0, 1} {
+		x, l := tinyBatch(r, m.Config.Domains[dom], 2, tinySize)
+		b := batch{dom: dom, x: x, l: l}
+		switch i {
+		case 3:
+			b.step = func(n *Net) { n.FreezeShared = true }
+		case 4:
+			b.step = func(n *Net) {
+				if err := g.SetTimed(true); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case 5:
+			b.step = func(n *Net) {
+				if err := g.SetTimed(false); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		batches = append(batches, b)
+	}
+	run := func(replay bool) (losses []Losses, state map[string][]float32) {
+		net, err := NewNet(m, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer net.Close()
+		net.DeepSupervisionLoss = true
+		net.recordEachStep = !replay
+		for _, b := range batches {
+			if b.step != nil {
+				b.step(net)
+			}
+			l, err := net.TrainStep(b.dom, 2, tinySize, b.x, b.l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			losses = append(losses, l)
+		}
+		l, err := net.Gradients(0, 2, tinySize, batches[0].x, batches[0].l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, l)
+		state = map[string][]float32{}
+		for i, set := range []map[string]*ops.Tensor{net.values, net.grads, net.state1, net.state2} {
+			for name, tt := range set {
+				v := make([]float32, tt.Len())
+				if err := g.Read(tt, v); err != nil {
+					t.Fatal(err)
+				}
+				state[fmt.Sprintf("%s (set %d)", name, i)] = v
+			}
+		}
+		g.TakeTimings()
+		return losses, state
+	}
+	recLosses, recState := run(false)
+	repLosses, repState := run(true)
+	for i := range recLosses {
+		if recLosses[i] != repLosses[i] {
+			t.Errorf("step %d: replayed losses %+v, recorded %+v", i, repLosses[i], recLosses[i])
+		}
+	}
+	if len(recState) != len(repState) {
+		t.Fatalf("%d state tensors replayed, %d recorded", len(repState), len(recState))
+	}
+	for _, name := range slices.Sorted(maps.Keys(recState)) {
+		sameValues(t, name, repState[name], recState[name])
+	}
 }

@@ -34,6 +34,8 @@ type graph struct {
 	replay *ops.Recording
 	slot   *ops.InputSlot
 	out    []float32
+	// stepRec is the recorded training step (GPU engines).
+	stepRec *stepRecording
 
 	input, logits *act
 	labels        *ops.Tensor
@@ -209,6 +211,10 @@ func (g *graph) free() {
 	if g.replay != nil {
 		g.replay.Release()
 		g.replay = nil
+	}
+	if g.stepRec != nil {
+		g.stepRec.rec.Release()
+		g.stepRec = nil
 	}
 	for _, t := range g.tensors {
 		g.net.e.Free(t)

@@ -3,6 +3,7 @@ package u2net
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/ops/ref"
@@ -55,6 +56,9 @@ type Net struct {
 	// slope is the LeakyReLU slope, ref.DefaultSlope; the gradient tests
 	// raise it to keep the loss smooth enough for finite differences.
 	slope float64
+	// recordEachStep records every training step afresh instead of
+	// replaying the graph's recorded one (tests compare the two).
+	recordEachStep bool
 }
 
 type graphKey struct {
@@ -301,6 +305,7 @@ type replayer interface {
 	Capture(fn func() error) (*ops.Recording, error)
 	Timed() bool
 	WriteSlot(t *ops.Tensor) (*ops.InputSlot, error)
+	WriteLabelsSlot(t *ops.Tensor) (*ops.InputSlot, error)
 	ReadInto(t *ops.Tensor, dst []float32) error
 }
 
@@ -381,7 +386,6 @@ func (n *Net) run(dom, batch int, size [3]int, x []float32, labels []int32, upda
 	if len(labels) != g.labels.Len() {
 		return Losses{}, fmt.Errorf("labels have %d values, want %d", len(labels), g.labels.Len())
 	}
-	e := n.e
 	// Loss weights: 1 for the logits, halving per head level, normalised.
 	weights := []float64{1}
 	total := 1.0
@@ -390,48 +394,159 @@ func (n *Net) run(dom, batch int, size [3]int, x []float32, labels []int32, upda
 		weights = append(weights, w)
 		total += w
 	}
-	steps := []func() error{
-		func() error { return e.Write(g.input.v, x) },
-		func() error { return e.WriteLabels(g.labels, labels) },
-		g.forward,
-		func() error {
-			return lossAndGrad(e, classes, batch, size, g.logits, g.labels, g.dCE, g.dDice, g.lossCE, g.lossD, weights[0]/total, len(g.heads) == 0)
-		},
+	for _, h := range g.heads {
+		h.downsample(labels, batch, size)
 	}
-	for i, h := range g.heads {
-		h, w := h, weights[i+1]/total
-		steps = append(steps, func() error {
-			h.downsample(labels, batch, size)
-			if err := e.WriteLabels(h.labels, h.host); err != nil {
-				return err
-			}
-			return lossAndGrad(e, classes, batch, [3]int(h.a.size), h.a, h.labels, h.dCE, h.dDice, h.lossCE, h.lossD, w, false)
-		})
+	var vals []float32
+	if rp, ok := n.e.(replayer); ok && !n.recordEachStep {
+		vals, err = g.replayStep(rp, x, labels, weights, total)
+	} else {
+		vals, err = g.recordStep(x, labels, weights, total)
 	}
-	steps = append(steps, g.backward)
+	if err != nil {
+		return Losses{}, err
+	}
 	if update {
-		steps = append(steps, func() error { return n.update(dom) })
-	}
-	for _, s := range steps {
-		if err := s(); err != nil {
+		if err := n.update(dom); err != nil {
+			return Losses{}, err
+		}
+		if err := n.e.Sync(); err != nil {
 			return Losses{}, err
 		}
 	}
 	var out Losses
-	pairs := append([][2]*ops.Tensor{{g.lossCE, g.lossD}}, headLosses(g.heads)...)
+	for i := range weights {
+		out.CrossEntropy += weights[i] / total * float64(vals[2*i])
+		out.Dice += weights[i] / total * float64(vals[2*i+1])
+	}
+	return out, nil
+}
+
+// lossPairs are the graph's (cross-entropy, Dice) loss tensors: the
+// logits' first, then each head's.
+func (g *graph) lossPairs() [][2]*ops.Tensor {
+	return append([][2]*ops.Tensor{{g.lossCE, g.lossD}}, headLosses(g.heads)...)
+}
+
+// passes records the forward pass, the losses of the logits and of every
+// head with their gradients (weights[i]/total each), and the backward pass.
+func (g *graph) passes(weights []float64, total float64) error {
+	e := g.net.e
+	classes := g.net.Model.Config.Domains[g.dom].Classes
+	if err := g.forward(); err != nil {
+		return err
+	}
+	if err := lossAndGrad(e, classes, g.n, g.size, g.logits, g.labels, g.dCE, g.dDice, g.lossCE, g.lossD, weights[0]/total, len(g.heads) == 0); err != nil {
+		return err
+	}
+	for i, h := range g.heads {
+		if err := lossAndGrad(e, classes, g.n, [3]int(h.a.size), h.a, h.labels, h.dCE, h.dDice, h.lossCE, h.lossD, weights[i+1]/total, false); err != nil {
+			return err
+		}
+	}
+	return g.backward()
+}
+
+// recordStep uploads the batch (the heads' labels already down-sampled),
+// records and runs the passes and returns the loss values, pair by pair.
+func (g *graph) recordStep(x []float32, labels []int32, weights []float64, total float64) ([]float32, error) {
+	e := g.net.e
+	if err := e.Write(g.input.v, x); err != nil {
+		return nil, err
+	}
+	if err := e.WriteLabels(g.labels, labels); err != nil {
+		return nil, err
+	}
+	for _, h := range g.heads {
+		if err := e.WriteLabels(h.labels, h.host); err != nil {
+			return nil, err
+		}
+	}
+	if err := g.passes(weights, total); err != nil {
+		return nil, err
+	}
+	pairs := g.lossPairs()
 	vals := make([]float32, 2*len(pairs))
 	var reads []readReq
 	for i, pair := range pairs {
 		reads = append(reads, readReq{pair[0], vals[2*i : 2*i+1]}, readReq{pair[1], vals[2*i+1 : 2*i+2]})
 	}
-	if err := readAll(e, reads); err != nil {
-		return Losses{}, err
+	return vals, readAll(e, reads)
+}
+
+// stepRecording is a training graph's recorded passes, uploads to loss
+// downloads, replayed by every step: recording a step's thousands of
+// dispatches costs the host as much as a fast GPU takes to run them.
+type stepRecording struct {
+	rec       *ops.Recording
+	x, labels *ops.InputSlot
+	heads     []*ops.InputSlot
+	losses    []float32
+	frozen    bool // FreezeShared when recorded: it decides which gradients the passes write
+}
+
+// replayStep is recordStep through the graph's recorded step, recording it
+// on first use and again when what it depends on changed.
+func (g *graph) replayStep(rp replayer, x []float32, labels []int32, weights []float64, total float64) ([]float32, error) {
+	n := g.net
+	if s := g.stepRec; s != nil && (s.rec.Timed() != rp.Timed() || s.frozen != n.FreezeShared) {
+		s.rec.Release()
+		g.stepRec = nil
 	}
-	for i := range pairs {
-		out.CrossEntropy += weights[i] / total * float64(vals[2*i])
-		out.Dice += weights[i] / total * float64(vals[2*i+1])
+	if g.stepRec == nil {
+		s := &stepRecording{frozen: n.FreezeShared}
+		pairs := g.lossPairs()
+		s.losses = make([]float32, 2*len(pairs))
+		rec, err := rp.Capture(func() error {
+			var err error
+			if s.x, err = rp.WriteSlot(g.input.v); err != nil {
+				return err
+			}
+			if s.labels, err = rp.WriteLabelsSlot(g.labels); err != nil {
+				return err
+			}
+			for _, h := range g.heads {
+				slot, err := rp.WriteLabelsSlot(h.labels)
+				if err != nil {
+					return err
+				}
+				s.heads = append(s.heads, slot)
+			}
+			if err := g.passes(weights, total); err != nil {
+				return err
+			}
+			for i, pair := range pairs {
+				if err := rp.ReadInto(pair[0], s.losses[2*i:2*i+1]); err != nil {
+					return err
+				}
+				if err := rp.ReadInto(pair[1], s.losses[2*i+1:2*i+2]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.rec = rec
+		g.stepRec = s
 	}
-	return out, nil
+	s := g.stepRec
+	if err := s.x.Write(x); err != nil {
+		return nil, err
+	}
+	if err := s.labels.WriteLabels(labels); err != nil {
+		return nil, err
+	}
+	for i, h := range g.heads {
+		if err := s.heads[i].WriteLabels(h.host); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.rec.Run(); err != nil {
+		return nil, err
+	}
+	return slices.Clone(s.losses), nil
 }
 
 // readReq asks for a tensor's values.
