@@ -48,11 +48,14 @@ func (g *GPU) channelSum(op string, n, c, vox int, x, sums *vk.Buffer) error {
 	if c > 65535 {
 		return fmt.Errorf("ops.%s: %d channels, at most 65535", op, c)
 	}
-	first, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, reduceWG, 0)
+	// A vec4 never straddles two planes when the plane and the segment are
+	// multiples of four.
+	vec4 := vox%4 == 0 && seg%4 == 0
+	first, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, reduceWG, 0, b32(vec4))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	second, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, reduceWG, 1)
+	second, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, reduceWG, 1, 0)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

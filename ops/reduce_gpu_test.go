@@ -21,6 +21,11 @@ func TestChannelSum(t *testing.T) {
 		{1, 3, ref.Dims3{13, 1, 9}},
 		{2, 64, ref.Dims3{3, 3, 3}},
 		{3, 2, ref.Dims3{17, 19, 23}}, // several segments per channel
+		// Planes of a multiple of four voxels (vec4 loads): one vec4 per
+		// plane, several planes per segment, several segments per plane.
+		{5, 1, ref.Dims3{1, 1, 4}},
+		{3, 5, ref.Dims3{4, 6, 7}},
+		{2, 2, ref.Dims3{16, 16, 33}},
 	} {
 		s := s
 		x := randScaled(r, s.n*s.c*s.size.Voxels(), 3)

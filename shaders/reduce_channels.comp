@@ -5,13 +5,17 @@
 //   0: workgroup (j, c) sums the j-th segment of the flattened (n, v) range
 //      of channel c into partial[c·chunks + j];
 //   1: workgroup c sums partial[c·chunks .. c·chunks + chunks) into sums[c].
-// Each invocation adds a strided subset in order, then a fixed binary tree in
-// shared memory combines the invocations.
+// Each invocation adds a strided subset in order (with VEC4, four
+// consecutive elements at a time, when planes and segments are multiples of
+// four), then a fixed binary tree in shared memory combines the
+// invocations.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 256; // a power of two
 layout(constant_id = 1) const uint PASS = 0;
+layout(constant_id = 2) const bool VEC4 = false;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform Push {
     uint n;      // batch
@@ -32,10 +36,26 @@ void main() {
         uint total = p.n * p.vox;
         uint begin = j * p.seg;
         uint end = min(begin + p.seg, total);
-        for (uint e = begin + lid; e < end; e += WG) {
-            uint nn = e / p.vox;
-            uint v = e - nn * p.vox;
-            s += x[(nn * p.c + ch) * p.vox + v];
+        uint lanes = VEC4 ? 4 : 1;
+        // Position (sample nn, voxel v) of the invocation's first element,
+        // then stepped along without a division per element.
+        uint e = begin + lid * lanes;
+        uint nn = e / p.vox;
+        uint v = e - nn * p.vox;
+        for (; e < end; e += WG * lanes) {
+            uint at = (nn * p.c + ch) * p.vox + v;
+            if (VEC4) {
+                vec4 q = x4[at / 4];
+                s += (q.x + q.y) + (q.z + q.w);
+            } else {
+                s += x[at];
+            }
+            v += WG * lanes;
+            if (v >= p.vox) {
+                uint q = v / p.vox;
+                nn += q;
+                v -= q * p.vox;
+            }
         }
     } else {
         uint ch = gl_WorkGroupID.x;
