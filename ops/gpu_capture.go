@@ -87,6 +87,30 @@ func (g *GPU) WriteSlot(t *Tensor) (*InputSlot, error) {
 	return &InputSlot{slot: slot}, nil
 }
 
+// OutputSlot is the destination of a download inside a recording.
+type OutputSlot struct {
+	slot *vk.ReadSlot
+	n    int
+}
+
+// SetDest sets the slice (of the tensor's length) that the next runs of the
+// recording fill: each run can hand its results to a new slice without a
+// further copy.
+func (s *OutputSlot) SetDest(dst []float32) error { return s.slot.SetDest(dst) }
+
+// ReadSlot records a download of t whose destination is set before each run
+// with SetDest.
+func (g *GPU) ReadSlot(t *Tensor) (*OutputSlot, error) {
+	if err := checkArgs(g, "ReadSlot", nil, in("tensor", t, -1)); err != nil {
+		return nil, err
+	}
+	slot := g.batch.DownloadSlot(t.gpu.buf, 4*t.n)
+	if err := g.recorded("ReadSlot"); err != nil {
+		return nil, err
+	}
+	return &OutputSlot{slot: slot, n: t.n}, nil
+}
+
 // WriteLabelsSlot is WriteSlot for a label tensor.
 func (g *GPU) WriteLabelsSlot(t *Tensor) (*InputSlot, error) {
 	if err := checkArgs(g, "WriteLabelsSlot", nil, labels("tensor", t, -1)); err != nil {

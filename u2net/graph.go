@@ -30,10 +30,10 @@ type graph struct {
 	tempSlot int
 
 	// replay is the recorded forward pass (GPU engines), slot its input
-	// upload and out the logits each run fills.
+	// upload and out its download of the logits.
 	replay *ops.Recording
 	slot   *ops.InputSlot
-	out    []float32
+	out    *ops.OutputSlot
 	// stepRec is the recorded training step (GPU engines).
 	stepRec *stepRecording
 

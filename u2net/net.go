@@ -307,6 +307,7 @@ type replayer interface {
 	WriteSlot(t *ops.Tensor) (*ops.InputSlot, error)
 	WriteLabelsSlot(t *ops.Tensor) (*ops.InputSlot, error)
 	ReadInto(t *ops.Tensor, dst []float32) error
+	ReadSlot(t *ops.Tensor) (*ops.OutputSlot, error)
 }
 
 // replayForward runs the graph's recorded forward pass on x, recording it on
@@ -318,7 +319,6 @@ func (g *graph) replayForward(rp replayer, x []float32) ([]float32, error) {
 		g.replay = nil
 	}
 	if g.replay == nil {
-		g.out = make([]float32, g.logits.v.Len())
 		rec, err := rp.Capture(func() error {
 			slot, err := rp.WriteSlot(g.input.v)
 			if err != nil {
@@ -328,7 +328,8 @@ func (g *graph) replayForward(rp replayer, x []float32) ([]float32, error) {
 			if err := g.forward(); err != nil {
 				return err
 			}
-			return rp.ReadInto(g.logits.v, g.out)
+			g.out, err = rp.ReadSlot(g.logits.v)
+			return err
 		})
 		if err != nil {
 			return nil, err
@@ -338,10 +339,15 @@ func (g *graph) replayForward(rp replayer, x []float32) ([]float32, error) {
 	if err := g.slot.Write(x); err != nil {
 		return nil, err
 	}
+	// The logits go from staging memory straight into the caller's slice.
+	out := make([]float32, g.logits.v.Len())
+	if err := g.out.SetDest(out); err != nil {
+		return nil, err
+	}
 	if err := g.replay.Run(); err != nil {
 		return nil, err
 	}
-	return append([]float32(nil), g.out...), nil
+	return out, nil
 }
 
 // TrainStep runs forward, the loss (cross-entropy + soft Dice over the

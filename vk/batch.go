@@ -471,24 +471,67 @@ func (b *Batch) Download(data any, src *Buffer) {
 		b.fail(fmt.Errorf("vk: Download: %w", err))
 		return
 	}
+	b.download(dst, src)
+}
+
+// ReadSlot is the destination of a recorded download: a batch run again
+// copies into whatever slice was last set.
+type ReadSlot struct {
+	b     *Batch
+	first int // index of the slot's first part in b.downloads
+	parts int
+	size  int
+}
+
+// SetDest sets the slice (a []float32, []int32, []uint32 or []byte of the
+// slot's size) that the next runs fill.
+func (s *ReadSlot) SetDest(data any) error {
+	dst, err := hostBytes(data)
+	if err != nil {
+		return fmt.Errorf("vk: ReadSlot.SetDest: %w", err)
+	}
+	if len(dst) != s.size {
+		return fmt.Errorf("vk: ReadSlot.SetDest of %d bytes for a %d-byte slot", len(dst), s.size)
+	}
+	for i := range s.parts {
+		off := i * stagingBlockSize
+		s.b.downloads[s.first+i].dst = dst[off:min(off+stagingBlockSize, len(dst))]
+	}
+	return nil
+}
+
+// DownloadSlot records a download of the first n bytes of src whose
+// destination is set, and may be changed between runs, with SetDest (nil
+// after a recording error).
+func (b *Batch) DownloadSlot(src *Buffer, n int) *ReadSlot {
+	first := len(b.downloads)
+	if !b.download(make([]byte, n), src) {
+		return nil
+	}
+	return &ReadSlot{b: b, first: first, parts: len(b.downloads) - first, size: n}
+}
+
+// download records the copy of src's first len(dst) bytes into dst and
+// reports whether it was recorded.
+func (b *Batch) download(dst []byte, src *Buffer) bool {
 	if b.err != nil || !b.checkBuffer(src, "Download") {
-		return
+		return false
 	}
 	if uint64(len(dst)) > src.size {
 		b.fail(fmt.Errorf("vk: Download of %d bytes from a %d-byte buffer", len(dst), src.size))
-		return
+		return false
 	}
 	for off := 0; off < len(dst); off += stagingBlockSize {
 		part := dst[off:min(off+stagingBlockSize, len(dst))]
 		st, err := b.dev.stagingMem.alloc(uint64(len(part)))
 		if err != nil {
 			b.fail(fmt.Errorf("vk: Download: staging: %w", err))
-			return
+			return false
 		}
 		b.staging = append(b.staging, st)
 		cb, ok := b.cmd()
 		if !ok {
-			return
+			return false
 		}
 		at := src.offset + uint64(off)
 		b.sync(cb, []access{{src.block, at, at + uint64(len(part)), false}})
@@ -498,6 +541,7 @@ func (b *Batch) Download(data any, src *Buffer) {
 		b.downloads = append(b.downloads, download{staging: st, dst: part})
 		b.hostReads = true
 	}
+	return true
 }
 
 // hostBytes views a host slice as bytes.

@@ -662,3 +662,48 @@ func TestValidationReportsMissingBarrier(t *testing.T) {
 		t.Fatalf("Run without barriers = %v, want a SYNC-HAZARD validation error", err)
 	}
 }
+
+// A batch run again uploads what its upload slots hold at that moment and
+// downloads into the slices its read slots were last given, across staging
+// parts.
+func TestSlotsOfAReplayedBatch(t *testing.T) {
+	d := openTestDevice(t)
+	const n = (stagingBlockSize + 4096) / 4 // two staging parts
+	buf := alloc(t, d, 4*n)
+	b := d.NewBatch()
+	defer b.Release()
+	up := b.UploadSlot(buf, 4*n)
+	down := b.DownloadSlot(buf, 4*n)
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var outs [][]float32
+	for run := range 3 {
+		in := make([]float32, n)
+		for i := range in {
+			in[i] = float32(run*7 + i%1000)
+		}
+		if err := up.Write(in); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float32, n)
+		if err := down.SetDest(out); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Run(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range in {
+			if out[i] != in[i] {
+				t.Fatalf("run %d: out[%d] = %v, want %v", run, i, out[i], in[i])
+			}
+		}
+		outs = append(outs, out)
+	}
+	if outs[0][0] != 0 || outs[1][0] != 7 {
+		t.Errorf("an earlier destination was overwritten: %v, %v", outs[0][0], outs[1][0])
+	}
+	if err := down.SetDest(make([]float32, n-1)); err == nil {
+		t.Error("SetDest accepted a slice of the wrong size")
+	}
+}
