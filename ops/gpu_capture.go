@@ -77,11 +77,20 @@ func (r *Recording) Release() { r.batch.Release() }
 // WriteSlot records an upload into t whose data is written into the
 // returned slot before each run.
 func (g *GPU) WriteSlot(t *Tensor) (*InputSlot, error) {
-	if err := checkArgs(g, "WriteSlot", nil, in("tensor", t, -1)); err != nil {
+	return g.uploadSlot("WriteSlot", t, in("tensor", t, -1))
+}
+
+// WriteLabelsSlot is WriteSlot for a label tensor.
+func (g *GPU) WriteLabelsSlot(t *Tensor) (*InputSlot, error) {
+	return g.uploadSlot("WriteLabelsSlot", t, labels("tensor", t, -1))
+}
+
+func (g *GPU) uploadSlot(op string, t *Tensor, a arg) (*InputSlot, error) {
+	if err := checkArgs(g, op, nil, a); err != nil {
 		return nil, err
 	}
 	slot := g.batch.UploadSlot(t.gpu.buf, 4*uint64(t.n))
-	if err := g.recorded("WriteSlot"); err != nil {
+	if err := g.recorded(op); err != nil {
 		return nil, err
 	}
 	return &InputSlot{slot: slot}, nil
@@ -109,18 +118,6 @@ func (g *GPU) ReadSlot(t *Tensor) (*OutputSlot, error) {
 		return nil, err
 	}
 	return &OutputSlot{slot: slot, n: t.n}, nil
-}
-
-// WriteLabelsSlot is WriteSlot for a label tensor.
-func (g *GPU) WriteLabelsSlot(t *Tensor) (*InputSlot, error) {
-	if err := checkArgs(g, "WriteLabelsSlot", nil, labels("tensor", t, -1)); err != nil {
-		return nil, err
-	}
-	slot := g.batch.UploadSlot(t.gpu.buf, 4*uint64(t.n))
-	if err := g.recorded("WriteLabelsSlot"); err != nil {
-		return nil, err
-	}
-	return &InputSlot{slot: slot}, nil
 }
 
 // ReadInto records a download of t into dst, which each run then fills.
