@@ -127,37 +127,13 @@ func Conv3dBackward(p ConvParams, x, w, dy, dx, dw, db []float32) error {
 }
 
 func conv3d[T float](p ConvParams, x, w, b, y []T) error {
-	const op = "ref.Conv3d"
-	if err := p.Validate(); err != nil {
-		return wrap(op, err)
-	}
-	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.In)...),
-		checkLen(op, "weight", len(w), p.weightShape()...),
-		checkOptLen(op, "bias", len(b), p.Cout),
-		checkLen(op, "output", len(y), shape5(p.N, p.Cout, p.OutputSize())...),
-	); err != nil {
-		return err
-	}
-	tapForward(p.taps, x, w, b, y, p.N, p.Cout, p.OutputSize().Voxels())
-	return nil
+	return tapForward("ref.Conv3d", p, x, w, b, y)
 }
 
 func conv3dBackward[T float](p ConvParams, x, w, dy, dx, dw, db []T) error {
-	const op = "ref.Conv3dBackward"
-	if err := p.Validate(); err != nil {
-		return wrap(op, err)
-	}
-	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.In)...),
-		checkLen(op, "weight", len(w), p.weightShape()...),
-		checkLen(op, "output gradient", len(dy), shape5(p.N, p.Cout, p.OutputSize())...),
-		checkOptLen(op, "input gradient", len(dx), shape5(p.N, p.Cin, p.In)...),
-		checkOptLen(op, "weight gradient", len(dw), p.weightShape()...),
-		checkOptLen(op, "bias gradient", len(db), p.Cout),
-	); err != nil {
-		return err
-	}
-	tapBackward(p.taps, x, w, dy, dx, dw, db, p.N, p.Cout, p.OutputSize().Voxels())
-	return nil
+	return tapBackward("ref.Conv3dBackward", p, x, w, dy, dx, dw, db)
+}
+
+func (p ConvParams) ioShapes() (in, out []int) {
+	return shape5(p.N, p.Cin, p.In), shape5(p.N, p.Cout, p.OutputSize())
 }

@@ -118,37 +118,13 @@ func ConvTranspose3dBackward(p ConvTransposeParams, x, w, dy, dx, dw, db []float
 }
 
 func convTranspose3d[T float](p ConvTransposeParams, x, w, b, y []T) error {
-	const op = "ref.ConvTranspose3d"
-	if err := p.Validate(); err != nil {
-		return wrap(op, err)
-	}
-	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.In)...),
-		checkLen(op, "weight", len(w), p.weightShape()...),
-		checkOptLen(op, "bias", len(b), p.Cout),
-		checkLen(op, "output", len(y), shape5(p.N, p.Cout, p.OutputSize())...),
-	); err != nil {
-		return err
-	}
-	tapForward(p.taps, x, w, b, y, p.N, p.Cout, p.OutputSize().Voxels())
-	return nil
+	return tapForward("ref.ConvTranspose3d", p, x, w, b, y)
 }
 
 func convTranspose3dBackward[T float](p ConvTransposeParams, x, w, dy, dx, dw, db []T) error {
-	const op = "ref.ConvTranspose3dBackward"
-	if err := p.Validate(); err != nil {
-		return wrap(op, err)
-	}
-	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.In)...),
-		checkLen(op, "weight", len(w), p.weightShape()...),
-		checkLen(op, "output gradient", len(dy), shape5(p.N, p.Cout, p.OutputSize())...),
-		checkOptLen(op, "input gradient", len(dx), shape5(p.N, p.Cin, p.In)...),
-		checkOptLen(op, "weight gradient", len(dw), p.weightShape()...),
-		checkOptLen(op, "bias gradient", len(db), p.Cout),
-	); err != nil {
-		return err
-	}
-	tapBackward(p.taps, x, w, dy, dx, dw, db, p.N, p.Cout, p.OutputSize().Voxels())
-	return nil
+	return tapBackward("ref.ConvTranspose3dBackward", p, x, w, dy, dx, dw, db)
+}
+
+func (p ConvTransposeParams) ioShapes() (in, out []int) {
+	return shape5(p.N, p.Cin, p.In), shape5(p.N, p.Cout, p.OutputSize())
 }

@@ -104,37 +104,13 @@ func DepthwiseConv3dBackward(p DepthwiseParams, x, w, dy, dx, dw, db []float32) 
 }
 
 func depthwiseConv3d[T float](p DepthwiseParams, x, w, b, y []T) error {
-	const op = "ref.DepthwiseConv3d"
-	if err := p.Validate(); err != nil {
-		return wrap(op, err)
-	}
-	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.C, p.Size)...),
-		checkLen(op, "weight", len(w), p.weightShape()...),
-		checkOptLen(op, "bias", len(b), p.C),
-		checkLen(op, "output", len(y), shape5(p.N, p.C, p.Size)...),
-	); err != nil {
-		return err
-	}
-	tapForward(p.taps, x, w, b, y, p.N, p.C, p.Size.Voxels())
-	return nil
+	return tapForward("ref.DepthwiseConv3d", p, x, w, b, y)
 }
 
 func depthwiseConv3dBackward[T float](p DepthwiseParams, x, w, dy, dx, dw, db []T) error {
-	const op = "ref.DepthwiseConv3dBackward"
-	if err := p.Validate(); err != nil {
-		return wrap(op, err)
-	}
-	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.C, p.Size)...),
-		checkLen(op, "weight", len(w), p.weightShape()...),
-		checkLen(op, "output gradient", len(dy), shape5(p.N, p.C, p.Size)...),
-		checkOptLen(op, "input gradient", len(dx), shape5(p.N, p.C, p.Size)...),
-		checkOptLen(op, "weight gradient", len(dw), p.weightShape()...),
-		checkOptLen(op, "bias gradient", len(db), p.C),
-	); err != nil {
-		return err
-	}
-	tapBackward(p.taps, x, w, dy, dx, dw, db, p.N, p.C, p.Size.Voxels())
-	return nil
+	return tapBackward("ref.DepthwiseConv3dBackward", p, x, w, dy, dx, dw, db)
+}
+
+func (p DepthwiseParams) ioShapes() (in, out []int) {
+	return shape5(p.N, p.C, p.Size), shape5(p.N, p.C, p.Size)
 }

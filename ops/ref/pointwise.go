@@ -77,37 +77,13 @@ func PointwiseConv3dBackward(p PointwiseParams, x, w, dy, dx, dw, db []float32) 
 }
 
 func pointwiseConv3d[T float](p PointwiseParams, x, w, b, y []T) error {
-	const op = "ref.PointwiseConv3d"
-	if err := p.Validate(); err != nil {
-		return wrap(op, err)
-	}
-	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.Size)...),
-		checkLen(op, "weight", len(w), p.weightShape()...),
-		checkOptLen(op, "bias", len(b), p.Cout),
-		checkLen(op, "output", len(y), shape5(p.N, p.Cout, p.Size)...),
-	); err != nil {
-		return err
-	}
-	tapForward(p.taps, x, w, b, y, p.N, p.Cout, p.Size.Voxels())
-	return nil
+	return tapForward("ref.PointwiseConv3d", p, x, w, b, y)
 }
 
 func pointwiseConv3dBackward[T float](p PointwiseParams, x, w, dy, dx, dw, db []T) error {
-	const op = "ref.PointwiseConv3dBackward"
-	if err := p.Validate(); err != nil {
-		return wrap(op, err)
-	}
-	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.Size)...),
-		checkLen(op, "weight", len(w), p.weightShape()...),
-		checkLen(op, "output gradient", len(dy), shape5(p.N, p.Cout, p.Size)...),
-		checkOptLen(op, "input gradient", len(dx), shape5(p.N, p.Cin, p.Size)...),
-		checkOptLen(op, "weight gradient", len(dw), p.weightShape()...),
-		checkOptLen(op, "bias gradient", len(db), p.Cout),
-	); err != nil {
-		return err
-	}
-	tapBackward(p.taps, x, w, dy, dx, dw, db, p.N, p.Cout, p.Size.Voxels())
-	return nil
+	return tapBackward("ref.PointwiseConv3dBackward", p, x, w, dy, dx, dw, db)
+}
+
+func (p PointwiseParams) ioShapes() (in, out []int) {
+	return shape5(p.N, p.Cin, p.Size), shape5(p.N, p.Cout, p.Size)
 }

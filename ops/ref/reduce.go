@@ -54,22 +54,59 @@ func storeOpt[T float](dst []T, src []float64) {
 	}
 }
 
-// tapForward computes y = Σ over the taps of w·x, plus the bias b per
-// output channel (c channels of vox voxels, n samples), in float64: the
-// forward pass of every convolution, given its taps.
-func tapForward[T float](taps func(func(xi, wi, yi int)), x, w, b, y []T, n, c, vox int) {
-	acc := make([]float64, len(y))
-	taps(func(xi, wi, yi int) { acc[yi] += float64(w[wi]) * float64(x[xi]) })
-	addBias(acc, b, n, c, vox)
-	store(y, acc)
+// tapConv is a convolution family as the shared reference loops see it:
+// its taps (input, weight and output index of every product) and shapes.
+type tapConv interface {
+	Validate() error
+	taps(f func(xi, wi, yi int))
+	weightShape() []int
+	ioShapes() (in, out []int) // [N, C, D, H, W] each
 }
 
-// tapBackward computes the gradients of tapForward: dx and dw through the
-// taps, db as the per-channel sum of dy; any of them may be nil.
-func tapBackward[T float](taps func(func(xi, wi, yi int)), x, w, dy, dx, dw, db []T, n, c, vox int) {
+// tapForward checks the arguments of op and computes y = Σ over the taps
+// of w·x, plus the bias b per output channel, in float64: the forward pass
+// of every convolution.
+func tapForward[T float](op string, p tapConv, x, w, b, y []T) error {
+	if err := p.Validate(); err != nil {
+		return wrap(op, err)
+	}
+	in, out := p.ioShapes()
+	if err := firstErr(
+		checkLen(op, "input", len(x), in...),
+		checkLen(op, "weight", len(w), p.weightShape()...),
+		checkOptLen(op, "bias", len(b), out[1]),
+		checkLen(op, "output", len(y), out...),
+	); err != nil {
+		return err
+	}
+	acc := make([]float64, len(y))
+	p.taps(func(xi, wi, yi int) { acc[yi] += float64(w[wi]) * float64(x[xi]) })
+	addBias(acc, b, out[0], out[1], out[2]*out[3]*out[4])
+	store(y, acc)
+	return nil
+}
+
+// tapBackward checks the arguments of op and computes the gradients of
+// tapForward: dx and dw through the taps, db as the per-channel sum of dy;
+// any of them may be nil.
+func tapBackward[T float](op string, p tapConv, x, w, dy, dx, dw, db []T) error {
+	if err := p.Validate(); err != nil {
+		return wrap(op, err)
+	}
+	in, out := p.ioShapes()
+	if err := firstErr(
+		checkLen(op, "input", len(x), in...),
+		checkLen(op, "weight", len(w), p.weightShape()...),
+		checkLen(op, "output gradient", len(dy), out...),
+		checkOptLen(op, "input gradient", len(dx), in...),
+		checkOptLen(op, "weight gradient", len(dw), p.weightShape()...),
+		checkOptLen(op, "bias gradient", len(db), out[1]),
+	); err != nil {
+		return err
+	}
 	gx := make([]float64, len(x))
 	gw := make([]float64, len(w))
-	taps(func(xi, wi, yi int) {
+	p.taps(func(xi, wi, yi int) {
 		g := float64(dy[yi])
 		gx[xi] += float64(w[wi]) * g
 		gw[wi] += float64(x[xi]) * g
@@ -77,6 +114,7 @@ func tapBackward[T float](taps func(func(xi, wi, yi int)), x, w, dy, dx, dw, db 
 	storeOpt(dx, gx)
 	storeOpt(dw, gw)
 	if len(db) > 0 {
-		channelSum(dy, db, n, c, vox)
+		channelSum(dy, db, out[0], out[1], out[2]*out[3]*out[4])
 	}
+	return nil
 }
