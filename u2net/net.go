@@ -306,7 +306,7 @@ type replayer interface {
 	Timed() bool
 	WriteSlot(t *ops.Tensor) (*ops.InputSlot, error)
 	WriteLabelsSlot(t *ops.Tensor) (*ops.InputSlot, error)
-	ReadInto(t *ops.Tensor, dst []float32) error
+	intoReader
 	ReadSlot(t *ops.Tensor) (*ops.OutputSlot, error)
 }
 
@@ -428,10 +428,15 @@ func (n *Net) run(dom, batch int, size [3]int, x []float32, labels []int32, upda
 	return out, nil
 }
 
-// lossPairs are the graph's (cross-entropy, Dice) loss tensors: the
-// logits' first, then each head's.
-func (g *graph) lossPairs() [][2]*ops.Tensor {
-	return append([][2]*ops.Tensor{{g.lossCE, g.lossD}}, headLosses(g.heads)...)
+// lossReads asks for the graph's loss values: cross-entropy and Dice of
+// the logits, then of each head, pair by pair into vals (two per pair).
+func (g *graph) lossReads() (vals []float32, reads []readReq) {
+	pairs := append([][2]*ops.Tensor{{g.lossCE, g.lossD}}, headLosses(g.heads)...)
+	vals = make([]float32, 2*len(pairs))
+	for i, pair := range pairs {
+		reads = append(reads, readReq{pair[0], vals[2*i : 2*i+1]}, readReq{pair[1], vals[2*i+1 : 2*i+2]})
+	}
+	return vals, reads
 }
 
 // passes records the forward pass, the losses of the logits and of every
@@ -471,12 +476,7 @@ func (g *graph) recordStep(x []float32, labels []int32, weights []float64, total
 	if err := g.passes(weights, total); err != nil {
 		return nil, err
 	}
-	pairs := g.lossPairs()
-	vals := make([]float32, 2*len(pairs))
-	var reads []readReq
-	for i, pair := range pairs {
-		reads = append(reads, readReq{pair[0], vals[2*i : 2*i+1]}, readReq{pair[1], vals[2*i+1 : 2*i+2]})
-	}
+	vals, reads := g.lossReads()
 	return vals, readAll(e, reads)
 }
 
@@ -501,8 +501,8 @@ func (g *graph) replayStep(rp replayer, x []float32, labels []int32, weights []f
 	}
 	if g.stepRec == nil {
 		s := &stepRecording{frozen: n.FreezeShared}
-		pairs := g.lossPairs()
-		s.losses = make([]float32, 2*len(pairs))
+		var reads []readReq
+		s.losses, reads = g.lossReads()
 		rec, err := rp.Capture(func() error {
 			var err error
 			if s.x, err = rp.WriteSlot(g.input.v); err != nil {
@@ -521,15 +521,7 @@ func (g *graph) replayStep(rp replayer, x []float32, labels []int32, weights []f
 			if err := g.passes(weights, total); err != nil {
 				return err
 			}
-			for i, pair := range pairs {
-				if err := rp.ReadInto(pair[0], s.losses[2*i:2*i+1]); err != nil {
-					return err
-				}
-				if err := rp.ReadInto(pair[1], s.losses[2*i+1:2*i+2]); err != nil {
-					return err
-				}
-			}
-			return nil
+			return recordReads(rp, reads)
 		})
 		if err != nil {
 			return nil, err
@@ -555,6 +547,21 @@ func (g *graph) replayStep(rp replayer, x []float32, labels []int32, weights []f
 	return slices.Clone(s.losses), nil
 }
 
+// intoReader records downloads that a later wait fills (the GPU engine).
+type intoReader interface {
+	ReadInto(t *ops.Tensor, dst []float32) error
+}
+
+// recordReads records the downloads of reqs.
+func recordReads(r intoReader, reqs []readReq) error {
+	for _, q := range reqs {
+		if err := r.ReadInto(q.t, q.dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // readReq asks for a tensor's values.
 type readReq struct {
 	t   *ops.Tensor
@@ -564,13 +571,9 @@ type readReq struct {
 // readAll reads several tensors with one wait where the engine can record
 // downloads (the GPU engine), instead of one round trip per tensor.
 func readAll(e ops.Engine, reqs []readReq) error {
-	if r, ok := e.(interface {
-		ReadInto(t *ops.Tensor, dst []float32) error
-	}); ok {
-		for _, q := range reqs {
-			if err := r.ReadInto(q.t, q.dst); err != nil {
-				return err
-			}
+	if r, ok := e.(intoReader); ok {
+		if err := recordReads(r, reqs); err != nil {
+			return err
 		}
 		return e.Sync()
 	}
