@@ -52,15 +52,17 @@ func (t GEMMTile) String() string {
 
 func (t GEMMTile) wg() int { return (t.BM / t.TM) * (t.BN / t.TN) }
 
-// sharedBytes is the shared memory of the two tiles (rows padded by one)
-// and of the K step's index table (an ivec4 and an int per column).
-func (t GEMMTile) sharedBytes() int { return 4 * t.BK * (t.BM + 1 + t.BN + 1 + 5) }
+// sharedBytes is the shared memory of the two tiles (rows padded by one
+// vec4) and of the two K steps' index tables (an ivec4 and an int per
+// column).
+func (t GEMMTile) sharedBytes() int { return 4 * t.BK * (t.BM + 4 + t.BN + 4 + 10) }
 
 // fits reports whether the tile keeps the device's workgroup and shared
 // memory limits and the divisibility conv_gemm's loaders rely on (the
-// workgroup is a multiple of BM, BN and BK and divides BM·BK and BN·BK).
+// workgroup is a multiple of BM, BN and BK and divides BM·BK and BN·BK; the
+// shared tiles are rows of vec4s).
 func (t GEMMTile) fits(info vk.DeviceInfo, maxWG int) bool {
-	if t.TM < 1 || t.TN < 1 || t.BK < 1 || t.BM%t.TM != 0 || t.BN%t.TN != 0 {
+	if t.TM < 1 || t.TN < 1 || t.BK < 1 || t.BM%t.TM != 0 || t.BN%t.TN != 0 || t.BM%4 != 0 || t.BN%4 != 0 {
 		return false
 	}
 	w := t.wg()

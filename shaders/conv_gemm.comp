@@ -27,17 +27,25 @@
 //
 // POINTWISE (kernel 1, stride 1, no padding) drops the spatial gathers.
 // Tiles: BM×BN outputs per workgroup, K in steps of BK through shared memory,
-// TM×TN outputs per invocation, strided by BM/TM and BN/TN so that shared
-// reads and global stores of neighbouring invocations are contiguous.
+// TM×TN outputs per invocation. An invocation's rows come in groups of GM
+// neighbours (4 when TM is a multiple of 4, else 1), the groups of one
+// invocation strided by GM·BM/TM; columns likewise. Groups of 4 are read from
+// shared memory as one vec4, which quarters the shared-memory instructions
+// per FMA; neighbouring invocations still read and store neighbouring data.
+// The K loop is software-pipelined: while one K step's tiles are multiplied
+// out of shared memory, the next step's elements are already being loaded
+// into registers, so the multiply does not wait for global memory.
 // Accumulation is fp32 in a fixed order: results are bit-reproducible.
 //
 // Index math is kept out of the inner loops: a gathered address splits into
 // a voxel part (batch, output position) and a tap part (channel, kernel
 // offset). Each invocation loads the same voxel (FWD, DGRAD) or tap (WGRAD)
 // columns on every K step, so it decodes them once; the other part is
-// decoded once per K step, into a BK-entry table (FWD, DGRAD) or by the one
-// k column the invocation loads (WGRAD). The host guarantees that WG is a
-// multiple of BM, BN and BK and divides BM·BK and BN·BK.
+// decoded once per K step, into a BK-entry table (FWD, DGRAD; two tables,
+// the next step's filled while the current one is read) or by the one k
+// column the invocation loads (WGRAD). The host guarantees that WG is a
+// multiple of BM, BN and BK and divides BM·BK and BN·BK, and that BM and BN
+// are multiples of 4.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WG = 256; // = (BM/TM)·(BN/TN)
 layout(constant_id = 3) const uint BM = 64;
@@ -70,19 +78,28 @@ layout(push_constant) uniform Push {
 
 const uint TPM = BM / TM;
 const uint TPN = BN / TN;
-// Rows of the shared tiles are padded by one float so that the column-wise
-// stores of the k-fastest loaders fall into distinct banks.
-const uint SA = BM + 1;
-const uint SB = BN + 1;
-shared float As[BK * SA];
-shared float Bs[BK * SB];
-// Tap part of the K step's columns (FWD, DGRAD): offset into the B tensor
-// and kernel position, and for DGRAD the offset into w.
-shared ivec4 kTab[BK];
-shared int kOffA[BK];
+const uint GM = (TM % 4 == 0) ? 4 : 1;
+const uint GN = (TN % 4 == 0) ? 4 : 1;
+// The shared tiles are k-major rows of vec4s, each row padded by one vec4
+// so that the column-wise stores of the k-fastest loaders spread over the
+// banks.
+const uint SA4 = BM / 4 + 1;
+const uint SB4 = BN / 4 + 1;
+shared vec4 As[BK * SA4];
+shared vec4 Bs[BK * SB4];
+// Tap part of a K step's columns (FWD, DGRAD), one table per step parity:
+// offset into the B tensor and kernel position, and for DGRAD the offset
+// into w.
+shared ivec4 kTab[2 * BK];
+shared int kOffA[2 * BK];
 
 const uint LA = BM * BK / WG; // A elements per invocation per K step
 const uint LB = BN * BK / WG; // B elements per invocation per K step
+
+// The next K step's elements, held between their load and their store into
+// shared memory.
+float aNext[LA];
+float bNext[LB];
 
 uvec3 split3(uint v, uvec3 size) {
     uint hw = size.y * size.z;
@@ -98,6 +115,23 @@ int flat3(ivec3 v, uvec3 size) {
 
 bool inside(ivec3 v, uvec3 size) {
     return all(greaterThanEqual(v, ivec3(0))) && all(lessThan(v, ivec3(size)));
+}
+
+// Tile coordinates (k row, m or n column) of the j-th A and B element an
+// invocation loads: DGRAD's A loader runs along m, the FWD/DGRAD B loader
+// along n, the others along k.
+uvec2 aSlot(uint tid, uint j) {
+    if (MODE == DGRAD) {
+        return uvec2(tid / BM + j * (WG / BM), tid % BM);
+    }
+    return uvec2(tid % BK, tid / BK + j * (WG / BK));
+}
+
+uvec2 bSlot(uint tid, uint j) {
+    if (MODE == WGRAD) {
+        return uvec2(tid % BK, tid / BK + j * (WG / BK));
+    }
+    return uvec2(tid / BN + j * (WG / BN), tid % BN);
 }
 
 void main() {
@@ -179,7 +213,7 @@ void main() {
     ivec4 nTap[LB];
     if (MODE == WGRAD) {
         [[unroll]] for (uint j = 0; j < LB; j++) {
-            uint n = n0 + tid / BK + j * (WG / BK);
+            uint n = n0 + bSlot(tid, j).y;
             uint c = n / p.ks.w;
             uint t = n - c * p.ks.w;
             ivec3 t3 = ivec3(split3(t, p.ks.xyz));
@@ -197,104 +231,152 @@ void main() {
     float av[TM];
     float bv[TN];
 
-    for (uint k0 = kBegin; k0 < kEnd; k0 += BK) {
-        if (MODE != WGRAD) {
-            if (tid < BK) {
+    // Step 0's table; each later step's is filled one step ahead.
+    uint tb = 0;
+    if (MODE != WGRAD) {
+        if (tid < BK) {
+            uint k = kBegin + tid;
+            if (MODE == FWD) {
+                uint c = k / p.ks.w;
+                ivec3 t3 = ivec3(split3(k - c * p.ks.w, p.ks.xyz));
+                int off = POINTWISE ? int(k * p.xs.w) : int(c * p.xs.w) + flat3(t3, p.xs.xyz);
+                kTab[tid] = ivec4(off, t3);
+            } else {
+                uint co = k / ntaps;
+                ivec3 jt = ivec3(split3(k - co * ntaps, nt));
+                int off = POINTWISE ? int(k * p.ys.w) : int(co * p.ys.w) - flat3(jt, p.ys.xyz);
+                kTab[tid] = ivec4(off, jt);
+                ivec3 t = t0 + jt * ivec3(stv);
+                kOffA[tid] = int(co * c0 * p.ks.w) + flat3(t, p.ks.xyz);
+            }
+        }
+        barrier();
+    }
+
+    for (uint k0 = kBegin; k0 < kEnd + BK; k0 += BK) {
+        // From the second pass on: store the elements loaded in the last
+        // pass (step k0 − BK) and fill the table of step k0.
+        if (k0 > kBegin) {
+            [[unroll]] for (uint j = 0; j < LA; j++) {
+                uvec2 e = aSlot(tid, j);
+                As[e.x * SA4 + e.y / 4][e.y % 4] = aNext[j];
+            }
+            [[unroll]] for (uint j = 0; j < LB; j++) {
+                uvec2 e = bSlot(tid, j);
+                Bs[e.x * SB4 + e.y / 4][e.y % 4] = bNext[j];
+            }
+            tb = BK - tb;
+            if (MODE != WGRAD && tid < BK && k0 < kEnd) {
                 uint k = k0 + tid;
                 if (MODE == FWD) {
                     uint c = k / p.ks.w;
                     ivec3 t3 = ivec3(split3(k - c * p.ks.w, p.ks.xyz));
                     int off = POINTWISE ? int(k * p.xs.w) : int(c * p.xs.w) + flat3(t3, p.xs.xyz);
-                    kTab[tid] = ivec4(off, t3);
+                    kTab[tb + tid] = ivec4(off, t3);
                 } else {
                     uint co = k / ntaps;
                     ivec3 jt = ivec3(split3(k - co * ntaps, nt));
                     int off = POINTWISE ? int(k * p.ys.w) : int(co * p.ys.w) - flat3(jt, p.ys.xyz);
-                    kTab[tid] = ivec4(off, jt);
+                    kTab[tb + tid] = ivec4(off, jt);
                     ivec3 t = t0 + jt * ivec3(stv);
-                    kOffA[tid] = int(co * c0 * p.ks.w) + flat3(t, p.ks.xyz);
+                    kOffA[tb + tid] = int(co * c0 * p.ks.w) + flat3(t, p.ks.xyz);
                 }
             }
             barrier();
         }
 
-        // A tile.
-        if (MODE == FWD) { // w rows, contiguous along k
-            uint kk = tid % BK;
-            uint k = k0 + kk;
-            [[unroll]] for (uint j = 0; j < LA; j++) {
-                uint mm = tid / BK + j * (WG / BK);
-                uint m = m0 + mm;
-                As[kk * SA + mm] = (live && m < M && k < kEnd) ? abuf[m * K + k] : 0.0;
+        // Load step k0's elements into registers.
+        if (k0 < kEnd) {
+            if (MODE == FWD) { // A: w rows, contiguous along k
+                [[unroll]] for (uint j = 0; j < LA; j++) {
+                    uvec2 e = aSlot(tid, j);
+                    uint m = m0 + e.y;
+                    uint k = k0 + e.x;
+                    aNext[j] = (live && m < M && k < kEnd) ? abuf[m * K + k] : 0.0;
+                }
+            } else if (MODE == DGRAD) { // A: w[co, m, t], along m
+                [[unroll]] for (uint j = 0; j < LA; j++) {
+                    uvec2 e = aSlot(tid, j);
+                    uint m = m0 + e.y;
+                    bool ok = live && m < M && k0 + e.x < kEnd;
+                    aNext[j] = ok ? abuf[kOffA[tb + e.x] + int(m * p.ks.w)] : 0.0;
+                }
             }
-        } else if (MODE == DGRAD) { // w[co, m, t]: along m
-            uint mm = tid % BM;
-            uint m = m0 + mm;
-            [[unroll]] for (uint j = 0; j < LA; j++) {
-                uint kk = tid / BM + j * (WG / BM);
-                As[kk * SA + mm] = (live && m < M && k0 + kk < kEnd) ? abuf[kOffA[kk] + int(m * p.ks.w)] : 0.0;
+            if (MODE == WGRAD) {
+                // The invocation's k column: batch b, output voxel o.
+                uint k = k0 + tid % BK;
+                bool kLive = live && k < kEnd;
+                uint b = k / p.ys.w;
+                uint o = k - b * p.ys.w;
+                ivec3 org = ivec3(0);
+                int base;
+                if (POINTWISE) {
+                    base = int(b * c0 * p.xs.w + o);
+                } else {
+                    org = ivec3(split3(o, p.ys.xyz) * stv) - ivec3(p.pb.xyz);
+                    base = int(b * c0 * p.xs.w) + flat3(org, p.xs.xyz);
+                }
+                [[unroll]] for (uint j = 0; j < LB; j++) {
+                    ivec4 e = nTap[j];
+                    bool ok = kLive && e.x >= 0 && (POINTWISE || inside(org + e.yzw, p.xs.xyz));
+                    bNext[j] = ok ? bbuf[base + e.x] : 0.0;
+                }
+                // A: the y rows of this k column.
+                int aBase = int((b * c1 + m0) * p.ys.w + o);
+                [[unroll]] for (uint j = 0; j < LA; j++) {
+                    uint mm = aSlot(tid, j).y;
+                    aNext[j] = (kLive && m0 + mm < M) ? abuf[aBase + int(mm * p.ys.w)] : 0.0;
+                }
+            } else {
+                [[unroll]] for (uint j = 0; j < LB; j++) {
+                    uint kk = bSlot(tid, j).x;
+                    ivec4 e = kTab[tb + kk];
+                    bool ok = nLive && k0 + kk < kEnd;
+                    if (!POINTWISE) {
+                        if (MODE == FWD) {
+                            ok = ok && inside(vOrg + e.yzw, p.xs.xyz);
+                        } else {
+                            ok = ok && inside(vOrg - e.yzw, p.ys.xyz);
+                        }
+                    }
+                    bNext[j] = ok ? bbuf[vBase + e.x] : 0.0;
+                }
             }
         }
 
-        // B tile.
-        if (MODE == WGRAD) {
-            // The invocation's k column: batch b, output voxel o.
-            uint kk = tid % BK;
-            uint k = k0 + kk;
-            bool kLive = live && k < kEnd;
-            uint b = k / p.ys.w;
-            uint o = k - b * p.ys.w;
-            ivec3 org = ivec3(0);
-            int base;
-            if (POINTWISE) {
-                base = int(b * c0 * p.xs.w + o);
-            } else {
-                org = ivec3(split3(o, p.ys.xyz) * stv) - ivec3(p.pb.xyz);
-                base = int(b * c0 * p.xs.w) + flat3(org, p.xs.xyz);
-            }
-            [[unroll]] for (uint j = 0; j < LB; j++) {
-                uint nn = tid / BK + j * (WG / BK);
-                ivec4 e = nTap[j];
-                bool ok = kLive && e.x >= 0 && (POINTWISE || inside(org + e.yzw, p.xs.xyz));
-                Bs[kk * SB + nn] = ok ? bbuf[base + e.x] : 0.0;
-            }
-            // A tile: y rows of this k column.
-            int aBase = int((b * c1 + m0) * p.ys.w + o);
-            [[unroll]] for (uint j = 0; j < LA; j++) {
-                uint mm = tid / BK + j * (WG / BK);
-                As[kk * SA + mm] = (kLive && m0 + mm < M) ? abuf[aBase + int(mm * p.ys.w)] : 0.0;
-            }
-        } else {
-            [[unroll]] for (uint j = 0; j < LB; j++) {
-                uint kk = tid / BN + j * (WG / BN);
-                ivec4 e = kTab[kk];
-                bool ok = nLive && k0 + kk < kEnd;
-                if (!POINTWISE) {
-                    if (MODE == FWD) {
-                        ok = ok && inside(vOrg + e.yzw, p.xs.xyz);
+        // Multiply out step k0 − BK, stored above.
+        if (k0 > kBegin) {
+            [[unroll]] for (uint kk = 0; kk < BK; kk++) {
+                [[unroll]] for (uint i = 0; i < TM / GM; i++) {
+                    uint at = kk * SA4 + ((tm + i * TPM) * GM) / 4;
+                    if (GM == 4) {
+                        vec4 v = As[at];
+                        [[unroll]] for (uint c = 0; c < 4; c++) {
+                            av[i * 4 + c] = v[c];
+                        }
                     } else {
-                        ok = ok && inside(vOrg - e.yzw, p.ys.xyz);
+                        av[i] = As[at][(tm + i * TPM) % 4];
                     }
                 }
-                Bs[kk * SB + bn] = ok ? bbuf[vBase + e.x] : 0.0;
-            }
-        }
-        barrier();
-
-        [[unroll]] for (uint kk = 0; kk < BK; kk++) {
-            [[unroll]] for (uint i = 0; i < TM; i++) {
-                av[i] = As[kk * SA + tm + i * TPM];
-            }
-            [[unroll]] for (uint j = 0; j < TN; j++) {
-                bv[j] = Bs[kk * SB + tn + j * TPN];
-            }
-            [[unroll]] for (uint i = 0; i < TM; i++) {
-                [[unroll]] for (uint j = 0; j < TN; j++) {
-                    acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+                [[unroll]] for (uint j = 0; j < TN / GN; j++) {
+                    uint at = kk * SB4 + ((tn + j * TPN) * GN) / 4;
+                    if (GN == 4) {
+                        vec4 v = Bs[at];
+                        [[unroll]] for (uint c = 0; c < 4; c++) {
+                            bv[j * 4 + c] = v[c];
+                        }
+                    } else {
+                        bv[j] = Bs[at][(tn + j * TPN) % 4];
+                    }
+                }
+                [[unroll]] for (uint i = 0; i < TM; i++) {
+                    [[unroll]] for (uint j = 0; j < TN; j++) {
+                        acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+                    }
                 }
             }
+            barrier();
         }
-        barrier();
     }
 
     if (!live) {
@@ -303,13 +385,13 @@ void main() {
     bool hasBias = p.st.w != 0 && s == 0;
     uint cOff = s * p.gemm.w;
     [[unroll]] for (uint i = 0; i < TM; i++) {
-        uint m = m0 + tm + i * TPM;
+        uint m = m0 + (i / GM) * (GM * TPM) + tm * GM + i % GM;
         if (m >= M) {
             continue;
         }
         float bm = (MODE != WGRAD && hasBias) ? bias[m] : 0.0;
         [[unroll]] for (uint j = 0; j < TN; j++) {
-            uint n = n0 + tn + j * TPN;
+            uint n = n0 + (j / GN) * (GN * TPN) + tn * GN + j % GN;
             if (n >= N) {
                 continue;
             }
