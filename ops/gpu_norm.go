@@ -27,7 +27,9 @@ const (
 	// normChunk is the voxels per workgroup of norm_stats: 16 per
 	// invocation, held in registers between the mean and the M2 pass
 	// (8192 was slightly slower on an H200).
-	normChunk    = 4096
+	normChunk = 4096
+	// normCombineG is norm_combine's workgroup, one per result: a plane's
+	// 512 chunks at 128³ take 8 steps per invocation and a 6-level tree.
 	normCombineG = 64
 )
 
@@ -126,7 +128,7 @@ func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
-	return g.dispatch(np.op, k, vk.Grid1D(n, normCombineG), push, partial, res, a, b)
+	return g.dispatch(np.op, k, vk.Grid1D(n, 1), push, partial, res, a, b)
 }
 
 // normApply records norm_apply in the given mode, writing out.

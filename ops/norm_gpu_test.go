@@ -27,6 +27,7 @@ var normShapes = []struct {
 	{1, 2, ref.Dims3{17, 19, 29}}, // 9367 voxels: three chunks, scalar path
 	{1, 2, ref.Dims3{16, 20, 24}}, // 7680 voxels: two chunks, vec4 path
 	{1, 1, ref.Dims3{20, 25, 36}}, // 18000 voxels: five chunks, vec4 path
+	{2, 1, ref.Dims3{67, 61, 65}}, // 265655 voxels: 65 chunks, more than norm_combine's workgroup
 }
 
 // The GPU works in fp32 where ref uses float64: the statistics are two-pass

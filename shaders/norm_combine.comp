@@ -1,6 +1,10 @@
 #version 450
-// norm_combine: second pass of the instance norm's reductions, one
-// invocation per result, adding the chunks of norm_stats in chunk order:
+// norm_combine: second pass of the instance norm's reductions, one workgroup
+// per result. Invocation l takes chunks l, l + WG, l + 2·WG, … of norm_stats
+// in order, then the invocations' results meet in a fixed binary tree in
+// shared memory: the work per result is spread over the workgroup instead
+// of a chain of chunks/1 dependent steps, and the bits are the same on
+// every run.
 //   MODE 0: per plane nc, merges the chunks' (count, mean, M2) with Chan's
 //           parallel formula and writes stats[nc] = (mean, 1/sqrt(M2/V + eps))
 //           and, when present, the mean (a) and invStd (b) outputs.
@@ -8,7 +12,7 @@
 //           time, writes coef[nc] = (Σ g / V, Σ g·x̂ / V) for the input
 //           gradient and, summed over samples, dgamma (a) and dbeta (b).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
-layout(constant_id = 0) const uint WG = 64;
+layout(constant_id = 0) const uint WG = 64; // a power of two
 layout(constant_id = 1) const uint WY = 1;
 layout(constant_id = 2) const uint WZ = 1;
 layout(constant_id = 3) const uint MODE = 0;
@@ -24,51 +28,97 @@ layout(push_constant) uniform Push {
     float slope, eps;
 } p;
 
+// (voxel count, mean, M2) per invocation in MODE 0; (Σ g, Σ g·x̂) in MODE 1.
+shared uint cnt[WG];
+shared vec2 part[WG];
+
+// merge folds the statistics (nb, sb) into (na, sa) with Chan's formula;
+// either side may be empty.
+void merge(inout uint na, inout vec2 sa, uint nb, vec2 sb) {
+    if (nb == 0) {
+        return;
+    }
+    if (na == 0) {
+        na = nb;
+        sa = sb;
+        return;
+    }
+    float fa = float(na), fb = float(nb), fab = float(na + nb);
+    float d = sb.x - sa.x;
+    sa = vec2(sa.x + d * (fb / fab), sa.y + sb.y + d * d * (fa / fab) * fb);
+    na += nb;
+}
+
 void main() {
-    uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
+    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    uint lid = gl_LocalInvocationIndex;
+    uint results = MODE == 0 ? p.nc : p.c;
+    // Surplus workgroups of the flattened grid leave together: no barrier
+    // is skipped by only part of a workgroup.
+    if (g >= results) {
+        return;
+    }
     if (MODE == 0) {
-        if (i >= p.nc) {
-            return;
+        uint n = 0;
+        vec2 s = vec2(0.0);
+        for (uint j = lid; j < p.chunks; j += WG) {
+            merge(n, s, min(p.ch, p.v - j * p.ch), partial[g * p.chunks + j]);
         }
-        vec2 c0 = partial[i * p.chunks];
-        float n = float(min(p.ch, p.v)), mean = c0.x, m2 = c0.y;
-        for (uint j = 1; j < p.chunks; j++) {
-            vec2 cj = partial[i * p.chunks + j];
-            float nj = float(min(p.ch, p.v - j * p.ch));
-            float nab = n + nj;
-            float d = cj.x - mean;
-            mean += d * (nj / nab);
-            m2 += cj.y + d * d * (n / nab) * nj;
-            n = nab;
+        cnt[lid] = n;
+        part[lid] = s;
+        barrier();
+        for (uint h = WG / 2; h > 0; h >>= 1) {
+            if (lid < h) {
+                uint na = cnt[lid];
+                vec2 sa = part[lid];
+                merge(na, sa, cnt[lid + h], part[lid + h]);
+                cnt[lid] = na;
+                part[lid] = sa;
+            }
+            barrier();
         }
-        float inv = 1.0 / sqrt(m2 / float(p.v) + p.eps);
-        res[i] = vec2(mean, inv);
-        if (p.hasA != 0) {
-            a[i] = mean;
-        }
-        if (p.hasB != 0) {
-            b[i] = inv;
+        if (lid == 0) {
+            vec2 t = part[0];
+            float inv = 1.0 / sqrt(t.y / float(p.v) + p.eps);
+            res[g] = vec2(t.x, inv);
+            if (p.hasA != 0) {
+                a[g] = t.x;
+            }
+            if (p.hasB != 0) {
+                b[g] = inv;
+            }
         }
     } else {
-        if (i >= p.c) {
-            return;
-        }
         uint samples = p.nc / p.c;
         vec2 total = vec2(0.0);
         for (uint n = 0; n < samples; n++) {
-            uint nc = n * p.c + i;
+            uint nc = n * p.c + g;
             vec2 s = vec2(0.0);
-            for (uint j = 0; j < p.chunks; j++) {
+            for (uint j = lid; j < p.chunks; j += WG) {
                 s += partial[nc * p.chunks + j];
             }
-            res[nc] = s / float(p.v);
-            total += s;
+            part[lid] = s;
+            barrier();
+            for (uint h = WG / 2; h > 0; h >>= 1) {
+                if (lid < h) {
+                    part[lid] += part[lid + h];
+                }
+                barrier();
+            }
+            vec2 t = part[0];
+            barrier(); // part is written again by the next sample
+            if (lid == 0) {
+                res[nc] = t / float(p.v);
+            }
+            total += t;
         }
-        if (p.hasA != 0) {
-            a[i] = total.y;
-        }
-        if (p.hasB != 0) {
-            b[i] = total.x;
+        if (lid == 0) {
+            if (p.hasA != 0) {
+                a[g] = total.y;
+            }
+            if (p.hasB != 0) {
+                b[g] = total.x;
+            }
         }
     }
 }
