@@ -100,7 +100,11 @@ type Engine interface {
 	ChannelSum(n, c int, size ref.Dims3, x, sums *Tensor) error
 
 	InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invStd *Tensor) error
-	InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, dy, dx, dgamma, dbeta *Tensor) error
+	// InstanceNorm3dBackward takes optionally the statistics InstanceNorm3d
+	// saved (mean and invStd, both or neither) for the same x and r: an
+	// engine may use them instead of computing them again (the GPU does;
+	// the CPU reference recomputes them in float64).
+	InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, invStd, dy, dx, dgamma, dbeta *Tensor) error
 
 	Concat(p ref.ConcatParams, parts []*Tensor, y *Tensor) error
 	Split(p ref.ConcatParams, x *Tensor, parts []*Tensor) error
@@ -184,3 +188,13 @@ var (
 	_ Engine = (*CPU)(nil)
 	_ Engine = (*GPU)(nil)
 )
+
+// checkSavedStats validates the optional saved statistics of an instance
+// norm's backward pass: both or neither, one value per (sample, channel).
+func checkSavedStats(e Engine, op string, p ref.NormParams, mean, invStd *Tensor) error {
+	if (mean == nil) != (invStd == nil) {
+		return fmt.Errorf("ops.%s: give both saved statistics mean and invStd or neither (mean given: %t, invStd given: %t)",
+			op, mean != nil, invStd != nil)
+	}
+	return checkArgs(e, op, p, opt("mean", mean, p.StatsLen()), opt("invStd", invStd, p.StatsLen()))
+}

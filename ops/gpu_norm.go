@@ -90,35 +90,33 @@ func (g *GPU) checkNorm(op string, p ref.NormParams, x, r, gamma, beta *Tensor, 
 	return nil
 }
 
-// stats records norm_stats and norm_combine in MODE 0: stats receives
-// (mean, invStd) per plane, and mean and invStd (when not nil) too.
-func (g *GPU) normStats(np *normPlan, x, r *Tensor, stats *vk.Buffer, mean, invStd *Tensor) error {
+// normStats records norm_stats and norm_combine in MODE 0: mean and invStd
+// receive one value per plane.
+func (g *GPU) normStats(np *normPlan, x, r *Tensor, mean, invStd *vk.Buffer) error {
 	partial, err := g.scratchBuf("norm-partial", 2*np.groups())
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
-	if err := g.normReduce(np, 0, x, r, nil, nil, nil, g.dummy, partial); err != nil {
+	if err := g.normReduce(np, 0, x, r, nil, nil, nil, g.dummy, g.dummy, partial); err != nil {
 		return err
 	}
-	push := np.push
-	push.HasA, push.HasB = b32(mean != nil), b32(invStd != nil)
-	return g.normCombine(np, 0, push, partial, stats, g.out(mean), g.out(invStd), int(push.NC))
+	return g.normCombine(np, 0, np.push, partial, g.dummy, mean, invStd, int(np.push.NC))
 }
 
 // normReduce records norm_stats in the given mode.
-func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, stats, partial *vk.Buffer) error {
+func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, mean, invStd, partial *vk.Buffer) error {
 	vpt := uint32(normChunk / normWG)
 	if np.vec4 {
 		vpt /= 4
 	}
 	k, err := g.kernel("norm_stats",
-		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 44,
+		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 44,
 		normWG, 1, 1, vpt, b32(np.vec4), mode)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
 	return g.dispatch(np.op, k, vk.Grid1D(np.groups(), 1), np.push,
-		x.gpu.buf, g.buf(r), g.buf(dy), g.buf(gamma), g.buf(beta), stats, partial)
+		x.gpu.buf, g.buf(r), g.buf(dy), g.buf(gamma), g.buf(beta), mean, invStd, partial)
 }
 
 // normCombine records norm_combine in the given mode over n results.
@@ -132,9 +130,9 @@ func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res
 }
 
 // normApply records norm_apply in the given mode, writing out.
-func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, stats, coef *vk.Buffer, out *Tensor) error {
+func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, mean, invStd, coef *vk.Buffer, out *Tensor) error {
 	k, err := g.kernel("norm_apply",
-		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 44,
+		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 44,
 		normWG, 1, 1, b32(np.vec4), mode)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
@@ -144,7 +142,25 @@ func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor
 		items /= 4
 	}
 	return g.dispatch(np.op, k, vk.Grid1D(items, normWG), np.push,
-		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, stats, coef, out.gpu.buf)
+		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, mean, invStd, coef, out.gpu.buf)
+}
+
+// statsBufs returns where a pass keeps the per-plane mean and invStd: the
+// given tensors, or scratch buffers for those absent.
+func (g *GPU) statsBufs(np *normPlan, mean, invStd *Tensor) (*vk.Buffer, *vk.Buffer, error) {
+	bufs := [2]*vk.Buffer{}
+	for i, t := range []*Tensor{mean, invStd} {
+		if t != nil {
+			bufs[i] = t.gpu.buf
+			continue
+		}
+		b, err := g.scratchBuf([]string{"norm-mean", "norm-invstd"}[i], np.p.StatsLen())
+		if err != nil {
+			return nil, nil, fmt.Errorf("ops.%s: %w", np.op, err)
+		}
+		bufs[i] = b
+	}
+	return bufs[0], bufs[1], nil
 }
 
 // InstanceNorm3d implements Engine.
@@ -155,30 +171,34 @@ func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 		return err
 	}
 	np := newNormPlan(op, p)
-	stats, err := g.scratchBuf("norm-stats", 2*p.StatsLen())
+	mb, sb, err := g.statsBufs(&np, mean, invStd)
 	if err != nil {
-		return fmt.Errorf("ops.%s: %w", op, err)
-	}
-	if err := g.normStats(&np, x, r, stats, mean, invStd); err != nil {
 		return err
 	}
-	return g.normApply(&np, 0, x, r, nil, gamma, beta, stats, g.dummy, y)
+	if err := g.normStats(&np, x, r, mb, sb); err != nil {
+		return err
+	}
+	return g.normApply(&np, 0, x, r, nil, gamma, beta, mb, sb, g.dummy, y)
 }
 
-// InstanceNorm3dBackward implements Engine.
-func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, dy, dx, dgamma, dbeta *Tensor) error {
+// InstanceNorm3dBackward implements Engine. With the saved statistics it
+// skips their two passes over x and r.
+func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, invStd, dy, dx, dgamma, dbeta *Tensor) error {
 	const op = "InstanceNorm3dBackward"
 	if err := g.checkNorm(op, p, x, r, gamma, beta, in("dy", dy, p.OutputLen()),
 		opt("dx", dx, p.InputLen()), opt("dgamma", dgamma, p.ParamLen()), opt("dbeta", dbeta, p.ParamLen())); err != nil {
+		return err
+	}
+	if err := checkSavedStats(g, op, p, mean, invStd); err != nil {
 		return err
 	}
 	if dx == nil && dgamma == nil && dbeta == nil {
 		return nil
 	}
 	np := newNormPlan(op, p)
-	stats, err := g.scratchBuf("norm-stats", 2*p.StatsLen())
+	mb, sb, err := g.statsBufs(&np, mean, invStd)
 	if err != nil {
-		return fmt.Errorf("ops.%s: %w", op, err)
+		return err
 	}
 	coef, err := g.scratchBuf("norm-coef", 2*p.StatsLen())
 	if err != nil {
@@ -188,10 +208,12 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, dy, dx
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	if err := g.normStats(&np, x, r, stats, nil, nil); err != nil {
-		return err
+	if mean == nil {
+		if err := g.normStats(&np, x, r, mb, sb); err != nil {
+			return err
+		}
 	}
-	if err := g.normReduce(&np, 1, x, r, dy, gamma, beta, stats, gpartial); err != nil {
+	if err := g.normReduce(&np, 1, x, r, dy, gamma, beta, mb, sb, gpartial); err != nil {
 		return err
 	}
 	push := np.push
@@ -202,5 +224,5 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, dy, dx
 	if dx == nil {
 		return nil
 	}
-	return g.normApply(&np, 1, x, r, dy, gamma, beta, stats, coef, dx)
+	return g.normApply(&np, 1, x, r, dy, gamma, beta, mb, sb, coef, dx)
 }

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"sort"
@@ -100,9 +101,19 @@ func TestInstanceNormGPU(t *testing.T) {
 					return e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"])
 				}, tol},
 				opCase{name + "/bwd", bwd, func(e Engine, t map[string]*Tensor) error {
-					return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["dy"],
+					return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], nil, nil, t["dy"],
 						t["dx"], t["dgamma"], t["dbeta"])
 				}, normGradTol},
+				// The backward pass on the statistics the forward saved.
+				opCase{name + "/fwd+bwd-saved", append(bwd, output("y", p.OutputLen()),
+					output("mean", p.StatsLen()), output("invStd", p.StatsLen())),
+					func(e Engine, t map[string]*Tensor) error {
+						if err := e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"]); err != nil {
+							return err
+						}
+						return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["mean"], t["invStd"],
+							t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+					}, normGradTol},
 			)
 		}
 	}
@@ -120,14 +131,14 @@ func TestInstanceNormGPU(t *testing.T) {
 				return e.InstanceNorm3d(p, t["x"], nil, t["gamma"], t["beta"], t["y"], nil, t["invStd"])
 			}, normTol},
 		opCase{"bwd-dx-only", with(output("dx", p.InputLen())), func(e Engine, t map[string]*Tensor) error {
-			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["dy"], t["dx"], nil, nil)
+			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], t["dx"], nil, nil)
 		}, normGradTol},
 		opCase{"bwd-params-only", with(output("dgamma", p.C), output("dbeta", p.C)),
 			func(e Engine, t map[string]*Tensor) error {
-				return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["dy"], nil, t["dgamma"], t["dbeta"])
+				return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], nil, t["dgamma"], t["dbeta"])
 			}, normGradTol},
 		opCase{"bwd-dbeta-only", with(output("dbeta", p.C)), func(e Engine, t map[string]*Tensor) error {
-			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["dy"], nil, nil, t["dbeta"])
+			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], nil, nil, t["dbeta"])
 		}, normGradTol},
 	)
 	checkCases(t, cases)
@@ -150,10 +161,51 @@ func TestInstanceNormGPUDeterministic(t *testing.T) {
 				if err := e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"]); err != nil {
 					return err
 				}
-				return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+				return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["mean"], t["invStd"],
+					t["dy"], t["dx"], t["dgamma"], t["dbeta"])
 			},
 		}
 		checkBitwiseRepeat(t, g, c, 3)
+	}
+}
+
+// The saved statistics are the bits the backward pass would compute again:
+// with them or without, it returns the same bits.
+func TestInstanceNormGPUSavedStats(t *testing.T) {
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(49, 50))
+	for _, size := range []ref.Dims3{{3, 5, 7}, {17, 19, 29}, {20, 25, 36}} {
+		p := ref.NormParams{N: 2, C: 3, Size: size, Eps: ref.DefaultNormEps, Residual: true, LeakyReLU: true,
+			Slope: ref.DefaultSlope}
+		tensors := []tensorSpec{input("x", normInput(r, p.InputLen())), input("r", randn(r, p.InputLen())),
+			input("gamma", randn(r, p.C)), input("beta", randn(r, p.C)), input("dy", randn(r, p.OutputLen())),
+			output("y", p.OutputLen()), output("mean", p.StatsLen()), output("invStd", p.StatsLen()),
+			output("dx", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)}
+		var runs [2]map[string][]float32
+		for i, saved := range []bool{false, true} {
+			got, _, err := runOn(g, opCase{tensors: tensors, run: func(e Engine, t map[string]*Tensor) error {
+				if err := e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"]); err != nil {
+					return err
+				}
+				mean, invStd := t["mean"], t["invStd"]
+				if !saved {
+					mean, invStd = nil, nil
+				}
+				return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], mean, invStd,
+					t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+			}})
+			if err != nil {
+				t.Fatalf("%v saved %t: %v", size, saved, err)
+			}
+			runs[i] = got
+		}
+		for _, name := range []string{"dx", "dgamma", "dbeta"} {
+			for i, v := range runs[1][name] {
+				if w := runs[0][name][i]; math.Float32bits(v) != math.Float32bits(w) {
+					t.Fatalf("%v: %s[%d] = %v with saved statistics, %v without", size, name, i, v, w)
+				}
+			}
+		}
 	}
 }
 
@@ -185,9 +237,11 @@ func TestInstanceNormGPUErrors(t *testing.T) {
 		{"residual without Residual", fwd, g.InstanceNorm3d(p, x, x, gamma, beta, y, st, st)},
 		{"Residual without residual", fwd, g.InstanceNorm3d(res, x, nil, gamma, beta, y, st, st)},
 		{"one voxel", fwd, g.InstanceNorm3d(one, gamma, nil, gamma, beta, gamma, st, st)},
-		{"short dy", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, short, x, gamma, beta)},
-		{"residual without Residual", bwd, g.InstanceNorm3dBackward(p, x, x, gamma, beta, y, x, gamma, beta)},
-		{"dgamma length", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, y, x, x, beta)},
+		{"short dy", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, nil, nil, short, x, gamma, beta)},
+		{"residual without Residual", bwd, g.InstanceNorm3dBackward(p, x, x, gamma, beta, nil, nil, y, x, gamma, beta)},
+		{"dgamma length", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, nil, nil, y, x, x, beta)},
+		{"mean without invStd", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, st, nil, y, x, gamma, beta)},
+		{"saved mean length", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, x, st, y, x, gamma, beta)},
 	}
 	for _, c := range cases {
 		if c.err == nil {
@@ -226,12 +280,14 @@ func BenchmarkInstanceNorm(b *testing.B) {
 		b.Run(s.name+"/fwd+bwd", func(b *testing.B) {
 			benchCase(b, gpuEngine(b), opCase{
 				tensors: []tensorSpec{input("x", x), input("gamma", gamma), input("beta", beta), input("dy", dy),
-					output("y", p.OutputLen()), output("dx", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)},
+					output("y", p.OutputLen()), output("mean", p.StatsLen()), output("invStd", p.StatsLen()),
+					output("dx", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)},
 				run: func(e Engine, t map[string]*Tensor) error {
-					if err := e.InstanceNorm3d(p, t["x"], nil, t["gamma"], t["beta"], t["y"], nil, nil); err != nil {
+					if err := e.InstanceNorm3d(p, t["x"], nil, t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"]); err != nil {
 						return err
 					}
-					return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+					return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["mean"], t["invStd"],
+						t["dy"], t["dx"], t["dgamma"], t["dbeta"])
 				}})
 		})
 	}
@@ -251,7 +307,8 @@ func TestDepthwiseNormProfile(t *testing.T) {
 	n := dp.InputLen()
 	ts := map[string]*Tensor{}
 	for name, l := range map[string]int{"x": n, "y": n, "dy": n, "dx": n, "w": dp.WeightLen(), "dw": dp.WeightLen(),
-		"b": dp.C, "db": dp.C, "gamma": np.C, "beta": np.C, "dgamma": np.C, "dbeta": np.C} {
+		"b": dp.C, "db": dp.C, "gamma": np.C, "beta": np.C, "dgamma": np.C, "dbeta": np.C,
+		"mean": np.StatsLen(), "invStd": np.StatsLen()} {
 		x, err := g.Alloc(l)
 		if err != nil {
 			t.Fatal(err)
@@ -278,16 +335,18 @@ func TestDepthwiseNormProfile(t *testing.T) {
 			return g.DepthwiseConv3dBackward(dp, ts["x"], ts["w"], ts["dy"], ts["dx"], ts["dw"], ts["db"])
 		}},
 		{"norm fwd", 8 * float64(n), func() error {
-			return g.InstanceNorm3d(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["y"], nil, nil)
+			return g.InstanceNorm3d(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["y"], ts["mean"], ts["invStd"])
 		}},
 		{"norm fwd+bwd", 20 * float64(n), func() error {
-			if err := g.InstanceNorm3d(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["y"], nil, nil); err != nil {
+			if err := g.InstanceNorm3d(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["y"], ts["mean"], ts["invStd"]); err != nil {
 				return err
 			}
-			return g.InstanceNorm3dBackward(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["dy"], ts["dx"], ts["dgamma"], ts["dbeta"])
+			return g.InstanceNorm3dBackward(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["mean"], ts["invStd"],
+				ts["dy"], ts["dx"], ts["dgamma"], ts["dbeta"])
 		}},
 		{"norm bwd", 12 * float64(n), func() error {
-			return g.InstanceNorm3dBackward(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["dy"], ts["dx"], ts["dgamma"], ts["dbeta"])
+			return g.InstanceNorm3dBackward(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["mean"], ts["invStd"],
+				ts["dy"], ts["dx"], ts["dgamma"], ts["dbeta"])
 		}},
 	} {
 		per := map[string][]float64{}

@@ -281,7 +281,8 @@ func torchNorm(p ref.NormParams) torchRun {
 		y, mean, invStd := s.poisoned(n), s.poisoned(p.N*p.C), s.poisoned(p.N*p.C)
 		dx, dgamma, dbeta := s.poisoned(n), s.poisoned(p.C), s.poisoned(p.C)
 		s.check(s.g.InstanceNorm3d(p, x, r, gamma, beta, y, mean, invStd))
-		s.check(s.g.InstanceNorm3dBackward(p, x, r, gamma, beta, dy, dx, dgamma, dbeta))
+		// The backward pass reads the saved statistics, as PyTorch's does.
+		s.check(s.g.InstanceNorm3dBackward(p, x, r, gamma, beta, mean, invStd, dy, dx, dgamma, dbeta))
 		out := torchResults{"y": s.read(y), "mean": s.read(mean), "inv_std": s.read(invStd),
 			"dx": s.read(dx), "dgamma": s.read(dgamma), "dbeta": s.read(dbeta)}
 		if p.Residual {

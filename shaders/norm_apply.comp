@@ -22,10 +22,11 @@ layout(std430, binding = 2) readonly buffer DY { float dy[]; };
 layout(std430, binding = 2) readonly buffer DY4 { vec4 dy4[]; };
 layout(std430, binding = 3) readonly buffer Gamma { float gamma[]; };
 layout(std430, binding = 4) readonly buffer Beta { float beta[]; };
-layout(std430, binding = 5) readonly buffer Stats { vec2 stats[]; };
-layout(std430, binding = 6) readonly buffer Coef { vec2 coef[]; };
-layout(std430, binding = 7) writeonly buffer Y { float y[]; };
-layout(std430, binding = 7) writeonly buffer Y4 { vec4 y4[]; };
+layout(std430, binding = 5) readonly buffer Mean { float mean[]; };
+layout(std430, binding = 6) readonly buffer InvStd { float invStd[]; };
+layout(std430, binding = 7) readonly buffer Coef { vec2 coef[]; };
+layout(std430, binding = 8) writeonly buffer Y { float y[]; };
+layout(std430, binding = 8) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
     uint nc, c, v;
     uint ch, chunks;
@@ -41,7 +42,7 @@ void main() {
     }
     uint nc = e / p.v;
     uint c = nc % p.c;
-    vec2 st = stats[nc];
+    vec2 st = vec2(mean[nc], invStd[nc]);
     float ga = gamma[c], be = beta[c];
     vec4 u;
     if (VEC4) {

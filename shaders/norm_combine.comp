@@ -6,8 +6,8 @@
 // of a chain of chunks/1 dependent steps, and the bits are the same on
 // every run.
 //   MODE 0: per plane nc, merges the chunks' (count, mean, M2) with Chan's
-//           parallel formula and writes stats[nc] = (mean, 1/sqrt(M2/V + eps))
-//           and, when present, the mean (a) and invStd (b) outputs.
+//           parallel formula and writes the mean (a) and invStd =
+//           1/sqrt(M2/V + eps) (b).
 //   MODE 1: per channel c, adds Σ g and Σ g·x̂ over chunks, one sample at a
 //           time, writes coef[nc] = (Σ g / V, Σ g·x̂ / V) for the input
 //           gradient and, summed over samples, dgamma (a) and dbeta (b).
@@ -80,13 +80,8 @@ void main() {
         if (lid == 0) {
             vec2 t = part[0];
             float inv = 1.0 / sqrt(t.y / float(p.v) + p.eps);
-            res[g] = vec2(t.x, inv);
-            if (p.hasA != 0) {
-                a[g] = t.x;
-            }
-            if (p.hasB != 0) {
-                b[g] = inv;
-            }
+            a[g] = t.x;
+            b[g] = inv;
         }
     } else {
         uint samples = p.nc / p.c;

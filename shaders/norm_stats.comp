@@ -8,7 +8,8 @@
 //           over the values it holds in registers (read from memory once);
 //           norm_combine merges the chunks with Chan's formula.
 //   MODE 1: Σ g and Σ g·x̂ for the backward pass, where x̂ = (u − mean)·invStd
-//           (from stats) and g is dy passed back through the LeakyReLU.
+//           (per plane, from norm_combine's MODE 0 or saved by the forward
+//           pass) and g is dy passed back through the LeakyReLU.
 // Each sum goes over the invocation's values in order and then a fixed binary
 // tree in shared memory: no atomics, the same bits on every run. With VEC4
 // (V a multiple of 4) every load is a vec4; otherwise lanes 1..3 are unused.
@@ -30,8 +31,9 @@ layout(std430, binding = 2) readonly buffer DY { float dy[]; };
 layout(std430, binding = 2) readonly buffer DY4 { vec4 dy4[]; };
 layout(std430, binding = 3) readonly buffer Gamma { float gamma[]; };
 layout(std430, binding = 4) readonly buffer Beta { float beta[]; };
-layout(std430, binding = 5) readonly buffer Stats { vec2 stats[]; }; // (mean, invStd) per nc
-layout(std430, binding = 6) writeonly buffer P { vec2 partial[]; };
+layout(std430, binding = 5) readonly buffer Mean { float mean[]; };
+layout(std430, binding = 6) readonly buffer InvStd { float invStd[]; };
+layout(std430, binding = 7) writeonly buffer P { vec2 partial[]; };
 layout(push_constant) uniform Push {
     uint nc, c, v;      // planes, channels, voxels per plane
     uint ch, chunks;    // voxels per chunk, chunks per plane
@@ -83,20 +85,20 @@ void main() {
             u[i] = off < count ? load(false, e0 + off) : vec4(0.0);
             s += dot(u[i], lanes);
         }
-        float mean = reduce(vec2(s, 0.0)).x / float(max(count, 1));
+        float mu = reduce(vec2(s, 0.0)).x / float(max(count, 1));
         float m2 = 0.0;
         [[unroll]] for (uint i = 0; i < VPT; i++) {
             uint off = (i * WG + lid) * LW;
-            vec4 d = (u[i] - mean) * lanes;
+            vec4 d = (u[i] - mu) * lanes;
             m2 += off < count ? dot(d, d) : 0.0;
         }
         m2 = reduce(vec2(m2, 0.0)).x;
         if (live && lid == 0) {
-            partial[g] = vec2(mean, m2);
+            partial[g] = vec2(mu, m2);
         }
     } else {
         uint c = nc % p.c;
-        vec2 st = live ? stats[nc] : vec2(0.0);
+        vec2 st = live ? vec2(mean[nc], invStd[nc]) : vec2(0.0);
         float ga = live ? gamma[c] : 0.0, be = live ? beta[c] : 0.0;
         vec2 s = vec2(0.0);
         [[unroll]] for (uint i = 0; i < VPT; i++) {

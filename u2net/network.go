@@ -193,12 +193,25 @@ func (b *builder) norm(scope string, x *act, leaky bool) *act {
 	}
 	p := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, LeakyReLU: leaky, Slope: b.slope}
 	g := b.g
+	// A training graph keeps the forward pass's statistics for the
+	// backward pass, which then need not compute them again.
+	var mean, invStd *ops.Tensor
+	if g.training {
+		var err error
+		if mean, err = g.alloc(p.StatsLen()); err == nil {
+			invStd, err = g.alloc(p.StatsLen())
+		}
+		if err != nil {
+			b.fail(err)
+			return y
+		}
+	}
 	g.step(y, []*act{x}, func(e ops.Engine) error {
-		return e.InstanceNorm3d(p, x.v, nil, g.val(gamma), g.val(beta), y.v, nil, nil)
+		return e.InstanceNorm3d(p, x.v, nil, g.val(gamma), g.val(beta), y.v, mean, invStd)
 	},
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
-			if err := e.InstanceNorm3dBackward(p, x.v, nil, g.val(gamma), g.val(beta), y.g, dx, g.grad(gamma), g.grad(beta)); err != nil {
+			if err := e.InstanceNorm3dBackward(p, x.v, nil, g.val(gamma), g.val(beta), mean, invStd, y.g, dx, g.grad(gamma), g.grad(beta)); err != nil {
 				return err
 			}
 			return done(e)

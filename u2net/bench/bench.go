@@ -173,9 +173,14 @@ func levelOps(s Shape) []op {
 			t := &tensors{e: e, r: rand.New(rand.NewPCG(1, 5))}
 			p := ref.NormParams{N: s.N, C: s.C, Size: s.S, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: ref.DefaultSlope}
 			x, dy := t.sets(k, s.len()), t.sets(k, s.len())
+			// The forward pass saves each input set's statistics for the
+			// backward pass, as training (and PyTorch) does.
+			mean, inv := t.sets(k, p.StatsLen()), t.sets(k, p.StatsLen())
 			g, b, y, dx, dg, db := t.make(s.C), t.make(s.C), t.make(s.len()), t.make(s.len()), t.make(s.C), t.make(s.C)
-			return func(i int) error { return e.InstanceNorm3d(p, x[i], nil, g, b, y, nil, nil) },
-				func(i int) error { return e.InstanceNorm3dBackward(p, x[i], nil, g, b, dy[i], dx, dg, db) }, t.free, t.err
+			return func(i int) error { return e.InstanceNorm3d(p, x[i], nil, g, b, y, mean[i], inv[i]) },
+				func(i int) error {
+					return e.InstanceNorm3dBackward(p, x[i], nil, g, b, mean[i], inv[i], dy[i], dx, dg, db)
+				}, t.free, t.err
 		}})
 	add(op{name: "leakyrelu", in: s, flops: 2 * n * c * v, bytes: 5 * act,
 		setup: func(e ops.Engine, k int) (func(int) error, func(int) error, func(), error) {
