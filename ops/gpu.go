@@ -23,7 +23,10 @@ type GPU struct {
 	timed   bool
 	// gemmTile, when set, overrides the GEMM tiling (SetGEMMTile).
 	gemmTile *GEMMTile
-	timings  []vk.Timing
+	// combineWG, when not 0, overrides norm_combine's workgroup (tests
+	// run both the GPU's and the CPU's on one device).
+	combineWG uint32
+	timings   []vk.Timing
 
 	scratch map[string]*vk.Buffer
 	// retired buffers may still be read by recorded work: they are released

@@ -73,8 +73,8 @@ func (t GEMMTile) fits(info vk.DeviceInfo, maxWG int) bool {
 // gemmCandidates are the tilings SetGEMMTile is meant to compare: the
 // built-in choices and wider register tiles.
 var gemmCandidates = []GEMMTile{
-	{16, 128, 16, 2, 4}, {16, 256, 16, 2, 8}, {32, 128, 16, 4, 4}, {32, 256, 16, 4, 8},
-	{64, 64, 16, 4, 4}, {64, 64, 16, 8, 8}, {64, 64, 32, 4, 4}, {64, 128, 16, 4, 8},
+	{8, 8, 16, 1, 1}, {16, 16, 16, 1, 4}, {16, 128, 16, 2, 4}, {16, 256, 16, 2, 8},
+	{32, 128, 16, 4, 4}, {32, 256, 16, 4, 8}, {64, 64, 16, 4, 4}, {64, 64, 16, 8, 8}, {64, 64, 32, 4, 4}, {64, 128, 16, 4, 8},
 	{64, 256, 16, 8, 8}, {128, 64, 16, 8, 4}, {128, 128, 16, 8, 8},
 }
 
@@ -118,8 +118,9 @@ const (
 )
 
 // pickTile chooses the tile for an M×N product: the tile edge follows the
-// matrix edge (Cout is often 16 or 32, so 64-row tiles would idle half the
-// workgroup) and every invocation owns up to 4×4 outputs. It shrinks the
+// matrix edge down to 8 (Cout is often 16 or 32, so 64-row tiles would idle
+// half the workgroup, and the weight gradient of a pointwise conv of 8
+// channels is an 8×8 product) and every invocation owns up to 4×4 outputs. It shrinks the
 // tile until the device's workgroup and shared-memory limits hold, keeping
 // the divisibility conv_gemm's loaders rely on.
 func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
@@ -128,6 +129,8 @@ func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
 	}
 	t := GEMMTile{BM: 64, BN: 64, BK: 16}
 	switch {
+	case m <= 8:
+		t.BM = 8
 	case m <= 16:
 		t.BM = 16
 	case m <= 32:
@@ -136,6 +139,10 @@ func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
 	switch {
 	case n >= 128 && t.BM <= 32:
 		t.BN = 128
+	case n <= 8 && t.BM <= 32:
+		t.BN = 8
+	case n <= 16 && t.BM <= 32:
+		t.BN = 16
 	case n <= 32 && t.BM <= 32:
 		t.BN = 32
 	}
@@ -156,8 +163,10 @@ func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
 		switch {
 		case t.BN > 32:
 			t.BN /= 2
-		case t.BM > 16:
+		case t.BM > 8:
 			t.BM /= 2
+		case t.BN > 8:
+			t.BN /= 2
 		default:
 			return t, fmt.Errorf("device %s: no GEMM tile fits %d invocations and %d bytes of shared memory",
 				info.Name, maxWG, info.MaxSharedMemory)

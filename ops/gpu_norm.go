@@ -30,7 +30,8 @@ const (
 	normChunk = 4096
 	// normCombineG is norm_combine's workgroup, one per result: a plane's
 	// 512 chunks at 128³ take 8 steps per invocation and a 6-level tree.
-	normCombineG = 64
+	normCombineG   = 64
+	normCombineCPU = 8
 )
 
 // pushNorm is the push-constant block shared by the norm kernels.
@@ -121,8 +122,17 @@ func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tenso
 
 // normCombine records norm_combine in the given mode over n results.
 func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res, a, b *vk.Buffer, n int) error {
-	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 44,
-		normCombineG, 1, 1, mode)
+	wg := uint32(normCombineG)
+	switch {
+	case g.combineWG != 0:
+		wg = g.combineWG
+	case g.dev.Info().Type == vk.TypeCPU:
+		// A CPU runs a workgroup's invocations a SIMD vector at a time
+		// and pays for each barrier: one vector of invocations and a
+		// three-level tree.
+		wg = normCombineCPU
+	}
+	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 44, wg, 1, 1, mode)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
