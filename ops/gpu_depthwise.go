@@ -114,7 +114,7 @@ type pushDepthwiseDW struct {
 }
 
 type pushDepthwiseDWSum struct {
-	C, Taps, TB, Blocks, Chunks uint32
+	C, Taps, TB, Blocks, Chunks, HasDB uint32
 }
 
 // DepthwiseConv3dBackward implements Engine.
@@ -131,11 +131,11 @@ func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, d
 		}
 	}
 	if dw != nil {
-		if err := g.depthwiseWeightGrad(op, p, x, dy, dw); err != nil {
+		// The weight gradient's pass over dy sums it for db too.
+		if err := g.depthwiseWeightGrad(op, p, x, dy, dw, db); err != nil {
 			return err
 		}
-	}
-	if db != nil {
+	} else if db != nil {
 		if err := g.ChannelSum(p.N, p.C, p.Size, dy, db); err != nil {
 			return fmt.Errorf("ops.%s: bias gradient: %w", op, err)
 		}
@@ -143,8 +143,9 @@ func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, d
 	return nil
 }
 
-// depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted).
-func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw *Tensor) error {
+// depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted) and,
+// when db is not nil, of db = Σ dy.
+func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, db *Tensor) error {
 	k := p.Kernel
 	// A block of whole kernel planes bounds the running sums per invocation:
 	// all 27 of a 3³ kernel, one plane (k²) of larger kernels.
@@ -161,10 +162,11 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw *T
 		return err
 	}
 	wg := tile.tw * tile.th
-	// Taps per reduction round: RG·WG floats must fit, and RG·8 ≤ WG. One
-	// round (all 27 taps of a 3³ kernel) is much faster than several on an
-	// H200 (0.14 against 0.44 ms at 2×32×64³ with 7 rounds).
-	rg := min(tb, wg/8, limit/wg)
+	// Sums per reduction round (the taps' and dy's): RG·WG floats must fit,
+	// and RG·8 ≤ WG. One round (all 27 taps of a 3³ kernel) is much faster
+	// than several on an H200 (0.14 against 0.44 ms at 2×32×64³ with 7
+	// rounds).
+	rg := min(tb+1, wg/8, limit/wg)
 	if rg < 1 {
 		return fmt.Errorf("ops.%s: workgroup of %d is too small to reduce", op, wg)
 	}
@@ -180,12 +182,12 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw *T
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	second, err := g.kernel("depthwise_dw_sum", []vk.Access{vk.Read, vk.Write}, 20, elementwiseWG/4)
+	second, err := g.kernel("depthwise_dw_sum", []vk.Access{vk.Read, vk.Write, vk.Write}, 24, elementwiseWG/4)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	groups := p.C * blocks * chunks
-	partial, err := g.scratchBuf("dw-partial", groups*tb)
+	partial, err := g.scratchBuf("dw-partial", groups*(tb+1))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -194,6 +196,10 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw *T
 	if err := g.dispatch(op, first, vk.Grid1D(groups, 1), push, x.gpu.buf, dy.gpu.buf, partial); err != nil {
 		return err
 	}
-	sum := pushDepthwiseDWSum{uint32(p.C), uint32(k * k * k), uint32(tb), uint32(blocks), uint32(chunks)}
-	return g.dispatch(op, second, vk.Grid1D(p.WeightLen(), elementwiseWG/4), sum, partial, dw.gpu.buf)
+	sum := pushDepthwiseDWSum{uint32(p.C), uint32(k * k * k), uint32(tb), uint32(blocks), uint32(chunks), b32(db != nil)}
+	items := p.WeightLen()
+	if db != nil {
+		items += p.C
+	}
+	return g.dispatch(op, second, vk.Grid1D(items, elementwiseWG/4), sum, partial, dw.gpu.buf, g.out(db))
 }

@@ -6,13 +6,15 @@
 // channel c, a block of KDB kernel planes (taps kd in [blk·KDB, blk·KDB+KDB),
 // TB = KDB·K² taps) and a chunk of consecutive tiles of the flattened
 // (n, tile) range of that channel; it writes its TB partial sums into
-// partial[g·TB ..]. depthwise_dw_sum adds the chunks in a fixed order.
+// partial[g·TBX ..], followed by the partial sum of dy over the same voxels
+// (for the bias gradient, which takes block 0's: dy is read once for both
+// gradients). depthwise_dw_sum adds the chunks in a fixed order.
 //
 // Per tile the x halo, (TW+K-1)×(TH+K-1)×(TD+KDB-1) voxels, is loaded into
 // shared memory (coalesced along W); each invocation owns a column of TD
-// output voxels and keeps TB running sums in registers. At the end a fixed
-// two-level tree sums the invocations, RG taps at a time, in the same shared
-// memory, which is SH floats (the larger of the halo and RG·WG).
+// output voxels and keeps TB + 1 running sums in registers. At the end a
+// fixed two-level tree sums the invocations, RG sums at a time, in the same
+// shared memory, which is SH floats (the larger of the halo and RG·WG).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint TW = 32;
 layout(constant_id = 1) const uint TH = 8;
@@ -29,6 +31,7 @@ const uint HZ = TD + KDB - 1;
 const uint HALO = HX * HY * HZ;
 const uint WG = TW * TH;
 const uint TB = KDB * K * K;
+const uint TBX = TB + 1; // the taps' sums and dy's
 const int PAD = int(K / 2);
 const uint S = 8;         // invocations per tap in the first reduction level
 const uint SEG = WG / S;  // values each of them adds
@@ -64,8 +67,8 @@ void main() {
     uint t1 = live ? min(t0 + p.tilesPerChunk, p.n * tilesPlane) : t0;
     uint vol = p.d * p.h * p.w;
 
-    float acc[TB];
-    [[unroll]] for (uint j = 0; j < TB; j++) {
+    float acc[TBX];
+    [[unroll]] for (uint j = 0; j < TBX; j++) {
         acc[j] = 0.0;
     }
     // The trip count is the same for the whole workgroup, so the barriers
@@ -102,6 +105,7 @@ void main() {
         [[unroll]] for (uint j = 0; j < TD; j++) {
             uint oz = uint(z0) + j;
             g[j] = (ox < p.w && oy < p.h && oz < p.d) ? dy[base + (oz * p.h + oy) * p.w + ox] : 0.0;
+            acc[TB] += g[j];
         }
         // Halo slice dz pairs with output j through kernel plane kd0 + dz - j.
         [[unroll]] for (uint dz = 0; dz < HZ; dz++) {
@@ -120,19 +124,19 @@ void main() {
         }
     }
 
-    // Sum the invocations: S invocations per tap each add SEG values in
-    // order, then one invocation per tap adds those S.
-    [[unroll]] for (uint j0 = 0; j0 < TB; j0 += RG) {
+    // Sum the invocations: S invocations per sum each add SEG values in
+    // order, then one invocation per sum adds those S.
+    [[unroll]] for (uint j0 = 0; j0 < TBX; j0 += RG) {
         barrier();
         [[unroll]] for (uint j = 0; j < RG; j++) {
-            if (j0 + j < TB) {
+            if (j0 + j < TBX) {
                 sh[j * WG + lid] = acc[j0 + j];
             }
         }
         barrier();
         float s = 0.0;
         uint jj = lid / S, ss = lid - (lid / S) * S;
-        if (lid < RG * S && j0 + jj < TB) {
+        if (lid < RG * S && j0 + jj < TBX) {
             for (uint i = 0; i < SEG; i++) {
                 s += sh[jj * WG + ss * SEG + i];
             }
@@ -142,12 +146,12 @@ void main() {
             sh[lid] = s;
         }
         barrier();
-        if (live && lid < RG && j0 + lid < TB) {
+        if (live && lid < RG && j0 + lid < TBX) {
             float total = 0.0;
             for (uint i = 0; i < S; i++) {
                 total += sh[lid * S + i];
             }
-            partial[g * TB + j0 + lid] = total;
+            partial[g * TBX + j0 + lid] = total;
         }
     }
 }
