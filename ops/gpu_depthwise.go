@@ -2,6 +2,7 @@ package ops
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
@@ -24,8 +25,16 @@ func (t dwTile) tiles(size ref.Dims3) [3]int {
 func dwCeil(a, b int) int { return (a + b - 1) / b }
 
 // dwTargetGroups is roughly how many workgroups the weight gradient's first
-// pass aims for: enough to fill a large GPU several times over.
-const dwTargetGroups = 2048
+// pass aims for: enough to fill a large GPU several times over. A CPU device
+// (this host's cores) runs one workgroup per core at a time, and each chunk
+// ends in a tree reduction that costs it about as much as a tile's
+// products: it gets dwGroupsPerCore per core (4: 69-75 ms for the weight
+// gradients of a training step on 2 cores, 76-78 with 16, 100-112 with
+// 2048).
+const (
+	dwTargetGroups  = 2048
+	dwGroupsPerCore = 4
+)
 
 // chooseTile picks the tile for a volume: 32 (or 16, 8 for narrow volumes)
 // wide so that rows coalesce, up to 256 invocations, up to td voxels deep
@@ -173,7 +182,11 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 	sh := max((tile.tw+k-1)*(tile.th+k-1)*(tile.td+kdb-1), rg*wg)
 	tl := tile.tiles(p.Size)
 	perChannel := p.N * tl[0] * tl[1] * tl[2]
-	chunks := min(perChannel, max(1, dwTargetGroups/(p.C*blocks)))
+	target := dwTargetGroups
+	if g.dev.Info().Type == vk.TypeCPU {
+		target = dwGroupsPerCore * runtime.NumCPU()
+	}
+	chunks := min(perChannel, max(1, target/(p.C*blocks)))
 	perChunk := dwCeil(perChannel, chunks)
 	chunks = dwCeil(perChannel, perChunk)
 
