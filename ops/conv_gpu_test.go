@@ -215,6 +215,53 @@ func TestGEMMTilesGPU(t *testing.T) {
 	}
 }
 
+// Timed GEMM dispatches are labelled with their product, so that profiles
+// and the tiling sweep can tell the data and weight gradients apart.
+func TestGEMMTimingLabelsGPU(t *testing.T) {
+	g := gpuEngine(t)
+	p := ref.ConvParams{N: 2, Cin: 3, Cout: 5, In: d3(6, 7, 8), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}
+	ts := map[string]*Tensor{}
+	for name, n := range map[string]int{"x": p.InputLen(), "w": p.WeightLen(), "b": p.BiasLen(), "y": p.OutputLen(),
+		"dx": p.InputLen(), "dw": p.WeightLen(), "db": p.BiasLen()} {
+		x, err := g.Alloc(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Free(x)
+		ts[name] = x
+	}
+	if err := g.SetTimed(true); err != nil {
+		t.Fatal(err)
+	}
+	defer g.SetTimed(false)
+	if err := g.Conv3d(p, ts["x"], ts["w"], ts["b"], ts["y"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Conv3dBackward(p, ts["x"], ts["w"], ts["y"], ts["dx"], ts["dw"], ts["db"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	products := map[string]bool{}
+	for _, tm := range g.TakeTimings() {
+		op, _, _ := strings.Cut(tm.Label, "/")
+		if prod := GEMMProduct(tm.Label); prod != "" {
+			products[op+" "+prod] = true
+		} else if tm.Kernel == "conv_gemm" {
+			t.Errorf("conv_gemm dispatch labelled %q, without its product", tm.Label)
+		}
+	}
+	for _, want := range []string{"Conv3d fwd", "Conv3dBackward dgrad", "Conv3dBackward wgrad"} {
+		if !products[want] {
+			t.Errorf("no timing labelled as %s; got %v", want, products)
+		}
+	}
+	if GEMMProduct("ChannelSum") != "" {
+		t.Error("a label without a product has one")
+	}
+}
+
 // Weight gradients are split-K sums added in a fixed order: two runs give
 // the same bits.
 func TestConvWeightGradDeterministicGPU(t *testing.T) {

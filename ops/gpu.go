@@ -283,8 +283,13 @@ func (g *GPU) kernel(name string, bindings []vk.Access, push int, spec ...uint32
 
 // dispatch records one kernel and returns the recording error, if any.
 func (g *GPU) dispatch(op string, k *vk.Kernel, groups [3]uint32, push any, bufs ...*vk.Buffer) error {
+	return g.dispatchAs(op, op, k, groups, push, bufs...)
+}
+
+// dispatchAs is dispatch with the timing label given apart from op.
+func (g *GPU) dispatchAs(op, label string, k *vk.Kernel, groups [3]uint32, push any, bufs ...*vk.Buffer) error {
 	if g.timed {
-		g.batch.SetLabel(op)
+		g.batch.SetLabel(label)
 	}
 	g.batch.Dispatch(k, groups, push, bufs...)
 	return g.recorded(op)

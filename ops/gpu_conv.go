@@ -2,6 +2,7 @@ package ops
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
@@ -24,6 +25,22 @@ const (
 	gemmDgrad
 	gemmWgrad
 )
+
+// gemmProducts name the products in timing labels: a timed GEMM dispatch is
+// labelled "Op/product", so profiles and tiling sweeps tell them apart.
+var gemmProducts = [...]string{gemmFwd: "fwd", gemmDgrad: "dgrad", gemmWgrad: "wgrad"}
+
+const productSep = "/"
+
+// GEMMProduct returns the GEMM product ("fwd", "dgrad" or "wgrad") of a
+// timing's label, or "" for a dispatch outside the GEMM family.
+func GEMMProduct(label string) string {
+	i := strings.LastIndex(label, productSep)
+	if i < 0 {
+		return ""
+	}
+	return label[i+1:]
+}
 
 // convGeom is a convolution in conv_gemm's terms.
 type convGeom struct {
@@ -76,6 +93,7 @@ var gemmCandidates = []GEMMTile{
 	{8, 8, 16, 1, 1}, {16, 16, 16, 1, 4}, {16, 128, 16, 2, 4}, {16, 256, 16, 2, 8},
 	{32, 128, 16, 4, 4}, {32, 256, 16, 4, 8}, {64, 64, 16, 4, 4}, {64, 64, 16, 8, 8}, {64, 64, 32, 4, 4}, {64, 128, 16, 4, 8},
 	{64, 256, 16, 8, 8}, {128, 64, 16, 8, 4}, {128, 128, 16, 8, 8},
+	{64, 128, 8, 4, 8}, {128, 128, 8, 8, 8},
 }
 
 // GEMMTiles returns the candidate tilings that fit this device.
@@ -271,21 +289,25 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 		Tiles: [4]uint32{uint32(tilesM), uint32(tilesN), uint32(phases), 0},
 	}
 	grid := [3]uint32{uint32(gx), uint32(gy), 1}
+	label := op
+	if g.timed {
+		label = op + productSep + gemmProducts[mode]
+	}
 	if splits == 1 {
-		return g.dispatch(op, kern, grid, push, a, b, bias, c)
+		return g.dispatchAs(op, label, kern, grid, push, a, b, bias, c)
 	}
 	part, err := g.scratchBuf("conv-splitk", splits*cLen)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	if err := g.dispatch(op, kern, grid, push, a, b, bias, part); err != nil {
+	if err := g.dispatchAs(op, label, kern, grid, push, a, b, bias, part); err != nil {
 		return err
 	}
 	sum, err := g.kernel("conv_splitk", []vk.Access{vk.Read, vk.Write}, 8, elementwiseWG, 1, 1)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	return g.dispatch(op, sum, vk.Grid1D(cLen, elementwiseWG), [2]uint32{uint32(cLen), uint32(splits)}, part, c)
+	return g.dispatchAs(op, label, sum, vk.Grid1D(cLen, elementwiseWG), [2]uint32{uint32(cLen), uint32(splits)}, part, c)
 }
 
 // bufOrNil is the buffer of an optional tensor, nil when absent.

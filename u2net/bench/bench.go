@@ -15,6 +15,7 @@ import (
 
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/vk"
 )
 
 //go:embed h200-pytorch-2.11.json
@@ -242,36 +243,52 @@ func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (time.Durat
 const warmCalls = 20
 
 func gpuTimer(g *ops.GPU, repeats int, f func(i int) error, sets int) (time.Duration, error) {
+	calls, err := gpuCalls(g, repeats, f, sets)
+	if err != nil {
+		return 0, err
+	}
+	ts := make([]time.Duration, len(calls))
+	for i, c := range calls {
+		for _, t := range c {
+			ts[i] += t.Duration
+		}
+	}
+	return median(ts), nil
+}
+
+// gpuCalls runs f warmCalls times, then repeats times timed, and returns
+// each timed call's dispatches.
+func gpuCalls(g *ops.GPU, repeats int, f func(i int) error, sets int) ([][]vk.Timing, error) {
 	for i := 0; i < warmCalls; i++ {
 		if err := f(i % sets); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	if err := g.Sync(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if err := g.SetTimed(true); err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer g.SetTimed(false)
 	for r := 0; r < repeats; r++ {
 		if err := f(r % sets); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	if err := g.Sync(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	tm := g.TakeTimings()
 	per := len(tm) / repeats
 	if per == 0 || len(tm)%repeats != 0 {
-		return 0, fmt.Errorf("bench: %d timestamps for %d calls", len(tm), repeats)
+		return nil, fmt.Errorf("bench: %d timestamps for %d calls", len(tm), repeats)
 	}
-	ts := make([]time.Duration, repeats)
-	for i, t := range tm {
-		ts[i/per] += t.Duration
+	calls := make([][]vk.Timing, repeats)
+	for i := range calls {
+		calls[i] = tm[i*per : (i+1)*per]
 	}
-	return median(ts), nil
+	return calls, nil
 }
 
 func median(ts []time.Duration) time.Duration {

@@ -207,13 +207,17 @@ func plotColor(i int) color.Color {
 	return palette[i%len(palette)]
 }
 
-// writeTiles prints each GEMM-family operation's tilings, fastest first,
-// with the built-in choice marked.
+// tilesShown is how many tilings per operation writeTiles lists.
+const tilesShown = 5
+
+// writeTiles prints each GEMM-family operation's fastest tilings and the
+// built-in choice, then each GEMM product's best tiling beside the
+// built-in one.
 func writeTiles(w io.Writer, res []TileResult) {
 	if len(res) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\nGEMM tilings (BM×BN×BK/TM×TN), fastest fwd+bwd first:")
+	fmt.Fprintf(w, "\nGEMM tilings (BM×BN×BK/TM×TN), the %d fastest fwd+bwd and the default:\n", tilesShown)
 	by := map[string][]TileResult{}
 	var order []string
 	for _, r := range res {
@@ -225,23 +229,58 @@ func writeTiles(w io.Writer, res []TileResult) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "op\tshape\ttile\tfwd ms\tbwd ms\tfwd+bwd ms\tvs default\t")
 	for _, op := range order {
-		rs := by[op]
-		def := 0.0
-		for _, r := range rs {
-			if r.Tile == "default" {
-				def = r.FwdBwdMS
-			}
-		}
+		rs := append([]TileResult(nil), by[op]...)
+		def := defaultTile(rs)
 		sort.SliceStable(rs, func(i, j int) bool { return rs[i].FwdBwdMS < rs[j].FwdBwdMS })
-		for _, r := range rs {
-			rel := ""
-			if def > 0 {
-				rel = fmt.Sprintf("%.2f×", def/r.FwdBwdMS)
+		for i, r := range rs {
+			if i >= tilesShown && r.Tile != "default" {
+				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t\n", r.Op, r.Shape, r.Tile, r.FwdMS, r.BwdMS, r.FwdBwdMS, rel)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t\n", r.Op, r.Shape, r.Tile, r.FwdMS, r.BwdMS, r.FwdBwdMS,
+				ratio(def.FwdBwdMS, r.FwdBwdMS))
 		}
 	}
 	tw.Flush()
+
+	fmt.Fprintln(w, "\nbest tiling per GEMM product (ms, summed over the operation's forward and backward calls):")
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "op\tproduct\tdefault ms\tbest tile\tbest ms\tvs default\t")
+	for _, op := range order {
+		rs := by[op]
+		def := defaultTile(rs)
+		for _, p := range []string{"fwd", "dgrad", "wgrad"} {
+			if _, ok := def.Products[p]; !ok {
+				continue
+			}
+			best := def
+			for _, r := range rs {
+				if v, ok := r.Products[p]; ok && v < best.Products[p] {
+					best = r
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.3f\t%s\t%.3f\t%s\t\n", op, p, def.Products[p], best.Tile, best.Products[p],
+				ratio(def.Products[p], best.Products[p]))
+		}
+	}
+	tw.Flush()
+}
+
+// defaultTile returns the result under the built-in tiling.
+func defaultTile(rs []TileResult) TileResult {
+	for _, r := range rs {
+		if r.Tile == "default" {
+			return r
+		}
+	}
+	return TileResult{}
+}
+
+// ratio formats how many times faster now is than before.
+func ratio(before, now float64) string {
+	if before <= 0 || now <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", before/now)
 }
 
 // byKernel sums a profile over the operations of each kernel, largest

@@ -166,14 +166,18 @@ type Report struct {
 }
 
 // TileResult is one GEMM-family operation under one tiling ("default" is
-// the built-in choice per product).
+// the built-in choice per product). Products splits the forward and
+// backward GPU time by GEMM product (fwd, dgrad, wgrad; "other" for the
+// operation's dispatches outside the GEMM family), each the median over the
+// timed calls.
 type TileResult struct {
-	Op       string  `json:"op"`
-	Shape    string  `json:"shape"`
-	Tile     string  `json:"tile"`
-	FwdMS    float64 `json:"fwd_ms"`
-	BwdMS    float64 `json:"bwd_ms"`
-	FwdBwdMS float64 `json:"fwd_bwd_ms"`
+	Op       string             `json:"op"`
+	Shape    string             `json:"shape"`
+	Tile     string             `json:"tile"`
+	FwdMS    float64            `json:"fwd_ms"`
+	BwdMS    float64            `json:"bwd_ms"`
+	FwdBwdMS float64            `json:"fwd_bwd_ms"`
+	Products map[string]float64 `json:"products_ms"`
 }
 
 // Run measures on e; log receives progress lines.
@@ -246,7 +250,8 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 }
 
 // tileSweep measures the GEMM-family operations at shape s under the
-// built-in tiling and under each candidate the device fits.
+// built-in tiling and under each candidate the device fits, splitting each
+// call's time by GEMM product so that each product's best tiling shows.
 func tileSweep(g *ops.GPU, s Shape, repeats int) ([]TileResult, error) {
 	var list []op
 	for _, o := range levelOps(s) {
@@ -258,12 +263,13 @@ func tileSweep(g *ops.GPU, s Shape, repeats int) ([]TileResult, error) {
 	defer g.SetGEMMTile(nil)
 	var out []TileResult
 	run := func(name string) error {
-		res, err := measure(g, list, -1, repeats, ops.Peaks{}, nil)
-		if err != nil {
-			return fmt.Errorf("tile %s: %w", name, err)
-		}
-		for _, r := range res {
-			out = append(out, TileResult{Op: r.Op, Shape: r.Shape, Tile: name, FwdMS: r.FwdMS, BwdMS: r.BwdMS, FwdBwdMS: r.FwdBwdMS})
+		for _, o := range list {
+			r, err := tileRun(g, o, repeats)
+			if err != nil {
+				return fmt.Errorf("tile %s, %s %v: %w", name, o.name, o.in, err)
+			}
+			r.Tile = name
+			out = append(out, r)
 		}
 		return nil
 	}
@@ -279,6 +285,47 @@ func tileSweep(g *ops.GPU, s Shape, repeats int) ([]TileResult, error) {
 		}
 	}
 	return out, nil
+}
+
+// tileRun times one operation's forward and backward calls by product.
+func tileRun(g *ops.GPU, o op, repeats int) (TileResult, error) {
+	r := TileResult{Op: o.name, Shape: o.in.String(), Products: map[string]float64{}}
+	fwd, bwd, free, err := o.setup(g, 2)
+	defer free()
+	if err != nil {
+		return r, err
+	}
+	for _, pass := range []struct {
+		f  func(int) error
+		ms *float64
+	}{{fwd, &r.FwdMS}, {bwd, &r.BwdMS}} {
+		calls, err := gpuCalls(g, repeats, pass.f, 2)
+		if err != nil {
+			return r, err
+		}
+		total := make([]time.Duration, len(calls))
+		by := map[string][]time.Duration{}
+		for i, c := range calls {
+			sums := map[string]time.Duration{}
+			for _, t := range c {
+				total[i] += t.Duration
+				p := ops.GEMMProduct(t.Label)
+				if p == "" {
+					p = "other"
+				}
+				sums[p] += t.Duration
+			}
+			for p, d := range sums {
+				by[p] = append(by[p], d)
+			}
+		}
+		*pass.ms = ms(median(total))
+		for p, ds := range by {
+			r.Products[p] += ms(median(ds))
+		}
+	}
+	r.FwdBwdMS = r.FwdMS + r.BwdMS
+	return r, nil
 }
 
 func poolsFor(size int) [3]int {
