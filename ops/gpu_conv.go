@@ -210,6 +210,9 @@ const (
 	gemmSplitTarget    = 512 * gemmWG
 	gemmSplitTargetCPU = 16 * gemmWG
 	gemmSplitMinK      = 512
+	// splitkMaxLanes bounds the invocations that share one element of
+	// conv_splitk's sum (a power of two dividing elementwiseWG).
+	splitkMaxLanes = 64
 )
 
 // convGEMM records conv_gemm in the given mode. a, b and c are the A, B and
@@ -303,11 +306,17 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 	if err := g.dispatchAs(op, label, kern, grid, push, a, b, bias, part); err != nil {
 		return err
 	}
-	sum, err := g.kernel("conv_splitk", []vk.Access{vk.Read, vk.Write}, 8, elementwiseWG, 1, 1)
+	// Lanes per element of the partials' sum: enough that the sum, too,
+	// reaches the invocation target when the elements are few.
+	lanes := 1
+	for lanes < splitkMaxLanes && 2*lanes <= splits && cLen*lanes < target {
+		lanes *= 2
+	}
+	sum, err := g.kernel("conv_splitk", []vk.Access{vk.Read, vk.Write}, 8, elementwiseWG, 1, 1, uint32(lanes))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	return g.dispatchAs(op, label, sum, vk.Grid1D(cLen, elementwiseWG), [2]uint32{uint32(cLen), uint32(splits)}, part, c)
+	return g.dispatchAs(op, label, sum, vk.Grid1D(cLen, elementwiseWG/lanes), [2]uint32{uint32(cLen), uint32(splits)}, part, c)
 }
 
 // bufOrNil is the buffer of an optional tensor, nil when absent.

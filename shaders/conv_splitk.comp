@@ -1,9 +1,16 @@
 #version 450
-// conv_splitk: the second pass of a split-K product. Element i of
-// the result is the sum of the partials part[s·n + i] for s = 0 .. splits−1,
-// added in that order by one invocation: deterministic, no atomics.
+// conv_splitk: the second pass of a split-K product. Element i of the
+// result is the sum of the partials part[s·n + i] for s = 0 .. splits−1.
+// R lanes share each element (R a power of two, 1 when the elements alone
+// fill the device): lane r adds the partials s ≡ r (mod R) in order, then
+// the lanes meet in a fixed tree in shared memory. Deterministic, no
+// atomics; a product of few elements split many ways (a weight gradient)
+// still spreads over many invocations.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WG = 256;
+layout(constant_id = 3) const uint R = 1;
+
+const uint OUT = WG / R; // elements per workgroup
 
 layout(std430, binding = 0) readonly buffer Part { float part[]; };
 layout(std430, binding = 1) writeonly buffer Out { float outv[]; };
@@ -12,14 +19,32 @@ layout(push_constant) uniform Push {
     uint splits; // partials per element
 } p;
 
+shared float red[R > 1 ? WG : 1];
+
 void main() {
-    uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
-    if (i >= p.n) {
-        return;
-    }
+    uint lid = gl_LocalInvocationID.x;
+    uint io = lid % OUT;
+    uint r = lid / OUT;
+    uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * OUT + io;
+    bool live = i < p.n;
     float s = 0.0;
-    for (uint j = 0; j < p.splits; j++) {
-        s += part[j * p.n + i];
+    if (live) {
+        for (uint j = r; j < p.splits; j += R) {
+            s += part[j * p.n + i];
+        }
     }
-    outv[i] = s;
+    if (R > 1) {
+        red[lid] = s;
+        barrier();
+        for (uint h = R / 2; h > 0; h >>= 1) {
+            if (r < h) {
+                red[lid] += red[lid + h * OUT];
+            }
+            barrier();
+        }
+        s = red[io];
+    }
+    if (live && r == 0) {
+        outv[i] = s;
+    }
 }
