@@ -80,7 +80,14 @@ type pushDepthwise struct {
 // conv(x, flip(w)) without bias.
 func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor, flip bool) error {
 	k := p.Kernel
-	tile, err := g.chooseTile(op, p.Size, 8, func(t dwTile) int {
+	// 8 outputs deep per invocation; 16 on a CPU device, where the deeper
+	// column halves the halo loads per output (lavapipe: forward 12% faster
+	// at 1×8×32³).
+	td := 8
+	if g.dev.Info().Type == vk.TypeCPU {
+		td = 16
+	}
+	tile, err := g.chooseTile(op, p.Size, td, func(t dwTile) int {
 		return (t.tw+k-1)*(t.th+k-1)*(t.td+k-1) + k*k*k
 	})
 	if err != nil {
