@@ -23,10 +23,10 @@ type GPU struct {
 	timed   bool
 	// gemmTile, when set, overrides the GEMM tiling (SetGEMMTile).
 	gemmTile *GEMMTile
-	// combineWG, when not 0, overrides norm_combine's workgroup (tests
-	// run both the GPU's and the CPU's on one device).
-	combineWG uint32
-	timings   []vk.Timing
+	// tuning, when set, overrides the device class that picks the sizes
+	// tuned for CPU devices (cpuTuned): tests run both on one device.
+	tuning  *bool
+	timings []vk.Timing
 
 	scratch map[string]*vk.Buffer
 	// retired buffers may still be read by recorded work: they are released
@@ -279,6 +279,17 @@ func (g *GPU) kernel(name string, bindings []vk.Access, push int, spec ...uint32
 		g.kernels[key] = k
 	}
 	return k, err
+}
+
+// cpuTuned reports whether the kernels take the sizes tuned for CPU
+// devices (lavapipe), which run a few workgroups at a time, one per core,
+// each a SIMD vector at a time between barriers: fewer and larger split
+// reductions, smaller trees. Other devices take the GPU sizes.
+func (g *GPU) cpuTuned() bool {
+	if g.tuning != nil {
+		return *g.tuning
+	}
+	return g.dev.Info().Type == vk.TypeCPU
 }
 
 // dispatch records one kernel and returns the recording error, if any.

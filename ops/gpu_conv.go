@@ -247,7 +247,7 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 	kTiles := ceilDiv(k, t.BK)
 	info := g.dev.Info()
 	target := gemmSplitTarget
-	if info.Type == vk.TypeCPU {
+	if g.cpuTuned() {
 		target = gemmSplitTargetCPU
 	}
 	splits := min(ceilDiv(target, tilesM*tilesN*phases*t.wg()), max(kTiles*t.BK/gemmSplitMinK, 1))

@@ -84,7 +84,7 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor
 	// column halves the halo loads per output (lavapipe: forward 12% faster
 	// at 1×8×32³).
 	td := 8
-	if g.dev.Info().Type == vk.TypeCPU {
+	if g.cpuTuned() {
 		td = 16
 	}
 	tile, err := g.chooseTile(op, p.Size, td, func(t dwTile) int {
@@ -190,7 +190,7 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 	tl := tile.tiles(p.Size)
 	perChannel := p.N * tl[0] * tl[1] * tl[2]
 	target := dwTargetGroups
-	if g.dev.Info().Type == vk.TypeCPU {
+	if g.cpuTuned() {
 		target = dwGroupsPerCore * runtime.NumCPU()
 	}
 	chunks := min(perChannel, max(1, target/(p.C*blocks)))

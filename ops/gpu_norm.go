@@ -113,7 +113,7 @@ func (g *GPU) normStats(np *normPlan, x, r *Tensor, mean, invStd *vk.Buffer) err
 // normReduce records norm_stats in the given mode.
 func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, mean, invStd, partial *vk.Buffer) error {
 	wg := uint32(normWG)
-	if g.dev.Info().Type == vk.TypeCPU {
+	if g.cpuTuned() {
 		wg = normStatsCPU
 	}
 	vpt := normChunk / wg
@@ -133,13 +133,7 @@ func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tenso
 // normCombine records norm_combine in the given mode over n results.
 func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res, a, b *vk.Buffer, n int) error {
 	wg := uint32(normCombineG)
-	switch {
-	case g.combineWG != 0:
-		wg = g.combineWG
-	case g.dev.Info().Type == vk.TypeCPU:
-		// A CPU runs a workgroup's invocations a SIMD vector at a time
-		// and pays for each barrier: one vector of invocations and a
-		// three-level tree.
+	if g.cpuTuned() {
 		wg = normCombineCPU
 	}
 	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 44, wg, 1, 1, mode)

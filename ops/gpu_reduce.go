@@ -9,6 +9,9 @@ import (
 
 const (
 	reduceWG = 256
+	// reduceCPU is the workgroup on a CPU device, where each level of the
+	// tree is a pass over the whole workgroup.
+	reduceCPU = 64
 	// reduceSeg is the number of elements one workgroup of the first pass
 	// sums: large enough to amortise the tree, small enough that a 64³
 	// volume spreads over many workgroups.
@@ -39,10 +42,14 @@ func (g *GPU) ChannelSum(n, c int, size ref.Dims3, x, sums *Tensor) error {
 // channelSum records the two passes over buffers; kernels of other
 // operations use it for bias gradients of intermediate buffers.
 func (g *GPU) channelSum(op string, n, c, vox int, x, sums *vk.Buffer) error {
+	wg := reduceWG
+	if g.cpuTuned() {
+		wg = reduceCPU
+	}
 	total := n * vox
 	seg := reduceSeg
 	if need := (total + 65534) / 65535; need > seg {
-		seg = (need + reduceWG - 1) / reduceWG * reduceWG
+		seg = (need + wg - 1) / wg * wg
 	}
 	chunks := (total + seg - 1) / seg
 	if c > 65535 {
@@ -51,11 +58,11 @@ func (g *GPU) channelSum(op string, n, c, vox int, x, sums *vk.Buffer) error {
 	// A vec4 never straddles two planes when the plane and the segment are
 	// multiples of four.
 	vec4 := vox%4 == 0 && seg%4 == 0
-	first, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, reduceWG, 0, b32(vec4))
+	first, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, uint32(wg), 0, b32(vec4))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	second, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, reduceWG, 1, 0)
+	second, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, uint32(wg), 1, 0)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -185,31 +185,38 @@ func checkCases(t *testing.T, cases []opCase) {
 	t.Helper()
 	g := gpuEngine(t)
 	cpu := NewCPU()
+	native := g.cpuTuned()
+	defer func() { g.tuning = nil }()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			wantF, wantL, err := runOn(cpu, c)
 			if err != nil {
 				t.Fatalf("cpu: %v", err)
 			}
-			gotF, gotL, err := runOn(g, c)
-			if err != nil {
-				t.Fatalf("gpu: %v", err)
-			}
-			names := make([]string, 0, len(wantF))
-			for n := range wantF {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			for _, n := range names {
-				if e := ref.RelL2(gotF[n], wantF[n]); !(e <= c.tol) {
-					t.Errorf("%s: relative L2 error %.3g > %.3g%s", n, e, c.tol, firstBad(gotF[n], wantF[n]))
+			// The device's own sizes, then those tuned for the other
+			// class of device (cpuTuned).
+			for _, cpuTuned := range []bool{native, !native} {
+				g.tuning = &cpuTuned
+				gotF, gotL, err := runOn(g, c)
+				if err != nil {
+					t.Fatalf("gpu (CPU-tuned %t): %v", cpuTuned, err)
 				}
-			}
-			for n, want := range wantL {
-				for i := range want {
-					if gotL[n][i] != want[i] {
-						t.Errorf("%s[%d] = %d, want %d", n, i, gotL[n][i], want[i])
-						break
+				names := make([]string, 0, len(wantF))
+				for n := range wantF {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				for _, n := range names {
+					if e := ref.RelL2(gotF[n], wantF[n]); !(e <= c.tol) {
+						t.Errorf("CPU-tuned %t: %s: relative L2 error %.3g > %.3g%s", cpuTuned, n, e, c.tol, firstBad(gotF[n], wantF[n]))
+					}
+				}
+				for n, want := range wantL {
+					for i := range want {
+						if gotL[n][i] != want[i] {
+							t.Errorf("CPU-tuned %t: %s[%d] = %d, want %d", cpuTuned, n, i, gotL[n][i], want[i])
+							break
+						}
 					}
 				}
 			}
