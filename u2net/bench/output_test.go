@@ -1,0 +1,53 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// writeTiles lists each operation's fastest tilings with the default, and
+// for each GEMM product the tiling that is fastest for that product alone.
+func TestWriteTiles(t *testing.T) {
+	res := []TileResult{
+		{Op: "dense3", Shape: "2×32×64×64×64", Tile: "default", FwdMS: 2, BwdMS: 4, FwdBwdMS: 6,
+			Products: map[string]float64{"fwd": 2, "dgrad": 1.5, "wgrad": 2.5}},
+		{Op: "dense3", Shape: "2×32×64×64×64", Tile: "A", FwdMS: 1, BwdMS: 6, FwdBwdMS: 7,
+			Products: map[string]float64{"fwd": 1, "dgrad": 3, "wgrad": 3}},
+		{Op: "dense3", Shape: "2×32×64×64×64", Tile: "B", FwdMS: 3, BwdMS: 2.5, FwdBwdMS: 5.5,
+			Products: map[string]float64{"fwd": 3, "dgrad": 1.2, "wgrad": 1.3}},
+		{Op: "convT2", Shape: "2×32×64×64×64", Tile: "default", FwdMS: 1, BwdMS: 1, FwdBwdMS: 2,
+			Products: map[string]float64{"wgrad": 0.5, "other": 1.5}},
+		{Op: "convT2", Shape: "2×32×64×64×64", Tile: "A", FwdMS: 1, BwdMS: 1.2, FwdBwdMS: 2.2,
+			Products: map[string]float64{"wgrad": 0.7, "other": 1.5}},
+	}
+	var buf bytes.Buffer
+	writeTiles(&buf, res)
+	out := buf.String()
+	best := out[strings.Index(out, "best tiling per GEMM product"):]
+	for _, want := range []struct{ op, product, tile string }{
+		{"dense3", "fwd", "A"}, {"dense3", "dgrad", "B"}, {"dense3", "wgrad", "B"}, {"convT2", "wgrad", "default"},
+	} {
+		found := false
+		for _, line := range strings.Split(best, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 4 && f[0] == want.op && f[1] == want.product {
+				found = true
+				if f[3] != want.tile {
+					t.Errorf("%s %s: best tile %s, want %s\n%s", want.op, want.product, f[3], want.tile, best)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no row for %s %s\n%s", want.op, want.product, best)
+		}
+	}
+	if strings.Contains(best, "other") {
+		t.Errorf("dispatches outside the GEMM family are listed as a product\n%s", best)
+	}
+	// Fastest first within an operation: B (5.5) before default (6) before A (7).
+	ranking := out[:strings.Index(out, "best tiling")]
+	if b, d, a := strings.Index(ranking, " B "), strings.Index(ranking, " default "), strings.Index(ranking, " A "); !(b < d && d < a) {
+		t.Errorf("tilings of dense3 not fastest first\n%s", ranking)
+	}
+}
