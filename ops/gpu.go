@@ -292,6 +292,15 @@ func (g *GPU) cpuTuned() bool {
 	return g.dev.Info().Type == vk.TypeCPU
 }
 
+// tuned returns the size for this device's class: gpu, or cpu when
+// cpuTuned.
+func tuned[T any](g *GPU, gpu, cpu T) T {
+	if g.cpuTuned() {
+		return cpu
+	}
+	return gpu
+}
+
 // dispatch records one kernel and returns the recording error, if any.
 func (g *GPU) dispatch(op string, k *vk.Kernel, groups [3]uint32, push any, bufs ...*vk.Buffer) error {
 	return g.dispatchAs(op, op, k, groups, push, bufs...)

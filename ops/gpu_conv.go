@@ -173,8 +173,8 @@ func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
 	info := g.dev.Info()
 	maxWG := g.gemmMaxWG()
 	minWG := gemmMinWG
-	if g.cpuTuned() && t.BM*t.BN <= 16*16 {
-		minWG = gemmMinWGCPU
+	if t.BM*t.BN <= 16*16 {
+		minWG = tuned(g, gemmMinWG, gemmMinWGCPU)
 	}
 	for {
 		// 4×4 outputs per invocation where the workgroup can shrink to
@@ -256,10 +256,7 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 	tilesM, tilesN := ceilDiv(m, t.BM), ceilDiv(n, t.BN)
 	kTiles := ceilDiv(k, t.BK)
 	info := g.dev.Info()
-	target := gemmSplitTarget
-	if g.cpuTuned() {
-		target = gemmSplitTargetCPU
-	}
+	target := tuned(g, gemmSplitTarget, gemmSplitTargetCPU)
 	splits := min(ceilDiv(target, tilesM*tilesN*phases*t.wg()), max(kTiles*t.BK/gemmSplitMinK, 1))
 	// The partials must fit one buffer binding.
 	if most := int(uint64(info.MaxStorageBufferRange) / 4 / uint64(cLen)); splits > most {

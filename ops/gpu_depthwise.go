@@ -83,11 +83,7 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor
 	// 8 outputs deep per invocation; 16 on a CPU device, where the deeper
 	// column halves the halo loads per output (lavapipe: forward 12% faster
 	// at 1×8×32³).
-	td := 8
-	if g.cpuTuned() {
-		td = 16
-	}
-	tile, err := g.chooseTile(op, p.Size, td, func(t dwTile) int {
+	tile, err := g.chooseTile(op, p.Size, tuned(g, 8, 16), func(t dwTile) int {
 		return (t.tw+k-1)*(t.th+k-1)*(t.td+k-1) + k*k*k
 	})
 	if err != nil {
@@ -189,10 +185,7 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 	sh := max((tile.tw+k-1)*(tile.th+k-1)*(tile.td+kdb-1), rg*wg)
 	tl := tile.tiles(p.Size)
 	perChannel := p.N * tl[0] * tl[1] * tl[2]
-	target := dwTargetGroups
-	if g.cpuTuned() {
-		target = dwGroupsPerCore * runtime.NumCPU()
-	}
+	target := tuned(g, dwTargetGroups, dwGroupsPerCore*runtime.NumCPU())
 	chunks := min(perChannel, max(1, target/(p.C*blocks)))
 	perChunk := dwCeil(perChannel, chunks)
 	chunks = dwCeil(perChannel, perChunk)

@@ -107,15 +107,13 @@ func (g *GPU) normStats(np *normPlan, x, r *Tensor, mean, invStd *vk.Buffer) err
 	if err := g.normReduce(np, 0, x, r, nil, nil, nil, g.dummy, g.dummy, partial); err != nil {
 		return err
 	}
-	return g.normCombine(np, 0, np.push, partial, g.dummy, mean, invStd, int(np.push.NC))
+	// MODE 0 leaves res unwritten; a written binding must not be the dummy.
+	return g.normCombine(np, 0, np.push, partial, g.discard(), mean, invStd, int(np.push.NC))
 }
 
 // normReduce records norm_stats in the given mode.
 func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, mean, invStd, partial *vk.Buffer) error {
-	wg := uint32(normWG)
-	if g.cpuTuned() {
-		wg = normStatsCPU
-	}
+	wg := tuned[uint32](g, normWG, normStatsCPU)
 	vpt := normChunk / wg
 	if np.vec4 {
 		vpt /= 4
@@ -132,10 +130,7 @@ func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tenso
 
 // normCombine records norm_combine in the given mode over n results.
 func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res, a, b *vk.Buffer, n int) error {
-	wg := uint32(normCombineG)
-	if g.cpuTuned() {
-		wg = normCombineCPU
-	}
+	wg := tuned[uint32](g, normCombineG, normCombineCPU)
 	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 44, wg, 1, 1, mode)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)

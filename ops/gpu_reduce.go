@@ -42,10 +42,7 @@ func (g *GPU) ChannelSum(n, c int, size ref.Dims3, x, sums *Tensor) error {
 // channelSum records the two passes over buffers; kernels of other
 // operations use it for bias gradients of intermediate buffers.
 func (g *GPU) channelSum(op string, n, c, vox int, x, sums *vk.Buffer) error {
-	wg := reduceWG
-	if g.cpuTuned() {
-		wg = reduceCPU
-	}
+	wg := tuned(g, reduceWG, reduceCPU)
 	total := n * vox
 	seg := reduceSeg
 	if need := (total + 65534) / 65535; need > seg {
