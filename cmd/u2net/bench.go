@@ -90,10 +90,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--device %s: %w", sel, err)
 		}
 		o := opt
-		if _, cpu := e.(*ops.CPU); cpu && !*quick && *shape == "" {
-			// The reference engine would take hours at full size.
-			o = bench.QuickOptions()
-			o.Repeats = 1
+		if _, cpu := e.(*ops.CPU); cpu {
+			if !*quick && *shape == "" {
+				// The reference engine would take hours at full size.
+				o = bench.QuickOptions()
+			}
+			if *repeats == 0 {
+				// Its times barely vary, and each network step takes seconds.
+				o.Repeats = 1
+			}
 		}
 		rep, err := bench.Run(e, o, func(s string) { log.Info(s, "engine", e.Name()) })
 		cerr := e.Close()
