@@ -42,6 +42,20 @@ func (c *CPU) AllocLabels(n int) (*Tensor, error) {
 	return &Tensor{n: n, dtype: Int32, owner: c, l: make([]int32, n)}, nil
 }
 
+// AllocPacked implements Engine.
+func (c *CPU) AllocPacked(lens []int) (*Tensor, []*Tensor, error) {
+	offsets, total, err := packLayout(lens, 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	whole := &Tensor{n: total, owner: c, f: make([]float32, total)}
+	parts := make([]*Tensor, len(lens))
+	for i, off := range offsets {
+		parts[i] = &Tensor{n: lens[i], owner: c, f: whole.f[off : off+lens[i] : off+lens[i]]}
+	}
+	return whole, parts, nil
+}
+
 // Free implements Engine.
 func (c *CPU) Free(t *Tensor) {
 	if t != nil {

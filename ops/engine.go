@@ -66,6 +66,12 @@ type Engine interface {
 	Alloc(n int) (*Tensor, error)
 	// AllocLabels returns an int32 tensor of n elements.
 	AllocLabels(n int) (*Tensor, error)
+	// AllocPacked returns one zero-filled float32 tensor holding parts of
+	// the given lengths, each at an offset the engine can bind, and the
+	// parts as tensors aliasing it: one elementwise call on the whole (an
+	// optimiser step) then covers every part. Freeing the whole frees the
+	// parts; freeing a part only detaches it.
+	AllocPacked(lens []int) (whole *Tensor, parts []*Tensor, err error)
 	// Free releases a tensor; it must not be used afterwards.
 	Free(t *Tensor)
 	Write(t *Tensor, src []float32) error
@@ -124,6 +130,26 @@ type Engine interface {
 
 	AdamStep(p ref.AdamParams, step int, param, grad, m, v *Tensor) error
 	SGDStep(p ref.SGDParams, step int, param, grad, buf *Tensor) error
+}
+
+// packLayout places parts of the given lengths one after another, each at
+// a multiple of align elements, in a whole whose length is a multiple of 4
+// (so that vec4 kernels take it).
+func packLayout(lens []int, align int) (offsets []int, total int, err error) {
+	if len(lens) == 0 {
+		return nil, 0, fmt.Errorf("ops.AllocPacked: no parts")
+	}
+	for i, n := range lens {
+		if err := checkAlloc(n); err != nil {
+			return nil, 0, fmt.Errorf("ops.AllocPacked: part %d: %w", i, err)
+		}
+		offsets = append(offsets, total)
+		total += (n + align - 1) / align * align
+		if total > maxElements {
+			return nil, 0, fmt.Errorf("ops.AllocPacked: %d parts need more than %d elements", len(lens), maxElements)
+		}
+	}
+	return offsets, (total + 3) / 4 * 4, nil
 }
 
 // checkTensor reports an error unless t belongs to e, has the element type

@@ -164,6 +164,34 @@ func (g *GPU) alloc(n int, dt DType) (*Tensor, error) {
 	return &Tensor{n: n, dtype: dt, owner: g, gpu: gpuTensor{buf: buf}}, nil
 }
 
+// AllocPacked implements Engine: the parts are views of the whole at
+// multiples of the device's storage-buffer alignment.
+func (g *GPU) AllocPacked(lens []int) (*Tensor, []*Tensor, error) {
+	align := max(1, int(g.dev.Info().StorageAlignment+3)/4)
+	offsets, total, err := packLayout(lens, align)
+	if err != nil {
+		return nil, nil, err
+	}
+	whole, err := g.alloc(total, Float32)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := g.Fill(whole, 0); err != nil {
+		g.Free(whole)
+		return nil, nil, err
+	}
+	parts := make([]*Tensor, len(lens))
+	for i, off := range offsets {
+		v, err := whole.gpu.buf.View(4*uint64(off), 4*uint64(lens[i]))
+		if err != nil {
+			g.Free(whole)
+			return nil, nil, fmt.Errorf("ops.AllocPacked: part %d: %w", i, err)
+		}
+		parts[i] = &Tensor{n: lens[i], owner: g, gpu: gpuTensor{buf: v}}
+	}
+	return whole, parts, nil
+}
+
 // Free implements Engine. Work already recorded may still use the tensor,
 // so its memory returns to the pool after the next Sync.
 func (g *GPU) Free(t *Tensor) {

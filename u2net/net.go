@@ -47,11 +47,14 @@ type Net struct {
 	// training graphs built after it is set.
 	DeepSupervisionLoss bool
 
-	e      ops.Engine
+	e ops.Engine
+	// values, grads, state1 and state2 are each parameter's tensors: parts
+	// of its group's packed tensors.
 	values map[string]*ops.Tensor
 	grads  map[string]*ops.Tensor
 	state1 map[string]*ops.Tensor // Adam's m or SGD's momentum buffer
 	state2 map[string]*ops.Tensor // Adam's v
+	groups map[int]*paramGroup    // by Param.Domain (-1: shared)
 	graphs map[graphKey]*graph
 	// slope is the LeakyReLU slope, ref.DefaultSlope; the gradient tests
 	// raise it to keep the loss smooth enough for finite differences.
@@ -67,25 +70,74 @@ type graphKey struct {
 	training bool
 }
 
+// paramGroup is the parameters of one domain, or the shared ones, packed
+// into one tensor each for values, gradients and optimiser state: one
+// optimiser dispatch updates the whole group. The gradient and state
+// tensors are allocated when a domain first trains the group.
+type paramGroup struct {
+	params                []*Param
+	values, grads, s1, s2 *ops.Tensor
+}
+
+// packed allocates the group's packed tensor and records its parts in by.
+func (pg *paramGroup) packed(e ops.Engine, what string, by map[string]*ops.Tensor) (*ops.Tensor, error) {
+	lens := make([]int, len(pg.params))
+	for i, p := range pg.params {
+		lens[i] = p.Len()
+	}
+	whole, parts, err := e.AllocPacked(lens)
+	if err != nil {
+		return nil, fmt.Errorf("%s of %d parameters from %s on: %w", what, len(lens), pg.params[0].Name, err)
+	}
+	for i, p := range pg.params {
+		by[p.Name] = parts[i]
+	}
+	return whole, nil
+}
+
 // NewNet uploads the model's parameters to the engine.
 func NewNet(m *Model, e ops.Engine) (*Net, error) {
 	n := &Net{Model: m, Opt: DefaultOptimizer(), e: e,
 		values: map[string]*ops.Tensor{}, grads: map[string]*ops.Tensor{},
 		state1: map[string]*ops.Tensor{}, state2: map[string]*ops.Tensor{},
-		graphs: map[graphKey]*graph{}, slope: ref.DefaultSlope}
+		groups: map[int]*paramGroup{}, graphs: map[graphKey]*graph{}, slope: ref.DefaultSlope}
+	var order []int
 	for _, p := range m.Params {
-		t, err := e.Alloc(p.Len())
-		if err != nil {
-			n.Close()
-			return nil, fmt.Errorf("parameter %s: %w", p.Name, err)
+		pg := n.groups[p.Domain]
+		if pg == nil {
+			pg = &paramGroup{}
+			n.groups[p.Domain] = pg
+			order = append(order, p.Domain)
 		}
-		n.values[p.Name] = t
-		if err := e.Write(t, m.Values[p.Name]); err != nil {
+		pg.params = append(pg.params, p)
+	}
+	for _, d := range order {
+		pg := n.groups[d]
+		var err error
+		if pg.values, err = pg.packed(e, "values", n.values); err != nil {
 			n.Close()
-			return nil, fmt.Errorf("parameter %s: %w", p.Name, err)
+			return nil, err
+		}
+		for _, p := range pg.params {
+			if err := e.Write(n.values[p.Name], m.Values[p.Name]); err != nil {
+				n.Close()
+				return nil, fmt.Errorf("parameter %s: %w", p.Name, err)
+			}
 		}
 	}
 	return n, nil
+}
+
+// trainedGroups returns the parameter groups a step on domain dom updates:
+// the shared one unless frozen, and the domain's own.
+func (n *Net) trainedGroups(dom int) []*paramGroup {
+	var out []*paramGroup
+	for _, d := range []int{-1, dom} {
+		if pg := n.groups[d]; pg != nil && !(d < 0 && n.FreezeShared) {
+			out = append(out, pg)
+		}
+	}
+	return out
 }
 
 // Engine returns the engine the net runs on.
@@ -98,10 +150,16 @@ func (n *Net) Close() {
 	for _, g := range n.graphs {
 		g.free()
 	}
-	for _, m := range []map[string]*ops.Tensor{n.values, n.grads, n.state1, n.state2} {
-		for _, t := range m {
-			n.e.Free(t)
+	for _, pg := range n.groups {
+		for _, t := range []*ops.Tensor{pg.values, pg.grads, pg.s1, pg.s2} {
+			if t != nil {
+				n.e.Free(t)
+			}
 		}
+	}
+	n.groups = map[int]*paramGroup{}
+	for _, m := range []map[string]*ops.Tensor{n.values, n.grads, n.state1, n.state2} {
+		clear(m)
 	}
 	n.graphs = map[graphKey]*graph{}
 }
@@ -157,22 +215,19 @@ func (n *Net) graph(k graphKey) (*graph, error) {
 // ensureGrads allocates gradient and optimiser tensors for every parameter
 // the domain trains.
 func (n *Net) ensureGrads(dom int) error {
-	for _, p := range n.Model.Params {
-		if (p.Domain >= 0 && p.Domain != dom) || n.frozen(p) {
+	for _, pg := range n.trainedGroups(dom) {
+		if pg.grads != nil {
 			continue
 		}
-		if _, ok := n.grads[p.Name]; ok {
-			continue
+		var err error
+		if pg.grads, err = pg.packed(n.e, "gradients", n.grads); err != nil {
+			return err
 		}
-		for _, m := range []map[string]*ops.Tensor{n.grads, n.state1, n.state2} {
-			t, err := n.e.Alloc(p.Len())
-			if err != nil {
-				return fmt.Errorf("gradient of %s: %w", p.Name, err)
-			}
-			if err := n.e.Fill(t, 0); err != nil {
-				return err
-			}
-			m[p.Name] = t
+		if pg.s1, err = pg.packed(n.e, "optimiser state", n.state1); err != nil {
+			return err
+		}
+		if pg.s2, err = pg.packed(n.e, "optimiser state", n.state2); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -621,24 +676,23 @@ func lossAndGrad(e ops.Engine, classes, batch int, size [3]int, a *act, labels, 
 func (n *Net) update(dom int) error {
 	n.Step++
 	o := n.Opt
-	for _, p := range n.Model.Params {
-		if (p.Domain >= 0 && p.Domain != dom) || n.frozen(p) {
-			continue
-		}
+	// One call per packed group: every update is elementwise with the same
+	// scalars, so a group's parameters step together.
+	for _, pg := range n.trainedGroups(dom) {
 		var err error
 		switch o.Kind {
 		case "adam":
 			ap := ref.DefaultAdam(o.LR)
 			ap.WeightDecay = o.WeightDecay
-			err = n.e.AdamStep(ap, n.Step, n.values[p.Name], n.grads[p.Name], n.state1[p.Name], n.state2[p.Name])
+			err = n.e.AdamStep(ap, n.Step, pg.values, pg.grads, pg.s1, pg.s2)
 		case "sgd":
 			sp := ref.SGDParams{LR: o.LR, Momentum: o.Momentum, WeightDecay: o.WeightDecay, Nesterov: o.Nesterov}
-			err = n.e.SGDStep(sp, n.Step, n.values[p.Name], n.grads[p.Name], n.state1[p.Name])
+			err = n.e.SGDStep(sp, n.Step, pg.values, pg.grads, pg.s1)
 		default:
 			err = fmt.Errorf("unknown optimizer %q (want adam or sgd)", o.Kind)
 		}
 		if err != nil {
-			return fmt.Errorf("updating %s: %w", p.Name, err)
+			return fmt.Errorf("updating the parameters from %s on: %w", pg.params[0].Name, err)
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package u2net
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,6 +124,37 @@ func TestNewDomainWithFrozenShared(t *testing.T) {
 	sameValues(t, "domain ct logits", before, after)
 	if err := m.AddDomain(Domain{Name: "us", InChannels: 1, Classes: 2}, 1); err == nil || !strings.Contains(err.Error(), "duplicate") {
 		t.Errorf("adding a duplicate domain: %v", err)
+	}
+}
+
+// A universal step on one domain updates the shared parameters and that
+// domain's own, one packed group each, and no other domain's.
+func TestStepUpdatesItsGroupsOnly(t *testing.T) {
+	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 23)
+	old := map[string][]float32{}
+	for _, p := range m.Params {
+		old[p.Name] = append([]float32(nil), m.Values[p.Name]...)
+	}
+	net, _ := NewNet(m, ops.NewCPU())
+	defer net.Close()
+	trainSteps(t, net, 1, 2, 5)
+	changed := map[int]int{}
+	for _, p := range m.Params {
+		if !slices.Equal(old[p.Name], m.Values[p.Name]) {
+			changed[p.Domain]++
+		}
+		if p.Domain == 0 {
+			sameValues(t, "domain 0's "+p.Name+" after training domain 1", old[p.Name], m.Values[p.Name])
+		}
+	}
+	if changed[-1] == 0 || changed[1] == 0 {
+		t.Errorf("parameters changed per domain (-1: shared): %v; want shared and domain 1's", changed)
+	}
+	if len(net.groups) != 3 {
+		t.Errorf("%d parameter groups, want 3 (shared, ct, mr)", len(net.groups))
+	}
+	if net.groups[0].grads != nil {
+		t.Error("domain 0, never trained, has gradient tensors")
 	}
 }
 
