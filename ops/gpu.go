@@ -25,8 +25,11 @@ type GPU struct {
 	gemmTile *GEMMTile
 	// tuning, when set, overrides the device class that picks the sizes
 	// tuned for CPU devices (cpuTuned): tests run both on one device.
-	tuning  *bool
-	timings []vk.Timing
+	tuning *bool
+	// pwDWMaxBlocks, when set, overrides pointwiseDWMaxBlocks: tests take
+	// both weight-gradient paths, benchmarks compare them.
+	pwDWMaxBlocks *int
+	timings       []vk.Timing
 
 	scratch map[string]*vk.Buffer
 	// retired buffers may still be read by recorded work: they are released

@@ -1,6 +1,7 @@
 #version 450
-// conv_splitk: the second pass of a split-K product. Element i of the
-// result is the sum of the partials part[s·n + i] for s = 0 .. splits−1.
+// conv_splitk: the second pass of a split reduction (a split-K product, a
+// pointwise weight gradient). Element i of the result is the sum of the
+// partials part[offset + s·stride + i] for s = 0 .. splits−1.
 // R lanes share each element (R a power of two, 1 when the elements alone
 // fill the device): lane r adds the partials s ≡ r (mod R) in order, then
 // the lanes meet in a fixed tree in shared memory. Deterministic, no
@@ -17,6 +18,8 @@ layout(std430, binding = 1) writeonly buffer Out { float outv[]; };
 layout(push_constant) uniform Push {
     uint n;      // elements of the result
     uint splits; // partials per element
+    uint stride; // floats between one split's partials and the next's
+    uint offset; // of the first split's partial of element 0
 } p;
 
 shared float red[R > 1 ? WG : 1];
@@ -30,7 +33,7 @@ void main() {
     float s = 0.0;
     if (live) {
         for (uint j = r; j < p.splits; j += R) {
-            s += part[j * p.n + i];
+            s += part[p.offset + j * p.stride + i];
         }
     }
     if (R > 1) {

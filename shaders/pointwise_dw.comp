@@ -1,0 +1,129 @@
+#version 450
+#extension GL_EXT_control_flow_attributes : require
+// pointwise_dw: first pass of a pointwise convolution's weight and bias
+// gradients when the channels are few,
+//   dw[co, ci] = Σ_n Σ_v dy[n, co, v] · x[n, ci, v],   db[co] = Σ_n Σ_v dy[n, co, v],
+// as a deterministic split reduction (no atomics). Workgroup g handles one
+// block of COB output × CIB input channels and one chunk of the flattened
+// (n, v) range; each invocation walks the chunk's items WG apart, reads its
+// x and dy columns once (coalesced, vec4 when VEC4) and keeps COB·CIB + COB
+// running sums in registers. No barrier inside the loop: a split-K GEMM
+// with channel tiles this small spends its time in them.
+// At the end a fixed two-level tree sums the invocations, RG sums per round,
+// in shared memory, and the workgroup writes its sums into the chunk's row
+// of the partials: dw[co, ci] at co·CIN + ci, db[co] at dbAt + co (written
+// by the blocks of the first input-channel block only). conv_splitk adds
+// the chunks' rows in order.
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 64;
+layout(constant_id = 1) const uint CIN = 8;
+layout(constant_id = 2) const uint COUT = 8;
+layout(constant_id = 3) const uint CIB = 8; // input channels per block
+layout(constant_id = 4) const uint COB = 8; // output channels per block
+layout(constant_id = 5) const bool VEC4 = true;
+layout(constant_id = 6) const uint RG = 8; // sums per reduction round
+
+const uint TB = COB * CIB;
+const uint TBX = TB + COB; // the weights' sums and dy's
+const uint S = 8;          // invocations per sum in the first reduction level
+const uint SEG = WG / S;   // values each of them adds
+const uint CIBLOCKS = (CIN + CIB - 1) / CIB;
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
+layout(std430, binding = 1) readonly buffer DY { float dy[]; };
+layout(std430, binding = 1) readonly buffer DY4 { vec4 dy4[]; };
+layout(std430, binding = 2) writeonly buffer P { float partial[]; };
+layout(push_constant) uniform Push {
+    uint items;    // per (sample, channel) plane: voxels, or vec4s with VEC4
+    uint total;    // batch × items
+    uint chunks;   // chunks of the (n, v) range
+    uint perChunk; // items per chunk
+    uint stride;   // floats per chunk row of the partials
+    uint dbAt;     // where db's sums start in a row
+} p;
+
+shared float sh[RG * WG];
+
+void main() {
+    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    uint blocks = ((COUT + COB - 1) / COB) * CIBLOCKS;
+    bool live = g < blocks * p.chunks;
+    uint chunk = g % p.chunks;
+    uint blk = g / p.chunks;
+    uint co0 = (blk / CIBLOCKS) * COB;
+    uint ci0 = (blk % CIBLOCKS) * CIB;
+    uint lid = gl_LocalInvocationID.x;
+
+    float acc[TBX];
+    [[unroll]] for (uint j = 0; j < TBX; j++) {
+        acc[j] = 0.0;
+    }
+    uint i0 = chunk * p.perChunk;
+    uint i1 = live ? min(i0 + p.perChunk, p.total) : i0;
+    for (uint i = i0 + lid; i < i1; i += WG) {
+        uint n = i / p.items;
+        uint v = i - n * p.items;
+        vec4 xs[CIB];
+        [[unroll]] for (uint ci = 0; ci < CIB; ci++) {
+            uint at = (n * CIN + min(ci0 + ci, CIN - 1)) * p.items + v;
+            xs[ci] = VEC4 ? x4[at] : vec4(x[at], 0.0, 0.0, 0.0);
+        }
+        [[unroll]] for (uint co = 0; co < COB; co++) {
+            uint at = (n * COUT + min(co0 + co, COUT - 1)) * p.items + v;
+            vec4 d = VEC4 ? dy4[at] : vec4(dy[at], 0.0, 0.0, 0.0);
+            if (VEC4) {
+                acc[TB + co] += ((d.x + d.y) + d.z) + d.w;
+            } else {
+                acc[TB + co] += d.x;
+            }
+            [[unroll]] for (uint ci = 0; ci < CIB; ci++) {
+                float a = fma(d.x, xs[ci].x, acc[co * CIB + ci]);
+                if (VEC4) {
+                    a = fma(d.w, xs[ci].w, fma(d.z, xs[ci].z, fma(d.y, xs[ci].y, a)));
+                }
+                acc[co * CIB + ci] = a;
+            }
+        }
+    }
+
+    // Sum the invocations: S invocations per sum each add SEG values in
+    // order, then one invocation per sum adds those S.
+    uint row = chunk * p.stride;
+    [[unroll]] for (uint j0 = 0; j0 < TBX; j0 += RG) {
+        barrier();
+        [[unroll]] for (uint j = 0; j < RG; j++) {
+            if (j0 + j < TBX) {
+                sh[j * WG + lid] = acc[j0 + j];
+            }
+        }
+        barrier();
+        float s = 0.0;
+        uint jj = lid / S, ss = lid - jj * S;
+        if (lid < RG * S && j0 + jj < TBX) {
+            for (uint k = 0; k < SEG; k++) {
+                s += sh[jj * WG + ss * SEG + k];
+            }
+        }
+        barrier();
+        if (lid < RG * S) {
+            sh[lid] = s;
+        }
+        barrier();
+        uint j = j0 + lid;
+        if (live && lid < RG && j < TBX) {
+            float total = 0.0;
+            for (uint k = 0; k < S; k++) {
+                total += sh[lid * S + k];
+            }
+            if (j < TB) {
+                uint co = co0 + j / CIB, ci = ci0 + j % CIB;
+                if (co < COUT && ci < CIN) {
+                    partial[row + co * CIN + ci] = total;
+                }
+            } else if (ci0 == 0 && co0 + (j - TB) < COUT) {
+                partial[row + p.dbAt + co0 + (j - TB)] = total;
+            }
+        }
+    }
+}
