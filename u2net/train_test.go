@@ -1,6 +1,7 @@
 package u2net
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -188,5 +189,40 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := net.Forward(0, 1, tinySize, make([]float32, 5)); err == nil {
 		t.Error("Forward accepted an input of the wrong length")
+	}
+}
+
+func TestFirstOutside(t *testing.T) {
+	for _, c := range []struct {
+		labels  []int32
+		classes int
+		want    int
+	}{
+		{nil, 2, -1},
+		{[]int32{0, 1, 1, 0}, 2, -1},
+		{[]int32{0, 1, 2, 0}, 2, 2},
+		{[]int32{0, -1, 5}, 3, 1},
+		{[]int32{-2147483648}, 2, 0},
+		{[]int32{3, 3, 2}, 3, 0},
+	} {
+		if got := firstOutside(c.labels, c.classes); got != c.want {
+			t.Errorf("firstOutside(%v, %d) = %d, want %d", c.labels, c.classes, got, c.want)
+		}
+	}
+}
+
+func TestTrainStepRefusesBadLabels(t *testing.T) {
+	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 3)
+	net, _ := NewNet(m, ops.NewCPU())
+	defer net.Close()
+	r := rand.New(rand.NewPCG(2, 2))
+	x, l := tinyBatch(r, m.Config.Domains[1], 1, tinySize)
+	for _, bad := range []int32{-1, 3} {
+		l[5] = bad
+		_, err := net.TrainStep(1, 1, tinySize, x, l)
+		want := fmt.Sprintf("label %d at index 5 outside 0..2", bad)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("label %d: error %v, want %q", bad, err, want)
+		}
 	}
 }
