@@ -25,6 +25,7 @@ const uint HY = TH + K - 1;
 const uint HZ = TD + K - 1;
 const uint HALO = HX * HY * HZ;
 const uint WG = TW * TH;
+const uint NL = (HALO + WG - 1) / WG; // halo values per invocation
 const uint KKK = K * K * K;
 const int PAD = int(K / 2);
 // Small kernels keep their weights in registers: read from shared memory
@@ -63,7 +64,12 @@ void main() {
     uint base = plane * p.d * p.h * p.w;
 
     if (live) {
-        for (uint i = lid; i < HALO; i += WG) {
+        // Every load of the halo is issued before the first store, from a
+        // clamped address, and the padding is selected away afterwards: a
+        // loop of load-then-store would wait for memory once per value.
+        float hv[NL];
+        [[unroll]] for (uint k = 0; k < NL; k++) {
+            uint i = lid + k * WG;
             uint hz = i / (HX * HY);
             uint r = i - hz * (HX * HY);
             uint hy = r / HX;
@@ -71,11 +77,15 @@ void main() {
             int gz = z0 + int(hz) - PAD;
             int gy = y0 + int(hy) - PAD;
             int gx = x0 + int(hx) - PAD;
-            float v = 0.0;
-            if (gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w)) {
-                v = x[base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx)];
+            bool inside = gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w);
+            hv[k] = x[inside ? base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : base];
+            hv[k] = inside ? hv[k] : 0.0;
+        }
+        [[unroll]] for (uint k = 0; k < NL; k++) {
+            uint i = lid + k * WG;
+            if (i < HALO) {
+                tile[i] = hv[k];
             }
-            tile[i] = v;
         }
         for (uint i = lid; i < KKK; i += WG) {
             wt[i] = w[ch * KKK + (FLIP ? KKK - 1 - i : i)];

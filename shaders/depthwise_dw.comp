@@ -30,6 +30,7 @@ const uint HY = TH + K - 1;
 const uint HZ = TD + KDB - 1;
 const uint HALO = HX * HY * HZ;
 const uint WG = TW * TH;
+const uint NL = (HALO + WG - 1) / WG; // halo values per invocation
 const uint TB = KDB * K * K;
 const uint TBX = TB + 1; // the taps' sums and dy's
 const int PAD = int(K / 2);
@@ -83,8 +84,12 @@ void main() {
         int x0 = int(tx * TW), y0 = int(ty * TH), z0 = int(tz * TD);
         uint base = (nb * p.c + ch) * vol;
 
-        barrier(); // the previous tile's reads are done
-        for (uint i = lid; i < HALO; i += WG) {
+        // The tile's x halo and dy column are loaded into registers, every
+        // load issued from a clamped address before the barrier that waits
+        // for the previous tile's reads: the memory latency overlaps it.
+        float hv[NL];
+        [[unroll]] for (uint k = 0; k < NL; k++) {
+            uint i = lid + k * WG;
             uint hz = i / (HX * HY);
             uint r = i - hz * (HX * HY);
             uint hy = r / HX;
@@ -92,19 +97,27 @@ void main() {
             int gz = z0 + kd0 + int(hz) - PAD;
             int gy = y0 + int(hy) - PAD;
             int gx = x0 + int(hx) - PAD;
-            float v = 0.0;
-            if (gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w)) {
-                v = x[base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx)];
-            }
-            sh[i] = v;
+            bool inside = gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w);
+            hv[k] = x[inside ? base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : base];
+            hv[k] = inside ? hv[k] : 0.0;
         }
-        barrier();
-
         uint ox = uint(x0) + lx, oy = uint(y0) + ly;
         float g[TD];
         [[unroll]] for (uint j = 0; j < TD; j++) {
             uint oz = uint(z0) + j;
-            g[j] = (ox < p.w && oy < p.h && oz < p.d) ? dy[base + (oz * p.h + oy) * p.w + ox] : 0.0;
+            bool inside = ox < p.w && oy < p.h && oz < p.d;
+            g[j] = dy[inside ? base + (oz * p.h + oy) * p.w + ox : base];
+            g[j] = inside ? g[j] : 0.0;
+        }
+        barrier(); // the previous tile's reads are done
+        [[unroll]] for (uint k = 0; k < NL; k++) {
+            uint i = lid + k * WG;
+            if (i < HALO) {
+                sh[i] = hv[k];
+            }
+        }
+        barrier();
+        [[unroll]] for (uint j = 0; j < TD; j++) {
             acc[TB] += g[j];
         }
         // Halo slice dz pairs with output j through kernel plane kd0 + dz - j.
