@@ -482,7 +482,11 @@ type pushPointwiseDW struct{ Items, Total, Chunks, PerChunk, Stride, DBAt uint32
 func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, db *Tensor) error {
 	wg := tuned(g, 256, 64)
 	cib, cob := min(p.Cin, pointwiseDWBlock), min(p.Cout, pointwiseDWBlock)
-	rg := min(cib*cob+cob, wg/8)
+	// Sums per reduction round: RG·WG floats of shared memory.
+	rg := min(cib*cob+cob, wg/8, int(g.dev.Info().MaxSharedMemory/4)/wg)
+	if rg < 1 {
+		return fmt.Errorf("ops.%s: %d-invocation workgroup does not fit shared memory to reduce", op, wg)
+	}
 	vox := p.Size.Voxels()
 	vec4 := vox%4 == 0
 	items := vox

@@ -58,8 +58,7 @@ func TestPointwiseWeightGradPaths(t *testing.T) {
 	}{{"gemm", 0}, {"pointwise_dw", 1 << 20}} {
 		t.Run(c.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(33, 34))
-			var cases []opCase
-			for i, p := range []ref.PointwiseParams{
+			cases := pointwiseCases(r, []ref.PointwiseParams{
 				{N: 1, Cin: 1, Cout: 1, Size: d3(1, 5, 7)},
 				{N: 3, Cin: 9, Cout: 7, Size: d3(3, 3, 3)},
 				{N: 1, Cin: 17, Cout: 3, Size: d3(5, 6, 7)},
@@ -67,9 +66,7 @@ func TestPointwiseWeightGradPaths(t *testing.T) {
 				{N: 2, Cin: 8, Cout: 8, Size: d3(16, 16, 16)},
 				{N: 1, Cin: 64, Cout: 64, Size: d3(2, 3, 5)},
 				{N: 2, Cin: 130, Cout: 67, Size: d3(3, 5, 7)},
-			} {
-				cases = append(cases, pointwiseOp(p, i%2 == 1).cases(r)...)
-			}
+			})
 			max := c.maxBlocks
 			g.pwDWMaxBlocks = &max
 			checkCases(t, cases)
