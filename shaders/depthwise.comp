@@ -19,6 +19,7 @@ layout(constant_id = 2) const uint WZ = 1;  // workgroup z, always 1
 layout(constant_id = 3) const uint TD = 4;  // outputs per invocation along D
 layout(constant_id = 4) const uint K = 3;   // odd kernel size
 layout(constant_id = 5) const bool FLIP = false;
+layout(constant_id = 6) const bool BIAS = false; // b is read (never with FLIP)
 
 const uint HX = TW + K - 1;
 const uint HY = TH + K - 1;
@@ -41,7 +42,6 @@ layout(push_constant) uniform Push {
     uint c;      // channels
     uint d, h, w;
     uint tilesX, tilesY, tilesZ;
-    uint hasBias;
 } p;
 
 shared float tile[HALO];
@@ -97,7 +97,7 @@ void main() {
     }
 
     uint lx = gl_LocalInvocationID.x, ly = gl_LocalInvocationID.y;
-    float bias = (!FLIP && p.hasBias != 0) ? b[ch] : 0.0;
+    float bias = BIAS ? b[ch] : 0.0;
     float acc[TD];
     [[unroll]] for (uint j = 0; j < TD; j++) {
         acc[j] = bias;
