@@ -584,7 +584,6 @@ const (
 type pushTaps struct {
 	In                       [4]uint32
 	Cin, Cout, Groups, Total uint32
-	HasBias                  uint32
 }
 
 // convTaps records conv_taps.comp for a transposed convolution with kernel
@@ -596,20 +595,16 @@ func (g *GPU) convTaps(op string, p ref.ConvTransposeParams, mode uint32, x, w, 
 	if mode == tapsDown {
 		reduced, result = p.Cout, p.Cin
 	}
-	k, err := g.kernel("conv_taps", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 36,
-		wg, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32)), mode)
+	k, err := g.kernel("conv_taps", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 32,
+		wg, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32)), mode, b32(b != nil))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	vox := p.In.Voxels()
 	groups := ceilDiv(result, 4)
 	total := p.N * vox
-	hasBias := uint32(0)
-	if b != nil {
-		hasBias = 1
-	}
 	push := pushTaps{In: dims4(p.In, vox), Cin: uint32(p.Cin), Cout: uint32(p.Cout), Groups: uint32(groups),
-		Total: uint32(total), HasBias: hasBias}
+		Total: uint32(total)}
 	return g.dispatch(op, k, vk.Grid1D(groups*ceilDiv(total, wg), 1), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
 }
 

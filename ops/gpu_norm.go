@@ -42,10 +42,10 @@ const (
 
 // pushNorm is the push-constant block shared by the norm kernels.
 type pushNorm struct {
-	NC, C, V                    uint32
-	Chunk, Chunks               uint32
-	Residual, Leaky, HasA, HasB uint32
-	Slope, Eps                  float32
+	NC, C, V      uint32
+	Chunk, Chunks uint32
+	HasA, HasB    uint32
+	Slope, Eps    float32
 }
 
 func b32(v bool) uint32 {
@@ -70,8 +70,7 @@ func newNormPlan(op string, p ref.NormParams) normPlan {
 		op: op,
 		p:  p,
 		push: pushNorm{NC: uint32(p.N * p.C), C: uint32(p.C), V: uint32(v), Chunk: normChunk,
-			Chunks: uint32(chunks), Residual: b32(p.Residual), Leaky: b32(p.LeakyReLU),
-			Slope: float32(p.Slope), Eps: float32(p.Eps)},
+			Chunks: uint32(chunks), Slope: float32(p.Slope), Eps: float32(p.Eps)},
 		// A vec4 never straddles two planes when V is a multiple of 4.
 		vec4: v%4 == 0,
 	}
@@ -119,8 +118,8 @@ func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tenso
 		vpt /= 4
 	}
 	k, err := g.kernel("norm_stats",
-		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 44,
-		wg, 1, 1, vpt, b32(np.vec4), mode)
+		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 36,
+		wg, 1, 1, vpt, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
@@ -131,7 +130,7 @@ func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tenso
 // normCombine records norm_combine in the given mode over n results.
 func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res, a, b *vk.Buffer, n int) error {
 	wg := tuned[uint32](g, normCombineG, normCombineCPU)
-	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 44, wg, 1, 1, mode)
+	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 36, wg, 1, 1, mode)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
@@ -141,8 +140,8 @@ func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res
 // normApply records norm_apply in the given mode, writing out.
 func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, mean, invStd, coef *vk.Buffer, out *Tensor) error {
 	k, err := g.kernel("norm_apply",
-		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 44,
-		normWG, 1, 1, b32(np.vec4), mode)
+		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 36,
+		normWG, 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}

@@ -26,6 +26,7 @@ layout(constant_id = 2) const uint SH = 2;
 layout(constant_id = 3) const uint SW = 2;
 layout(constant_id = 4) const uint CB = 32; // reduced channels per weight stage
 layout(constant_id = 5) const uint MODE = 0;
+layout(constant_id = 6) const bool BIAS = false; // b is read (UP only)
 
 const uint UP = 0;
 const uint DOWN = 1;
@@ -40,7 +41,6 @@ layout(push_constant) uniform Push {
     uint cin, cout;
     uint groups;  // groups of four result channels
     uint total;   // batch · small-side voxels
-    uint hasBias;
 } p;
 
 // ws[c·T + q]: going up, the weights of reduced channel ci0 + c for the sums
@@ -76,7 +76,7 @@ void main() {
     if (MODE == UP) {
         [[unroll]] for (uint j = 0; j < 4 * T; j++) {
             uint co = o0 + j / T;
-            acc[j] = (p.hasBias != 0 && co < p.cout) ? b[co] : 0.0;
+            acc[j] = BIAS ? b[min(co, p.cout - 1)] : 0.0;
         }
     }
     for (uint r0 = 0; r0 < nRed; r0 += CB) {

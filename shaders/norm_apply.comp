@@ -11,6 +11,9 @@ layout(constant_id = 1) const uint WY = 1;
 layout(constant_id = 2) const uint WZ = 1;
 layout(constant_id = 3) const bool VEC4 = true;
 layout(constant_id = 4) const uint MODE = 0;
+// Specialization constants, not push constants: see norm_stats.
+layout(constant_id = 5) const bool RESIDUAL = false;
+layout(constant_id = 6) const bool LEAKY = false;
 
 const uint LW = VEC4 ? 4 : 1;
 
@@ -30,7 +33,7 @@ layout(std430, binding = 8) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
     uint nc, c, v;
     uint ch, chunks;
-    uint residual, leaky, hasA, hasB;
+    uint hasA, hasB;
     float slope, eps;
 } p;
 
@@ -46,19 +49,19 @@ void main() {
     float ga = gamma[c], be = beta[c];
     vec4 u;
     if (VEC4) {
-        u = p.residual != 0 ? x4[i] + r4[i] : x4[i];
+        u = RESIDUAL ? x4[i] + r4[i] : x4[i];
     } else {
-        u = vec4(p.residual != 0 ? x[i] + r[i] : x[i]);
+        u = vec4(RESIDUAL ? x[i] + r[i] : x[i]);
     }
     vec4 xh = (u - st.x) * st.y;
     vec4 z = ga * xh + be;
     bvec4 pos = greaterThan(z, vec4(0.0));
     vec4 o;
     if (MODE == 0) {
-        o = p.leaky != 0 ? mix(z * p.slope, z, pos) : z;
+        o = LEAKY ? mix(z * p.slope, z, pos) : z;
     } else {
         vec4 gv = VEC4 ? dy4[i] : vec4(dy[i]);
-        if (p.leaky != 0) {
+        if (LEAKY) {
             gv = mix(gv * p.slope, gv, pos);
         }
         vec2 cf = coef[nc];

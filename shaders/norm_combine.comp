@@ -24,7 +24,7 @@ layout(std430, binding = 3) writeonly buffer B { float b[]; };
 layout(push_constant) uniform Push {
     uint nc, c, v;
     uint ch, chunks;
-    uint residual, leaky, hasA, hasB;
+    uint hasA, hasB;
     float slope, eps;
 } p;
 

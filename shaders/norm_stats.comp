@@ -20,6 +20,10 @@ layout(constant_id = 2) const uint WZ = 1;
 layout(constant_id = 3) const uint VPT = 4; // loads per invocation
 layout(constant_id = 4) const bool VEC4 = true;
 layout(constant_id = 5) const uint MODE = 0;
+// The residual and the LeakyReLU are specialization constants: conditions
+// on push constants around loads cost lavapipe dearly.
+layout(constant_id = 6) const bool RESIDUAL = false;
+layout(constant_id = 7) const bool LEAKY = false;
 
 const uint LW = VEC4 ? 4 : 1;
 
@@ -37,7 +41,7 @@ layout(std430, binding = 7) writeonly buffer P { vec2 partial[]; };
 layout(push_constant) uniform Push {
     uint nc, c, v;      // planes, channels, voxels per plane
     uint ch, chunks;    // voxels per chunk, chunks per plane
-    uint residual, leaky, hasA, hasB;
+    uint hasA, hasB;
     float slope, eps;
 } p;
 
@@ -61,9 +65,9 @@ vec2 reduce(vec2 v) {
 
 vec4 load(bool fromDY, uint e) {
     if (VEC4) {
-        return fromDY ? dy4[e / 4] : (p.residual != 0 ? x4[e / 4] + r4[e / 4] : x4[e / 4]);
+        return fromDY ? dy4[e / 4] : (RESIDUAL ? x4[e / 4] + r4[e / 4] : x4[e / 4]);
     }
-    return vec4(fromDY ? dy[e] : (p.residual != 0 ? x[e] + r[e] : x[e]), 0.0, 0.0, 0.0);
+    return vec4(fromDY ? dy[e] : (RESIDUAL ? x[e] + r[e] : x[e]), 0.0, 0.0, 0.0);
 }
 
 void main() {
@@ -106,7 +110,7 @@ void main() {
             if (off < count) {
                 vec4 xh = (load(false, e0 + off) - st.x) * st.y;
                 vec4 gv = load(true, e0 + off);
-                if (p.leaky != 0) {
+                if (LEAKY) {
                     // Slope where z ≤ 0 (or NaN), as ref and PyTorch do.
                     gv = mix(gv * p.slope, gv, greaterThan(ga * xh + be, vec4(0.0)));
                 }
