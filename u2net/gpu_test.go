@@ -167,12 +167,10 @@ func TestGPUReplayedForwardFollowsInputsAndTraining(t *testing.T) {
 	}
 	defer net.Close()
 	r := rand.New(rand.NewPCG(5, 6))
+	// Logits and probabilities are two recordings of one graph: each must
+	// follow the inputs and the parameters.
 	check := func(what string, x []float32) {
 		t.Helper()
-		got, err := net.Forward(0, 2, tinySize, x)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if err := net.Pull(); err != nil {
 			t.Fatal(err)
 		}
@@ -181,12 +179,21 @@ func TestGPUReplayedForwardFollowsInputsAndTraining(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cpu.Close()
-		want, err := cpu.Forward(0, 2, tinySize, x)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e := ref.RelL2(got, want); !(e < 1e-4) {
-			t.Errorf("%s: relative L2 error %.3g against the CPU engine", what, e)
+		for _, pass := range []struct {
+			name     string
+			gpu, ref func(dom, batch int, size [3]int, x []float32) ([]float32, error)
+		}{{"logits", net.Forward, cpu.Forward}, {"probabilities", net.Probabilities, cpu.Probabilities}} {
+			got, err := pass.gpu(0, 2, tinySize, x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := pass.ref(0, 2, tinySize, x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := ref.RelL2(got, want); !(e < 1e-4) {
+				t.Errorf("%s, %s: relative L2 error %.3g against the CPU engine", what, pass.name, e)
+			}
 		}
 	}
 	x1, _ := tinyBatch(r, m.Config.Domains[0], 2, tinySize)

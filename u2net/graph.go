@@ -29,15 +29,14 @@ type graph struct {
 	temps    map[[2]int]*ops.Tensor
 	tempSlot int
 
-	// replay is the recorded forward pass (GPU engines), slot its input
-	// upload and out its download of the logits.
-	replay *ops.Recording
-	slot   *ops.InputSlot
-	out    *ops.OutputSlot
+	// replays are the recorded inference passes (GPU engines), one per
+	// result (outLogits, outProbs).
+	replays [2]*inferReplay
 	// stepRec is the recorded training step (GPU engines).
 	stepRec *stepRecording
 
 	input, logits *act
+	probs         *ops.Tensor // the softmax of the logits, once asked for
 	labels        *ops.Tensor
 	lossCE, lossD *ops.Tensor
 	dCE, dDice    *ops.Tensor
@@ -208,9 +207,11 @@ func (g *graph) backward() error {
 }
 
 func (g *graph) free() {
-	if g.replay != nil {
-		g.replay.Release()
-		g.replay = nil
+	for i, r := range g.replays {
+		if r != nil {
+			r.rec.Release()
+			g.replays[i] = nil
+		}
 	}
 	if g.stepRec != nil {
 		g.stepRec.rec.Release()

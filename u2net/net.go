@@ -325,6 +325,22 @@ func (n *Net) checkInput(dom, batch int, size [3]int, x []float32) error {
 // Forward runs the network of domain dom on x ([batch, in_channels, D, H, W])
 // and returns the logits [batch, classes, D, H, W].
 func (n *Net) Forward(dom, batch int, size [3]int, x []float32) ([]float32, error) {
+	return n.infer(dom, batch, size, x, outLogits)
+}
+
+// Probabilities is Forward followed by a softmax over the classes, computed
+// on the engine: it returns the class probabilities [batch, classes, D, H, W].
+func (n *Net) Probabilities(dom, batch int, size [3]int, x []float32) ([]float32, error) {
+	return n.infer(dom, batch, size, x, outProbs)
+}
+
+// What an inference pass returns.
+const (
+	outLogits = iota
+	outProbs
+)
+
+func (n *Net) infer(dom, batch int, size [3]int, x []float32, what int) ([]float32, error) {
 	if err := n.checkInput(dom, batch, size, x); err != nil {
 		return nil, err
 	}
@@ -337,20 +353,52 @@ func (n *Net) Forward(dom, batch int, size [3]int, x []float32) ([]float32, erro
 			return nil, err
 		}
 	}
+	result, err := g.output(what)
+	if err != nil {
+		return nil, err
+	}
 	if rp, ok := n.e.(replayer); ok {
-		return g.replayForward(rp, x)
+		return g.replayForward(rp, x, what, result)
 	}
 	if err := n.e.Write(g.input.v, x); err != nil {
 		return nil, err
 	}
-	if err := g.forward(); err != nil {
+	if err := g.inferPass(what); err != nil {
 		return nil, err
 	}
-	out := make([]float32, g.logits.v.Len())
-	if err := n.e.Read(g.logits.v, out); err != nil {
+	out := make([]float32, result.Len())
+	if err := n.e.Read(result, out); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// output returns the tensor an inference pass returns, allocating the
+// probabilities on first use.
+func (g *graph) output(what int) (*ops.Tensor, error) {
+	if what == outLogits {
+		return g.logits.v, nil
+	}
+	if g.probs == nil {
+		t, err := g.alloc(g.logits.v.Len())
+		if err != nil {
+			return nil, fmt.Errorf("class probabilities: %w", err)
+		}
+		g.probs = t
+	}
+	return g.probs, nil
+}
+
+// inferPass records the forward pass and, for probabilities, the softmax.
+func (g *graph) inferPass(what int) error {
+	if err := g.forward(); err != nil {
+		return err
+	}
+	if what == outLogits {
+		return nil
+	}
+	p := ref.LossParams{N: g.n, Classes: g.net.Model.Config.Domains[g.dom].Classes, Size: ref.Dims3(g.size)}
+	return g.net.e.Softmax(p, g.logits.v, g.probs)
 }
 
 // replayer is an engine that records a pass once and resubmits it (the GPU
@@ -365,41 +413,52 @@ type replayer interface {
 	ReadSlot(t *ops.Tensor) (*ops.OutputSlot, error)
 }
 
-// replayForward runs the graph's recorded forward pass on x, recording it on
-// first use, and again when the engine's timing was switched since (a
-// profile needs the timestamps, a plain run is better without them).
-func (g *graph) replayForward(rp replayer, x []float32) ([]float32, error) {
-	if g.replay != nil && g.replay.Timed() != rp.Timed() {
-		g.replay.Release()
-		g.replay = nil
+// inferReplay is a recorded inference pass: its input upload and its
+// download of the result.
+type inferReplay struct {
+	rec  *ops.Recording
+	slot *ops.InputSlot
+	out  *ops.OutputSlot
+}
+
+// replayForward runs the graph's recorded inference pass (what: logits or
+// probabilities) on x, recording it on first use, and again when the
+// engine's timing was switched since (a profile needs the timestamps, a
+// plain run is better without them).
+func (g *graph) replayForward(rp replayer, x []float32, what int, result *ops.Tensor) ([]float32, error) {
+	r := g.replays[what]
+	if r != nil && r.rec.Timed() != rp.Timed() {
+		r.rec.Release()
+		r, g.replays[what] = nil, nil
 	}
-	if g.replay == nil {
+	if r == nil {
+		r = &inferReplay{}
 		rec, err := rp.Capture(func() error {
-			slot, err := rp.WriteSlot(g.input.v)
-			if err != nil {
+			var err error
+			if r.slot, err = rp.WriteSlot(g.input.v); err != nil {
 				return err
 			}
-			g.slot = slot
-			if err := g.forward(); err != nil {
+			if err := g.inferPass(what); err != nil {
 				return err
 			}
-			g.out, err = rp.ReadSlot(g.logits.v)
+			r.out, err = rp.ReadSlot(result)
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		g.replay = rec
+		r.rec = rec
+		g.replays[what] = r
 	}
-	if err := g.slot.Write(x); err != nil {
+	if err := r.slot.Write(x); err != nil {
 		return nil, err
 	}
-	// The logits go from staging memory straight into the caller's slice.
-	out := make([]float32, g.logits.v.Len())
-	if err := g.out.SetDest(out); err != nil {
+	// The result goes from staging memory straight into the caller's slice.
+	out := make([]float32, result.Len())
+	if err := r.out.SetDest(out); err != nil {
 		return nil, err
 	}
-	if err := g.replay.Run(); err != nil {
+	if err := r.rec.Run(); err != nil {
 		return nil, err
 	}
 	return out, nil

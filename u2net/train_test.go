@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/ref"
 )
 
 func trainSteps(t *testing.T, net *Net, dom, steps int, seed uint64) []Losses {
@@ -224,5 +225,31 @@ func TestTrainStepRefusesBadLabels(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("label %d: error %v, want %q", bad, err, want)
 		}
+	}
+}
+
+// Probabilities is the softmax of Forward's logits, computed on the engine.
+func TestProbabilitiesAreSoftmaxOfLogits(t *testing.T) {
+	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 31)
+	net, _ := NewNet(m, ops.NewCPU())
+	defer net.Close()
+	d := m.Config.Domains[1]
+	x, _ := tinyBatch(rand.New(rand.NewPCG(4, 4)), d, 2, tinySize)
+	logits, err := net.Forward(1, 2, tinySize, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := net.Probabilities(1, 2, tinySize, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, len(logits))
+	p := ref.LossParams{N: 2, Classes: d.Classes, Size: ref.Dims3(tinySize)}
+	if err := ref.Softmax(p, logits, want); err != nil {
+		t.Fatal(err)
+	}
+	sameValues(t, "probabilities", want, got)
+	if _, err := net.Probabilities(1, 2, tinySize, x[1:]); err == nil || !strings.Contains(err.Error(), "input has") {
+		t.Errorf("short input: %v", err)
 	}
 }

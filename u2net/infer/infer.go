@@ -25,6 +25,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+
+	"github.com/u2net-vk/u2net/u2net/internal/par"
 )
 
 // Predictor runs the network on n windows. batch holds n input windows of
@@ -241,43 +244,55 @@ func Predict(ctx context.Context, input []float32, shape [4]int, classes int, pr
 	}
 
 	labels := make([]uint8, vox)
-	for i := range vox {
-		inv := 1 / weight[i] // every voxel is covered by a window with weight > 0
-		best, bestK := float32(math.Inf(-1)), 0
-		for k := range classes {
-			p := acc[k*vox+i] * inv
-			acc[k*vox+i] = p
-			if p > best {
-				best, bestK = p, k
+	par.Ranges(vox, minPerWorker, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			inv := 1 / weight[i] // every voxel is covered by a window with weight > 0
+			best, bestK := float32(math.Inf(-1)), 0
+			for k := range classes {
+				p := acc[k*vox+i] * inv
+				acc[k*vox+i] = p
+				if p > best {
+					best, bestK = p, k
+				}
 			}
+			labels[i] = uint8(bestK)
 		}
-		labels[i] = uint8(bestK)
-	}
+	})
 	return &Result{Shape: sp, Classes: classes, Probs: acc, Labels: labels}, nil
 }
 
+// minPerWorker is the fewest voxels worth a goroutine of the host loops.
+const minPerWorker = 1 << 14
+
 // cut appends to dst the window at w of size size from the [c][shape] volume
-// src, zero outside the volume, flipped along the axes in flip.
+// src, zero outside the volume, flipped along the axes in flip. The
+// window's planes are filled in parallel.
 func cut(dst, src []float32, c int, shape [3]int, w Window, size [3]int, flip int) []float32 {
 	vox := shape[0] * shape[1] * shape[2]
-	for ch := range c {
-		s := src[ch*vox : (ch+1)*vox]
-		for z := range size[0] {
+	plane := size[1] * size[2]
+	at := len(dst)
+	dst = slices.Grow(dst, c*size[0]*plane)[:at+c*size[0]*plane]
+	par.Ranges(c*size[0], max(1, minPerWorker/plane), func(lo, hi int) {
+		for cz := lo; cz < hi; cz++ {
+			ch, z := cz/size[0], cz%size[0]
+			s := src[ch*vox : (ch+1)*vox]
+			out := dst[at+cz*plane : at+(cz+1)*plane]
 			gz := w[0] + flipIdx(z, size[0], flip&1 != 0)
 			for y := range size[1] {
 				gy := w[1] + flipIdx(y, size[1], flip&2 != 0)
 				rowOK := gz >= 0 && gz < shape[0] && gy >= 0 && gy < shape[1]
+				row := out[y*size[2] : (y+1)*size[2]]
 				for x := range size[2] {
 					gx := w[2] + flipIdx(x, size[2], flip&4 != 0)
 					var v float32
 					if rowOK && gx >= 0 && gx < shape[2] {
 						v = s[(gz*shape[1]+gy)*shape[2]+gx]
 					}
-					dst = append(dst, v)
+					row[x] = v
 				}
 			}
 		}
-	}
+	})
 	return dst
 }
 
@@ -291,10 +306,20 @@ func flipIdx(i, n int, flip bool) int {
 // accumulate adds the window's probabilities out ([classes][size], predicted
 // on the input flipped by flip) into acc with the Gaussian weights times
 // wscale, un-flipping them and dropping the voxels outside the volume.
+// A window's planes go to different goroutines: each voxel of acc belongs
+// to one plane, so the sums and their order are those of a serial loop.
 func accumulate(acc, weight []float32, shape [3]int, classes int, out []float32, w Window, size [3]int, flip int, gauss []float32, wscale float32) {
+	plane := size[1] * size[2]
+	par.Ranges(size[0], max(1, minPerWorker/plane), func(lo, hi int) {
+		accumulatePlanes(acc, weight, shape, classes, out, w, size, flip, gauss, wscale, lo, hi)
+	})
+}
+
+// accumulatePlanes is accumulate over the window's planes z0..z1-1.
+func accumulatePlanes(acc, weight []float32, shape [3]int, classes int, out []float32, w Window, size [3]int, flip int, gauss []float32, wscale float32, z0, z1 int) {
 	vox := shape[0] * shape[1] * shape[2]
 	pvox := size[0] * size[1] * size[2]
-	for z := range size[0] {
+	for z := z0; z < z1; z++ {
 		gz := w[0] + z
 		if gz < 0 || gz >= shape[0] {
 			continue

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -400,5 +401,58 @@ func TestSoftmax(t *testing.T) {
 	}
 	if _, err := Softmax(logits, 4)([]float32{0, 0}, 2, [3]int{1, 1, 1}); err == nil {
 		t.Error("wrong class count accepted")
+	}
+}
+
+// The host loops split the windows' planes over the cores: a volume large
+// enough for several workers gives the same bits as one worker.
+func TestParallelStitchingMatchesSerial(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	sh := [4]int{2, 37, 70, 66}
+	in := make([]float32, sh[0]*sh[1]*sh[2]*sh[3])
+	for i := range in {
+		in[i] = r.Float32()*4 - 1
+	}
+	opt := Options{Patch: [3]int{24, 64, 64}, Overlap: 0.5, Batch: 2, Mirror: [3]bool{true, false, true}}
+	run := func(procs int) *Result {
+		old := runtime.GOMAXPROCS(procs)
+		defer runtime.GOMAXPROCS(old)
+		res, err := Predict(context.Background(), in, sh, 2, windowFunc(2), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	serial, parallel := run(1), run(4)
+	for i := range serial.Probs {
+		if math.Float32bits(serial.Probs[i]) != math.Float32bits(parallel.Probs[i]) {
+			t.Fatalf("probability %d: %v with one worker, %v with four", i, serial.Probs[i], parallel.Probs[i])
+		}
+	}
+	if !slices.Equal(serial.Labels, parallel.Labels) {
+		t.Error("labels differ between one worker and four")
+	}
+}
+
+// BenchmarkPredictHost times the host's share of a prediction: cutting the
+// windows, stitching their probabilities and the labels, at the reference's
+// patch (one 128³ window and its mirror along W); the predictor returns a
+// fixed result at no cost.
+func BenchmarkPredictHost(b *testing.B) {
+	const s = 128
+	in := make([]float32, s*s*s)
+	for i := range in {
+		in[i] = float32(i%7) * 0.1
+	}
+	probs := make([]float32, 2*2*s*s*s)
+	for i := range probs {
+		probs[i] = float32(i%5) * 0.2
+	}
+	pred := func(x []float32, n int, p [3]int) ([]float32, error) { return probs[:n*2*p[0]*p[1]*p[2]], nil }
+	opt := Options{Patch: [3]int{s, s, s}, Overlap: 0.5, Batch: 2, Mirror: [3]bool{false, false, true}}
+	for b.Loop() {
+		if _, err := Predict(context.Background(), in, [4]int{1, s, s, s}, 2, pred, opt); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -3,8 +3,8 @@ package metrics
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
+
+	"github.com/u2net-vk/u2net/u2net/internal/par"
 )
 
 // SquaredEDT returns, for every voxel of a [D][H][W] grid, the squared
@@ -78,29 +78,15 @@ func newScratch(n int) *scratch {
 }
 
 // parallelLines calls fn for lines 0..lines-1 of length n, split into
-// contiguous chunks over GOMAXPROCS workers, each with its own scratch.
+// contiguous chunks over the host's cores (at least 8192 values each), each
+// chunk with its own scratch.
 func parallelLines(lines, n int, fn func(line int, s *scratch)) {
-	workers := min(runtime.GOMAXPROCS(0), lines)
-	// Small grids are not worth the goroutines.
-	if workers <= 1 || lines*n < 1<<15 {
+	par.Ranges(lines, max(1, (1<<13)/max(n, 1)), func(lo, hi int) {
 		s := newScratch(n)
-		for l := range lines {
+		for l := lo; l < hi; l++ {
 			fn(l, s)
 		}
-		return
-	}
-	var wg sync.WaitGroup
-	chunk := (lines + workers - 1) / workers
-	for start := 0; start < lines; start += chunk {
-		end := min(start+chunk, lines)
-		wg.Go(func() {
-			s := newScratch(n)
-			for l := start; l < end; l++ {
-				fn(l, s)
-			}
-		})
-	}
-	wg.Wait()
+	})
 }
 
 // transformLine replaces the n values data[0], data[stride], ... by

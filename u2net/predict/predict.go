@@ -48,8 +48,10 @@ func Window(ctx context.Context, net *u2net.Net, dom int, image []float32, shape
 		o.Patch = cfg.TotalStride()
 	}
 	o.Mirror = [3]bool{opt.Mirror, opt.Mirror, opt.Mirror}
-	logits := func(x []float32, n int, p [3]int) ([]float32, error) { return net.Forward(dom, n, p, x) }
-	return infer.Predict(ctx, image, shape, classes, infer.Softmax(logits, classes), o)
+	// The softmax runs on the engine with the network: on a GPU the host's
+	// share of a window is then the cutting and the weighted accumulation.
+	probs := func(x []float32, n int, p [3]int) ([]float32, error) { return net.Probabilities(dom, n, p, x) }
+	return infer.Predict(ctx, image, shape, classes, probs, o)
 }
 
 // Plan returns the domain's preprocessing plan, or nil when the model has
