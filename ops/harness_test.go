@@ -277,6 +277,28 @@ func TestElementwise(t *testing.T) {
 	checkCases(t, cases)
 }
 
+// BenchmarkLeakyReLU times the activation forward and backward at the §8
+// activation (2×32×64³) and at 1×8×16³ for slow devices.
+func BenchmarkLeakyReLU(b *testing.B) {
+	for _, s := range []struct {
+		name string
+		n    int
+	}{{"2x32x64^3", 2 * 32 * 64 * 64 * 64}, {"1x8x16^3", 8 * 16 * 16 * 16}} {
+		r := rand.New(rand.NewPCG(37, 38))
+		x, dy := randn(r, s.n), randn(r, s.n)
+		b.Run(s.name+"/fwd", func(b *testing.B) {
+			benchCase(b, gpuEngine(b), opCase{tensors: []tensorSpec{input("x", x), output("y", s.n)},
+				run: func(e Engine, t map[string]*Tensor) error { return e.LeakyReLU(ref.DefaultSlope, t["x"], t["y"]) }})
+		})
+		b.Run(s.name+"/bwd", func(b *testing.B) {
+			benchCase(b, gpuEngine(b), opCase{tensors: []tensorSpec{input("x", x), input("dy", dy), output("dx", s.n)},
+				run: func(e Engine, t map[string]*Tensor) error {
+					return e.LeakyReLUBackward(ref.DefaultSlope, t["x"], t["dy"], t["dx"])
+				}})
+		})
+	}
+}
+
 // Bad arguments are refused with an error naming the op, on both engines.
 func TestArgumentErrors(t *testing.T) {
 	g := gpuEngine(t)
