@@ -3,6 +3,7 @@ package ops
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -213,6 +214,31 @@ func TestAllocPackedErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("%s: AllocPacked(%v): error %v, want one containing %q", e.Name(), c.lens, err, c.want)
 			}
+		}
+	}
+}
+
+// packLayout places parts at multiples of any alignment (a device may ask
+// for 256-byte offsets) and rounds the whole to vec4s.
+func TestPackLayout(t *testing.T) {
+	for _, c := range []struct {
+		lens    []int
+		align   int
+		offsets []int
+		total   int
+	}{
+		{[]int{1}, 1, []int{0}, 4},
+		{[]int{1, 17, 3}, 1, []int{0, 1, 18}, 24},
+		{[]int{1, 17, 3}, 4, []int{0, 4, 24}, 28},
+		{[]int{1, 17, 3}, 64, []int{0, 64, 128}, 192},
+		{[]int{64, 65}, 64, []int{0, 64}, 192},
+	} {
+		offsets, total, err := packLayout(c.lens, c.align)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(offsets, c.offsets) || total != c.total {
+			t.Errorf("packLayout(%v, %d) = %v, %d; want %v, %d", c.lens, c.align, offsets, total, c.offsets, c.total)
 		}
 	}
 }
