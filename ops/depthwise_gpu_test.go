@@ -79,6 +79,38 @@ func TestDepthwiseGPU(t *testing.T) {
 	checkCases(t, cases)
 }
 
+// Two outputs per invocation along W (a CPU device's choice) under the GPU
+// sizes too, with and without the weights in registers (k 3 and 5),
+// including rows that end inside a tile. (One per invocation is
+// TestDepthwiseGPU's with the GPU sizes; four unroll into shaders that take
+// lavapipe seconds to compile.)
+func TestDepthwiseOutputsPerInvocation(t *testing.T) {
+	g := gpuEngine(t)
+	defer func() { g.dwTX = nil }()
+	r := rand.New(rand.NewPCG(39, 40))
+	var cases []opCase
+	for _, p := range []ref.DepthwiseParams{
+		{N: 1, C: 1, Size: ref.Dims3{1, 1, 2}, Kernel: 3},
+		{N: 2, C: 3, Size: ref.Dims3{17, 19, 23}, Kernel: 3},
+		{N: 1, C: 2, Size: ref.Dims3{3, 5, 37}, Kernel: 5},
+	} {
+		x, w, b, dy := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.BiasLen()), randn(r, p.OutputLen())
+		name := fmt.Sprintf("%v-k%d", p.Size, p.Kernel)
+		cases = append(cases,
+			opCase{name + "/fwd", []tensorSpec{input("x", x), input("w", w), input("b", b), output("y", p.OutputLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+				}, depthwiseTol},
+			opCase{name + "/dx", []tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", p.InputLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
+				}, depthwiseTol})
+	}
+	tx := 2
+	g.dwTX = &tx
+	checkCases(t, cases)
+}
+
 // The weight gradient is a split reduction: it must give the same bits on
 // every run.
 func TestDepthwiseGPUDeterministic(t *testing.T) {

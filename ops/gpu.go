@@ -29,7 +29,9 @@ type GPU struct {
 	// pwDWMaxBlocks, when set, overrides pointwiseDWMaxBlocks: tests take
 	// both weight-gradient paths, benchmarks compare them.
 	pwDWMaxBlocks *int
-	timings       []vk.Timing
+	// dwTX, when set, overrides depthwiseTX (tests, benchmarks).
+	dwTX    *int
+	timings []vk.Timing
 
 	scratch map[string]*vk.Buffer
 	// retired buffers may still be read by recorded work: they are released

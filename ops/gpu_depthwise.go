@@ -91,8 +91,9 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor
 	// The bias is a specialization constant: read under a push-constant
 	// condition it cost lavapipe 25% of the kernel's time (3.8 against
 	// 3.0 ms at 1×8×32³).
+	tx := depthwiseTX(g, k, tile)
 	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 32,
-		uint32(tile.tw), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil))
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -101,6 +102,21 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor
 		uint32(tl[0]), uint32(tl[1]), uint32(tl[2])}
 	groups := p.N * p.C * tl[0] * tl[1] * tl[2]
 	return g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
+}
+
+// depthwiseTX is how many outputs along W each invocation of the depthwise
+// kernel computes.
+func depthwiseTX(g *GPU, k int, tile dwTile) int {
+	if g.dwTX != nil {
+		return min(*g.dwTX, tile.tw)
+	}
+	if k > 3 {
+		return 1
+	}
+	// Two on a CPU device, which reads shared memory a lane at a time:
+	// lavapipe's forward 3.2-3.5 → 2.7 ms at 1×8×32³ (four: 2.4-2.9 there,
+	// but slower at 16³).
+	return min(tuned(g, 1, 2), tile.tw)
 }
 
 // DepthwiseConv3d implements Engine.

@@ -9,23 +9,28 @@
 // plane. It first loads the tile's input halo, (TW+K-1)×(TH+K-1)×(TD+K-1)
 // voxels with zeros outside the volume, into shared memory along W so that
 // the loads coalesce, and the K³ weights beside it. Each invocation then
-// computes a column of TD outputs along D: every halo value it reads feeds up
-// to K of those outputs, so shared-memory reads stay few per FMA.
+// computes TX neighbouring columns of TD outputs along D: every halo value
+// it reads feeds up to K·min(K, TX) of those outputs, so shared-memory reads
+// stay few per FMA.
 // The grid is flattened: workgroup g covers plane g / tiles, tile g % tiles.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
-layout(constant_id = 0) const uint TW = 32; // tile width, = workgroup x
+layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;  // tile height, = workgroup y
 layout(constant_id = 2) const uint WZ = 1;  // workgroup z, always 1
 layout(constant_id = 3) const uint TD = 4;  // outputs per invocation along D
 layout(constant_id = 4) const uint K = 3;   // odd kernel size
 layout(constant_id = 5) const bool FLIP = false;
 layout(constant_id = 6) const bool BIAS = false; // b is read (never with FLIP)
+layout(constant_id = 7) const uint TX = 1;  // outputs per invocation along W
+
+const uint TW = WX * TX; // tile width
 
 const uint HX = TW + K - 1;
 const uint HY = TH + K - 1;
 const uint HZ = TD + K - 1;
 const uint HALO = HX * HY * HZ;
-const uint WG = TW * TH;
+const uint WG = WX * TH;
+const uint VX = TX + K - 1; // halo values a row of an invocation's outputs reads
 const uint NL = (HALO + WG - 1) / WG; // halo values per invocation
 const uint KKK = K * K * K;
 const int PAD = int(K / 2);
@@ -98,8 +103,9 @@ void main() {
 
     uint lx = gl_LocalInvocationID.x, ly = gl_LocalInvocationID.y;
     float bias = BIAS ? b[ch] : 0.0;
-    float acc[TD];
-    [[unroll]] for (uint j = 0; j < TD; j++) {
+    // acc[t·TD + j]: output (x0 + lx·TX + t, y0 + ly, z0 + j).
+    float acc[TX * TD];
+    [[unroll]] for (uint j = 0; j < TX * TD; j++) {
         acc[j] = bias;
     }
     float wr[WREG ? KKK : 1];
@@ -108,20 +114,29 @@ void main() {
             wr[i] = wt[i];
         }
     }
-    // Halo slice dz feeds output j through kernel plane kd = dz - j. Small
-    // kernels unroll the whole nest, so that every weight and accumulator
-    // index is a constant and both stay in registers; larger ones unroll
-    // only the outputs (their full unrolling costs far more compile time
-    // than it saves) and read the weights from shared memory.
+    // Halo slice dz feeds output j through kernel plane kd = dz - j, and
+    // each halo row segment the invocation reads feeds its TX outputs along
+    // W through up to K taps: a CPU device, which reads shared memory a lane
+    // at a time, then reads fewer values per output. Small kernels unroll
+    // the whole nest, so that every weight and accumulator index is a
+    // constant and both stay in registers; larger ones unroll only the
+    // outputs (their full unrolling costs far more compile time than it
+    // saves) and read the weights from shared memory.
+    uint row0 = ly * HX + lx * TX;
     if (WREG) {
         [[unroll]] for (uint dz = 0; dz < HZ; dz++) {
             [[unroll]] for (uint kh = 0; kh < K; kh++) {
+                float v[VX];
+                [[unroll]] for (uint i = 0; i < VX; i++) {
+                    v[i] = tile[(dz * HY + kh) * HX + row0 + i];
+                }
                 [[unroll]] for (uint kw = 0; kw < K; kw++) {
-                    float v = tile[(dz * HY + ly + kh) * HX + lx + kw];
-                    [[unroll]] for (uint j = 0; j < TD; j++) {
-                        int kd = int(dz) - int(j);
-                        if (kd >= 0 && kd < int(K)) {
-                            acc[j] = fma(wr[(uint(kd) * K + kh) * K + kw], v, acc[j]);
+                    [[unroll]] for (uint t = 0; t < TX; t++) {
+                        [[unroll]] for (uint j = 0; j < TD; j++) {
+                            int kd = int(dz) - int(j);
+                            if (kd >= 0 && kd < int(K)) {
+                                acc[t * TD + j] = fma(wr[(uint(kd) * K + kh) * K + kw], v[t + kw], acc[t * TD + j]);
+                            }
                         }
                     }
                 }
@@ -131,23 +146,28 @@ void main() {
         for (uint dz = 0; dz < HZ; dz++) {
             for (uint kh = 0; kh < K; kh++) {
                 for (uint kw = 0; kw < K; kw++) {
-                    float v = tile[(dz * HY + ly + kh) * HX + lx + kw];
-                    [[unroll]] for (uint j = 0; j < TD; j++) {
-                        int kd = int(dz) - int(j);
-                        if (kd >= 0 && kd < int(K)) {
-                            acc[j] = fma(wt[(uint(kd) * K + kh) * K + kw], v, acc[j]);
+                    [[unroll]] for (uint t = 0; t < TX; t++) {
+                        float v = tile[(dz * HY + kh) * HX + row0 + t + kw];
+                        [[unroll]] for (uint j = 0; j < TD; j++) {
+                            int kd = int(dz) - int(j);
+                            if (kd >= 0 && kd < int(K)) {
+                                acc[t * TD + j] = fma(wt[(uint(kd) * K + kh) * K + kw], v, acc[t * TD + j]);
+                            }
                         }
                     }
                 }
             }
         }
     }
-    uint ox = uint(x0) + lx, oy = uint(y0) + ly;
-    if (ox < p.w && oy < p.h) {
-        [[unroll]] for (uint j = 0; j < TD; j++) {
-            uint oz = uint(z0) + j;
-            if (oz < p.d) {
-                y[base + (oz * p.h + oy) * p.w + ox] = acc[j];
+    uint oy = uint(y0) + ly;
+    [[unroll]] for (uint t = 0; t < TX; t++) {
+        uint ox = uint(x0) + lx * TX + t;
+        if (ox < p.w && oy < p.h) {
+            [[unroll]] for (uint j = 0; j < TD; j++) {
+                uint oz = uint(z0) + j;
+                if (oz < p.d) {
+                    y[base + (oz * p.h + oy) * p.w + ox] = acc[t * TD + j];
+                }
             }
         }
     }
