@@ -79,8 +79,9 @@ func TestDepthwiseGPU(t *testing.T) {
 	checkCases(t, cases)
 }
 
-// Two outputs per invocation along W (a CPU device's choice) under the GPU
-// sizes too, with and without the weights in registers (k 3 and 5),
+// Two output columns per invocation along W (a CPU device's choice) under
+// the GPU sizes too, in all three kernels, with and without the forward's
+// weights in registers (k 3 and 5),
 // including rows that end inside a tile. (One per invocation is
 // TestDepthwiseGPU's with the GPU sizes; four unroll into shaders that take
 // lavapipe seconds to compile.)
@@ -101,10 +102,11 @@ func TestDepthwiseOutputsPerInvocation(t *testing.T) {
 				func(e Engine, t map[string]*Tensor) error {
 					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
 				}, depthwiseTol},
-			opCase{name + "/dx", []tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", p.InputLen())},
+			opCase{name + "/bwd", []tensorSpec{input("x", x), input("w", w), input("dy", dy),
+				output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())},
 				func(e Engine, t map[string]*Tensor) error {
-					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
-				}, depthwiseTol})
+					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+				}, depthwiseDWTol})
 	}
 	tx := 2
 	g.dwTX = &tx

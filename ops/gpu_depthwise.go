@@ -91,7 +91,7 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor
 	// The bias is a specialization constant: read under a push-constant
 	// condition it cost lavapipe 25% of the kernel's time (3.8 against
 	// 3.0 ms at 1×8×32³).
-	tx := depthwiseTX(g, k, tile)
+	tx := depthwiseTX(g, k, tile, 1)
 	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 32,
 		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx))
 	if err != nil {
@@ -105,18 +105,23 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor
 }
 
 // depthwiseTX is how many outputs along W each invocation of the depthwise
-// kernel computes.
-func depthwiseTX(g *GPU, k int, tile dwTile) int {
-	if g.dwTX != nil {
-		return min(*g.dwTX, tile.tw)
+// kernels computes, keeping the workgroup (tw/TX·th invocations) a multiple
+// of wgMultiple.
+func depthwiseTX(g *GPU, k int, tile dwTile, wgMultiple int) int {
+	tx := 1
+	switch {
+	case g.dwTX != nil:
+		tx = *g.dwTX
+	case k <= 3:
+		// Two on a CPU device, which reads shared memory a lane at a time:
+		// lavapipe's forward 3.2-3.5 → 2.7 ms at 1×8×32³ (four: 2.4-2.9
+		// there, but slower at 16³).
+		tx = tuned(g, 1, 2)
 	}
-	if k > 3 {
-		return 1
+	for tx > 1 && (tile.tw%tx != 0 || (tile.tw/tx*tile.th)%wgMultiple != 0) {
+		tx /= 2
 	}
-	// Two on a CPU device, which reads shared memory a lane at a time:
-	// lavapipe's forward 3.2-3.5 → 2.7 ms at 1×8×32³ (four: 2.4-2.9 there,
-	// but slower at 16³).
-	return min(tuned(g, 1, 2), tile.tw)
+	return tx
 }
 
 // DepthwiseConv3d implements Engine.
@@ -183,7 +188,9 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 	if err != nil {
 		return err
 	}
-	wg := tile.tw * tile.th
+	// Its tree reduction takes 8 invocations per sum.
+	tx := depthwiseTX(g, k, tile, 8)
+	wg := tile.tw / tx * tile.th
 	// Sums per reduction round (the taps' and dy's): RG·WG floats must fit,
 	// and RG·8 ≤ WG. One round (all 27 taps of a 3³ kernel) is much faster
 	// than several on an H200 (0.14 against 0.44 ms at 2×32×64³ with 7
@@ -201,7 +208,7 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 	chunks = dwCeil(perChannel, perChunk)
 
 	first, err := g.kernel("depthwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write}, 44,
-		uint32(tile.tw), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh))
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh), uint32(tx))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -11,12 +11,12 @@
 // gradients). depthwise_dw_sum adds the chunks in a fixed order.
 //
 // Per tile the x halo, (TW+K-1)×(TH+K-1)×(TD+KDB-1) voxels, is loaded into
-// shared memory (coalesced along W); each invocation owns a column of TD
-// output voxels and keeps TB + 1 running sums in registers. At the end a
+// shared memory (coalesced along W); each invocation owns TX neighbouring
+// columns of TD output voxels and keeps TB + 1 running sums in registers. At the end a
 // fixed two-level tree sums the invocations, RG sums at a time, in the same
 // shared memory, which is SH floats (the larger of the halo and RG·WG).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
-layout(constant_id = 0) const uint TW = 32;
+layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;
 layout(constant_id = 2) const uint WZ = 1;
 layout(constant_id = 3) const uint TD = 4;
@@ -24,12 +24,16 @@ layout(constant_id = 4) const uint K = 3;
 layout(constant_id = 5) const uint KDB = 3; // kernel planes per block
 layout(constant_id = 6) const uint RG = 27; // taps per reduction round
 layout(constant_id = 7) const uint SH = 6912;
+layout(constant_id = 8) const uint TX = 1; // output columns per invocation along W
+
+const uint TW = WX * TX; // tile width
 
 const uint HX = TW + K - 1;
 const uint HY = TH + K - 1;
 const uint HZ = TD + KDB - 1;
 const uint HALO = HX * HY * HZ;
-const uint WG = TW * TH;
+const uint WG = WX * TH;
+const uint VX = TX + K - 1; // halo values a row of an invocation's outputs reads
 const uint NL = (HALO + WG - 1) / WG; // halo values per invocation
 const uint TB = KDB * K * K;
 const uint TBX = TB + 1; // the taps' sums and dy's
@@ -101,13 +105,16 @@ void main() {
             hv[k] = x[inside ? base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : base];
             hv[k] = inside ? hv[k] : 0.0;
         }
-        uint ox = uint(x0) + lx, oy = uint(y0) + ly;
-        float g[TD];
-        [[unroll]] for (uint j = 0; j < TD; j++) {
-            uint oz = uint(z0) + j;
-            bool inside = ox < p.w && oy < p.h && oz < p.d;
-            g[j] = dy[inside ? base + (oz * p.h + oy) * p.w + ox : base];
-            g[j] = inside ? g[j] : 0.0;
+        uint oy = uint(y0) + ly;
+        float g[TX * TD]; // g[t·TD + j]: dy at (x0 + lx·TX + t, oy, z0 + j)
+        [[unroll]] for (uint t = 0; t < TX; t++) {
+            uint ox = uint(x0) + lx * TX + t;
+            [[unroll]] for (uint j = 0; j < TD; j++) {
+                uint oz = uint(z0) + j;
+                bool inside = ox < p.w && oy < p.h && oz < p.d;
+                g[t * TD + j] = dy[inside ? base + (oz * p.h + oy) * p.w + ox : base];
+                g[t * TD + j] = inside ? g[t * TD + j] : 0.0;
+            }
         }
         barrier(); // the previous tile's reads are done
         [[unroll]] for (uint k = 0; k < NL; k++) {
@@ -117,19 +124,26 @@ void main() {
             }
         }
         barrier();
-        [[unroll]] for (uint j = 0; j < TD; j++) {
+        [[unroll]] for (uint j = 0; j < TX * TD; j++) {
             acc[TB] += g[j];
         }
-        // Halo slice dz pairs with output j through kernel plane kd0 + dz - j.
+        // Halo slice dz pairs with output j through kernel plane kd0 + dz - j;
+        // each halo row segment is read once for the TX columns.
+        uint row0 = ly * HX + lx * TX;
         [[unroll]] for (uint dz = 0; dz < HZ; dz++) {
             [[unroll]] for (uint kh = 0; kh < K; kh++) {
+                float v[VX];
+                [[unroll]] for (uint i = 0; i < VX; i++) {
+                    v[i] = sh[(dz * HY + kh) * HX + row0 + i];
+                }
                 [[unroll]] for (uint kw = 0; kw < K; kw++) {
-                    float v = sh[(dz * HY + ly + kh) * HX + lx + kw];
-                    [[unroll]] for (uint j = 0; j < TD; j++) {
-                        int kl = int(dz) - int(j);
-                        if (kl >= 0 && kl < int(KDB)) {
-                            uint tap = (uint(kl) * K + kh) * K + kw;
-                            acc[tap] = fma(g[j], v, acc[tap]);
+                    [[unroll]] for (uint t = 0; t < TX; t++) {
+                        [[unroll]] for (uint j = 0; j < TD; j++) {
+                            int kl = int(dz) - int(j);
+                            if (kl >= 0 && kl < int(KDB)) {
+                                uint tap = (uint(kl) * K + kh) * K + kw;
+                                acc[tap] = fma(g[t * TD + j], v[t + kw], acc[tap]);
+                            }
                         }
                     }
                 }
