@@ -225,7 +225,8 @@ func TestGEMMTilesGPU(t *testing.T) {
 // and the tiling sweep can tell the data and weight gradients apart.
 func TestGEMMTimingLabelsGPU(t *testing.T) {
 	g := gpuEngine(t)
-	p := ref.ConvParams{N: 2, Cin: 3, Cout: 5, In: d3(6, 7, 8), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}
+	// More input channels than directConv takes: every product is a GEMM.
+	p := ref.ConvParams{N: 2, Cin: directConvMaxCin + 1, Cout: 5, In: d3(6, 7, 8), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}
 	ts := map[string]*Tensor{}
 	for name, n := range map[string]int{"x": p.InputLen(), "w": p.WeightLen(), "b": p.BiasLen(), "y": p.OutputLen(),
 		"dx": p.InputLen(), "dw": p.WeightLen(), "db": p.BiasLen()} {
@@ -411,4 +412,43 @@ func BenchmarkConvTranspose(b *testing.B) {
 		p := ref.ConvTransposeParams{N: 2, Cin: 32, Cout: 16, In: d3(s, s, s), Kernel: two3, Stride: two3}
 		benchConv(b, fmt.Sprint(s), transposeOp(p, false))
 	}
+}
+
+// Convolutions from few input channels with "same" padding run on the
+// depthwise kernels (one pass per input channel, the weight gradient over
+// (co, ci) pairs); the others stay GEMMs.
+func TestConvDirectPath(t *testing.T) {
+	same := func(n, cin, cout int, in ref.Dims3, k int) ref.ConvParams {
+		pad := d3(k/2, k/2, k/2)
+		return ref.ConvParams{N: n, Cin: cin, Cout: cout, In: in, Kernel: d3(k, k, k), Stride: one3, PadBefore: pad, PadAfter: pad}
+	}
+	for _, c := range []struct {
+		p    ref.ConvParams
+		want bool
+	}{
+		{same(1, 1, 8, d3(4, 4, 4), 3), true},
+		{same(1, 4, 8, d3(4, 4, 4), 5), true},
+		{same(1, 3, 2, d3(4, 4, 4), 1), true},
+		{same(1, 5, 8, d3(4, 4, 4), 3), false},
+		{same(1, 1, 8, d3(4, 4, 4), 4), false},
+		{ref.ConvParams{N: 1, Cin: 1, Cout: 8, In: d3(4, 4, 4), Kernel: d3(3, 3, 3), Stride: two3, PadBefore: one3, PadAfter: one3}, false},
+		{ref.ConvParams{N: 1, Cin: 1, Cout: 8, In: d3(4, 4, 4), Kernel: d3(3, 3, 3), Stride: one3, PadAfter: two3}, false},
+		{ref.ConvParams{N: 1, Cin: 1, Cout: 8, In: d3(4, 4, 4), Kernel: d3(3, 3, 1), Stride: one3, PadBefore: d3(1, 1, 0), PadAfter: d3(1, 1, 0)}, false},
+	} {
+		if _, got := directConv(c.p); got != c.want {
+			t.Errorf("directConv(%v) = %t, want %t", c.p, got, c.want)
+		}
+	}
+	r := rand.New(rand.NewPCG(45, 46))
+	var cases []opCase
+	for i, p := range []ref.ConvParams{
+		same(1, 1, 1, d3(1, 1, 2), 3),
+		same(2, 2, 9, d3(17, 19, 23), 3),
+		same(1, 4, 3, d3(5, 6, 37), 5),
+		same(3, 1, 5, d3(4, 4, 4), 1),
+		same(1, 3, 16, d3(9, 8, 11), 3),
+	} {
+		cases = append(cases, convOpOf(p, i%2 == 1).cases(r)...)
+	}
+	checkCases(t, cases)
 }

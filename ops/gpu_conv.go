@@ -531,6 +531,9 @@ func (g *GPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
+	if dp, ok := directConv(p); ok {
+		return g.tapConv(op, dp, p.Cin, x, w, b, y, false)
+	}
 	return g.convGEMM(op, gemmFwd, convGeomOf(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
 }
 
@@ -545,6 +548,13 @@ func (g *GPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) err
 		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
+	}
+	if dp, ok := directConv(p); ok && dw != nil {
+		// The weight gradient's pass over dy sums it for db too.
+		if err := g.tapWeightGrad(op, dp, p.Cin, x, dy, dw, db); err != nil {
+			return err
+		}
+		dw, db = nil, nil
 	}
 	return g.convBackward(op, convGeomOf(p), x, w, dy, dx, dw, db)
 }
