@@ -2,6 +2,7 @@ package ops
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
@@ -48,6 +49,9 @@ const (
 	// pass.
 	lossSeg       = 256
 	lossMaxChunks = 8192
+	// lossWGCPU and lossGroupsPerCore shape the reductions on a CPU device.
+	lossWGCPU         = 64
+	lossGroupsPerCore = 4
 )
 
 // pushLoss is the push-constant block of loss.comp and loss_sum.comp.
@@ -58,14 +62,30 @@ type pushLoss struct {
 	Scale, Eps           float32
 }
 
-func newPushLoss(p ref.LossParams) pushLoss {
+func newPushLoss(p ref.LossParams) pushLoss { return newPushLossSeg(p, lossSeg) }
+
+// newPushLossSeg is newPushLoss with at least minSeg voxels per segment.
+func newPushLossSeg(p ref.LossParams, minSeg int) pushLoss {
 	total := p.N * p.Size.Voxels()
-	seg := lossSeg
+	seg := minSeg
 	if need := (total + lossMaxChunks - 1) / lossMaxChunks; need > seg {
 		seg = (need + lossWG - 1) / lossWG * lossWG
 	}
 	return pushLoss{Voxels: uint32(total), Vox: uint32(p.Size.Voxels()), Classes: uint32(p.Classes),
 		Seg: uint32(seg), Chunks: uint32((total + seg - 1) / seg)}
+}
+
+// sumPush is the push block of the loss reductions. A CPU device runs a
+// workgroup's tree a SIMD vector at a time between barriers: it gets 64
+// invocations and a few segments per core instead of one voxel per
+// invocation (lossWG multiples, so the GPU layout stays valid).
+func (g *GPU) sumPush(p ref.LossParams) pushLoss {
+	if !g.cpuTuned() {
+		return newPushLoss(p)
+	}
+	total := p.N * p.Size.Voxels()
+	per := (total + lossGroupsPerCore*runtime.NumCPU() - 1) / (lossGroupsPerCore * runtime.NumCPU())
+	return newPushLossSeg(p, max(lossSeg, (per+lossWG-1)/lossWG*lossWG))
 }
 
 // lossVoxel records a loss.comp pass over every voxel.
@@ -81,7 +101,7 @@ func (g *GPU) lossVoxel(op string, mode uint32, push pushLoss, a, lab, coef, out
 // 2 and 3 are written by the shader's code (whatever the mode), so an
 // output a mode does not produce is bound to a sink slot.
 func (g *GPU) lossSum(op string, mode uint32, groups [3]uint32, push pushLoss, a, lab, b, c *vk.Buffer) error {
-	k, err := g.kernel("loss_sum", []vk.Access{vk.Read, vk.Read, vk.Write, vk.Write}, 36, lossWG, mode)
+	k, err := g.kernel("loss_sum", []vk.Access{vk.Read, vk.Read, vk.Write, vk.Write}, 36, tuned[uint32](g, lossWG, lossWGCPU), mode)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -113,7 +133,7 @@ func (g *GPU) CrossEntropy(p ref.LossParams, logits, labs, dlogits, loss *Tensor
 		opt("dlogits", dlogits, p.LogitsLen()), in("loss", loss, 1)); err != nil {
 		return err
 	}
-	push := newPushLoss(p)
+	push := g.sumPush(p)
 	push.HasGrad = b32(dlogits != nil)
 	push.Scale = float32(1 / float64(p.LabelsLen()))
 	partial, err := g.scratchBuf("loss-partial", int(push.Chunks))
@@ -135,7 +155,7 @@ func (g *GPU) SoftDice(p ref.DiceParams, logits, labs, dlogits, loss *Tensor) er
 		opt("dlogits", dlogits, lp.LogitsLen()), in("loss", loss, 1)); err != nil {
 		return err
 	}
-	push := newPushLoss(lp)
+	push := g.sumPush(lp)
 	if p.Classes > 65535 {
 		return fmt.Errorf("ops.%s: %v: %d classes, at most 65535 on the GPU", op, p, p.Classes)
 	}
