@@ -148,18 +148,25 @@ void main() {
     // saves) and read the weights from shared memory.
     uint row0 = ly * HX + lx * TX;
     if (WREG) {
+        // The loops run over the (dz, kd) pairs that meet an output, not
+        // over every (dz, j): the same code once unrolled, but far less for
+        // the compiler to unroll and then remove (lavapipe builds the
+        // pipeline several times faster).
         [[unroll]] for (uint dz = 0; dz < HZ; dz++) {
+            float v[K * VX];
             [[unroll]] for (uint kh = 0; kh < K; kh++) {
-                float v[VX];
                 [[unroll]] for (uint i = 0; i < VX; i++) {
-                    v[i] = tile[(dz * HY + kh) * HX + row0 + i];
+                    v[kh * VX + i] = tile[(dz * HY + kh) * HX + row0 + i];
                 }
-                [[unroll]] for (uint kw = 0; kw < K; kw++) {
-                    [[unroll]] for (uint t = 0; t < TX; t++) {
-                        [[unroll]] for (uint j = 0; j < TD; j++) {
-                            int kd = int(dz) - int(j);
-                            if (kd >= 0 && kd < int(K)) {
-                                acc[t * TD + j] = fma(wr[(uint(kd) * K + kh) * K + kw], v[t + kw], acc[t * TD + j]);
+            }
+            [[unroll]] for (uint kd = 0; kd < K; kd++) {
+                int j = int(dz) - int(kd);
+                if (j >= 0 && j < int(TD)) {
+                    [[unroll]] for (uint kh = 0; kh < K; kh++) {
+                        [[unroll]] for (uint kw = 0; kw < K; kw++) {
+                            [[unroll]] for (uint t = 0; t < TX; t++) {
+                                uint a = t * TD + uint(j);
+                                acc[a] = fma(wr[(kd * K + kh) * K + kw], v[kh * VX + t + kw], acc[a]);
                             }
                         }
                     }

@@ -139,20 +139,24 @@ void main() {
         }
         // Halo slice dz pairs with output j through kernel plane kd0 + dz - j;
         // each halo row segment is read once for the TX columns.
+        // The loops run over the (dz, kl) pairs that meet an output (see
+        // depthwise.comp: the same code, built much faster).
         uint row0 = ly * HX + lx * TX;
         [[unroll]] for (uint dz = 0; dz < HZ; dz++) {
+            float v[K * VX];
             [[unroll]] for (uint kh = 0; kh < K; kh++) {
-                float v[VX];
                 [[unroll]] for (uint i = 0; i < VX; i++) {
-                    v[i] = sh[(dz * HY + kh) * HX + row0 + i];
+                    v[kh * VX + i] = sh[(dz * HY + kh) * HX + row0 + i];
                 }
-                [[unroll]] for (uint kw = 0; kw < K; kw++) {
-                    [[unroll]] for (uint t = 0; t < TX; t++) {
-                        [[unroll]] for (uint j = 0; j < TD; j++) {
-                            int kl = int(dz) - int(j);
-                            if (kl >= 0 && kl < int(KDB)) {
-                                uint tap = (uint(kl) * K + kh) * K + kw;
-                                acc[tap] = fma(g[t * TD + j], v[t + kw], acc[tap]);
+            }
+            [[unroll]] for (uint kl = 0; kl < KDB; kl++) {
+                int j = int(dz) - int(kl);
+                if (j >= 0 && j < int(TD)) {
+                    [[unroll]] for (uint kh = 0; kh < K; kh++) {
+                        [[unroll]] for (uint kw = 0; kw < K; kw++) {
+                            uint tap = (kl * K + kh) * K + kw;
+                            [[unroll]] for (uint t = 0; t < TX; t++) {
+                                acc[tap] = fma(g[t * TD + uint(j)], v[kh * VX + t + kw], acc[tap]);
                             }
                         }
                     }
