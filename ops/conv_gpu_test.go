@@ -415,9 +415,12 @@ func BenchmarkConvTranspose(b *testing.B) {
 }
 
 // Convolutions from few input channels with "same" padding run on the
-// depthwise kernels (one pass per input channel, the weight gradient over
-// (co, ci) pairs); the others stay GEMMs.
+// depthwise kernels on CPU devices (one pass per input channel, the weight
+// gradient over (co, ci) pairs); the others stay GEMMs. The cases run
+// under both device classes' sizes, so through both paths.
 func TestConvDirectPath(t *testing.T) {
+	g := gpuEngine(t)
+	defer func() { g.directMaxCin = nil }()
 	same := func(n, cin, cout int, in ref.Dims3, k int) ref.ConvParams {
 		pad := d3(k/2, k/2, k/2)
 		return ref.ConvParams{N: n, Cin: cin, Cout: cout, In: in, Kernel: d3(k, k, k), Stride: one3, PadBefore: pad, PadAfter: pad}
@@ -435,10 +438,13 @@ func TestConvDirectPath(t *testing.T) {
 		{ref.ConvParams{N: 1, Cin: 1, Cout: 8, In: d3(4, 4, 4), Kernel: d3(3, 3, 3), Stride: one3, PadAfter: two3}, false},
 		{ref.ConvParams{N: 1, Cin: 1, Cout: 8, In: d3(4, 4, 4), Kernel: d3(3, 3, 1), Stride: one3, PadBefore: d3(1, 1, 0), PadAfter: d3(1, 1, 0)}, false},
 	} {
-		if _, got := directConv(c.p); got != c.want {
+		limit := directConvMaxCin
+		g.directMaxCin = &limit
+		if _, got := g.directConv(c.p); got != c.want {
 			t.Errorf("directConv(%v) = %t, want %t", c.p, got, c.want)
 		}
 	}
+	g.directMaxCin = nil
 	r := rand.New(rand.NewPCG(45, 46))
 	var cases []opCase
 	for i, p := range []ref.ConvParams{
@@ -451,4 +457,38 @@ func TestConvDirectPath(t *testing.T) {
 		cases = append(cases, convOpOf(p, i%2 == 1).cases(r)...)
 	}
 	checkCases(t, cases)
+}
+
+// BenchmarkInputConv times the input layer's convolution (1 and 4 input
+// channels to 16, 3³), forward and weight and bias gradients, through the
+// depthwise kernels and through the GEMM: -bench 'InputConv/.*/16/' on slow
+// devices.
+func BenchmarkInputConv(b *testing.B) {
+	g := gpuEngine(b)
+	defer func() { g.directMaxCin = nil }()
+	for _, s := range []int{16, 128} {
+		for _, cin := range []int{1, 4} {
+			p := ref.ConvParams{N: 2, Cin: cin, Cout: 16, In: d3(s, s, s), Kernel: d3(3, 3, 3), Stride: one3,
+				PadBefore: one3, PadAfter: one3}
+			op := convOpOf(p, false)
+			r := rand.New(rand.NewPCG(47, 48))
+			ts := []tensorSpec{input("x", randn(r, op.xLen)), input("w", randn(r, op.wLen)), input("b", randn(r, op.bLen)),
+				input("dy", randn(r, op.yLen)), output("y", op.yLen), output("dw", op.wLen), output("db", op.bLen)}
+			for _, path := range []struct {
+				name   string
+				maxCin int
+			}{{"direct", directConvMaxCin}, {"gemm", 0}} {
+				b.Run(fmt.Sprintf("%d→16/%d/%s", cin, s, path.name), func(b *testing.B) {
+					limit := path.maxCin
+					g.directMaxCin = &limit
+					benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+						if err := op.fwd(e, t["x"], t["w"], t["b"], t["y"]); err != nil {
+							return err
+						}
+						return op.bwd(e, t["x"], t["w"], t["dy"], nil, t["dw"], t["db"])
+					}})
+				})
+			}
+		}
+	}
 }

@@ -30,8 +30,11 @@ type GPU struct {
 	// both weight-gradient paths, benchmarks compare them.
 	pwDWMaxBlocks *int
 	// dwTX, when set, overrides depthwiseTX (tests, benchmarks).
-	dwTX    *int
-	timings []vk.Timing
+	dwTX *int
+	// directMaxCin, when set, overrides the input channels up to which
+	// directConv takes dense convolutions (tests, benchmarks).
+	directMaxCin *int
+	timings      []vk.Timing
 
 	scratch map[string]*vk.Buffer
 	// retired buffers may still be read by recorded work: they are released

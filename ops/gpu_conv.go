@@ -531,7 +531,7 @@ func (g *GPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
-	if dp, ok := directConv(p); ok {
+	if dp, ok := g.directConv(p); ok {
 		return g.tapConv(op, dp, p.Cin, x, w, b, y, false)
 	}
 	return g.convGEMM(op, gemmFwd, convGeomOf(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
@@ -549,7 +549,7 @@ func (g *GPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) err
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}
-	if dp, ok := directConv(p); ok && dw != nil {
+	if dp, ok := g.directConv(p); ok && dw != nil {
 		// The weight gradient's pass over dy sums it for db too.
 		if err := g.tapWeightGrad(op, dp, p.Cin, x, dy, dw, db); err != nil {
 			return err

@@ -144,17 +144,24 @@ func depthwiseTX(g *GPU, k int, tile dwTile, wgMultiple int) int {
 
 // directConvMaxCin bounds the input channels of the dense convolutions that
 // run on the depthwise kernels (one pass per input channel) instead of the
-// GEMM: the network's input layer, whose K = Cin·k³ is too short for a GEMM
-// to pay off (lavapipe: 1→8 channels, 3³, at 32³ forward 13.9 ms as a GEMM).
+// GEMM on a CPU device: the network's input layer, whose K = Cin·k³ is too
+// short for the GEMM's tiles to pay off there (lavapipe, 1→8 channels, 3³,
+// at 32³: forward 13.9 → 3.1 ms, weight and bias gradients 9.4 → 4.0 ms).
+// GPUs keep the GEMM until the two are measured there
+// (BenchmarkInputConv).
 const directConvMaxCin = 4
 
 // directConv reports whether the dense convolution p runs on the depthwise
 // kernels, and as which depthwise geometry (C = Cout).
-func directConv(p ref.ConvParams) (ref.DepthwiseParams, bool) {
+func (g *GPU) directConv(p ref.ConvParams) (ref.DepthwiseParams, bool) {
+	maxCin := tuned(g, 0, directConvMaxCin)
+	if g.directMaxCin != nil {
+		maxCin = *g.directMaxCin
+	}
 	k := p.Kernel[0]
 	same := k%2 == 1 && p.Kernel == ref.Dims3{k, k, k} && p.Stride == ref.Dims3{1, 1, 1} &&
 		p.PadBefore == ref.Dims3{k / 2, k / 2, k / 2} && p.PadAfter == p.PadBefore
-	return ref.DepthwiseParams{N: p.N, C: p.Cout, Size: p.In, Kernel: k}, same && p.Cin <= directConvMaxCin
+	return ref.DepthwiseParams{N: p.N, C: p.Cout, Size: p.In, Kernel: k}, same && p.Cin <= maxCin
 }
 
 // DepthwiseConv3d implements Engine.
