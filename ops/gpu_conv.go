@@ -407,11 +407,7 @@ type pushPointwise struct{ Items, Total uint32 }
 // [cin][cout]). bias may be nil.
 func (g *GPU) pointwiseSmall(op string, n, cin, cout, vox int, trans bool, x, w, bias, y *vk.Buffer) error {
 	const wg = 128
-	vec4 := vox%4 == 0
-	items := vox
-	if vec4 {
-		items /= 4
-	}
+	items, vec4 := vec4Items(vox)
 	k, err := g.kernel("pointwise_small", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 8,
 		wg, uint32(cin), uint32(cout), b32(trans), b32(vec4), b32(bias != nil))
 	if err != nil {
@@ -441,7 +437,7 @@ func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, d
 		}
 		dx = nil
 	}
-	if dw != nil && g.pointwiseDWBlocks(p.Cin, p.Cout) <= g.pointwiseDWMaxBlocks() {
+	if dw != nil && pointwiseDWBlocks(p.Cin, p.Cout) <= g.pointwiseDWMaxBlocks() {
 		if err := g.pointwiseWeightGrad(op, p, x, dy, dw, db); err != nil {
 			return err
 		}
@@ -454,10 +450,19 @@ func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, d
 // either axis: 8×8 products and 8 bias sums stay in registers.
 const pointwiseDWBlock = 8
 
+// vec4Items is how many items the pointwise kernels take per plane of vox
+// voxels: vec4s when vox is a multiple of 4, voxels otherwise.
+func vec4Items(vox int) (items int, vec4 bool) {
+	if vox%4 == 0 {
+		return vox / 4, true
+	}
+	return vox, false
+}
+
 // pointwiseDWBlocks is how many channel blocks pointwise_dw splits a
 // weight gradient into; each block reads its input and output channels
 // once, so the blocks multiply the bytes read.
-func (g *GPU) pointwiseDWBlocks(cin, cout int) int {
+func pointwiseDWBlocks(cin, cout int) int {
 	return ceilDiv(cin, pointwiseDWBlock) * ceilDiv(cout, pointwiseDWBlock)
 }
 
@@ -488,13 +493,9 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 		return fmt.Errorf("ops.%s: %d-invocation workgroup does not fit shared memory to reduce", op, wg)
 	}
 	vox := p.Size.Voxels()
-	vec4 := vox%4 == 0
-	items := vox
-	if vec4 {
-		items /= 4
-	}
+	items, vec4 := vec4Items(vox)
 	total := p.N * items
-	blocks := g.pointwiseDWBlocks(p.Cin, p.Cout)
+	blocks := pointwiseDWBlocks(p.Cin, p.Cout)
 	target := tuned(g, dwTargetGroups, dwGroupsPerCore*runtime.NumCPU())
 	chunks := min(ceilDiv(total, wg), max(1, target/blocks))
 	perChunk := ceilDiv(total, chunks)

@@ -62,30 +62,25 @@ type pushLoss struct {
 	Scale, Eps           float32
 }
 
-func newPushLoss(p ref.LossParams) pushLoss { return newPushLossSeg(p, lossSeg) }
-
-// newPushLossSeg is newPushLoss with at least minSeg voxels per segment.
-func newPushLossSeg(p ref.LossParams, minSeg int) pushLoss {
+// lossPush is the push block of the loss kernels. The reductions split
+// the voxels into segments of one voxel per invocation, so that a 2×64³
+// volume fills a GPU. A CPU device runs a workgroup's tree a SIMD vector at
+// a time between barriers: it gets a few segments per core instead (whole
+// lossWG multiples, so the layout stays valid). Larger volumes grow the
+// segments to keep at most lossMaxChunks partials for the one-workgroup
+// final pass.
+func (g *GPU) lossPush(p ref.LossParams) pushLoss {
 	total := p.N * p.Size.Voxels()
-	seg := minSeg
-	if need := (total + lossMaxChunks - 1) / lossMaxChunks; need > seg {
-		seg = (need + lossWG - 1) / lossWG * lossWG
+	seg := lossSeg
+	if g.cpuTuned() {
+		groups := lossGroupsPerCore * runtime.NumCPU()
+		seg = max(seg, ceilDiv(ceilDiv(total, groups), lossWG)*lossWG)
+	}
+	if need := ceilDiv(total, lossMaxChunks); need > seg {
+		seg = ceilDiv(need, lossWG) * lossWG
 	}
 	return pushLoss{Voxels: uint32(total), Vox: uint32(p.Size.Voxels()), Classes: uint32(p.Classes),
-		Seg: uint32(seg), Chunks: uint32((total + seg - 1) / seg)}
-}
-
-// sumPush is the push block of the loss reductions. A CPU device runs a
-// workgroup's tree a SIMD vector at a time between barriers: it gets 64
-// invocations and a few segments per core instead of one voxel per
-// invocation (lossWG multiples, so the GPU layout stays valid).
-func (g *GPU) sumPush(p ref.LossParams) pushLoss {
-	if !g.cpuTuned() {
-		return newPushLoss(p)
-	}
-	total := p.N * p.Size.Voxels()
-	per := (total + lossGroupsPerCore*runtime.NumCPU() - 1) / (lossGroupsPerCore * runtime.NumCPU())
-	return newPushLossSeg(p, max(lossSeg, (per+lossWG-1)/lossWG*lossWG))
+		Seg: uint32(seg), Chunks: uint32(ceilDiv(total, seg))}
 }
 
 // lossVoxel records a loss.comp pass over every voxel.
@@ -114,7 +109,7 @@ func (g *GPU) Softmax(p ref.LossParams, logits, probs *Tensor) error {
 	if err := checkArgs(g, op, p, in("logits", logits, p.LogitsLen()), in("probs", probs, p.LogitsLen())); err != nil {
 		return err
 	}
-	return g.lossVoxel(op, lossSoftmax, newPushLoss(p), logits.gpu.buf, g.dummy, g.dummy, probs.gpu.buf)
+	return g.lossVoxel(op, lossSoftmax, g.lossPush(p), logits.gpu.buf, g.dummy, g.dummy, probs.gpu.buf)
 }
 
 // Argmax implements Engine.
@@ -123,7 +118,7 @@ func (g *GPU) Argmax(p ref.LossParams, logits, labs *Tensor) error {
 	if err := checkArgs(g, op, p, in("logits", logits, p.LogitsLen()), labels("labels", labs, p.LabelsLen())); err != nil {
 		return err
 	}
-	return g.lossVoxel(op, lossArgmax, newPushLoss(p), logits.gpu.buf, g.dummy, g.dummy, labs.gpu.buf)
+	return g.lossVoxel(op, lossArgmax, g.lossPush(p), logits.gpu.buf, g.dummy, g.dummy, labs.gpu.buf)
 }
 
 // CrossEntropy implements Engine.
@@ -133,7 +128,7 @@ func (g *GPU) CrossEntropy(p ref.LossParams, logits, labs, dlogits, loss *Tensor
 		opt("dlogits", dlogits, p.LogitsLen()), in("loss", loss, 1)); err != nil {
 		return err
 	}
-	push := g.sumPush(p)
+	push := g.lossPush(p)
 	push.HasGrad = b32(dlogits != nil)
 	push.Scale = float32(1 / float64(p.LabelsLen()))
 	partial, err := g.scratchBuf("loss-partial", int(push.Chunks))
@@ -155,7 +150,7 @@ func (g *GPU) SoftDice(p ref.DiceParams, logits, labs, dlogits, loss *Tensor) er
 		opt("dlogits", dlogits, lp.LogitsLen()), in("loss", loss, 1)); err != nil {
 		return err
 	}
-	push := g.sumPush(lp)
+	push := g.lossPush(lp)
 	if p.Classes > 65535 {
 		return fmt.Errorf("ops.%s: %v: %d classes, at most 65535 on the GPU", op, p, p.Classes)
 	}
