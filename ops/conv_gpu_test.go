@@ -225,8 +225,7 @@ func TestGEMMTilesGPU(t *testing.T) {
 // and the tiling sweep can tell the data and weight gradients apart.
 func TestGEMMTimingLabelsGPU(t *testing.T) {
 	g := gpuEngine(t)
-	// More input channels than directConv takes: every product is a GEMM.
-	p := ref.ConvParams{N: 2, Cin: directConvMaxCin + 1, Cout: 5, In: d3(6, 7, 8), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}
+	p := ref.ConvParams{N: 2, Cin: 5, Cout: 5, In: d3(6, 7, 8), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}
 	ts := map[string]*Tensor{}
 	for name, n := range map[string]int{"x": p.InputLen(), "w": p.WeightLen(), "b": p.BiasLen(), "y": p.OutputLen(),
 		"dx": p.InputLen(), "dw": p.WeightLen(), "db": p.BiasLen()} {
@@ -255,8 +254,8 @@ func TestGEMMTimingLabelsGPU(t *testing.T) {
 		op, _, _ := strings.Cut(tm.Label, "/")
 		if prod := GEMMProduct(tm.Label); prod != "" {
 			products[op+" "+prod] = true
-		} else if tm.Kernel == "conv_gemm" {
-			t.Errorf("conv_gemm dispatch labelled %q, without its product", tm.Label)
+		} else if tm.Kernel == "conv_gemm" || tm.Kernel == "conv_direct" {
+			t.Errorf("%s dispatch labelled %q, without its product", tm.Kernel, tm.Label)
 		}
 	}
 	for _, want := range []string{"Conv3d fwd", "Conv3dBackward dgrad", "Conv3dBackward wgrad"} {
@@ -414,78 +413,94 @@ func BenchmarkConvTranspose(b *testing.B) {
 	}
 }
 
-// Convolutions from few input channels with "same" padding run on the
-// depthwise kernels on CPU devices (one pass per input channel, the weight
-// gradient over (co, ci) pairs); the others stay GEMMs. The cases run
-// under both device classes' sizes, so through both paths.
-func TestConvDirectPath(t *testing.T) {
+// conv_direct (the GEMM family's products on CPU devices) on the geometries
+// its unrolled loops depend on: several blocks along w with a partial last
+// one, result channels that leave a partial block, kernels up to
+// directMaxK and strides up to directMaxStride along w (the data gradient
+// walks the stride phases), padding wider than half the kernel. checkCases
+// runs each case under both device classes, so through conv_direct and
+// conv_gemm.
+func TestConvDirectGPU(t *testing.T) {
 	g := gpuEngine(t)
-	defer func() { g.directMaxCin = nil }()
-	same := func(n, cin, cout int, in ref.Dims3, k int) ref.ConvParams {
-		pad := d3(k/2, k/2, k/2)
-		return ref.ConvParams{N: n, Cin: cin, Cout: cout, In: in, Kernel: d3(k, k, k), Stride: one3, PadBefore: pad, PadAfter: pad}
-	}
 	for _, c := range []struct {
-		p    ref.ConvParams
+		geo  convGeom
 		want bool
 	}{
-		{same(1, 1, 8, d3(4, 4, 4), 3), true},
-		{same(1, 4, 8, d3(4, 4, 4), 5), true},
-		{same(1, 3, 2, d3(4, 4, 4), 1), true},
-		{same(1, 5, 8, d3(4, 4, 4), 3), false},
-		{same(1, 1, 8, d3(4, 4, 4), 4), false},
-		{ref.ConvParams{N: 1, Cin: 1, Cout: 8, In: d3(4, 4, 4), Kernel: d3(3, 3, 3), Stride: two3, PadBefore: one3, PadAfter: one3}, false},
-		{ref.ConvParams{N: 1, Cin: 1, Cout: 8, In: d3(4, 4, 4), Kernel: d3(3, 3, 3), Stride: one3, PadAfter: two3}, false},
-		{ref.ConvParams{N: 1, Cin: 1, Cout: 8, In: d3(4, 4, 4), Kernel: d3(3, 3, 1), Stride: one3, PadBefore: d3(1, 1, 0), PadAfter: d3(1, 1, 0)}, false},
+		{convGeom{ks: d3(3, 3, 3), st: one3}, true},
+		{convGeom{ks: d3(7, 5, 5), st: d3(7, 4, 4)}, true},
+		{convGeom{ks: d3(3, 3, 6), st: one3}, false},
+		{convGeom{ks: d3(3, 6, 3), st: one3}, false},
+		{convGeom{ks: d3(3, 3, 3), st: d3(1, 1, 5)}, false},
+		{convGeom{ks: d3(3, 3, 3), st: d3(1, 5, 1)}, false},
 	} {
-		limit := directConvMaxCin
-		g.directMaxCin = &limit
-		if _, got := g.directConv(c.p); got != c.want {
-			t.Errorf("directConv(%v) = %t, want %t", c.p, got, c.want)
+		on := true
+		g.directOn = &on
+		if got := g.directGEMM(c.geo); got != c.want {
+			t.Errorf("directGEMM(kernel %v, stride %v) = %t, want %t", c.geo.ks, c.geo.st, got, c.want)
 		}
 	}
-	g.directMaxCin = nil
+	g.directOn = nil
 	r := rand.New(rand.NewPCG(45, 46))
 	var cases []opCase
 	for i, p := range []ref.ConvParams{
-		same(1, 1, 1, d3(1, 1, 2), 3),
-		same(2, 2, 9, d3(17, 19, 23), 3),
-		same(1, 4, 3, d3(5, 6, 37), 5),
-		same(3, 1, 5, d3(4, 4, 4), 1),
-		same(1, 3, 16, d3(9, 8, 11), 3),
+		{N: 2, Cin: 3, Cout: 9, In: d3(4, 5, 19), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3},
+		{N: 1, Cin: 2, Cout: 3, In: d3(5, 7, 23), Kernel: d3(3, 5, 5), Stride: d3(2, 3, 3), PadBefore: d3(1, 2, 2), PadAfter: d3(1, 2, 2)},
+		{N: 1, Cin: 4, Cout: 2, In: d3(3, 6, 17), Kernel: d3(2, 4, 4), Stride: d3(1, 4, 4), PadBefore: d3(0, 1, 3)},
+		{N: 1, Cin: 1, Cout: 16, In: d3(9, 8, 11), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: d3(2, 2, 2), PadAfter: d3(0, 1, 2)},
+		{N: 3, Cin: 2, Cout: 2, In: d3(2, 2, 2), Kernel: d3(5, 5, 5), Stride: one3, PadBefore: d3(2, 2, 2), PadAfter: d3(2, 2, 2)},
+		// Kernel 7 along w: conv_gemm on every device.
+		{N: 1, Cin: 2, Cout: 3, In: d3(3, 4, 9), Kernel: d3(1, 1, 7), Stride: one3, PadBefore: d3(0, 0, 3), PadAfter: d3(0, 0, 3)},
 	} {
 		cases = append(cases, convOpOf(p, i%2 == 1).cases(r)...)
+	}
+	for i, p := range []ref.ConvTransposeParams{
+		{N: 1, Cin: 3, Cout: 4, In: d3(3, 4, 9), Kernel: d3(3, 3, 5), Stride: d3(2, 2, 3)},
+		{N: 2, Cin: 9, Cout: 2, In: d3(2, 3, 5), Kernel: d3(2, 2, 4), Stride: d3(1, 2, 4)},
+	} {
+		cases = append(cases, transposeOp(p, i%2 == 0).cases(r)...)
 	}
 	checkCases(t, cases)
 }
 
-// BenchmarkInputConv times the input layer's convolution (1 and 4 input
-// channels to 16, 3³), forward and weight and bias gradients, through the
-// depthwise kernels and through the GEMM: -bench 'InputConv/.*/16/' on slow
-// devices.
-func BenchmarkInputConv(b *testing.B) {
+// BenchmarkConvDirect times dense 3³ convolutions at the shapes of the
+// network's levels (input layer 1→16; 16, 32 and 64 channels at 32³, 16³
+// and 8³; the strided down-sampling), forward and all gradients, through
+// conv_direct and through conv_gemm: -bench 'ConvDirect/.*/s1/' on slow
+// devices. GPUs take conv_gemm until this compares the two there.
+func BenchmarkConvDirect(b *testing.B) {
 	g := gpuEngine(b)
-	defer func() { g.directMaxCin = nil }()
-	for _, s := range []int{16, 128} {
-		for _, cin := range []int{1, 4} {
-			p := ref.ConvParams{N: 2, Cin: cin, Cout: 16, In: d3(s, s, s), Kernel: d3(3, 3, 3), Stride: one3,
-				PadBefore: one3, PadAfter: one3}
+	defer func() { g.directOn = nil }()
+	for _, scale := range []int{1, 4} {
+		for _, c := range []struct {
+			name           string
+			cin, cout, s   int
+			stride, before ref.Dims3
+		}{
+			{"in", 1, 16, 32, one3, one3},
+			{"l0", 16, 16, 32, one3, one3},
+			{"l1", 32, 32, 16, one3, one3},
+			{"l2", 64, 64, 8, one3, one3},
+			{"down0", 16, 32, 32, two3, ref.Dims3{}},
+		} {
+			s := c.s * scale
+			p := ref.ConvParams{N: 2, Cin: c.cin, Cout: c.cout, In: d3(s, s, s), Kernel: d3(3, 3, 3), Stride: c.stride,
+				PadBefore: c.before, PadAfter: one3}
 			op := convOpOf(p, false)
 			r := rand.New(rand.NewPCG(47, 48))
 			ts := []tensorSpec{input("x", randn(r, op.xLen)), input("w", randn(r, op.wLen)), input("b", randn(r, op.bLen)),
-				input("dy", randn(r, op.yLen)), output("y", op.yLen), output("dw", op.wLen), output("db", op.bLen)}
+				input("dy", randn(r, op.yLen)), output("y", op.yLen), output("dx", op.xLen), output("dw", op.wLen),
+				output("db", op.bLen)}
 			for _, path := range []struct {
 				name   string
-				maxCin int
-			}{{"direct", directConvMaxCin}, {"gemm", 0}} {
-				b.Run(fmt.Sprintf("%d→16/%d/%s", cin, s, path.name), func(b *testing.B) {
-					limit := path.maxCin
-					g.directMaxCin = &limit
+				direct bool
+			}{{"direct", true}, {"gemm", false}} {
+				b.Run(fmt.Sprintf("%s/s%d/%s", c.name, scale, path.name), func(b *testing.B) {
+					g.directOn = &path.direct
 					benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
 						if err := op.fwd(e, t["x"], t["w"], t["b"], t["y"]); err != nil {
 							return err
 						}
-						return op.bwd(e, t["x"], t["w"], t["dy"], nil, t["dw"], t["db"])
+						return op.bwd(e, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
 					}})
 				})
 			}

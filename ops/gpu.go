@@ -31,10 +31,10 @@ type GPU struct {
 	pwDWMaxBlocks *int
 	// dwTX, when set, overrides depthwiseTX (tests, benchmarks).
 	dwTX *int
-	// directMaxCin, when set, overrides the input channels up to which
-	// directConv takes dense convolutions (tests, benchmarks).
-	directMaxCin *int
-	timings      []vk.Timing
+	// directOn, when set, overrides whether the GEMM family runs on
+	// conv_direct (directGEMM): tests take both paths, benchmarks compare.
+	directOn *bool
+	timings  []vk.Timing
 
 	scratch map[string]*vk.Buffer
 	// retired buffers may still be read by recorded work: they are released

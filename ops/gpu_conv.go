@@ -230,6 +230,13 @@ const (
 // C operands of that mode (see conv_gemm.comp); bias is nil or has an
 // element per output row.
 func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.Buffer) error {
+	label := op
+	if g.timed {
+		label = op + productSep + gemmProducts[mode]
+	}
+	if g.directGEMM(geo) {
+		return g.convDirect(op, label, mode, geo, a, b, bias, c)
+	}
 	taps := geo.ks.Voxels()
 	xvox, yvox := geo.xs.Voxels(), geo.ys.Voxels()
 	var m, n, k, phases, cLen int
@@ -300,10 +307,6 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 		Tiles: [4]uint32{uint32(tilesM), uint32(tilesN), uint32(phases), 0},
 	}
 	grid := [3]uint32{uint32(gx), uint32(gy), 1}
-	label := op
-	if g.timed {
-		label = op + productSep + gemmProducts[mode]
-	}
 	if splits == 1 {
 		return g.dispatchAs(op, label, kern, grid, push, a, b, bias, c)
 	}
@@ -532,9 +535,6 @@ func (g *GPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
-	if dp, ok := g.directConv(p); ok {
-		return g.tapConv(op, dp, p.Cin, x, w, b, y, false)
-	}
 	return g.convGEMM(op, gemmFwd, convGeomOf(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
 }
 
@@ -549,13 +549,6 @@ func (g *GPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) err
 		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
-	}
-	if dp, ok := g.directConv(p); ok && dw != nil {
-		// The weight gradient's pass over dy sums it for db too.
-		if err := g.tapWeightGrad(op, dp, p.Cin, x, dy, dw, db); err != nil {
-			return err
-		}
-		dw, db = nil, nil
 	}
 	return g.convBackward(op, convGeomOf(p), x, w, dy, dx, dw, db)
 }

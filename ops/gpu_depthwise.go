@@ -73,19 +73,11 @@ func (g *GPU) chooseTile(op string, size ref.Dims3, td int, halo func(dwTile) in
 type pushDepthwise struct {
 	Planes, C, D, H, W     uint32
 	TilesX, TilesY, TilesZ uint32
-	Ci                     uint32
 }
 
 // depthwiseConv records y = conv(x, w) + b, or with flip the input gradient
 // conv(x, flip(w)) without bias.
 func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor, flip bool) error {
-	return g.tapConv(op, p, 0, x, w, b, y, flip)
-}
-
-// tapConv records depthwise.comp: with cin 0 the depthwise convolution of
-// p, with cin ≥ 1 a dense convolution from cin input channels to p.C output
-// channels (stride 1, padding K/2, no flip), one dispatch per input channel.
-func (g *GPU) tapConv(op string, p ref.DepthwiseParams, cin int, x, w, b, y *Tensor, flip bool) error {
 	k := p.Kernel
 	// 8 outputs deep per invocation; 16 on a CPU device, where the deeper
 	// column halves the halo loads per output (lavapipe: forward 12% faster
@@ -99,27 +91,17 @@ func (g *GPU) tapConv(op string, p ref.DepthwiseParams, cin int, x, w, b, y *Ten
 	tx := depthwiseTX(g, k, tile, 1)
 	tl := tile.tiles(p.Size)
 	groups := p.N * p.C * tl[0] * tl[1] * tl[2]
-	for ci := 0; ci < max(cin, 1); ci++ {
-		// The bias is a specialization constant: read under a push-constant
-		// condition it cost lavapipe 25% of the kernel's time (3.8 against
-		// 3.0 ms at 1×8×32³).
-		bias := b
-		if ci > 0 {
-			bias = nil
-		}
-		kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 36,
-			uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(bias != nil), uint32(tx),
-			uint32(cin), b32(ci > 0))
-		if err != nil {
-			return fmt.Errorf("ops.%s: %w", op, err)
-		}
-		push := pushDepthwise{uint32(p.N * p.C), uint32(p.C), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
-			uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(ci)}
-		if err := g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.gpu.buf, w.gpu.buf, g.buf(bias), y.gpu.buf); err != nil {
-			return err
-		}
+	// The bias is a specialization constant: read under a push-constant
+	// condition it cost lavapipe 25% of the kernel's time (3.8 against
+	// 3.0 ms at 1×8×32³).
+	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 32,
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx))
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	return nil
+	push := pushDepthwise{uint32(p.N * p.C), uint32(p.C), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
+		uint32(tl[0]), uint32(tl[1]), uint32(tl[2])}
+	return g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
 }
 
 // depthwiseTX is how many outputs along W each invocation of the depthwise
@@ -142,28 +124,6 @@ func depthwiseTX(g *GPU, k int, tile dwTile, wgMultiple int) int {
 	return tx
 }
 
-// directConvMaxCin bounds the input channels of the dense convolutions that
-// run on the depthwise kernels (one pass per input channel) instead of the
-// GEMM on a CPU device: the network's input layer, whose K = Cin·k³ is too
-// short for the GEMM's tiles to pay off there (lavapipe, 1→8 channels, 3³,
-// at 32³: forward 13.9 → 3.1 ms, weight and bias gradients 9.4 → 4.0 ms).
-// GPUs keep the GEMM until the two are measured there
-// (BenchmarkInputConv).
-const directConvMaxCin = 4
-
-// directConv reports whether the dense convolution p runs on the depthwise
-// kernels, and as which depthwise geometry (C = Cout).
-func (g *GPU) directConv(p ref.ConvParams) (ref.DepthwiseParams, bool) {
-	maxCin := tuned(g, 0, directConvMaxCin)
-	if g.directMaxCin != nil {
-		maxCin = *g.directMaxCin
-	}
-	k := p.Kernel[0]
-	same := k%2 == 1 && p.Kernel == ref.Dims3{k, k, k} && p.Stride == ref.Dims3{1, 1, 1} &&
-		p.PadBefore == ref.Dims3{k / 2, k / 2, k / 2} && p.PadAfter == p.PadBefore
-	return ref.DepthwiseParams{N: p.N, C: p.Cout, Size: p.In, Kernel: k}, same && p.Cin <= maxCin
-}
-
 // DepthwiseConv3d implements Engine.
 func (g *GPU) DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error {
 	const op = "DepthwiseConv3d"
@@ -181,7 +141,7 @@ type pushDepthwiseDW struct {
 }
 
 type pushDepthwiseDWSum struct {
-	C, Taps, TB, Blocks, Chunks, HasDB, DBEvery uint32
+	C, Taps, TB, Blocks, Chunks, HasDB uint32
 }
 
 // DepthwiseConv3dBackward implements Engine.
@@ -210,19 +170,11 @@ func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, d
 	return nil
 }
 
-// depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted) and,
-// when db is not nil, of db = Σ dy.
+// depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted)
+// (depthwise_dw, depthwise_dw_sum) and, when db is not nil, of db = Σ dy.
 func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, db *Tensor) error {
-	return g.tapWeightGrad(op, p, 0, x, dy, dw, db)
-}
-
-// tapWeightGrad records depthwise_dw and depthwise_dw_sum: with cin 0 the
-// depthwise weight gradient, with cin ≥ 1 that of the dense convolution
-// tapConv computes, whose Cout·cin (co, ci) pairs take the place of the
-// channels.
-func (g *GPU) tapWeightGrad(op string, p ref.DepthwiseParams, cin int, x, dy, dw, db *Tensor) error {
 	k := p.Kernel
-	c := p.C * max(cin, 1)
+	c := p.C
 	// A block of whole kernel planes bounds the running sums per invocation:
 	// all 27 of a 3³ kernel, one plane (k²) of larger kernels.
 	kdb := max(1, min(k, 27/(k*k)))
@@ -257,12 +209,11 @@ func (g *GPU) tapWeightGrad(op string, p ref.DepthwiseParams, cin int, x, dy, dw
 	chunks = dwCeil(perChannel, perChunk)
 
 	first, err := g.kernel("depthwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write}, 44,
-		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh), uint32(tx),
-		uint32(cin))
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh), uint32(tx))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	second, err := g.kernel("depthwise_dw_sum", []vk.Access{vk.Read, vk.Write, vk.Write}, 28, elementwiseWG/4)
+	second, err := g.kernel("depthwise_dw_sum", []vk.Access{vk.Read, vk.Write, vk.Write}, 24, elementwiseWG/4)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -276,8 +227,7 @@ func (g *GPU) tapWeightGrad(op string, p ref.DepthwiseParams, cin int, x, dy, dw
 	if err := g.dispatch(op, first, vk.Grid1D(groups, 1), push, x.gpu.buf, dy.gpu.buf, partial); err != nil {
 		return err
 	}
-	sum := pushDepthwiseDWSum{uint32(c), uint32(k * k * k), uint32(tb), uint32(blocks), uint32(chunks), b32(db != nil),
-		uint32(max(cin, 1))}
+	sum := pushDepthwiseDWSum{uint32(c), uint32(k * k * k), uint32(tb), uint32(blocks), uint32(chunks), b32(db != nil)}
 	items := c * k * k * k
 	if db != nil {
 		items += p.C

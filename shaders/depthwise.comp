@@ -22,15 +22,6 @@ layout(constant_id = 4) const uint K = 3;   // odd kernel size
 layout(constant_id = 5) const bool FLIP = false;
 layout(constant_id = 6) const bool BIAS = false; // b is read (never with FLIP)
 layout(constant_id = 7) const uint TX = 1;  // outputs per invocation along W
-// CIN 0: the depthwise convolution. CIN ≥ 1: input channel p.ci's share of
-// a dense convolution from CIN input channels (w is [C, CIN, K, K, K]), one
-// dispatch per input channel, the later ones (ACCUM) adding to y: the input
-// layer's convolution, whose one to four channels make a GEMM mostly
-// overhead. Never with FLIP. (A loop over the input channels inside one
-// dispatch would keep the sums live across its barriers, which costs
-// lavapipe three times the kernel's time.)
-layout(constant_id = 8) const uint CIN = 0;
-layout(constant_id = 9) const bool ACCUM = false;
 
 const uint TW = WX * TX; // tile width
 
@@ -50,13 +41,12 @@ const bool WREG = KKK <= 27;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Wt { float w[]; };
 layout(std430, binding = 2) readonly buffer B { float b[]; };
-layout(std430, binding = 3) buffer Y { float y[]; }; // read too with ACCUM
+layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform Push {
     uint planes; // N·C
     uint c;      // channels (of y)
     uint d, h, w;
     uint tilesX, tilesY, tilesZ;
-    uint ci; // CIN ≥ 1: the input channel of this dispatch
 } p;
 
 shared float tile[HALO];
@@ -78,8 +68,6 @@ void main() {
     uint lid = gl_LocalInvocationIndex;
     uint vol = p.d * p.h * p.w;
     uint base = plane * vol;
-    uint inBase = CIN == 0 ? base : ((plane / p.c) * CIN + p.ci) * vol;
-    uint wBase = (CIN == 0 ? ch : ch * CIN + p.ci) * KKK;
 
     if (live) {
         // Every load of the halo is issued before the first store, from a
@@ -96,7 +84,7 @@ void main() {
             int gy = y0 + int(hy) - PAD;
             int gx = x0 + int(hx) - PAD;
             bool inside = gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w);
-            hv[k] = x[inside ? inBase + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : inBase];
+            hv[k] = x[inside ? base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : base];
             hv[k] = inside ? hv[k] : 0.0;
         }
         [[unroll]] for (uint k = 0; k < NL; k++) {
@@ -106,7 +94,7 @@ void main() {
             }
         }
         for (uint i = lid; i < KKK; i += WG) {
-            wt[i] = w[wBase + (FLIP ? KKK - 1 - i : i)];
+            wt[i] = w[ch * KKK + (FLIP ? KKK - 1 - i : i)];
         }
     }
     barrier();
@@ -119,18 +107,8 @@ void main() {
     // acc[t·TD + j]: output (x0 + lx·TX + t, y0 + ly, z0 + j).
     float acc[TX * TD];
     uint oy = uint(y0) + ly;
-    [[unroll]] for (uint t = 0; t < TX; t++) {
-        uint ox = uint(x0) + lx * TX + t;
-        [[unroll]] for (uint j = 0; j < TD; j++) {
-            if (ACCUM) {
-                uint oz = uint(z0) + j;
-                bool inside = ox < p.w && oy < p.h && oz < p.d;
-                float prev = y[inside ? base + (oz * p.h + oy) * p.w + ox : base];
-                acc[t * TD + j] = inside ? prev : 0.0;
-            } else {
-                acc[t * TD + j] = bias;
-            }
-        }
+    [[unroll]] for (uint i = 0; i < TX * TD; i++) {
+        acc[i] = bias;
     }
     float wr[WREG ? KKK : 1];
     if (WREG) {

@@ -25,11 +25,6 @@ layout(constant_id = 5) const uint KDB = 3; // kernel planes per block
 layout(constant_id = 6) const uint RG = 27; // taps per reduction round
 layout(constant_id = 7) const uint SH = 6912;
 layout(constant_id = 8) const uint TX = 1; // output columns per invocation along W
-// CIN ≥ 1: the weight gradient of a dense convolution from CIN input
-// channels instead (see depthwise.comp): the "channels" are the (co, ci)
-// pairs, co·CIN + ci, pairing x's channel ci with dy's channel co; the sum
-// of dy is the pair (co, 0)'s.
-layout(constant_id = 9) const uint CIN = 0;
 
 const uint TW = WX * TX; // tile width
 
@@ -92,11 +87,6 @@ void main() {
         uint tx = t - ty * p.tilesX;
         int x0 = int(tx * TW), y0 = int(ty * TH), z0 = int(tz * TD);
         uint base = (nb * p.c + ch) * vol; // x's and dy's plane
-        uint dyBase = base;
-        if (CIN > 0) {
-            base = (nb * CIN + ch % CIN) * vol;
-            dyBase = (nb * (p.c / CIN) + ch / CIN) * vol;
-        }
 
         // The tile's x halo and dy column are loaded into registers, every
         // load issued from a clamped address before the barrier that waits
@@ -122,7 +112,7 @@ void main() {
             [[unroll]] for (uint j = 0; j < TD; j++) {
                 uint oz = uint(z0) + j;
                 bool inside = ox < p.w && oy < p.h && oz < p.d;
-                g[t * TD + j] = dy[inside ? dyBase + (oz * p.h + oy) * p.w + ox : dyBase];
+                g[t * TD + j] = dy[inside ? base + (oz * p.h + oy) * p.w + ox : base];
                 g[t * TD + j] = inside ? g[t * TD + j] : 0.0;
             }
         }

@@ -1,7 +1,7 @@
 #version 450
 // depthwise_dw_sum: second pass of the depthwise weight gradient. One
-// invocation per weight (c, tap), and with hasDB one more per bias (every
-// dbEvery-th channel) for the bias gradient, adds the chunk partials that
+// invocation per weight (c, tap), and with hasDB one more per channel for
+// the bias gradient, adds the chunk partials that
 // depthwise_dw wrote for it, in chunk order, so every run gives the same
 // bits.
 layout(local_size_x_id = 0) in;
@@ -17,13 +17,12 @@ layout(push_constant) uniform Push {
     uint blocks; // blocks per channel
     uint chunks; // chunks per (channel, block)
     uint hasDB;
-    uint dbEvery; // db[d] is channel d·dbEvery's sum of dy (CIN of a dense conv, else 1)
 } p;
 
 void main() {
     uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
     uint weights = p.c * p.taps;
-    if (i >= weights + (p.hasDB != 0 ? p.c / p.dbEvery : 0)) {
+    if (i >= weights + (p.hasDB != 0 ? p.c : 0)) {
         return;
     }
     uint ch, blk, j;
@@ -33,7 +32,7 @@ void main() {
         blk = tap / p.tb;
         j = tap - blk * p.tb;
     } else {
-        ch = (i - weights) * p.dbEvery;
+        ch = i - weights;
         blk = 0;
         j = p.tb; // block 0's sum of dy, after its taps
     }

@@ -1,0 +1,117 @@
+package ops
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// CPU devices run the GEMM family's products as direct convolutions
+// (shaders/conv_direct.comp): register blocks of sums, no shared memory,
+// no barriers. conv_gemm stages its operands through shared memory, which
+// a CPU implementation loads one SIMD lane at a time; on lavapipe the
+// direct kernels are several times faster (BenchmarkConvDirect).
+const (
+	// directCOB is the result channels per invocation, directTX the
+	// voxels along w: 8×8 sums in registers.
+	directCOB = 8
+	directTX  = 8
+	// directMaxK and directMaxStride bound the kernel and stride along w
+	// and h: the taps along w, the row segment and (weight gradient) the
+	// taps along h are unrolled into registers.
+	directMaxK      = 5
+	directMaxStride = 4
+	// directWG is the workgroup: two SIMD vectors of lavapipe.
+	directWG = 16
+	// directInvocsPerCore is how many invocations a weight gradient splits
+	// into per core, so that every core has work while the splits stay
+	// long.
+	directInvocsPerCore = 128
+)
+
+// directGEMM reports whether conv_direct computes geo's products: on CPU
+// devices, for kernels and strides along h and w it can unroll, unless a
+// GEMM tiling is forced (SetGEMMTile).
+func (g *GPU) directGEMM(geo convGeom) bool {
+	on := g.cpuTuned() && g.gemmTile == nil
+	if g.directOn != nil {
+		on = *g.directOn
+	}
+	return on && geo.ks[1] <= directMaxK && geo.ks[2] <= directMaxK &&
+		geo.st[1] <= directMaxStride && geo.st[2] <= directMaxStride
+}
+
+// pushDirect is conv_direct's push-constant block (96 bytes).
+type pushDirect struct {
+	XS, YS    [4]uint32
+	Geo, Pad  [4]int32
+	CH, Split [4]uint32
+}
+
+// convDirect records conv_direct for one product of geo; a, b, bias and c
+// are convGEMM's operands (bias nil or an element per result channel).
+func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias, c *vk.Buffer) error {
+	taps := geo.ks.Voxels()
+	push := pushDirect{
+		XS:  dims4(geo.xs, geo.xs.Voxels()),
+		YS:  dims4(geo.ys, geo.ys.Voxels()),
+		Geo: [4]int32{int32(geo.ks[0]), int32(geo.st[0]), int32(geo.st[1]), int32(taps)},
+		Pad: [4]int32{int32(geo.pb[0]), int32(geo.pb[1]), 0, 0},
+		CH:  [4]uint32{uint32(geo.nb), uint32(geo.c0), uint32(geo.c1), 0},
+	}
+	var cob, tx, invocs, splits int
+	switch mode {
+	case gemmFwd, gemmDgrad:
+		res, cRes := geo.ys, geo.c1
+		if mode == gemmDgrad {
+			res, cRes = geo.xs, geo.c0
+		}
+		cob = min(cRes, directCOB)
+		// A data gradient's blocks along w start at stride phase 0.
+		sw := 1
+		if mode == gemmDgrad {
+			sw = geo.st[2]
+		}
+		tx = ceilDiv(min(res[2], directTX), sw) * sw
+		blocksW := ceilDiv(res[2], tx)
+		cBlocks := ceilDiv(cRes, cob)
+		push.Pad[2], push.Pad[3] = int32(blocksW), int32(cBlocks)
+		invocs = cBlocks * geo.nb * res[0] * res[1] * blocksW
+	case gemmWgrad:
+		cob = min(geo.c1, directCOB)
+		tx = min(geo.ys[2], directTX)
+		cBlocks := ceilDiv(geo.c1, cob)
+		perSplit := geo.ks[0] * geo.c0 * cBlocks
+		rows := geo.nb * geo.ys[0] * geo.ys[1]
+		splits = min(rows, max(1, ceilDiv(directInvocsPerCore*runtime.NumCPU(), perSplit)))
+		perRows := ceilDiv(rows, splits)
+		splits = ceilDiv(rows, perRows)
+		push.Pad[3] = int32(cBlocks)
+		push.Split = [4]uint32{uint32(splits), uint32(perRows), uint32(rows), uint32(geo.c1 * geo.c0 * taps)}
+		invocs = perSplit * splits
+	}
+	push.CH[3] = uint32(invocs)
+	kern, err := g.kernel("conv_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 96,
+		directWG, uint32(cob), uint32(tx), uint32(geo.ks[2]), uint32(geo.ks[1]), uint32(geo.st[2]), uint32(geo.pb[2]),
+		mode, b32(bias != nil))
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if bias == nil {
+		bias = g.dummy
+	}
+	grid := vk.Grid1D(invocs, directWG)
+	if mode != gemmWgrad {
+		return g.dispatchAs(op, label, kern, grid, push, b, a, bias, c)
+	}
+	n := geo.c1 * geo.c0 * taps
+	part, err := g.scratchBuf("conv-splitk", splits*n)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if err := g.dispatchAs(op, label, kern, grid, push, b, a, bias, part); err != nil {
+		return err
+	}
+	return g.splitSum(op, label, part, c, n, splits, n, 0)
+}

@@ -1,0 +1,275 @@
+#version 450
+#extension GL_EXT_control_flow_attributes : require
+// conv_direct: the GEMM family's three products (see conv_gemm.comp for the
+// geometry: x [nb, c0, xs] convolved with w [c1, c0, ks], stride st, padding
+// pb before each axis, into y [nb, c1, ys]) as direct convolutions for CPU
+// devices. A CPU implementation loads memory one SIMD lane at a time (about
+// ten FMAs' worth per scalar), shared or not, and pays for every barrier;
+// conv_gemm stages both operands through shared memory, so it spends its
+// time loading. Here each invocation keeps a register block of sums and
+// reads each input row segment once for every tap along w that meets it;
+// there is no shared memory and no barrier.
+//
+//   0 FWD    y[b, c1, o] = Σ_(c0, t) w[c1, c0, t]·x[b, c0, o·st + t − pb] + bias[c1]
+//   1 DGRAD  x[b, c0, i] = Σ_(c1, t) w[c1, c0, t]·y[b, c1, o], o·st + t − pb = i,
+//            + bias[c0] (a transposed convolution's forward)
+//   2 WGRAD  w[c1, c0, t] = Σ_(b, o) y[b, c1, o]·x[b, c0, o·st + t − pb], one
+//            row of partial sums per split of the (b, od, oh) rows; the host
+//            adds the splits in order (conv_splitk).
+//
+// FWD and DGRAD: an invocation computes COB result channels × TX
+// neighbouring voxels along w of one row. For every source channel and
+// every tap row (kd, kh) that meets the row, it loads the source row
+// segment under the TX voxels once and the COB·KW weights, then adds
+// COB·TX·KW products. In DGRAD a stride along an axis leaves only the taps
+// with o·st + t − pb = i; along d and h each invocation walks exactly those
+// (its voxel's stride phase), along w TX is a multiple of SW so that every
+// block starts at phase 0 and the taps that meet each of its voxels are
+// known when the kernel is built.
+// WGRAD: an invocation computes COB output channels × all KH·KW taps of
+// one input channel and one kd, over the rows of its split; per step along
+// w it loads COB·TX dy values and KH row segments of x.
+// Out-of-range positions are read at clamped addresses and replaced by 0,
+// so loads never branch. The sums run in a fixed order: results are
+// bit-reproducible.
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 16;
+layout(constant_id = 1) const uint COB = 8; // result (WGRAD: y) channels per invocation
+layout(constant_id = 2) const int TX = 8;   // voxels along w per invocation (WGRAD: per step)
+layout(constant_id = 3) const int KW = 3;
+layout(constant_id = 4) const int KH = 3;
+layout(constant_id = 5) const int SW = 1;
+layout(constant_id = 6) const int PW = 1;
+layout(constant_id = 7) const uint MODE = 0;
+layout(constant_id = 8) const bool BIAS = false;
+
+const uint FWD = 0;
+const uint DGRAD = 1;
+const uint WGRAD = 2;
+
+// The row segment: FWD and WGRAD read (TX − 1)·SW + KW source voxels from
+// block·TX·SW − PW on. DGRAD reads the source voxels from floor((PW − KW +
+// 1)/SW) to floor((TX − 1 + PW)/SW) past block·TX/SW, fewer; QS (a multiple
+// of SW, at least KW − 1) keeps the floor divisions' operands non-negative.
+const int SEG = (TX - 1) * SW + KW;
+const int QS = ((KW - 1 + SW - 1) / SW) * SW;
+const int DLO = (PW - KW + 1 + QS) / SW - QS / SW;
+const int DSEG = (TX - 1 + PW + QS) / SW - QS / SW - DLO + 1;
+
+layout(std430, binding = 0) readonly buffer Src { float src[]; };  // FWD, WGRAD: x; DGRAD: y
+layout(std430, binding = 1) readonly buffer Wt { float wt[]; };    // FWD, DGRAD: w; WGRAD: y
+layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
+layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // FWD: y; DGRAD: x; WGRAD: partials
+
+layout(push_constant) uniform Push {
+    uvec4 xs;   // x spatial d, h, w and voxels
+    uvec4 ys;   // y spatial d, h, w and voxels
+    ivec4 geo;  // kernel d, stride d, h, taps
+    ivec4 pad;  // padding before d, h; blocks along the result's w; channel blocks
+    uvec4 ch;   // nb, c0, c1, invocations
+    uvec4 split; // WGRAD: splits, rows per split, rows, floats per split
+} p;
+
+// An axis's taps that meet result voxel o (DGRAD: source voxels): tap
+// k0 + m·kStep reads source voxel i0 + m·iStep, for m < n. Source voxels
+// outside [0, size) are skipped by the caller.
+struct Walk {
+    int k0, kStep, i0, iStep, n;
+};
+
+Walk walk(int o, int k, int s, int pb) {
+    if (MODE == DGRAD) {
+        int k0 = (o + pb) % s;
+        return Walk(k0, s, (o + pb - k0) / s, -1, k > k0 ? (k - k0 + s - 1) / s : 0);
+    }
+    return Walk(0, 1, o * s - pb, 1, k);
+}
+
+void fwdOrDgrad(uint inv) {
+    bool fwd = MODE == FWD;
+    uvec3 rs = fwd ? p.ys.xyz : p.xs.xyz; // result size
+    uvec3 ss = fwd ? p.xs.xyz : p.ys.xyz; // source size
+    uint cRes = fwd ? p.ch.z : p.ch.y;
+    uint cSrc = fwd ? p.ch.y : p.ch.z;
+    int taps = p.geo.w;
+    // w[c1, c0, t]: the result channel's and the source channel's strides.
+    int sRes = fwd ? int(p.ch.y) * taps : taps;
+    int sSrc = fwd ? taps : int(p.ch.y) * taps;
+
+    uint blocksW = uint(p.pad.z);
+    uint blk = inv % blocksW;
+    uint r = inv / blocksW;
+    int oh = int(r % rs.y);
+    r /= rs.y;
+    int od = int(r % rs.x);
+    r /= rs.x;
+    uint b = r % p.ch.x;
+    uint co0 = (r / p.ch.x) * COB;
+    int ow0 = int(blk) * TX;
+
+    // First source voxel along w of the segment.
+    int segBase = fwd ? ow0 * SW - PW : ow0 / SW + DLO;
+    int sw = int(ss.z);
+
+    float acc[COB][TX];
+    [[unroll]] for (uint c = 0; c < COB; c++) {
+        float b0 = BIAS ? bias[min(co0 + c, cRes - 1)] : 0.0;
+        [[unroll]] for (int j = 0; j < TX; j++) {
+            acc[c][j] = b0;
+        }
+    }
+    Walk wd = walk(od, p.geo.x, p.geo.y, p.pad.x);
+    Walk wh = walk(oh, KH, p.geo.z, p.pad.y);
+    for (uint ci = 0; ci < cSrc; ci++) {
+        uint plane = (b * cSrc + ci) * ss.x;
+        for (int md = 0; md < wd.n; md++) {
+            int id = wd.i0 + md * wd.iStep;
+            if (id < 0 || id >= int(ss.x)) {
+                continue;
+            }
+            int kd = wd.k0 + md * wd.kStep;
+            for (int mh = 0; mh < wh.n; mh++) {
+                int ih = wh.i0 + mh * wh.iStep;
+                if (ih < 0 || ih >= int(ss.y)) {
+                    continue;
+                }
+                int kh = wh.k0 + mh * wh.kStep;
+                int row = int((plane + uint(id)) * ss.y + uint(ih)) * sw;
+                float seg[SEG];
+                [[unroll]] for (int s = 0; s < (fwd ? SEG : DSEG); s++) {
+                    int iw = segBase + s;
+                    float v = src[row + clamp(iw, 0, sw - 1)];
+                    seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
+                }
+                int tapRow = (kd * KH + kh) * KW + int(ci) * sSrc;
+                [[unroll]] for (uint c = 0; c < COB; c++) {
+                    int wrow = int(min(co0 + c, cRes - 1)) * sRes + tapRow;
+                    float wv[KW];
+                    [[unroll]] for (int t = 0; t < KW; t++) {
+                        wv[t] = wt[wrow + t];
+                    }
+                    [[unroll]] for (int j = 0; j < TX; j++) {
+                        [[unroll]] for (int t = 0; t < KW; t++) {
+                            if (fwd) {
+                                acc[c][j] = fma(wv[t], seg[j * SW + t], acc[c][j]);
+                            } else {
+                                // Voxel j meets tap t where j + PW − t is a
+                                // multiple of SW, reading source voxel
+                                // floor((j + PW − t)/SW) past ow0/SW.
+                                int q = j + PW - t + QS;
+                                if (q % SW == 0) {
+                                    acc[c][j] = fma(wv[t], seg[q / SW - QS / SW - DLO], acc[c][j]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    [[unroll]] for (uint c = 0; c < COB; c++) {
+        uint co = co0 + c;
+        if (co >= cRes) {
+            break;
+        }
+        uint base = (((b * cRes + co) * rs.x + uint(od)) * rs.y + uint(oh)) * rs.z;
+        [[unroll]] for (int j = 0; j < TX; j++) {
+            if (ow0 + j < int(rs.z)) {
+                dst[base + uint(ow0 + j)] = acc[c][j];
+            }
+        }
+    }
+}
+
+void wgrad(uint inv) {
+    int KD = p.geo.x;
+    uint c0 = p.ch.y;
+    uint c1 = p.ch.z;
+    int kd = int(inv % uint(KD));
+    uint r = inv / uint(KD);
+    uint ci = r % c0;
+    r /= c0;
+    uint cBlocks = uint(p.pad.w);
+    uint co0 = (r % cBlocks) * COB;
+    uint s = r / cBlocks;
+    uint rowBegin = s * p.split.y;
+    uint rowEnd = min(rowBegin + p.split.y, p.split.z);
+
+    int xw = int(p.xs.z);
+    int yw = int(p.ys.z);
+    float acc[COB][KH][KW];
+    [[unroll]] for (uint c = 0; c < COB; c++) {
+        [[unroll]] for (int h = 0; h < KH; h++) {
+            [[unroll]] for (int t = 0; t < KW; t++) {
+                acc[c][h][t] = 0.0;
+            }
+        }
+    }
+    for (uint row = rowBegin; row < rowEnd; row++) {
+        uint oh = row % p.ys.y;
+        uint q = row / p.ys.y;
+        uint od = q % p.ys.x;
+        uint b = q / p.ys.x;
+        int id = int(od) * p.geo.y + kd - p.pad.x;
+        if (id < 0 || id >= int(p.xs.x)) {
+            continue;
+        }
+        uint xPlane = ((b * c0 + ci) * p.xs.x + uint(id)) * p.xs.y;
+        for (int ow0 = 0; ow0 < yw; ow0 += TX) {
+            float dy[COB][TX];
+            [[unroll]] for (uint c = 0; c < COB; c++) {
+                uint yrow = (((b * c1 + min(co0 + c, c1 - 1)) * p.ys.x + od) * p.ys.y + oh) * p.ys.z;
+                [[unroll]] for (int j = 0; j < TX; j++) {
+                    float v = wt[yrow + uint(min(ow0 + j, yw - 1))];
+                    dy[c][j] = (ow0 + j < yw) ? v : 0.0;
+                }
+            }
+            [[unroll]] for (int h = 0; h < KH; h++) {
+                int ih = int(oh) * p.geo.z + h - p.pad.y;
+                if (ih < 0 || ih >= int(p.xs.y)) {
+                    continue;
+                }
+                int xrow = int(xPlane + uint(ih)) * xw;
+                int segBase = ow0 * SW - PW;
+                float seg[SEG];
+                [[unroll]] for (int j = 0; j < SEG; j++) {
+                    int iw = segBase + j;
+                    float v = src[xrow + clamp(iw, 0, xw - 1)];
+                    seg[j] = (iw >= 0 && iw < xw) ? v : 0.0;
+                }
+                [[unroll]] for (uint c = 0; c < COB; c++) {
+                    [[unroll]] for (int t = 0; t < KW; t++) {
+                        [[unroll]] for (int j = 0; j < TX; j++) {
+                            acc[c][h][t] = fma(dy[c][j], seg[j * SW + t], acc[c][h][t]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    uint taps = uint(p.geo.w);
+    [[unroll]] for (uint c = 0; c < COB; c++) {
+        uint co = co0 + c;
+        if (co >= c1) {
+            break;
+        }
+        uint base = s * p.split.w + ((co * c0 + ci) * uint(KD) + uint(kd)) * uint(KH * KW);
+        [[unroll]] for (int h = 0; h < KH; h++) {
+            [[unroll]] for (int t = 0; t < KW; t++) {
+                dst[base + uint(h * KW + t)] = acc[c][h][t];
+            }
+        }
+    }
+}
+
+void main() {
+    uint inv = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
+    if (inv >= p.ch.w) {
+        return;
+    }
+    if (MODE == WGRAD) {
+        wgrad(inv);
+    } else {
+        fwdOrDgrad(inv);
+    }
+}
