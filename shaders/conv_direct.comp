@@ -17,18 +17,19 @@
 //            row of partial sums per split of the (b, od, oh) rows; the host
 //            adds the splits in order (conv_splitk).
 //
-// FWD and DGRAD: an invocation computes COB result channels × TX
-// neighbouring voxels along w of one row. For every source channel and
-// every tap row (kd, kh) that meets the row, it loads the source row
-// segment under the TX voxels once and the COB·KW weights, then adds
-// COB·TX·KW products. In DGRAD a stride along an axis leaves only the taps
-// with o·st + t − pb = i; along d and h each invocation walks exactly those
-// (its voxel's stride phase), along w TX is a multiple of SW so that every
-// block starts at phase 0 and the taps that meet each of its voxels are
-// known when the kernel is built.
-// WGRAD: an invocation computes COB output channels × all KH·KW taps of
-// one input channel and one kd, over the rows of its split; per step along
-// w it loads COB·TX dy values and KH row segments of x.
+// FWD and DGRAD: an invocation computes COB result channels × TY rows × TX
+// neighbouring voxels along w. For every source channel and every tap row
+// (kd, kh) that meets its rows, it loads the COB·KW weights once and, per
+// row, the source row segment under the TX voxels once, then adds
+// COB·TY·TX·KW products. In DGRAD a stride along an axis leaves only the
+// taps with o·st + t − pb = i; along d and h each invocation walks exactly
+// those (its voxels' stride phase; TY > 1 only where h has stride 1), along
+// w TX is a multiple of SW so that every block starts at phase 0 and the
+// taps that meet each of its voxels are known when the kernel is built.
+// WGRAD: an invocation computes COB output channels × WKD·KH·KW taps (a
+// block of kd, every kh and kw) of one input channel, over the rows of its
+// split; per step along w it loads COB·TX dy values and WKD·KH row segments
+// of x.
 // Out-of-range positions are read at clamped addresses and replaced by 0,
 // so loads never branch. The sums run in a fixed order: results are
 // bit-reproducible.
@@ -42,6 +43,8 @@ layout(constant_id = 5) const int SW = 1;
 layout(constant_id = 6) const int PW = 1;
 layout(constant_id = 7) const uint MODE = 0;
 layout(constant_id = 8) const bool BIAS = false;
+layout(constant_id = 9) const int TY = 1;   // FWD, DGRAD: rows per invocation
+layout(constant_id = 10) const int WKD = 1; // WGRAD: taps along d per invocation
 
 const uint FWD = 0;
 const uint DGRAD = 1;
@@ -67,7 +70,7 @@ layout(push_constant) uniform Push {
     ivec4 geo;  // kernel d, stride d, h, taps
     ivec4 pad;  // padding before d, h; blocks along the result's w; channel blocks
     uvec4 ch;   // nb, c0, c1, invocations
-    uvec4 split; // WGRAD: splits, rows per split, rows, floats per split
+    uvec4 split; // WGRAD: splits, rows per split, rows, floats per split; else x: blocks along h
 } p;
 
 // An axis's taps that meet result voxel o (DGRAD: source voxels): tap
@@ -97,10 +100,11 @@ void fwdOrDgrad(uint inv) {
     int sSrc = fwd ? taps : int(p.ch.y) * taps;
 
     uint blocksW = uint(p.pad.z);
+    uint blocksH = p.split.x;
     uint blk = inv % blocksW;
     uint r = inv / blocksW;
-    int oh = int(r % rs.y);
-    r /= rs.y;
+    int oh0 = int(r % blocksH) * TY;
+    r /= blocksH;
     int od = int(r % rs.x);
     r /= rs.x;
     uint b = r % p.ch.x;
@@ -111,15 +115,19 @@ void fwdOrDgrad(uint inv) {
     int segBase = fwd ? ow0 * SW - PW : ow0 / SW + DLO;
     int sw = int(ss.z);
 
-    float acc[COB][TX];
+    float acc[COB][TY][TX];
     [[unroll]] for (uint c = 0; c < COB; c++) {
         float b0 = BIAS ? bias[min(co0 + c, cRes - 1)] : 0.0;
-        [[unroll]] for (int j = 0; j < TX; j++) {
-            acc[c][j] = b0;
+        [[unroll]] for (int y = 0; y < TY; y++) {
+            [[unroll]] for (int j = 0; j < TX; j++) {
+                acc[c][y][j] = b0;
+            }
         }
     }
     Walk wd = walk(od, p.geo.x, p.geo.y, p.pad.x);
-    Walk wh = walk(oh, KH, p.geo.z, p.pad.y);
+    // Row oh0 + y reads source row i0 + y·rowStep through the same taps.
+    Walk wh = walk(oh0, KH, p.geo.z, p.pad.y);
+    int rowStep = fwd ? p.geo.z : 1;
     for (uint ci = 0; ci < cSrc; ci++) {
         uint plane = (b * cSrc + ci) * ss.x;
         for (int md = 0; md < wd.n; md++) {
@@ -129,36 +137,42 @@ void fwdOrDgrad(uint inv) {
             }
             int kd = wd.k0 + md * wd.kStep;
             for (int mh = 0; mh < wh.n; mh++) {
-                int ih = wh.i0 + mh * wh.iStep;
-                if (ih < 0 || ih >= int(ss.y)) {
-                    continue;
-                }
+                int ih0 = wh.i0 + mh * wh.iStep;
                 int kh = wh.k0 + mh * wh.kStep;
-                int row = int((plane + uint(id)) * ss.y + uint(ih)) * sw;
-                float seg[SEG];
-                [[unroll]] for (int s = 0; s < (fwd ? SEG : DSEG); s++) {
-                    int iw = segBase + s;
-                    float v = src[row + clamp(iw, 0, sw - 1)];
-                    seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
-                }
                 int tapRow = (kd * KH + kh) * KW + int(ci) * sSrc;
+                float wv[COB][KW];
                 [[unroll]] for (uint c = 0; c < COB; c++) {
                     int wrow = int(min(co0 + c, cRes - 1)) * sRes + tapRow;
-                    float wv[KW];
                     [[unroll]] for (int t = 0; t < KW; t++) {
-                        wv[t] = wt[wrow + t];
+                        wv[c][t] = wt[wrow + t];
                     }
-                    [[unroll]] for (int j = 0; j < TX; j++) {
-                        [[unroll]] for (int t = 0; t < KW; t++) {
-                            if (fwd) {
-                                acc[c][j] = fma(wv[t], seg[j * SW + t], acc[c][j]);
-                            } else {
-                                // Voxel j meets tap t where j + PW − t is a
-                                // multiple of SW, reading source voxel
-                                // floor((j + PW − t)/SW) past ow0/SW.
-                                int q = j + PW - t + QS;
-                                if (q % SW == 0) {
-                                    acc[c][j] = fma(wv[t], seg[q / SW - QS / SW - DLO], acc[c][j]);
+                }
+                [[unroll]] for (int y = 0; y < TY; y++) {
+                    int ih = ih0 + y * rowStep;
+                    if (ih < 0 || ih >= int(ss.y)) {
+                        continue;
+                    }
+                    int row = int((plane + uint(id)) * ss.y + uint(ih)) * sw;
+                    float seg[SEG];
+                    [[unroll]] for (int s = 0; s < (fwd ? SEG : DSEG); s++) {
+                        int iw = segBase + s;
+                        float v = src[row + clamp(iw, 0, sw - 1)];
+                        seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
+                    }
+                    [[unroll]] for (uint c = 0; c < COB; c++) {
+                        [[unroll]] for (int j = 0; j < TX; j++) {
+                            [[unroll]] for (int t = 0; t < KW; t++) {
+                                if (fwd) {
+                                    acc[c][y][j] = fma(wv[c][t], seg[j * SW + t], acc[c][y][j]);
+                                } else {
+                                    // Voxel j meets tap t where j + PW − t
+                                    // is a multiple of SW, reading source
+                                    // voxel floor((j + PW − t)/SW) past
+                                    // ow0/SW.
+                                    int q = j + PW - t + QS;
+                                    if (q % SW == 0) {
+                                        acc[c][y][j] = fma(wv[c][t], seg[q / SW - QS / SW - DLO], acc[c][y][j]);
+                                    }
                                 }
                             }
                         }
@@ -172,10 +186,16 @@ void fwdOrDgrad(uint inv) {
         if (co >= cRes) {
             break;
         }
-        uint base = (((b * cRes + co) * rs.x + uint(od)) * rs.y + uint(oh)) * rs.z;
-        [[unroll]] for (int j = 0; j < TX; j++) {
-            if (ow0 + j < int(rs.z)) {
-                dst[base + uint(ow0 + j)] = acc[c][j];
+        [[unroll]] for (int y = 0; y < TY; y++) {
+            int oh = oh0 + y;
+            if (oh >= int(rs.y)) {
+                break;
+            }
+            uint base = (((b * cRes + co) * rs.x + uint(od)) * rs.y + uint(oh)) * rs.z;
+            [[unroll]] for (int j = 0; j < TX; j++) {
+                if (ow0 + j < int(rs.z)) {
+                    dst[base + uint(ow0 + j)] = acc[c][y][j];
+                }
             }
         }
     }
@@ -185,8 +205,9 @@ void wgrad(uint inv) {
     int KD = p.geo.x;
     uint c0 = p.ch.y;
     uint c1 = p.ch.z;
-    int kd = int(inv % uint(KD));
-    uint r = inv / uint(KD);
+    uint dBlocks = uint(KD + WKD - 1) / uint(WKD);
+    int kd0 = int(inv % dBlocks) * WKD;
+    uint r = inv / dBlocks;
     uint ci = r % c0;
     r /= c0;
     uint cBlocks = uint(p.pad.w);
@@ -197,11 +218,13 @@ void wgrad(uint inv) {
 
     int xw = int(p.xs.z);
     int yw = int(p.ys.z);
-    float acc[COB][KH][KW];
+    float acc[COB][WKD][KH][KW];
     [[unroll]] for (uint c = 0; c < COB; c++) {
-        [[unroll]] for (int h = 0; h < KH; h++) {
-            [[unroll]] for (int t = 0; t < KW; t++) {
-                acc[c][h][t] = 0.0;
+        [[unroll]] for (int d = 0; d < WKD; d++) {
+            [[unroll]] for (int h = 0; h < KH; h++) {
+                [[unroll]] for (int t = 0; t < KW; t++) {
+                    acc[c][d][h][t] = 0.0;
+                }
             }
         }
     }
@@ -210,11 +233,7 @@ void wgrad(uint inv) {
         uint q = row / p.ys.y;
         uint od = q % p.ys.x;
         uint b = q / p.ys.x;
-        int id = int(od) * p.geo.y + kd - p.pad.x;
-        if (id < 0 || id >= int(p.xs.x)) {
-            continue;
-        }
-        uint xPlane = ((b * c0 + ci) * p.xs.x + uint(id)) * p.xs.y;
+        uint xPlane = (b * c0 + ci) * p.xs.x;
         for (int ow0 = 0; ow0 < yw; ow0 += TX) {
             float dy[COB][TX];
             [[unroll]] for (uint c = 0; c < COB; c++) {
@@ -224,23 +243,29 @@ void wgrad(uint inv) {
                     dy[c][j] = (ow0 + j < yw) ? v : 0.0;
                 }
             }
-            [[unroll]] for (int h = 0; h < KH; h++) {
-                int ih = int(oh) * p.geo.z + h - p.pad.y;
-                if (ih < 0 || ih >= int(p.xs.y)) {
+            [[unroll]] for (int d = 0; d < WKD; d++) {
+                int id = int(od) * p.geo.y + kd0 + d - p.pad.x;
+                if (kd0 + d >= KD || id < 0 || id >= int(p.xs.x)) {
                     continue;
                 }
-                int xrow = int(xPlane + uint(ih)) * xw;
-                int segBase = ow0 * SW - PW;
-                float seg[SEG];
-                [[unroll]] for (int j = 0; j < SEG; j++) {
-                    int iw = segBase + j;
-                    float v = src[xrow + clamp(iw, 0, xw - 1)];
-                    seg[j] = (iw >= 0 && iw < xw) ? v : 0.0;
-                }
-                [[unroll]] for (uint c = 0; c < COB; c++) {
-                    [[unroll]] for (int t = 0; t < KW; t++) {
-                        [[unroll]] for (int j = 0; j < TX; j++) {
-                            acc[c][h][t] = fma(dy[c][j], seg[j * SW + t], acc[c][h][t]);
+                [[unroll]] for (int h = 0; h < KH; h++) {
+                    int ih = int(oh) * p.geo.z + h - p.pad.y;
+                    if (ih < 0 || ih >= int(p.xs.y)) {
+                        continue;
+                    }
+                    int xrow = int((xPlane + uint(id)) * p.xs.y + uint(ih)) * xw;
+                    int segBase = ow0 * SW - PW;
+                    float seg[SEG];
+                    [[unroll]] for (int j = 0; j < SEG; j++) {
+                        int iw = segBase + j;
+                        float v = src[xrow + clamp(iw, 0, xw - 1)];
+                        seg[j] = (iw >= 0 && iw < xw) ? v : 0.0;
+                    }
+                    [[unroll]] for (uint c = 0; c < COB; c++) {
+                        [[unroll]] for (int t = 0; t < KW; t++) {
+                            [[unroll]] for (int j = 0; j < TX; j++) {
+                                acc[c][d][h][t] = fma(dy[c][j], seg[j * SW + t], acc[c][d][h][t]);
+                            }
                         }
                     }
                 }
@@ -253,10 +278,15 @@ void wgrad(uint inv) {
         if (co >= c1) {
             break;
         }
-        uint base = s * p.split.w + ((co * c0 + ci) * uint(KD) + uint(kd)) * uint(KH * KW);
-        [[unroll]] for (int h = 0; h < KH; h++) {
-            [[unroll]] for (int t = 0; t < KW; t++) {
-                dst[base + uint(h * KW + t)] = acc[c][h][t];
+        [[unroll]] for (int d = 0; d < WKD; d++) {
+            if (kd0 + d >= KD) {
+                break;
+            }
+            uint base = s * p.split.w + ((co * c0 + ci) * uint(KD) + uint(kd0 + d)) * uint(KH * KW);
+            [[unroll]] for (int h = 0; h < KH; h++) {
+                [[unroll]] for (int t = 0; t < KW; t++) {
+                    dst[base + uint(h * KW + t)] = acc[c][d][h][t];
+                }
             }
         }
     }
