@@ -227,3 +227,63 @@ func BenchmarkDepthwise(b *testing.B) {
 		})
 	}
 }
+
+// depthwise_direct unrolls the kernel's taps: it takes kernels up to
+// directDWMaxK, the tile kernels the larger ones. (TestDepthwiseGPU's
+// shapes run under both device classes, so through both kernels.)
+func TestDepthwiseDirectKernels(t *testing.T) {
+	g := gpuEngine(t)
+	on := true
+	g.directOn = &on
+	defer func() { g.directOn = nil }()
+	for k, want := range map[int]bool{1: true, 3: true, 5: true, 7: false} {
+		p := ref.DepthwiseParams{N: 1, C: 1, Size: ref.Dims3{4, 4, 4}, Kernel: k}
+		if got := g.directDepthwise(p); got != want {
+			t.Errorf("directDepthwise(kernel %d) = %t, want %t", k, got, want)
+		}
+	}
+}
+
+// BenchmarkDepthwiseDirect times each pass of the 3³ depthwise convolution
+// at the network's level shapes (base 8, 32³) through depthwise_direct and
+// through the shared-memory tile kernels. CPU devices take the direct
+// kernel; GPUs the tiles until this compares the two there.
+func BenchmarkDepthwiseDirect(b *testing.B) {
+	g := gpuEngine(b)
+	defer func() { g.directOn = nil }()
+	for _, p := range []ref.DepthwiseParams{
+		{N: 1, C: 8, Size: ref.Dims3{32, 32, 32}, Kernel: 3},
+		{N: 1, C: 16, Size: ref.Dims3{16, 16, 16}, Kernel: 3},
+		{N: 1, C: 32, Size: ref.Dims3{8, 8, 8}, Kernel: 3},
+		{N: 1, C: 64, Size: ref.Dims3{4, 4, 4}, Kernel: 3},
+	} {
+		r := rand.New(rand.NewPCG(37, 38))
+		ts := []tensorSpec{input("x", randn(r, p.InputLen())), input("w", randn(r, p.WeightLen())),
+			input("b", randn(r, p.BiasLen())), input("dy", randn(r, p.OutputLen())), output("y", p.OutputLen()),
+			output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())}
+		for _, pass := range []struct {
+			name string
+			run  func(e Engine, t map[string]*Tensor) error
+		}{
+			{"fwd", func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+			}},
+			{"dx", func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
+			}},
+			{"dw+db", func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], nil, t["dw"], t["db"])
+			}},
+		} {
+			for _, path := range []struct {
+				name   string
+				direct bool
+			}{{"direct", true}, {"tiles", false}} {
+				b.Run(fmt.Sprintf("%dx%v/%s/%s", p.C, p.Size[0], pass.name, path.name), func(b *testing.B) {
+					g.directOn = &path.direct
+					benchCase(b, g, opCase{tensors: ts, run: pass.run})
+				})
+			}
+		}
+	}
+}

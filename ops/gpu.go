@@ -31,8 +31,9 @@ type GPU struct {
 	pwDWMaxBlocks *int
 	// dwTX, when set, overrides depthwiseTX (tests, benchmarks).
 	dwTX *int
-	// directOn, when set, overrides whether the GEMM family runs on
-	// conv_direct (directGEMM): tests take both paths, benchmarks compare.
+	// directOn, when set, overrides whether the GEMM family and the
+	// depthwise convolution take their direct kernels (directGEMM,
+	// directDepthwise): tests take both paths, benchmarks compare.
 	directOn *bool
 	timings  []vk.Timing
 

@@ -78,6 +78,9 @@ type pushDepthwise struct {
 // depthwiseConv records y = conv(x, w) + b, or with flip the input gradient
 // conv(x, flip(w)) without bias.
 func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor, flip bool) error {
+	if g.directDepthwise(p) {
+		return g.depthwiseDirect(op, p, x, w, b, y, flip)
+	}
 	k := p.Kernel
 	// 8 outputs deep per invocation; 16 on a CPU device, where the deeper
 	// column halves the halo loads per output (lavapipe: forward 12% faster
@@ -173,6 +176,9 @@ func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, d
 // depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted)
 // (depthwise_dw, depthwise_dw_sum) and, when db is not nil, of db = Σ dy.
 func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, db *Tensor) error {
+	if g.directDepthwise(p) {
+		return g.depthwiseDirectWeightGrad(op, p, x, dy, dw, db)
+	}
 	k := p.Kernel
 	c := p.C
 	// A block of whole kernel planes bounds the running sums per invocation:

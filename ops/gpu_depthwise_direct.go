@@ -1,0 +1,106 @@
+package ops
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// CPU devices run the depthwise convolution on depthwise_direct.comp
+// (register blocks, no shared memory, no barriers), as they run the dense
+// ones on conv_direct.
+const (
+	// directDWMaxK bounds the kernel: its taps are unrolled into
+	// registers.
+	directDWMaxK = 5
+	// directDWVox is the outputs of an invocation's block (rows of up to
+	// directDWTX voxels along w), directDWGradVox those of a weight
+	// gradient's step, which adds each into K³ sums. Lavapipe, 3³ at the
+	// network's levels (BenchmarkDepthwiseDirect, 1×8×32³ to 1×64×4³):
+	// blocks of 64 beat 32 by up to 25%; rows of 32 were no faster than 16.
+	directDWVox     = 64
+	directDWTX      = 16
+	directDWGradVox = 64
+)
+
+// directDepthwise reports whether depthwise_direct computes p.
+func (g *GPU) directDepthwise(p ref.DepthwiseParams) bool {
+	on := g.cpuTuned()
+	if g.directOn != nil {
+		on = *g.directOn
+	}
+	return on && p.Kernel <= directDWMaxK
+}
+
+type pushDepthwiseDirect struct {
+	Size, Blocks, Split [4]uint32
+}
+
+// directDWBlock is the block of an invocation: TY rows × TX voxels, at
+// most vox in all.
+func directDWBlock(size ref.Dims3, vox int) (ty, tx int) {
+	tx = min(size[2], directDWTX)
+	return min(size[1], max(1, vox/tx)), tx
+}
+
+// depthwiseDirect records depthwise_direct's convolution: y = conv(x, w) + b,
+// or with flip conv(x, flip(w)) without bias.
+func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x, w, b, y *Tensor, flip bool) error {
+	ty, tx := directDWBlock(p.Size, directDWVox)
+	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
+	invocs := p.N * p.C * p.Size[0] * bh * bw
+	kern, err := g.kernel("depthwise_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 48,
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	push := pushDepthwiseDirect{
+		Size:   dims4(p.Size, p.Size.Voxels()),
+		Blocks: [4]uint32{uint32(bw), uint32(bh), uint32(p.N * p.C), uint32(p.C)},
+		Split:  [4]uint32{0, 0, 0, uint32(invocs)},
+	}
+	return g.dispatch(op, kern, vk.Grid1D(invocs, directWG), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
+}
+
+// depthwiseDirectWeightGrad records depthwise_direct's weight-gradient pass
+// and depthwise_dw_sum, which adds its chunks into dw and, when not nil,
+// db.
+func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, db *Tensor) error {
+	ty, tx := directDWBlock(p.Size, directDWGradVox)
+	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
+	items := p.N * p.Size[0] * bh * bw
+	chunks := min(items, max(1, ceilDiv(directInvocsPerCore*runtime.NumCPU(), p.C)))
+	perChunk := ceilDiv(items, chunks)
+	chunks = ceilDiv(items, perChunk)
+	invocs := p.C * chunks
+	taps := p.Kernel * p.Kernel * p.Kernel
+	kern, err := g.kernel("depthwise_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 48,
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	sum, err := g.kernel("depthwise_dw_sum", []vk.Access{vk.Read, vk.Write, vk.Write}, 24, elementwiseWG/4)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	partial, err := g.scratchBuf("dw-partial", invocs*(taps+1))
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	push := pushDepthwiseDirect{
+		Size:   dims4(p.Size, p.Size.Voxels()),
+		Blocks: [4]uint32{uint32(bw), uint32(bh), uint32(p.N * p.C), uint32(p.C)},
+		Split:  [4]uint32{uint32(chunks), uint32(perChunk), uint32(items), uint32(invocs)},
+	}
+	if err := g.dispatch(op, kern, vk.Grid1D(invocs, directWG), push, x.gpu.buf, dy.gpu.buf, g.dummy, partial); err != nil {
+		return err
+	}
+	n := p.C * taps
+	if db != nil {
+		n += p.C
+	}
+	push2 := pushDepthwiseDWSum{uint32(p.C), uint32(taps), uint32(taps), 1, uint32(chunks), b32(db != nil)}
+	return g.dispatch(op, sum, vk.Grid1D(n, elementwiseWG/4), push2, partial, dw.gpu.buf, g.out(db))
+}

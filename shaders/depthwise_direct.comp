@@ -1,0 +1,208 @@
+#version 450
+#extension GL_EXT_control_flow_attributes : require
+// depthwise_direct: the depthwise convolution (stride 1, zero padding K/2)
+// for CPU devices, without shared memory or barriers (see conv_direct.comp
+// for why: a CPU implementation loads memory a SIMD lane at a time, shared
+// or not, and pays for every barrier).
+//
+//   MODE 0  y[n, c] = conv(x[n, c], w[c]) + b[c]; with FLIP the kernel is
+//           mirrored on every axis and no bias is added: the input
+//           gradient dx = conv(dy, flip(w)).
+//   MODE 1  the weight gradient's first pass: the partial sums over one
+//           chunk of (n, d, row block) items of
+//             dw[c, t] = Σ dy[n, c, o]·x[n, c, o + t − K/2],  Σ dy[n, c, o],
+//           at partial[(c·chunks + chunk)·(K³ + 1) ..]; depthwise_dw_sum
+//           adds the chunks in order.
+//
+// An invocation works on blocks of TY rows × TX voxels along w of one
+// output plane. MODE 0 computes such a block: for each kernel plane kd it
+// loads the K² weights and then each of the TY + K − 1 source row segments
+// once, adding every product that segment feeds. MODE 1 walks its chunk's
+// blocks: per block it loads TY·TX dy values and, for every kd, the source
+// segments, and adds into K³ + 1 sums. Out-of-range positions are read at
+// clamped addresses and replaced by 0. The sums run in a fixed order: the
+// results are bit-reproducible.
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 16;
+layout(constant_id = 1) const int K = 3; // odd kernel size
+layout(constant_id = 2) const int TY = 4;
+layout(constant_id = 3) const int TX = 16;
+layout(constant_id = 4) const bool FLIP = false;
+layout(constant_id = 5) const bool BIAS = false;
+layout(constant_id = 6) const uint MODE = 0;
+
+const int P = K / 2;
+const int KKK = K * K * K;
+const int SEG = TX + K - 1;
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };     // MODE 0: x (or dy); 1: x
+layout(std430, binding = 1) readonly buffer Wt { float wt[]; };   // MODE 0: w; 1: dy
+layout(std430, binding = 2) readonly buffer B { float bias[]; };
+layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // MODE 0: y; 1: partials
+
+layout(push_constant) uniform Push {
+    uvec4 size;   // d, h, w, voxels per plane
+    uvec4 blocks; // blocks along w, along h; planes (N·C); channels C
+    uvec4 split;  // MODE 1: chunks per channel, items per chunk, items per channel; w: invocations
+} p;
+
+// segment loads the TX + K − 1 source voxels from w0 − P on of row (d, h)
+// of the plane at base, zero outside the volume.
+void segment(uint base, int d, int h, int w0, out float seg[SEG]) {
+    int sw = int(p.size.z);
+    int row = int(base) + (d * int(p.size.y) + h) * sw;
+    [[unroll]] for (int s = 0; s < SEG; s++) {
+        int iw = w0 - P + s;
+        float v = x[row + clamp(iw, 0, sw - 1)];
+        seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
+    }
+}
+
+void conv(uint inv) {
+    uint bw = inv % p.blocks.x;
+    uint r = inv / p.blocks.x;
+    int h0 = int(r % p.blocks.y) * TY;
+    r /= p.blocks.y;
+    int od = int(r % p.size.x);
+    uint plane = r / p.size.x;
+    uint ch = plane % p.blocks.w;
+    int w0 = int(bw) * TX;
+    uint base = plane * p.size.w;
+    int sd = int(p.size.x), sh = int(p.size.y);
+
+    float acc[TY][TX];
+    float b0 = BIAS ? bias[ch] : 0.0;
+    [[unroll]] for (int i = 0; i < TY; i++) {
+        [[unroll]] for (int t = 0; t < TX; t++) {
+            acc[i][t] = b0;
+        }
+    }
+    for (int kd = 0; kd < K; kd++) {
+        int gd = od + kd - P;
+        if (gd < 0 || gd >= sd) {
+            continue;
+        }
+        float wr[K][K];
+        [[unroll]] for (int kh = 0; kh < K; kh++) {
+            [[unroll]] for (int kw = 0; kw < K; kw++) {
+                int tap = (kd * K + kh) * K + kw;
+                wr[kh][kw] = wt[int(ch) * KKK + (FLIP ? KKK - 1 - tap : tap)];
+            }
+        }
+        // Source row h0 + s − P feeds output row i through kh = s − i.
+        [[unroll]] for (int s = 0; s < TY + K - 1; s++) {
+            int gh = h0 + s - P;
+            if (gh < 0 || gh >= sh) {
+                continue;
+            }
+            float seg[SEG];
+            segment(base, gd, gh, w0, seg);
+            [[unroll]] for (int kh = 0; kh < K; kh++) {
+                int i = s - kh;
+                if (i >= 0 && i < TY) {
+                    [[unroll]] for (int kw = 0; kw < K; kw++) {
+                        [[unroll]] for (int t = 0; t < TX; t++) {
+                            acc[i][t] = fma(wr[kh][kw], seg[t + kw], acc[i][t]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    [[unroll]] for (int i = 0; i < TY; i++) {
+        if (h0 + i >= sh) {
+            break;
+        }
+        uint row = base + (uint(od) * p.size.y + uint(h0 + i)) * p.size.z;
+        [[unroll]] for (int t = 0; t < TX; t++) {
+            if (w0 + t < int(p.size.z)) {
+                dst[row + uint(w0 + t)] = acc[i][t];
+            }
+        }
+    }
+}
+
+void weightGrad(uint inv) {
+    uint chunks = p.split.x;
+    uint chunk = inv % chunks;
+    uint ch = inv / chunks;
+    uint begin = chunk * p.split.y;
+    uint end = min(begin + p.split.y, p.split.z);
+    int sd = int(p.size.x), sh = int(p.size.y), sw = int(p.size.z);
+
+    float acc[K][K][K];
+    [[unroll]] for (int kd = 0; kd < K; kd++) {
+        [[unroll]] for (int kh = 0; kh < K; kh++) {
+            [[unroll]] for (int kw = 0; kw < K; kw++) {
+                acc[kd][kh][kw] = 0.0;
+            }
+        }
+    }
+    float dsum = 0.0;
+    for (uint item = begin; item < end; item++) {
+        uint bw = item % p.blocks.x;
+        uint r = item / p.blocks.x;
+        int h0 = int(r % p.blocks.y) * TY;
+        r /= p.blocks.y;
+        int od = int(r % p.size.x);
+        uint n = r / p.size.x;
+        int w0 = int(bw) * TX;
+        uint base = (n * p.blocks.w + ch) * p.size.w;
+
+        float g[TY][TX];
+        [[unroll]] for (int i = 0; i < TY; i++) {
+            int oh = min(h0 + i, sh - 1);
+            uint row = base + (uint(od) * p.size.y + uint(oh)) * p.size.z;
+            [[unroll]] for (int t = 0; t < TX; t++) {
+                float v = wt[row + uint(min(w0 + t, sw - 1))];
+                g[i][t] = (h0 + i < sh && w0 + t < sw) ? v : 0.0;
+                dsum += g[i][t];
+            }
+        }
+        [[unroll]] for (int kd = 0; kd < K; kd++) {
+            int gd = od + kd - P;
+            if (gd < 0 || gd >= sd) {
+                continue;
+            }
+            [[unroll]] for (int s = 0; s < TY + K - 1; s++) {
+                int gh = h0 + s - P;
+                if (gh < 0 || gh >= sh) {
+                    continue;
+                }
+                float seg[SEG];
+                segment(base, gd, gh, w0, seg);
+                [[unroll]] for (int kh = 0; kh < K; kh++) {
+                    int i = s - kh;
+                    if (i >= 0 && i < TY) {
+                        [[unroll]] for (int kw = 0; kw < K; kw++) {
+                            [[unroll]] for (int t = 0; t < TX; t++) {
+                                acc[kd][kh][kw] = fma(g[i][t], seg[t + kw], acc[kd][kh][kw]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    uint at = (ch * chunks + chunk) * uint(KKK + 1);
+    [[unroll]] for (int kd = 0; kd < K; kd++) {
+        [[unroll]] for (int kh = 0; kh < K; kh++) {
+            [[unroll]] for (int kw = 0; kw < K; kw++) {
+                dst[at + uint((kd * K + kh) * K + kw)] = acc[kd][kh][kw];
+            }
+        }
+    }
+    dst[at + uint(KKK)] = dsum;
+}
+
+void main() {
+    uint inv = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
+    if (inv >= p.split.w) {
+        return;
+    }
+    if (MODE == 1) {
+        weightGrad(inv);
+    } else {
+        conv(inv);
+    }
+}
