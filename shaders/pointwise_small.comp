@@ -2,7 +2,8 @@
 #extension GL_EXT_control_flow_attributes : require
 // pointwise_small: a 1×1×1 convolution with few channels, which is bound by
 // memory rather than arithmetic: each invocation reads all CIN input
-// channels of four neighbouring voxels once and writes all COUT outputs,
+// channels of VPI items of four neighbouring voxels (or one) once and
+// writes all COUT outputs,
 // with the weights in shared memory. With TRANS the weights are read as
 // [CIN][COUT], which makes the same kernel the data gradient (dx = wᵀ·dy).
 layout(local_size_x_id = 0) in;
@@ -12,6 +13,10 @@ layout(constant_id = 2) const uint COUT = 16;
 layout(constant_id = 3) const bool TRANS = false;
 layout(constant_id = 4) const bool VEC4 = true;
 layout(constant_id = 5) const bool BIAS = true;
+// Items (vec4s or voxels of one plane) per invocation: a CPU device reads
+// each weight from shared memory a lane at a time, so an invocation that
+// applies it to VPI items reads it VPI times less often per voxel.
+layout(constant_id = 6) const uint VPI = 1;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
@@ -33,27 +38,37 @@ void main() {
         ws[i] = TRANS ? w[ci * COUT + co] : w[i];
     }
     barrier();
-    uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + lid;
-    if (i >= p.total) {
+    uint i0 = ((gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + lid) * VPI;
+    if (i0 >= p.total) {
         return;
     }
-    uint n = i / p.items;
-    uint v = i - n * p.items;
-    vec4 xs[CIN];
+    uint n = i0 / p.items;
+    uint v = i0 - n * p.items;
+    vec4 xs[VPI][CIN];
     [[unroll]] for (uint ci = 0; ci < CIN; ci++) {
         uint at = (n * CIN + ci) * p.items + v;
-        xs[ci] = VEC4 ? x4[at] : vec4(x[at]);
+        [[unroll]] for (uint k = 0; k < VPI; k++) {
+            xs[k][ci] = VEC4 ? x4[at + k] : vec4(x[at + k]);
+        }
     }
     for (uint co = 0; co < COUT; co++) {
-        vec4 acc = vec4(BIAS ? b[co] : 0.0);
+        vec4 acc[VPI];
+        [[unroll]] for (uint k = 0; k < VPI; k++) {
+            acc[k] = vec4(BIAS ? b[co] : 0.0);
+        }
         [[unroll]] for (uint ci = 0; ci < CIN; ci++) {
-            acc = fma(vec4(ws[co * CIN + ci]), xs[ci], acc);
+            vec4 wv = vec4(ws[co * CIN + ci]);
+            [[unroll]] for (uint k = 0; k < VPI; k++) {
+                acc[k] = fma(wv, xs[k][ci], acc[k]);
+            }
         }
         uint at = (n * COUT + co) * p.items + v;
-        if (VEC4) {
-            y4[at] = acc;
-        } else {
-            y[at] = acc.x;
+        [[unroll]] for (uint k = 0; k < VPI; k++) {
+            if (VEC4) {
+                y4[at + k] = acc[k];
+            } else {
+                y[at + k] = acc[k].x;
+            }
         }
     }
 }
