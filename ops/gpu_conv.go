@@ -20,7 +20,9 @@ import (
 //
 // A transposed convolution (in → out, weights [in, out, k]) is the backward
 // data pass of the convolution out → in with the same weights, so it needs
-// no kernel of its own and supports any kernel and stride.
+// no kernel of its own and supports any kernel and stride. On CPU devices
+// the same three products run as direct convolutions instead
+// (shaders/conv_direct.comp, gpu_conv_direct.go).
 const (
 	gemmFwd uint32 = iota
 	gemmDgrad

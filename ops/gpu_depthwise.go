@@ -11,7 +11,8 @@ import (
 // Depthwise convolution on the GPU: shaders/depthwise.comp computes the
 // forward pass and, with the kernel flipped, the input gradient;
 // shaders/depthwise_dw.comp and depthwise_dw_sum.comp the weight gradient as
-// a two-pass split reduction; ChannelSum the bias gradient.
+// a two-pass split reduction; ChannelSum the bias gradient. CPU devices
+// take shaders/depthwise_direct.comp for all three (gpu_depthwise_direct.go).
 
 // dwTile is the output tile of one workgroup: TW×TH invocations, each
 // computing TD voxels along D.
