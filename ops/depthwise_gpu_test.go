@@ -11,7 +11,8 @@ import (
 )
 
 // depthwiseShapes are awkward sizes: single voxels along an axis, primes,
-// and one volume of several tiles along every axis.
+// one volume of several tiles along every axis, and rows of a multiple of 4
+// voxels.
 var depthwiseShapes = []struct {
 	n, c, k int
 	size    ref.Dims3
@@ -25,6 +26,12 @@ var depthwiseShapes = []struct {
 	{1, 2, 5, ref.Dims3{1, 5, 7}},
 	{2, 3, 3, ref.Dims3{17, 19, 23}},
 	{1, 1, 7, ref.Dims3{9, 10, 11}},
+	// Rows of a multiple of 4 voxels: depthwise_direct loads them as vec4s
+	// (one vec4; two blocks along w, the last partial; three).
+	{2, 3, 3, ref.Dims3{5, 7, 4}},
+	{1, 2, 5, ref.Dims3{3, 6, 20}},
+	{1, 3, 1, ref.Dims3{2, 3, 8}},
+	{1, 3, 3, ref.Dims3{4, 9, 36}},
 }
 
 // The GPU accumulates k³ products in fp32 (with fma) where ref uses float64:

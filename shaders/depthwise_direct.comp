@@ -30,13 +30,24 @@ layout(constant_id = 3) const int TX = 16;
 layout(constant_id = 4) const bool FLIP = false;
 layout(constant_id = 5) const bool BIAS = false;
 layout(constant_id = 6) const uint MODE = 0;
+// Rows are a multiple of 4 voxels long (so TX is too): row segments are
+// loaded as aligned vec4s, which a CPU device loads for about twice the
+// cost of one float.
+layout(constant_id = 7) const bool VEC4 = false;
 
 const int P = K / 2;
 const int KKK = K * K * K;
 const int SEG = TX + K - 1;
+// With VEC4 a segment starts PV voxels into its first vec4 (PA = P rounded
+// up to a multiple of 4) and spans NV vec4s.
+const int PA = (P + 3) / 4 * 4;
+const int PV = PA - P;
+const int NV = (PV + SEG + 3) / 4;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };     // MODE 0: x (or dy); 1: x
+layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer Wt { float wt[]; };   // MODE 0: w; 1: dy
+layout(std430, binding = 1) readonly buffer Wt4 { vec4 wt4[]; };
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // MODE 0: y; 1: partials
 
@@ -51,6 +62,20 @@ layout(push_constant) uniform Push {
 void segment(uint base, int d, int h, int w0, out float seg[SEG]) {
     int sw = int(p.size.z);
     int row = int(base) + (d * int(p.size.y) + h) * sw;
+    if (VEC4) {
+        // Clamped vec4s hold only positions outside the row, which the
+        // selection below replaces by 0.
+        int row4 = row / 4, last4 = sw / 4 - 1, first4 = (w0 - PA) / 4;
+        vec4 v[NV];
+        [[unroll]] for (int k = 0; k < NV; k++) {
+            v[k] = x4[row4 + clamp(first4 + k, 0, last4)];
+        }
+        [[unroll]] for (int s = 0; s < SEG; s++) {
+            int iw = w0 - P + s;
+            seg[s] = (iw >= 0 && iw < sw) ? v[(PV + s) / 4][(PV + s) % 4] : 0.0;
+        }
+        return;
+    }
     [[unroll]] for (int s = 0; s < SEG; s++) {
         int iw = w0 - P + s;
         float v = x[row + clamp(iw, 0, sw - 1)];
@@ -153,8 +178,14 @@ void weightGrad(uint inv) {
         [[unroll]] for (int i = 0; i < TY; i++) {
             int oh = min(h0 + i, sh - 1);
             uint row = base + (uint(od) * p.size.y + uint(oh)) * p.size.z;
+            vec4 v4[VEC4 ? TX / 4 : 1];
+            if (VEC4) {
+                [[unroll]] for (int k = 0; k < TX / 4; k++) {
+                    v4[k] = wt4[row / 4 + uint(min(w0 / 4 + k, sw / 4 - 1))];
+                }
+            }
             [[unroll]] for (int t = 0; t < TX; t++) {
-                float v = wt[row + uint(min(w0 + t, sw - 1))];
+                float v = VEC4 ? v4[t / 4][t % 4] : wt[row + uint(min(w0 + t, sw - 1))];
                 g[i][t] = (h0 + i < sh && w0 + t < sw) ? v : 0.0;
                 dsum += g[i][t];
             }
