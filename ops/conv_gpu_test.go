@@ -417,7 +417,8 @@ func BenchmarkConvTranspose(b *testing.B) {
 // its unrolled loops depend on: several blocks along w with a partial last
 // one, result channels that leave a partial block, kernels up to
 // directMaxK and strides up to directMaxStride along w (the data gradient
-// walks the stride phases), padding wider than half the kernel. checkCases
+// walks the stride phases), padding wider than half the kernel, rows read
+// as floats and as vec4s. checkCases
 // runs each case under both device classes, so through conv_direct and
 // conv_gemm.
 func TestConvDirectGPU(t *testing.T) {
@@ -448,6 +449,13 @@ func TestConvDirectGPU(t *testing.T) {
 		{N: 1, Cin: 4, Cout: 2, In: d3(3, 6, 17), Kernel: d3(2, 4, 4), Stride: d3(1, 4, 4), PadBefore: d3(0, 1, 3)},
 		{N: 1, Cin: 1, Cout: 16, In: d3(9, 8, 11), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: d3(2, 2, 2), PadAfter: d3(0, 1, 2)},
 		{N: 3, Cin: 2, Cout: 2, In: d3(2, 2, 2), Kernel: d3(5, 5, 5), Stride: one3, PadBefore: d3(2, 2, 2), PadAfter: d3(2, 2, 2)},
+		// Rows of a multiple of 4 voxels, read as vec4s: two blocks along
+		// w (the second partial), the network's strided conv (padding 0
+		// before), a 4-voxel row with padding 2, stride 2 with padding 1.
+		{N: 1, Cin: 3, Cout: 5, In: d3(3, 5, 36), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3},
+		{N: 2, Cin: 2, Cout: 3, In: d3(5, 6, 16), Kernel: d3(3, 3, 3), Stride: two3, PadAfter: one3},
+		{N: 1, Cin: 2, Cout: 2, In: d3(2, 3, 4), Kernel: d3(3, 5, 5), Stride: one3, PadBefore: d3(1, 2, 2), PadAfter: d3(1, 2, 2)},
+		{N: 1, Cin: 4, Cout: 3, In: d3(3, 4, 24), Kernel: d3(1, 3, 3), Stride: d3(1, 1, 2), PadBefore: d3(0, 1, 1), PadAfter: d3(0, 1, 1)},
 		// Kernel 7 along w: conv_gemm on every device.
 		{N: 1, Cin: 2, Cout: 3, In: d3(3, 4, 9), Kernel: d3(1, 1, 7), Stride: one3, PadBefore: d3(0, 0, 3), PadAfter: d3(0, 0, 3)},
 	} {
@@ -456,6 +464,7 @@ func TestConvDirectGPU(t *testing.T) {
 	for i, p := range []ref.ConvTransposeParams{
 		{N: 1, Cin: 3, Cout: 4, In: d3(3, 4, 9), Kernel: d3(3, 3, 5), Stride: d3(2, 2, 3)},
 		{N: 2, Cin: 9, Cout: 2, In: d3(2, 3, 5), Kernel: d3(2, 2, 4), Stride: d3(1, 2, 4)},
+		{N: 1, Cin: 2, Cout: 3, In: d3(2, 2, 16), Kernel: d3(1, 2, 4), Stride: d3(1, 2, 2)},
 	} {
 		cases = append(cases, transposeOp(p, i%2 == 0).cases(r)...)
 	}

@@ -24,7 +24,8 @@ const (
 	// data and weight gradients): 8 channels × 32 voxels 40, 40 and 41 ms,
 	// compiled in 0.8 s per product and level; 16 × 32 voxels 36, 31 and
 	// 31 ms, compiled in up to 2.8 s (5 s for the weight gradient);
-	// 8 × 8 voxels with 9 taps 74, 72 and 63 ms.
+	// 8 × 8 voxels with 9 taps 74, 72 and 63 ms. Rows of a multiple of 4
+	// voxels are read as vec4s (all three products: 125-143 → 105-107 ms).
 	directCOB       = 8
 	directVox       = 32
 	directWgradTX   = 4
@@ -73,6 +74,10 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		CH:  [4]uint32{uint32(geo.nb), uint32(geo.c0), uint32(geo.c1), 0},
 	}
 	var cob, tx, ty, wkd, invocs, splits int
+	// Rows read as vec4s: the source's (x, or y in the data gradient) when
+	// every segment starts at a multiple of 4 plus a constant, and dy's in
+	// the weight gradient.
+	var src4, dy4 bool
 	switch mode {
 	case gemmFwd, gemmDgrad:
 		res, cRes := geo.ys, geo.c1
@@ -92,6 +97,11 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		if mode == gemmFwd || geo.st[1] == 1 {
 			ty = max(1, min(res[1], directVox/tx))
 		}
+		if mode == gemmFwd {
+			src4 = geo.xs[2]%4 == 0 && tx*geo.st[2]%4 == 0
+		} else {
+			src4 = geo.ys[2]%4 == 0 && (tx/sw)%4 == 0
+		}
 		blocksW, blocksH := ceilDiv(res[2], tx), ceilDiv(res[1], ty)
 		cBlocks := ceilDiv(cRes, cob)
 		push.Pad[2], push.Pad[3] = int32(blocksW), int32(cBlocks)
@@ -101,6 +111,8 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		cob = min(geo.c1, directCOB)
 		tx, ty = min(geo.ys[2], directWgradTX), 1
 		wkd = max(1, min(geo.ks[0], directWgradTaps/(geo.ks[1]*geo.ks[2])))
+		src4 = geo.xs[2]%4 == 0 && tx*geo.st[2]%4 == 0
+		dy4 = geo.ys[2]%4 == 0 && tx%4 == 0
 		cBlocks := ceilDiv(geo.c1, cob)
 		perSplit := ceilDiv(geo.ks[0], wkd) * geo.c0 * cBlocks
 		rows := geo.nb * geo.ys[0] * geo.ys[1]
@@ -114,7 +126,7 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 	push.CH[3] = uint32(invocs)
 	kern, err := g.kernel("conv_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 96,
 		directWG, uint32(cob), uint32(tx), uint32(geo.ks[2]), uint32(geo.ks[1]), uint32(geo.st[2]), uint32(geo.pb[2]),
-		mode, b32(bias != nil), uint32(ty), uint32(max(wkd, 1)))
+		mode, b32(bias != nil), uint32(ty), uint32(max(wkd, 1)), b32(src4), b32(dy4))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -45,6 +45,12 @@ layout(constant_id = 7) const uint MODE = 0;
 layout(constant_id = 8) const bool BIAS = false;
 layout(constant_id = 9) const int TY = 1;   // FWD, DGRAD: rows per invocation
 layout(constant_id = 10) const int WKD = 1; // WGRAD: taps along d per invocation
+// Source rows (SRC4) and, in WGRAD, dy rows (DY4) a multiple of 4 voxels
+// long, whose segments start at a multiple of 4 plus a constant: they are
+// loaded as aligned vec4s, which a CPU device loads for about twice the
+// cost of one float.
+layout(constant_id = 11) const bool SRC4 = false;
+layout(constant_id = 12) const bool DY4 = false;
 
 const uint FWD = 0;
 const uint DGRAD = 1;
@@ -60,7 +66,9 @@ const int DLO = (PW - KW + 1 + QS) / SW - QS / SW;
 const int DSEG = (TX - 1 + PW + QS) / SW - QS / SW - DLO + 1;
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };  // FWD, WGRAD: x; DGRAD: y
+layout(std430, binding = 0) readonly buffer Src4 { vec4 src4[]; };
 layout(std430, binding = 1) readonly buffer Wt { float wt[]; };    // FWD, DGRAD: w; WGRAD: y
+layout(std430, binding = 1) readonly buffer Wt4 { vec4 wt4[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // FWD: y; DGRAD: x; WGRAD: partials
 
@@ -72,6 +80,37 @@ layout(push_constant) uniform Push {
     uvec4 ch;   // nb, c0, c1, invocations
     uvec4 split; // WGRAD: splits, rows per split, rows, floats per split; else x: blocks along h
 } p;
+
+// NVMAX bounds the vec4s of a segment: SEG values from up to 3 past a
+// multiple of 4.
+const int NVMAX = (SEG + 6) / 4;
+
+// loadSegment fills seg[0, n) with source voxels start + s of the row at
+// row (sw voxels long), 0 outside it. start = a + c, where c and n are
+// constants and, with SRC4, a is a multiple of 4 (and so is row).
+void loadSegment(int row, int a, int c, int n, int sw, out float seg[SEG]) {
+    if (SRC4) {
+        // floor(c/4) and the start's place in its vec4; clamped vec4s hold
+        // only positions outside the row, which are replaced by 0.
+        int cf = (c + 4096) / 4 - 1024;
+        int pv = c - 4 * cf;
+        int first4 = a / 4 + cf, last4 = sw / 4 - 1, row4 = row / 4;
+        vec4 v[NVMAX];
+        [[unroll]] for (int k = 0; k < (pv + n + 3) / 4; k++) {
+            v[k] = src4[row4 + clamp(first4 + k, 0, last4)];
+        }
+        [[unroll]] for (int s = 0; s < n; s++) {
+            int iw = a + c + s;
+            seg[s] = (iw >= 0 && iw < sw) ? v[(pv + s) / 4][(pv + s) % 4] : 0.0;
+        }
+        return;
+    }
+    [[unroll]] for (int s = 0; s < n; s++) {
+        int iw = a + c + s;
+        float v = src[row + clamp(iw, 0, sw - 1)];
+        seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
+    }
+}
 
 // An axis's taps that meet result voxel o (DGRAD: source voxels): tap
 // k0 + m·kStep reads source voxel i0 + m·iStep, for m < n. Source voxels
@@ -112,7 +151,8 @@ void fwdOrDgrad(uint inv) {
     int ow0 = int(blk) * TX;
 
     // First source voxel along w of the segment.
-    int segBase = fwd ? ow0 * SW - PW : ow0 / SW + DLO;
+    // The segment starts at segA + (FWD: −PW; DGRAD: DLO).
+    int segA = fwd ? ow0 * SW : ow0 / SW;
     int sw = int(ss.z);
 
     float acc[COB][TY][TX];
@@ -154,11 +194,7 @@ void fwdOrDgrad(uint inv) {
                     }
                     int row = int((plane + uint(id)) * ss.y + uint(ih)) * sw;
                     float seg[SEG];
-                    [[unroll]] for (int s = 0; s < (fwd ? SEG : DSEG); s++) {
-                        int iw = segBase + s;
-                        float v = src[row + clamp(iw, 0, sw - 1)];
-                        seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
-                    }
+                    loadSegment(row, segA, fwd ? -PW : DLO, fwd ? SEG : DSEG, sw, seg);
                     [[unroll]] for (uint c = 0; c < COB; c++) {
                         [[unroll]] for (int j = 0; j < TX; j++) {
                             [[unroll]] for (int t = 0; t < KW; t++) {
@@ -238,8 +274,14 @@ void wgrad(uint inv) {
             float dy[COB][TX];
             [[unroll]] for (uint c = 0; c < COB; c++) {
                 uint yrow = (((b * c1 + min(co0 + c, c1 - 1)) * p.ys.x + od) * p.ys.y + oh) * p.ys.z;
+                vec4 v4[DY4 ? TX / 4 : 1];
+                if (DY4) {
+                    [[unroll]] for (int k = 0; k < TX / 4; k++) {
+                        v4[k] = wt4[yrow / 4 + uint(min(ow0 / 4 + k, yw / 4 - 1))];
+                    }
+                }
                 [[unroll]] for (int j = 0; j < TX; j++) {
-                    float v = wt[yrow + uint(min(ow0 + j, yw - 1))];
+                    float v = DY4 ? v4[j / 4][j % 4] : wt[yrow + uint(min(ow0 + j, yw - 1))];
                     dy[c][j] = (ow0 + j < yw) ? v : 0.0;
                 }
             }
@@ -254,13 +296,8 @@ void wgrad(uint inv) {
                         continue;
                     }
                     int xrow = int((xPlane + uint(id)) * p.xs.y + uint(ih)) * xw;
-                    int segBase = ow0 * SW - PW;
                     float seg[SEG];
-                    [[unroll]] for (int j = 0; j < SEG; j++) {
-                        int iw = segBase + j;
-                        float v = src[xrow + clamp(iw, 0, xw - 1)];
-                        seg[j] = (iw >= 0 && iw < xw) ? v : 0.0;
-                    }
+                    loadSegment(xrow, ow0 * SW, -PW, SEG, xw, seg);
                     [[unroll]] for (uint c = 0; c < COB; c++) {
                         [[unroll]] for (int t = 0; t < KW; t++) {
                             [[unroll]] for (int j = 0; j < TX; j++) {
