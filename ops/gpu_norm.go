@@ -20,7 +20,8 @@ import (
 //	norm_apply (MODE 1)   elementwise: dx
 //
 // Planes are split into chunks of normChunk voxels so that a few large
-// planes (2×32 planes of 64³) still spread over thousands of workgroups.
+// planes (2×32 planes of 64³) still spread over thousands of workgroups;
+// CPU devices take chunks of normChunkCPU.
 
 const (
 	normWG = 256
@@ -35,9 +36,13 @@ const (
 	// normStatsCPU is norm_stats' workgroup on a CPU device, which runs a
 	// workgroup a SIMD vector at a time between barriers: a smaller tree
 	// costs it fewer passes over the workgroup (lavapipe: a training step's
-	// statistics 49-53 ms with 256, 28-37 with 64, 26-28 with 16, whose
-	// 64 unrolled loads per invocation take 8× longer to compile).
-	normStatsCPU = 64
+	// statistics 49-53 ms with 256, 28-37 with 64). One SIMD vector with
+	// chunks of normChunkCPU keeps 16 vec4s per invocation, as on a GPU,
+	// and one chunk covers a plane of 8³ (lavapipe, forward and backward
+	// at 1×32×8³: 0.27-0.29 → 0.18 ms and 0.31-0.34 → 0.23; the same at
+	// 1×8×32³).
+	normStatsCPU = 8
+	normChunkCPU = 512
 	// normApplyCPU is the most items (vec4s or elements of one plane)
 	// an invocation of norm_apply takes on a CPU device, which loads the
 	// plane's statistics once for them; normApplyWGCPU its workgroup
@@ -70,13 +75,14 @@ type normPlan struct {
 	vec4 bool
 }
 
-func newNormPlan(op string, p ref.NormParams) normPlan {
+func (g *GPU) newNormPlan(op string, p ref.NormParams) normPlan {
 	v := p.Size.Voxels()
-	chunks := (v + normChunk - 1) / normChunk
+	chunk := tuned(g, normChunk, normChunkCPU)
+	chunks := (v + chunk - 1) / chunk
 	return normPlan{
 		op: op,
 		p:  p,
-		push: pushNorm{NC: uint32(p.N * p.C), C: uint32(p.C), V: uint32(v), Chunk: normChunk,
+		push: pushNorm{NC: uint32(p.N * p.C), C: uint32(p.C), V: uint32(v), Chunk: uint32(chunk),
 			Chunks: uint32(chunks), Slope: float32(p.Slope), Eps: float32(p.Eps)},
 		// A vec4 never straddles two planes when V is a multiple of 4.
 		vec4: v%4 == 0,
@@ -120,7 +126,7 @@ func (g *GPU) normStats(np *normPlan, x, r *Tensor, mean, invStd *vk.Buffer) err
 // normReduce records norm_stats in the given mode.
 func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, mean, invStd, partial *vk.Buffer) error {
 	wg := tuned[uint32](g, normWG, normStatsCPU)
-	vpt := normChunk / wg
+	vpt := np.push.Chunk / wg
 	if np.vec4 {
 		vpt /= 4
 	}
@@ -190,7 +196,7 @@ func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 		opt("mean", mean, p.StatsLen()), opt("invStd", invStd, p.StatsLen())); err != nil {
 		return err
 	}
-	np := newNormPlan(op, p)
+	np := g.newNormPlan(op, p)
 	mb, sb, err := g.statsBufs(&np, mean, invStd)
 	if err != nil {
 		return err
@@ -215,7 +221,7 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, 
 	if dx == nil && dgamma == nil && dbeta == nil {
 		return nil
 	}
-	np := newNormPlan(op, p)
+	np := g.newNormPlan(op, p)
 	mb, sb, err := g.statsBufs(&np, mean, invStd)
 	if err != nil {
 		return err
