@@ -27,11 +27,13 @@ var depthwiseShapes = []struct {
 	{2, 3, 3, ref.Dims3{17, 19, 23}},
 	{1, 1, 7, ref.Dims3{9, 10, 11}},
 	// Rows of a multiple of 4 voxels: depthwise_direct loads them as vec4s
-	// (one vec4; two blocks along w, the last partial; three).
+	// (one vec4; two blocks along w, the last partial; three; two whole
+	// blocks).
 	{2, 3, 3, ref.Dims3{5, 7, 4}},
 	{1, 2, 5, ref.Dims3{3, 6, 20}},
 	{1, 3, 1, ref.Dims3{2, 3, 8}},
 	{1, 3, 3, ref.Dims3{4, 9, 36}},
+	{1, 2, 5, ref.Dims3{3, 5, 32}},
 }
 
 // The GPU accumulates k³ products in fp32 (with fma) where ref uses float64:
