@@ -309,17 +309,24 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 		Tiles: [4]uint32{uint32(tilesM), uint32(tilesN), uint32(phases), 0},
 	}
 	grid := [3]uint32{uint32(gx), uint32(gy), 1}
+	return g.dispatchSplit(op, label, kern, grid, push, splits, cLen, a, b, bias, c)
+}
+
+// dispatchSplit records k, bound to x, y, z and its result c of n floats:
+// into c when splits is 1, else into splits rows of partials (one per
+// split, n floats apart) that conv_splitk adds in a fixed order.
+func (g *GPU) dispatchSplit(op, label string, k *vk.Kernel, grid [3]uint32, push any, splits, n int, x, y, z, c *vk.Buffer) error {
 	if splits == 1 {
-		return g.dispatchAs(op, label, kern, grid, push, a, b, bias, c)
+		return g.dispatchAs(op, label, k, grid, push, x, y, z, c)
 	}
-	part, err := g.scratchBuf("conv-splitk", splits*cLen)
+	part, err := g.scratchBuf("conv-splitk", splits*n)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	if err := g.dispatchAs(op, label, kern, grid, push, a, b, bias, part); err != nil {
+	if err := g.dispatchAs(op, label, k, grid, push, x, y, z, part); err != nil {
 		return err
 	}
-	return g.splitSum(op, label, part, c, cLen, splits, cLen, 0)
+	return g.splitSum(op, label, part, c, n, splits, n, 0)
 }
 
 // splitSum records conv_splitk: out[i] = Σ_s part[offset + s·stride + i]

@@ -73,7 +73,9 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		Pad: [4]int32{int32(geo.pb[0]), int32(geo.pb[1]), 0, 0},
 		CH:  [4]uint32{uint32(geo.nb), uint32(geo.c0), uint32(geo.c1), 0},
 	}
-	var cob, tx, ty, wkd, invocs, splits int
+	var cob, tx, ty, wkd, invocs int
+	// The weight gradient's splits and the floats of each one's partials.
+	splits, partLen := 1, 0
 	// Rows read as vec4s: the source's (x, or y in the data gradient) when
 	// every segment starts at a multiple of 4 plus a constant, and dy's in
 	// the weight gradient.
@@ -120,7 +122,8 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		perRows := ceilDiv(rows, splits)
 		splits = ceilDiv(rows, perRows)
 		push.Pad[3] = int32(cBlocks)
-		push.Split = [4]uint32{uint32(splits), uint32(perRows), uint32(rows), uint32(geo.c1 * geo.c0 * taps)}
+		partLen = geo.c1 * geo.c0 * taps
+		push.Split = [4]uint32{uint32(splits), uint32(perRows), uint32(rows), uint32(partLen)}
 		invocs = perSplit * splits
 	}
 	push.CH[3] = uint32(invocs)
@@ -133,17 +136,5 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 	if bias == nil {
 		bias = g.dummy
 	}
-	grid := vk.Grid1D(invocs, directWG)
-	if mode != gemmWgrad {
-		return g.dispatchAs(op, label, kern, grid, push, b, a, bias, c)
-	}
-	n := geo.c1 * geo.c0 * taps
-	part, err := g.scratchBuf("conv-splitk", splits*n)
-	if err != nil {
-		return fmt.Errorf("ops.%s: %w", op, err)
-	}
-	if err := g.dispatchAs(op, label, kern, grid, push, b, a, bias, part); err != nil {
-		return err
-	}
-	return g.splitSum(op, label, part, c, n, splits, n, 0)
+	return g.dispatchSplit(op, label, kern, vk.Grid1D(invocs, directWG), push, splits, partLen, b, a, bias, c)
 }
