@@ -27,6 +27,19 @@ const (
 	directDWGradVox = 64
 )
 
+// directDWPlanes is the output planes of an invocation's block: blocks
+// of two planes load each source row once for both, where it feeds them
+// through different kd (lavapipe, 3³ at the network's levels, 1×8×32³ to
+// 1×64×4³: forward and data gradient 10-16% faster, weight gradient
+// 10-17%). Larger kernels keep one plane, as their unrolled code would
+// double.
+func directDWPlanes(p ref.DepthwiseParams) int {
+	if p.Kernel > 3 {
+		return 1
+	}
+	return min(p.Size[0], 2)
+}
+
 // directDepthwise reports whether depthwise_direct computes p.
 func (g *GPU) directDepthwise(p ref.DepthwiseParams) bool {
 	on := g.cpuTuned()
@@ -51,10 +64,11 @@ func directDWBlock(size ref.Dims3, vox int) (ty, tx int) {
 // or with flip conv(x, flip(w)) without bias.
 func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x, w, b, y *Tensor, flip bool) error {
 	ty, tx := directDWBlock(p.Size, directDWVox)
+	td := directDWPlanes(p)
 	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
-	invocs := p.N * p.C * p.Size[0] * bh * bw
+	invocs := p.N * p.C * ceilDiv(p.Size[0], td) * bh * bw
 	kern, err := g.kernel("depthwise_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 48,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(p.Size[2]%4 == 0))
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(p.Size[2]%4 == 0), uint32(td))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -72,14 +86,15 @@ func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x, w, b, y *Tens
 func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, db *Tensor) error {
 	ty, tx := directDWBlock(p.Size, directDWGradVox)
 	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
-	items := p.N * p.Size[0] * bh * bw
+	td := directDWPlanes(p)
+	items := p.N * ceilDiv(p.Size[0], td) * bh * bw
 	chunks := min(items, max(1, ceilDiv(directInvocsPerCore*runtime.NumCPU(), p.C)))
 	perChunk := ceilDiv(items, chunks)
 	chunks = ceilDiv(items, perChunk)
 	invocs := p.C * chunks
 	taps := p.Kernel * p.Kernel * p.Kernel
 	kern, err := g.kernel("depthwise_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 48,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(p.Size[2]%4 == 0))
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(p.Size[2]%4 == 0), uint32(td))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -14,14 +14,15 @@
 //           at partial[(c·chunks + chunk)·(K³ + 1) ..]; depthwise_dw_sum
 //           adds the chunks in order.
 //
-// An invocation works on blocks of TY rows × TX voxels along w of one
-// output plane. MODE 0 computes such a block: for each kernel plane kd it
-// loads the K² weights and then each of the TY + K − 1 source row segments
-// once, adding every product that segment feeds. MODE 1 walks its chunk's
-// blocks: per block it loads TY·TX dy values and, for every kd, the source
-// segments, and adds into K³ + 1 sums. Out-of-range positions are read at
-// clamped addresses and replaced by 0. The sums run in a fixed order: the
-// results are bit-reproducible.
+// An invocation works on blocks of TD planes × TY rows × TX voxels along
+// w. MODE 0 computes such a block: for each of the TD + K − 1 source
+// planes it loads the weights through which that plane feeds each output
+// plane and then each of the TY + K − 1 source row segments once, adding
+// every product that segment feeds. MODE 1 walks its chunk's blocks: per
+// block it loads TD·TY·TX dy values and the source segments, and adds into
+// K³ + 1 sums. Out-of-range positions are read at clamped addresses and
+// replaced by 0. The sums run in a fixed order: the results are
+// bit-reproducible.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 16;
 layout(constant_id = 1) const int K = 3; // odd kernel size
@@ -34,6 +35,9 @@ layout(constant_id = 6) const uint MODE = 0;
 // loaded as aligned vec4s, which a CPU device loads for about twice the
 // cost of one float.
 layout(constant_id = 7) const bool VEC4 = false;
+// Blocks span TD output planes, which share the loads of their common
+// source planes (each meets them through different kd).
+layout(constant_id = 8) const int TD = 1;
 
 const int P = K / 2;
 const int KKK = K * K * K;
@@ -88,30 +92,38 @@ void conv(uint inv) {
     uint r = inv / p.blocks.x;
     int h0 = int(r % p.blocks.y) * TY;
     r /= p.blocks.y;
-    int od = int(r % p.size.x);
-    uint plane = r / p.size.x;
+    uint dblocks = (p.size.x + uint(TD) - 1) / uint(TD);
+    int od0 = int(r % dblocks) * TD;
+    uint plane = r / dblocks;
     uint ch = plane % p.blocks.w;
     int w0 = int(bw) * TX;
     uint base = plane * p.size.w;
     int sd = int(p.size.x), sh = int(p.size.y);
 
-    float acc[TY][TX];
+    float acc[TD][TY][TX];
     float b0 = BIAS ? bias[ch] : 0.0;
-    [[unroll]] for (int i = 0; i < TY; i++) {
-        [[unroll]] for (int t = 0; t < TX; t++) {
-            acc[i][t] = b0;
+    [[unroll]] for (int j = 0; j < TD; j++) {
+        [[unroll]] for (int i = 0; i < TY; i++) {
+            [[unroll]] for (int t = 0; t < TX; t++) {
+                acc[j][i][t] = b0;
+            }
         }
     }
-    for (int kd = 0; kd < K; kd++) {
-        int gd = od + kd - P;
+    // Source plane od0 + q − P feeds output plane od0 + j through
+    // kd = q − j.
+    for (int q = 0; q < TD + K - 1; q++) {
+        int gd = od0 + q - P;
         if (gd < 0 || gd >= sd) {
             continue;
         }
-        float wr[K][K];
-        [[unroll]] for (int kh = 0; kh < K; kh++) {
-            [[unroll]] for (int kw = 0; kw < K; kw++) {
-                int tap = (kd * K + kh) * K + kw;
-                wr[kh][kw] = wt[int(ch) * KKK + (FLIP ? KKK - 1 - tap : tap)];
+        float wr[TD][K][K];
+        [[unroll]] for (int j = 0; j < TD; j++) {
+            int kd = clamp(q - j, 0, K - 1);
+            [[unroll]] for (int kh = 0; kh < K; kh++) {
+                [[unroll]] for (int kw = 0; kw < K; kw++) {
+                    int tap = (kd * K + kh) * K + kw;
+                    wr[j][kh][kw] = wt[int(ch) * KKK + (FLIP ? KKK - 1 - tap : tap)];
+                }
             }
         }
         // Source row h0 + s − P feeds output row i through kh = s − i.
@@ -122,26 +134,36 @@ void conv(uint inv) {
             }
             float seg[SEG];
             segment(base, gd, gh, w0, seg);
-            [[unroll]] for (int kh = 0; kh < K; kh++) {
-                int i = s - kh;
-                if (i >= 0 && i < TY) {
-                    [[unroll]] for (int kw = 0; kw < K; kw++) {
-                        [[unroll]] for (int t = 0; t < TX; t++) {
-                            acc[i][t] = fma(wr[kh][kw], seg[t + kw], acc[i][t]);
+            [[unroll]] for (int j = 0; j < TD; j++) {
+                if (q - j < 0 || q - j >= K) {
+                    continue;
+                }
+                [[unroll]] for (int kh = 0; kh < K; kh++) {
+                    int i = s - kh;
+                    if (i >= 0 && i < TY) {
+                        [[unroll]] for (int kw = 0; kw < K; kw++) {
+                            [[unroll]] for (int t = 0; t < TX; t++) {
+                                acc[j][i][t] = fma(wr[j][kh][kw], seg[t + kw], acc[j][i][t]);
+                            }
                         }
                     }
                 }
             }
         }
     }
-    [[unroll]] for (int i = 0; i < TY; i++) {
-        if (h0 + i >= sh) {
+    [[unroll]] for (int j = 0; j < TD; j++) {
+        if (od0 + j >= sd) {
             break;
         }
-        uint row = base + (uint(od) * p.size.y + uint(h0 + i)) * p.size.z;
-        [[unroll]] for (int t = 0; t < TX; t++) {
-            if (w0 + t < int(p.size.z)) {
-                dst[row + uint(w0 + t)] = acc[i][t];
+        [[unroll]] for (int i = 0; i < TY; i++) {
+            if (h0 + i >= sh) {
+                break;
+            }
+            uint row = base + (uint(od0 + j) * p.size.y + uint(h0 + i)) * p.size.z;
+            [[unroll]] for (int t = 0; t < TX; t++) {
+                if (w0 + t < int(p.size.z)) {
+                    dst[row + uint(w0 + t)] = acc[j][i][t];
+                }
             }
         }
     }
@@ -154,6 +176,7 @@ void weightGrad(uint inv) {
     uint begin = chunk * p.split.y;
     uint end = min(begin + p.split.y, p.split.z);
     int sd = int(p.size.x), sh = int(p.size.y), sw = int(p.size.z);
+    uint dblocks = (p.size.x + uint(TD) - 1) / uint(TD);
 
     float acc[K][K][K];
     [[unroll]] for (int kd = 0; kd < K; kd++) {
@@ -169,29 +192,38 @@ void weightGrad(uint inv) {
         uint r = item / p.blocks.x;
         int h0 = int(r % p.blocks.y) * TY;
         r /= p.blocks.y;
-        int od = int(r % p.size.x);
-        uint n = r / p.size.x;
+        int od0 = int(r % dblocks) * TD;
+        uint n = r / dblocks;
         int w0 = int(bw) * TX;
         uint base = (n * p.blocks.w + ch) * p.size.w;
 
-        float g[TY][TX];
-        [[unroll]] for (int i = 0; i < TY; i++) {
-            int oh = min(h0 + i, sh - 1);
-            uint row = base + (uint(od) * p.size.y + uint(oh)) * p.size.z;
-            vec4 v4[VEC4 ? TX / 4 : 1];
-            if (VEC4) {
-                [[unroll]] for (int k = 0; k < TX / 4; k++) {
-                    v4[k] = wt4[row / 4 + uint(min(w0 / 4 + k, sw / 4 - 1))];
+        float g[TD][TY][TX];
+        [[unroll]] for (int j = 0; j < TD; j++) {
+            int od = min(od0 + j, sd - 1);
+            [[unroll]] for (int i = 0; i < TY; i++) {
+                int oh = min(h0 + i, sh - 1);
+                uint row = base + (uint(od) * p.size.y + uint(oh)) * p.size.z;
+                vec4 v4[VEC4 ? TX / 4 : 1];
+                if (VEC4) {
+                    [[unroll]] for (int k = 0; k < TX / 4; k++) {
+                        v4[k] = wt4[row / 4 + uint(min(w0 / 4 + k, sw / 4 - 1))];
+                    }
                 }
-            }
-            [[unroll]] for (int t = 0; t < TX; t++) {
-                float v = VEC4 ? v4[t / 4][t % 4] : wt[row + uint(min(w0 + t, sw - 1))];
-                g[i][t] = (h0 + i < sh && w0 + t < sw) ? v : 0.0;
-                dsum += g[i][t];
+                // Each row is summed before it joins dsum, which keeps the
+                // running sum's rounding small.
+                float rs = 0.0;
+                [[unroll]] for (int t = 0; t < TX; t++) {
+                    float v = VEC4 ? v4[t / 4][t % 4] : wt[row + uint(min(w0 + t, sw - 1))];
+                    g[j][i][t] = (od0 + j < sd && h0 + i < sh && w0 + t < sw) ? v : 0.0;
+                    rs += g[j][i][t];
+                }
+                dsum += rs;
             }
         }
-        [[unroll]] for (int kd = 0; kd < K; kd++) {
-            int gd = od + kd - P;
+        // Source plane od0 + q − P meets output plane od0 + j at
+        // kd = q − j.
+        [[unroll]] for (int q = 0; q < TD + K - 1; q++) {
+            int gd = od0 + q - P;
             if (gd < 0 || gd >= sd) {
                 continue;
             }
@@ -202,12 +234,18 @@ void weightGrad(uint inv) {
                 }
                 float seg[SEG];
                 segment(base, gd, gh, w0, seg);
-                [[unroll]] for (int kh = 0; kh < K; kh++) {
-                    int i = s - kh;
-                    if (i >= 0 && i < TY) {
-                        [[unroll]] for (int kw = 0; kw < K; kw++) {
-                            [[unroll]] for (int t = 0; t < TX; t++) {
-                                acc[kd][kh][kw] = fma(g[i][t], seg[t + kw], acc[kd][kh][kw]);
+                [[unroll]] for (int j = 0; j < TD; j++) {
+                    int kd = q - j;
+                    if (kd < 0 || kd >= K) {
+                        continue;
+                    }
+                    [[unroll]] for (int kh = 0; kh < K; kh++) {
+                        int i = s - kh;
+                        if (i >= 0 && i < TY) {
+                            [[unroll]] for (int kw = 0; kw < K; kw++) {
+                                [[unroll]] for (int t = 0; t < TX; t++) {
+                                    acc[kd][kh][kw] = fma(g[j][i][t], seg[t + kw], acc[kd][kh][kw]);
+                                }
                             }
                         }
                     }
