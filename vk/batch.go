@@ -89,8 +89,9 @@ type Batch struct {
 	downloads   []download
 	dispatches  int
 	barriers    int
-	noBarriers  bool // tests only: proves that validation sees hazards
-	setScratch  [3][maxBindings]uint64
+	noBarriers  bool                   // tests only: proves that validation sees hazards
+	setScratch  [4][maxBindings]uint64 // buffers, offsets, ranges, texel views
+	typeScratch [maxBindings]uint32
 	accScratch  []access
 	timed       bool
 	queryPools  []vkapi.QueryPool
@@ -258,10 +259,21 @@ func (b *Batch) Dispatch(k *Kernel, groups [3]uint32, push any, bufs ...*Buffer)
 			b.fail(fmt.Errorf("vk: kernel %s binding %d: %w", name, i, err))
 			return
 		}
-		accs = append(accs, access{buf.block, buf.offset, buf.offset + buf.size, k.spec.Bindings[i]&Write != 0})
+		a := k.spec.Bindings[i]
+		accs = append(accs, access{buf.block, buf.offset, buf.offset + buf.size, a&Write != 0})
 		b.setScratch[0][i] = uint64(uintptr(unsafe.Pointer(buf.block.buffer)))
 		b.setScratch[1][i] = buf.offset
 		b.setScratch[2][i] = buf.size
+		b.setScratch[3][i] = 0
+		b.typeScratch[i] = uint32(bindingType(a))
+		if a.Texel() {
+			v, err := buf.texelView(a.texelSize() == 16)
+			if err != nil {
+				b.fail(fmt.Errorf("vk: kernel %s binding %d: %w", name, i, err))
+				return
+			}
+			b.setScratch[3][i] = uint64(uintptr(unsafe.Pointer(v)))
+		}
 	}
 	b.accScratch = accs
 	set, ok := b.descriptorSet(k)
@@ -275,8 +287,8 @@ func (b *Batch) Dispatch(k *Kernel, groups [3]uint32, push any, bufs ...*Buffer)
 	n := C.uint32_t(len(bufs))
 	cset := set
 	if n > 0 {
-		C.u2_write_set(b.dev.fns, cset, n, (*C.uint64_t)(&b.setScratch[0][0]),
-			(*C.uint64_t)(&b.setScratch[1][0]), (*C.uint64_t)(&b.setScratch[2][0]))
+		C.u2_write_set(b.dev.fns, cset, n, (*C.uint32_t)(&b.typeScratch[0]), (*C.uint64_t)(&b.setScratch[0][0]),
+			(*C.uint64_t)(&b.setScratch[1][0]), (*C.uint64_t)(&b.setScratch[2][0]), (*C.uint64_t)(&b.setScratch[3][0]))
 	}
 	b.sync(cb, accs)
 	if b.timed {

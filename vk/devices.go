@@ -96,6 +96,10 @@ type DeviceInfo struct {
 	MaxPushConstants      uint32    `json:"max_push_constants"`
 	// StorageAlignment is minStorageBufferOffsetAlignment.
 	StorageAlignment uint64 `json:"storage_buffer_alignment"`
+	// MaxTexelBufferElements bounds a texel-buffer binding (ReadTexel), in
+	// texels; TexelAlignment is minTexelBufferOffsetAlignment.
+	MaxTexelBufferElements uint32 `json:"max_texel_buffer_elements"`
+	TexelAlignment         uint64 `json:"texel_buffer_alignment"`
 	// TimestampPeriod is nanoseconds per timestamp tick; Timestamps says
 	// whether the compute queue can write timestamps at all.
 	TimestampPeriod   float32 `json:"timestamp_period_ns"`
@@ -123,28 +127,30 @@ func (d DeviceInfo) DeviceLocalBytes() uint64 {
 
 func infoFromProps(index int, p *C.u2_props) DeviceInfo {
 	info := DeviceInfo{
-		Index:                 index,
-		Name:                  C.GoString(&p.name[0]),
-		Type:                  DeviceType(p.device_type),
-		VendorID:              uint32(p.vendor_id),
-		DeviceID:              uint32(p.device_id),
-		Driver:                C.GoString(&p.driver_name[0]),
-		DriverInfo:            C.GoString(&p.driver_info[0]),
-		DriverVersion:         uint32(p.driver_version),
-		APIVersion:            Version(p.api_version),
-		SubgroupSize:          uint32(p.subgroup_size),
-		MaxSharedMemory:       uint32(p.max_shared_memory),
-		MaxStorageBufferRange: uint32(p.max_storage_buffer_range),
-		MaxWorkgroupInvocs:    uint32(p.max_workgroup_invocations),
-		MaxPushConstants:      uint32(p.max_push_constants),
-		StorageAlignment:      uint64(p.min_storage_buffer_offset_alignment),
-		TimestampPeriod:       float32(p.timestamp_period),
-		Timestamps:            p.timestamp_valid_bits > 0,
-		CooperativeMatrix:     p.cooperative_matrix != 0,
-		Float16:               p.float16 != 0,
-		BFloat16:              p.bfloat16 != 0,
-		PushDescriptor:        p.push_descriptor != 0,
-		nonCoherentAtm:        uint64(p.non_coherent_atom_size),
+		Index:                  index,
+		Name:                   C.GoString(&p.name[0]),
+		Type:                   DeviceType(p.device_type),
+		VendorID:               uint32(p.vendor_id),
+		DeviceID:               uint32(p.device_id),
+		Driver:                 C.GoString(&p.driver_name[0]),
+		DriverInfo:             C.GoString(&p.driver_info[0]),
+		DriverVersion:          uint32(p.driver_version),
+		APIVersion:             Version(p.api_version),
+		SubgroupSize:           uint32(p.subgroup_size),
+		MaxSharedMemory:        uint32(p.max_shared_memory),
+		MaxStorageBufferRange:  uint32(p.max_storage_buffer_range),
+		MaxWorkgroupInvocs:     uint32(p.max_workgroup_invocations),
+		MaxPushConstants:       uint32(p.max_push_constants),
+		StorageAlignment:       uint64(p.min_storage_buffer_offset_alignment),
+		MaxTexelBufferElements: uint32(p.max_texel_buffer_elements),
+		TexelAlignment:         uint64(p.min_texel_buffer_offset_alignment),
+		TimestampPeriod:        float32(p.timestamp_period),
+		Timestamps:             p.timestamp_valid_bits > 0,
+		CooperativeMatrix:      p.cooperative_matrix != 0,
+		Float16:                p.float16 != 0,
+		BFloat16:               p.bfloat16 != 0,
+		PushDescriptor:         p.push_descriptor != 0,
+		nonCoherentAtm:         uint64(p.non_coherent_atom_size),
 	}
 	if p.compute_queue_family >= 0 {
 		info.queueFamily = uint32(p.compute_queue_family)

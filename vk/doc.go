@@ -9,7 +9,10 @@
 //   - Device: one opened physical device with its queue, memory and caches.
 //   - Buffer: a range of device-local memory, sub-allocated from large blocks.
 //   - Kernel: a compute pipeline for one SPIR-V module and one set of
-//     specialization constants, with the access mode of each binding.
+//     specialization constants, with the access mode of each binding: a
+//     storage buffer, or a read-only uniform texel buffer of one or four
+//     floats per texel (its views are made on first use and kept with the
+//     memory block).
 //   - Batch: a recording of dispatches, copies, uploads and downloads that is
 //     submitted at once and waited for with a fence.
 //

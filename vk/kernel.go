@@ -18,20 +18,41 @@ import (
 	vkapi "github.com/vulkan-go/vulkan"
 )
 
-// Access says how a kernel uses one of its storage-buffer bindings; batches
-// derive their barriers from it.
+// Access says how a kernel uses one of its bindings; batches derive their
+// barriers from it.
 type Access uint8
 
 // Binding access modes.
 const (
 	Read Access = 1 << iota
 	Write
+	texel     // a uniform texel buffer rather than a storage buffer
+	texel4    // of four floats per texel
 	ReadWrite = Read | Write
+	// ReadTexel and ReadTexel4 bind a read-only buffer as a uniform texel
+	// buffer of 32-bit floats (GLSL samplerBuffer), one or four per texel
+	// (R32_SFLOAT, R32G32B32A32_SFLOAT; a partial last texel is left out).
+	// A CPU implementation fetches texels for all SIMD lanes with vector
+	// gathers, where it loads storage buffers a lane at a time.
+	ReadTexel  = Read | texel
+	ReadTexel4 = Read | texel | texel4
 )
 
+// Texel reports whether the binding is a texel buffer.
+func (a Access) Texel() bool { return a&texel != 0 }
+
+// texelSize is the bytes of one texel of a texel binding.
+func (a Access) texelSize() uint64 {
+	if a&texel4 != 0 {
+		return 16
+	}
+	return 4
+}
+
 // KernelSpec describes a compute kernel. The shader's bindings are 0..n-1 of
-// descriptor set 0, all storage buffers; its specialization constants are
-// ids 0..len(Spec)-1 (by convention 0, 1, 2 are the workgroup size).
+// descriptor set 0: storage buffers, or uniform texel buffers where the
+// access says so; its specialization constants are ids 0..len(Spec)-1 (by
+// convention 0, 1, 2 are the workgroup size).
 type KernelSpec struct {
 	Name     string   // for errors and profiles, e.g. "fill"
 	SPIRV    []byte   // the module; its entry point is "main"
@@ -103,7 +124,7 @@ func (s KernelSpec) validate(info DeviceInfo) error {
 		return fmt.Errorf("vk: kernel %s: %d bytes of push constants, device allows %d", s.Name, s.PushSize, info.MaxPushConstants)
 	}
 	for i, a := range s.Bindings {
-		if a == 0 || a&^ReadWrite != 0 {
+		if a != Read && a != Write && a != ReadWrite && a != ReadTexel && a != ReadTexel4 {
 			return fmt.Errorf("vk: kernel %s: binding %d has no valid access mode", s.Name, i)
 		}
 	}
@@ -126,7 +147,12 @@ func (d *Device) buildKernel(spec KernelSpec) (*Kernel, error) {
 		copy(unsafe.Slice((*uint32)(p), n), spec.Spec)
 		specPtr = (*C.uint32_t)(p)
 	}
-	r := C.u2_create_kernel(d.fns, (*C.uint32_t)(code), C.size_t(len(spec.SPIRV)), C.uint32_t(len(spec.Bindings)),
+	types := (*C.uint32_t)(C.malloc(C.size_t(4 * max(1, len(spec.Bindings)))))
+	defer C.free(unsafe.Pointer(types))
+	for i, a := range spec.Bindings {
+		unsafe.Slice(types, len(spec.Bindings))[i] = bindingType(a)
+	}
+	r := C.u2_create_kernel(d.fns, (*C.uint32_t)(code), C.size_t(len(spec.SPIRV)), types, C.uint32_t(len(spec.Bindings)),
 		C.uint32_t(spec.PushSize), specPtr, C.uint32_t(len(spec.Spec)),
 		(C.VkPipelineCache)(unsafe.Pointer(d.cache.handle)), &k.obj)
 	if err := check(vkapi.Result(r), "creating compute pipeline"); err != nil {
@@ -134,6 +160,14 @@ func (d *Device) buildKernel(spec KernelSpec) (*Kernel, error) {
 	}
 	d.setName(C.VK_OBJECT_TYPE_PIPELINE, unsafe.Pointer(k.obj.pipeline), "kernel "+spec.key())
 	return k, nil
+}
+
+// bindingType is the shim's descriptor type of a binding.
+func bindingType(a Access) C.uint32_t {
+	if a.Texel() {
+		return C.U2_TEXEL
+	}
+	return C.U2_STORAGE
 }
 
 func (k *Kernel) destroy(d *Device) { C.u2_destroy_kernel(d.fns, &k.obj) }

@@ -1,5 +1,10 @@
 package vk
 
+/*
+#include "shim.h"
+*/
+import "C"
+
 import (
 	"fmt"
 	"sort"
@@ -66,6 +71,51 @@ type block struct {
 	size   uint64
 	free   []span // sorted by offset, coalesced
 	mapped unsafe.Pointer
+	// views are the texel views made of ranges of the block, kept until
+	// the block is destroyed: a view describes memory, not a tensor, so a
+	// later buffer at the same range reuses it.
+	views map[viewKey]C.VkBufferView
+}
+
+type viewKey struct {
+	offset, size uint64
+	format       C.VkFormat
+}
+
+// texelView returns a view of buf as texels of one or four floats (a
+// partial last texel left out), made on first use.
+func (b *Buffer) texelView(four bool) (C.VkBufferView, error) {
+	bl := b.block
+	info := &bl.alloc.dev.info
+	format, size := C.VkFormat(C.VK_FORMAT_R32_SFLOAT), uint64(4)
+	if four {
+		format, size = C.VK_FORMAT_R32G32B32A32_SFLOAT, 16
+	}
+	n := b.size / size
+	switch {
+	case n == 0:
+		return nil, fmt.Errorf("a %d-byte buffer holds no %d-byte texel", b.size, size)
+	case n > uint64(info.MaxTexelBufferElements):
+		return nil, fmt.Errorf("%d texels, the device %q binds at most %d per texel buffer (maxTexelBufferElements)",
+			n, info.Name, info.MaxTexelBufferElements)
+	case info.TexelAlignment > 0 && b.offset%info.TexelAlignment != 0:
+		return nil, fmt.Errorf("offset %d is not a multiple of the texel-buffer alignment %d", b.offset, info.TexelAlignment)
+	}
+	key := viewKey{b.offset, n * size, format}
+	if v, ok := bl.views[key]; ok {
+		return v, nil
+	}
+	var v C.VkBufferView
+	r := C.u2_create_view(bl.alloc.dev.fns, (C.VkBuffer)(unsafe.Pointer(bl.buffer)), C.uint64_t(key.offset),
+		C.uint64_t(key.size), format, &v)
+	if err := check(vkapi.Result(r), "creating a texel buffer view"); err != nil {
+		return nil, err
+	}
+	if bl.views == nil {
+		bl.views = map[viewKey]C.VkBufferView{}
+	}
+	bl.views[key] = v
+	return v, nil
 }
 
 // allocator sub-allocates buffers from blocks of one memory type.
@@ -119,10 +169,8 @@ func newAllocator(d *Device, hostVisible bool) (*allocator, error) {
 		return nil, fmt.Errorf("vk: device %s has no %s memory type", d.info.Name, kind)
 	}
 	a := &allocator{dev: d, hostVis: hostVisible, memType: uint32(best)}
-	a.align = d.info.StorageAlignment
-	if a.align < 64 {
-		a.align = 64
-	}
+	// Every buffer may be bound as a storage or a texel buffer.
+	a.align = max(d.info.StorageAlignment, d.info.TexelAlignment, 64)
 	if hostVisible && d.info.nonCoherentAtm > a.align {
 		a.align = d.info.nonCoherentAtm
 	}
@@ -240,7 +288,11 @@ func (a *allocator) emptyBlocks() int {
 
 func (a *allocator) newBlock(size uint64) (*block, error) {
 	d := a.dev.handle
-	usage := vkapi.BufferUsageFlags(vkapi.BufferUsageStorageBufferBit | vkapi.BufferUsageTransferSrcBit | vkapi.BufferUsageTransferDstBit)
+	usage := vkapi.BufferUsageFlags(vkapi.BufferUsageStorageBufferBit | vkapi.BufferUsageTransferSrcBit |
+		vkapi.BufferUsageTransferDstBit)
+	if !a.hostVis {
+		usage |= vkapi.BufferUsageFlags(vkapi.BufferUsageUniformTexelBufferBit)
+	}
 	var buf vkapi.Buffer
 	r := vkapi.CreateBuffer(d, &vkapi.BufferCreateInfo{
 		SType:       vkapi.StructureTypeBufferCreateInfo,
@@ -303,6 +355,10 @@ func (a *allocator) dropBlock(b *block) {
 
 func (a *allocator) destroyBlock(b *block) {
 	d := a.dev.handle
+	for _, v := range b.views {
+		C.u2_destroy_view(a.dev.fns, v)
+	}
+	b.views = nil
 	if b.mapped != nil {
 		vkapi.UnmapMemory(d, b.memory)
 	}

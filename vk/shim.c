@@ -259,6 +259,8 @@ void u2_query(VkInstance inst, VkPhysicalDevice phys, u2_props *p) {
 	p->max_workgroup_invocations = base.limits.maxComputeWorkGroupInvocations;
 	p->max_push_constants = base.limits.maxPushConstantsSize;
 	p->min_storage_buffer_offset_alignment = base.limits.minStorageBufferOffsetAlignment;
+	p->max_texel_buffer_elements = base.limits.maxTexelBufferElements;
+	p->min_texel_buffer_offset_alignment = base.limits.minTexelBufferOffsetAlignment;
 	p->non_coherent_atom_size = base.limits.nonCoherentAtomSize;
 	p->timestamp_period = base.limits.timestampPeriod;
 	memcpy(p->pipeline_cache_uuid, base.pipelineCacheUUID, VK_UUID_SIZE);
@@ -394,6 +396,8 @@ struct u2_dev {
 	PFN_vkCmdPushConstants push_constants;
 	PFN_vkCmdDispatch dispatch;
 	PFN_vkCmdPipelineBarrier barrier;
+	PFN_vkCreateBufferView create_view;
+	PFN_vkDestroyBufferView destroy_view;
 };
 
 u2_dev *u2_dev_load(VkInstance inst, VkDevice dev) {
@@ -423,10 +427,12 @@ u2_dev *u2_dev_load(VkInstance inst, VkDevice dev) {
 	d->destroy_layout = (PFN_vkDestroyPipelineLayout)gdpa(dev, "vkDestroyPipelineLayout");
 	d->create_pipelines = (PFN_vkCreateComputePipelines)gdpa(dev, "vkCreateComputePipelines");
 	d->destroy_pipeline = (PFN_vkDestroyPipeline)gdpa(dev, "vkDestroyPipeline");
+	d->create_view = (PFN_vkCreateBufferView)gdpa(dev, "vkCreateBufferView");
+	d->destroy_view = (PFN_vkDestroyBufferView)gdpa(dev, "vkDestroyBufferView");
 	if (!d->update_sets || !d->bind_pipeline || !d->bind_sets || !d->push_constants || !d->dispatch || !d->barrier ||
 		!d->queue_submit || !d->create_pool || !d->alloc_sets || !d->create_module || !d->destroy_module ||
 		!d->create_set_layout || !d->destroy_set_layout || !d->create_layout || !d->destroy_layout ||
-		!d->create_pipelines || !d->destroy_pipeline) {
+		!d->create_pipelines || !d->destroy_pipeline || !d->create_view || !d->destroy_view) {
 		free(d);
 		return NULL;
 	}
@@ -437,26 +443,47 @@ void u2_dev_free(u2_dev *d) { free(d); }
 
 #define U2_MAX_BINDINGS 16
 
-void u2_write_set(u2_dev *d, VkDescriptorSet set, uint32_t n, const uint64_t *buffers, const uint64_t *offsets,
-	const uint64_t *ranges) {
+void u2_write_set(u2_dev *d, VkDescriptorSet set, uint32_t n, const uint32_t *types, const uint64_t *buffers,
+	const uint64_t *offsets, const uint64_t *ranges, const uint64_t *views) {
 	VkDescriptorBufferInfo infos[U2_MAX_BINDINGS];
+	VkBufferView texels[U2_MAX_BINDINGS];
 	VkWriteDescriptorSet writes[U2_MAX_BINDINGS];
 	if (n > U2_MAX_BINDINGS) {
 		n = U2_MAX_BINDINGS;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		infos[i] = (VkDescriptorBufferInfo){.buffer = (VkBuffer)buffers[i], .offset = offsets[i], .range = ranges[i]};
 		writes[i] = (VkWriteDescriptorSet){
 			.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
 			.dstSet = set,
 			.dstBinding = i,
 			.descriptorCount = 1,
-			.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-			.pBufferInfo = &infos[i],
 		};
+		if (types[i] == U2_TEXEL) {
+			texels[i] = (VkBufferView)views[i];
+			writes[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+			writes[i].pTexelBufferView = &texels[i];
+		} else {
+			infos[i] = (VkDescriptorBufferInfo){.buffer = (VkBuffer)buffers[i], .offset = offsets[i], .range = ranges[i]};
+			writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+			writes[i].pBufferInfo = &infos[i];
+		}
 	}
 	d->update_sets(d->dev, n, writes, 0, NULL);
 }
+
+VkResult u2_create_view(u2_dev *d, VkBuffer buffer, uint64_t offset, uint64_t range, VkFormat format,
+	VkBufferView *out) {
+	VkBufferViewCreateInfo ci = {
+		.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+		.buffer = buffer,
+		.format = format,
+		.offset = offset,
+		.range = range,
+	};
+	return d->create_view(d->dev, &ci, NULL, out);
+}
+
+void u2_destroy_view(u2_dev *d, VkBufferView view) { d->destroy_view(d->dev, view, NULL); }
 
 void u2_dispatch(u2_dev *d, VkCommandBuffer cb, VkPipeline pipe, VkPipelineLayout layout, VkDescriptorSet set,
 	const void *push, uint32_t push_size, uint32_t gx, uint32_t gy, uint32_t gz) {
@@ -507,12 +534,15 @@ VkResult u2_submit(u2_dev *d, VkQueue queue, VkCommandBuffer cb, VkFence fence) 
 }
 
 VkResult u2_create_pool(u2_dev *d, uint32_t max_sets, uint32_t descriptors, VkDescriptorPool *out) {
-	VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = descriptors};
+	VkDescriptorPoolSize sizes[2] = {
+		{.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = descriptors},
+		{.type = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, .descriptorCount = descriptors},
+	};
 	VkDescriptorPoolCreateInfo ci = {
 		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
 		.maxSets = max_sets,
-		.poolSizeCount = 1,
-		.pPoolSizes = &size,
+		.poolSizeCount = 2,
+		.pPoolSizes = sizes,
 	};
 	return d->create_pool(d->dev, &ci, NULL, out);
 }
@@ -543,7 +573,8 @@ void u2_destroy_kernel(u2_dev *d, u2_kernel *k) {
 	memset(k, 0, sizeof *k);
 }
 
-VkResult u2_create_kernel(u2_dev *d, const uint32_t *code, size_t code_size, uint32_t nbind, uint32_t push_size,
+VkResult u2_create_kernel(u2_dev *d, const uint32_t *code, size_t code_size, const uint32_t *types, uint32_t nbind,
+	uint32_t push_size,
 	const uint32_t *spec, uint32_t nspec, VkPipelineCache cache, u2_kernel *out) {
 	memset(out, 0, sizeof *out);
 	VkShaderModuleCreateInfo mci = {
@@ -563,7 +594,8 @@ VkResult u2_create_kernel(u2_dev *d, const uint32_t *code, size_t code_size, uin
 	for (uint32_t i = 0; i < nbind; i++) {
 		binds[i] = (VkDescriptorSetLayoutBinding){
 			.binding = i,
-			.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+			.descriptorType =
+				types[i] == U2_TEXEL ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
 			.descriptorCount = 1,
 			.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
 		};

@@ -42,6 +42,8 @@ typedef struct {
 	uint32_t max_workgroup_invocations;
 	uint32_t max_push_constants;
 	uint64_t min_storage_buffer_offset_alignment;
+	uint32_t max_texel_buffer_elements;
+	uint64_t min_texel_buffer_offset_alignment;
 	uint64_t non_coherent_atom_size;
 	uint8_t pipeline_cache_uuid[VK_UUID_SIZE];
 	float timestamp_period;
@@ -70,9 +72,19 @@ typedef struct u2_dev u2_dev;
 u2_dev *u2_dev_load(VkInstance inst, VkDevice dev);
 void u2_dev_free(u2_dev *d);
 
-// u2_write_set points bindings 0..n-1 of set at the given buffer ranges.
-void u2_write_set(u2_dev *d, VkDescriptorSet set, uint32_t n, const uint64_t *buffers, const uint64_t *offsets,
-	const uint64_t *ranges);
+// Descriptor types of kernel bindings (u2_create_kernel, u2_write_set).
+enum { U2_STORAGE = 0, U2_TEXEL = 1 };
+
+// u2_write_set points bindings 0..n-1 of set at the given buffer ranges,
+// or for U2_TEXEL bindings at the given buffer views.
+void u2_write_set(u2_dev *d, VkDescriptorSet set, uint32_t n, const uint32_t *types, const uint64_t *buffers,
+	const uint64_t *offsets, const uint64_t *ranges, const uint64_t *views);
+
+// u2_create_view creates a view of range bytes of buffer from offset as
+// texels of format; u2_destroy_view destroys one.
+VkResult u2_create_view(u2_dev *d, VkBuffer buffer, uint64_t offset, uint64_t range, VkFormat format,
+	VkBufferView *out);
+void u2_destroy_view(u2_dev *d, VkBufferView view);
 
 // u2_dispatch binds pipeline and set, pushes constants and dispatches.
 void u2_dispatch(u2_dev *d, VkCommandBuffer cb, VkPipeline pipe, VkPipelineLayout layout, VkDescriptorSet set,
@@ -90,7 +102,8 @@ void u2_set_name(VkInstance inst, VkDevice dev, VkObjectType type, uint64_t hand
 // u2_submit submits one command buffer, signalling fence (may be null).
 VkResult u2_submit(u2_dev *d, VkQueue queue, VkCommandBuffer cb, VkFence fence);
 
-// u2_create_pool creates a descriptor pool of storage buffers.
+// u2_create_pool creates a descriptor pool of storage and uniform texel
+// buffers, descriptors of each.
 VkResult u2_create_pool(u2_dev *d, uint32_t max_sets, uint32_t descriptors, VkDescriptorPool *out);
 
 // u2_alloc_set allocates one descriptor set of layout from pool.
@@ -105,9 +118,11 @@ typedef struct {
 } u2_kernel;
 
 // u2_create_kernel builds a compute pipeline whose bindings 0..nbind-1 are
-// storage buffers, with push_size bytes of push constants and nspec 32-bit
+// storage or uniform texel buffers (types), with push_size bytes of push
+// constants and nspec 32-bit
 // specialization constants (ids 0..nspec-1). On failure the objects made so
 // far are destroyed and their handles left null.
-VkResult u2_create_kernel(u2_dev *d, const uint32_t *code, size_t code_size, uint32_t nbind, uint32_t push_size,
+VkResult u2_create_kernel(u2_dev *d, const uint32_t *code, size_t code_size, const uint32_t *types, uint32_t nbind,
+	uint32_t push_size,
 	const uint32_t *spec, uint32_t nspec, VkPipelineCache cache, u2_kernel *out);
 void u2_destroy_kernel(u2_dev *d, u2_kernel *k);

@@ -707,3 +707,77 @@ func TestSlotsOfAReplayedBatch(t *testing.T) {
 		t.Error("SetDest accepted a slice of the wrong size")
 	}
 }
+
+// pushLayout is layout.comp's push-constant block; its MODE 0 with block =
+// stride = n copies n floats (n/4 vec4s with VEC4).
+type pushLayout struct {
+	Items                 uint32
+	In, Out, A            [3]uint32
+	Block, Stride, Offset uint32
+}
+
+// Texel bindings read a buffer, or a view of one at an offset, as texels of
+// one or four floats: layout.comp's texel variant copies it through them.
+func TestTexelBindings(t *testing.T) {
+	d := openTestDevice(t)
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, c := range []struct {
+		n    int
+		four bool
+		at   uint64 // the view's offset into its buffer; 0: the buffer itself
+	}{{1, false, 0}, {37, false, 0}, {4, true, 0}, {1028, true, 0}, {33, false, 256}, {64, true, 512}} {
+		access := ReadTexel
+		items := c.n
+		if c.four {
+			access, items = ReadTexel4, c.n/4
+		}
+		k := testKernel(t, d, "layout.texel", []Access{access, Write}, 52, 64, b32(c.four), 0)
+		alloc(t, d, 12) // the next buffer does not start at 0
+		x := randFloats(r, c.n)
+		whole := alloc(t, d, c.at+uint64(4*c.n))
+		src := whole
+		if c.at > 0 {
+			var err error
+			if src, err = whole.View(c.at, uint64(4*c.n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dst := alloc(t, d, uint64(4*c.n))
+		n := uint32(c.n)
+		b := d.NewBatch()
+		b.Upload(whole, append(nans(int(c.at/4)), x...))
+		b.Upload(dst, nans(c.n))
+		b.Dispatch(k, Grid1D(items, 64), pushLayout{Items: uint32(items), Block: n, Stride: n}, src, dst)
+		got := nans(c.n)
+		b.Download(got, dst)
+		if err := b.Run(); err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		b.Release()
+		for i := range got {
+			if got[i] != x[i] {
+				t.Fatalf("%+v: y[%d] = %v, want %v", c, i, got[i], x[i])
+			}
+		}
+	}
+	// A binding of four-float texels needs one whole texel.
+	k := testKernel(t, d, "layout.texel", []Access{ReadTexel4, Write}, 52, 64, 1, 0)
+	small, dst := alloc(t, d, 8), alloc(t, d, 16)
+	b := d.NewBatch()
+	defer b.Release()
+	b.Dispatch(k, [3]uint32{1, 1, 1}, pushLayout{Items: 1, Block: 4, Stride: 4}, small, dst)
+	if err := b.Run(); err == nil || !strings.Contains(err.Error(), "binding 0: a 8-byte buffer holds no 16-byte texel") {
+		t.Errorf("Run() = %v, want the texel size error", err)
+	}
+	if _, err := d.Kernel(KernelSpec{Name: "layout.texel", SPIRV: k.spec.SPIRV, Bindings: []Access{Write | texel, Write}, PushSize: 52}); err == nil ||
+		!strings.Contains(err.Error(), "binding 0 has no valid access mode") {
+		t.Errorf("a written texel binding: %v, want an access-mode error", err)
+	}
+}
+
+func b32(v bool) uint32 {
+	if v {
+		return 1
+	}
+	return 0
+}
