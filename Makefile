@@ -2,7 +2,11 @@
 GLSLC ?= glslc
 GLSLFLAGS = --target-env=vulkan1.1 -O -Werror
 SHADER_SRC = $(wildcard shaders/*.comp)
-SHADER_SPV = $(SHADER_SRC:.comp=.spv)
+SHADER_INC = $(wildcard shaders/*.glsl)
+# Families that read their inputs through inputs.glsl also get a variant
+# compiled with -DTEXEL, whose inputs are texel buffers (CPU devices).
+TEXEL_SRC = $(shell grep -l '^#include "inputs.glsl"' $(SHADER_SRC))
+SHADER_SPV = $(SHADER_SRC:.comp=.spv) $(TEXEL_SRC:.comp=.texel.spv)
 GO_TEST_FLAGS ?= -timeout 20m
 
 .PHONY: all build shaders check-shaders fmt-check vet test test-go test-cgocheck demo devices clean
@@ -14,8 +18,11 @@ build:
 
 shaders: $(SHADER_SPV)
 
-shaders/%.spv: shaders/%.comp
+shaders/%.spv: shaders/%.comp $(SHADER_INC)
 	$(GLSLC) $(GLSLFLAGS) -o $@ $<
+
+shaders/%.texel.spv: shaders/%.comp $(SHADER_INC)
+	$(GLSLC) $(GLSLFLAGS) -DTEXEL -o $@ $<
 
 # Recompile every shader into a temporary folder and compare with the
 # committed .spv; spirv-val must accept each module.
@@ -23,13 +30,19 @@ check-shaders:
 	@tmp=$$(mktemp -d); status=0; \
 	for src in $(SHADER_SRC); do \
 		name=$$(basename $$src .comp); \
-		$(GLSLC) $(GLSLFLAGS) -o $$tmp/$$name.spv $$src || { status=1; continue; }; \
-		if ! cmp -s $$tmp/$$name.spv shaders/$$name.spv; then \
-			echo "shaders/$$name.spv does not match shaders/$$name.comp: run make shaders"; status=1; fi; \
-		spirv-val --target-env vulkan1.1 shaders/$$name.spv || status=1; \
+		variants=".spv"; grep -q '^#include "inputs.glsl"' $$src && variants=".spv .texel.spv"; \
+		for v in $$variants; do \
+			flags=""; [ $$v = .texel.spv ] && flags=-DTEXEL; \
+			$(GLSLC) $(GLSLFLAGS) $$flags -o $$tmp/$$name$$v $$src || { status=1; continue; }; \
+			if ! cmp -s $$tmp/$$name$$v shaders/$$name$$v; then \
+				echo "shaders/$$name$$v does not match shaders/$$name.comp: run make shaders"; status=1; fi; \
+			spirv-val --target-env vulkan1.1 shaders/$$name$$v || status=1; \
+		done; \
 	done; \
 	for spv in shaders/*.spv; do \
-		[ -f "$${spv%.spv}.comp" ] || { echo "$$spv has no source"; status=1; }; \
+		src=$${spv%.spv}; src=$${src%.texel}.comp; \
+		[ -f "$$src" ] || { echo "$$spv has no source"; status=1; }; \
+		case $$spv in *.texel.spv) grep -q '^#include "inputs.glsl"' $$src || { echo "$$spv: $$src has no texel variant"; status=1; };; esac; \
 	done; \
 	rm -rf $$tmp; exit $$status
 

@@ -431,7 +431,7 @@ func (g *GPU) pointwiseSmall(op string, n, cin, cout, vox int, trans bool, x, w,
 	for items%vpi != 0 {
 		vpi--
 	}
-	k, err := g.kernel("pointwise_small", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 8,
+	k, err := g.kernel("pointwise_small", []vk.Access{g.input(vec4), vk.Read, vk.Read, vk.Write}, 8,
 		wg, uint32(cin), uint32(cout), b32(trans), b32(vec4), b32(bias != nil), uint32(vpi))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
@@ -524,7 +524,7 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 	perChunk := ceilDiv(total, chunks)
 	chunks = ceilDiv(total, perChunk)
 	stride := p.Cout*p.Cin + p.Cout
-	k, err := g.kernel("pointwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write}, 24,
+	k, err := g.kernel("pointwise_dw", []vk.Access{g.input(vec4), g.input(vec4), vk.Write}, 24,
 		uint32(wg), uint32(p.Cin), uint32(p.Cout), uint32(cib), uint32(cob), b32(vec4), uint32(rg))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)

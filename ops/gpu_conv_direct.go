@@ -127,7 +127,7 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		invocs = perSplit * splits
 	}
 	push.CH[3] = uint32(invocs)
-	kern, err := g.kernel("conv_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 96,
+	kern, err := g.kernel("conv_direct", []vk.Access{g.input(src4), g.input(dy4), vk.Read, vk.Write}, 96,
 		directWG, uint32(cob), uint32(tx), uint32(geo.ks[2]), uint32(geo.ks[1]), uint32(geo.st[2]), uint32(geo.pb[2]),
 		mode, b32(bias != nil), uint32(ty), uint32(max(wkd, 1)), b32(src4), b32(dy4))
 	if err != nil {

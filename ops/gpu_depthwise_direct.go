@@ -67,8 +67,9 @@ func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x, w, b, y *Tens
 	td := directDWPlanes(p)
 	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
 	invocs := p.N * p.C * ceilDiv(p.Size[0], td) * bh * bw
-	kern, err := g.kernel("depthwise_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 48,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(p.Size[2]%4 == 0), uint32(td))
+	vec4 := p.Size[2]%4 == 0
+	kern, err := g.kernel("depthwise_direct", []vk.Access{g.input(vec4), g.input(false), vk.Read, vk.Write}, 48,
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(vec4), uint32(td))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -93,8 +94,9 @@ func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x, dy,
 	chunks = ceilDiv(items, perChunk)
 	invocs := p.C * chunks
 	taps := p.Kernel * p.Kernel * p.Kernel
-	kern, err := g.kernel("depthwise_direct", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 48,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(p.Size[2]%4 == 0), uint32(td))
+	vec4 := p.Size[2]%4 == 0
+	kern, err := g.kernel("depthwise_direct", []vk.Access{g.input(vec4), g.input(vec4), vk.Read, vk.Write}, 48,
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(vec4), uint32(td))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -32,7 +32,7 @@ func (g *GPU) elementwise(op string, mode uint32, n int, s float32, a, b, y *Ten
 	if vec4 {
 		items = n / 4
 	}
-	k, err := g.kernel("elementwise", []vk.Access{vk.Read, vk.Read, vk.ReadWrite}, 8, elementwiseWG, mode, b32(vec4))
+	k, err := g.kernel("elementwise", []vk.Access{g.input(vec4), g.input(vec4), vk.ReadWrite}, 8, elementwiseWG, mode, b32(vec4))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

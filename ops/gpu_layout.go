@@ -35,7 +35,11 @@ func dims32(d ref.Dims3) [3]uint32 { return [3]uint32{uint32(d[0]), uint32(d[1])
 // layout records one layout.comp pass that writes n elements of y, four per
 // invocation when vec4.
 func (g *GPU) layout(op string, mode uint32, n int, vec4 bool, push pushLayout, x, y *vk.Buffer) error {
-	k, err := g.kernel("layout", []vk.Access{vk.Read, vk.Write}, 52, layoutWG, b32(vec4), mode)
+	// The modes read x as vec4s where they write vec4s, except the
+	// up-sampling and padding ones, which read floats (the up-sampling
+	// gradient vec4s by factors up to 2 along w).
+	reads4 := vec4 && (mode == layoutConcat || mode == layoutSplit || mode == layoutUpsampleBackward && push.A[2] <= 2)
+	k, err := g.kernel("layout", []vk.Access{g.input(reads4), vk.Write}, 52, layoutWG, b32(vec4), mode)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -130,8 +130,9 @@ func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tenso
 	if np.vec4 {
 		vpt /= 4
 	}
+	in := g.input(np.vec4)
 	k, err := g.kernel("norm_stats",
-		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 36,
+		[]vk.Access{in, in, in, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 36,
 		wg, 1, 1, vpt, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
@@ -161,8 +162,9 @@ func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor
 		vpi /= 2
 	}
 	wg := tuned(g, normWG, normApplyWGCPU)
+	in := g.input(np.vec4)
 	k, err := g.kernel("norm_apply",
-		[]vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 36,
+		[]vk.Access{in, in, in, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 36,
 		uint32(wg), 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU), uint32(vpi))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)

@@ -1,5 +1,6 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_GOOGLE_include_directive : require
 // conv_direct: the GEMM family's three products (see conv_gemm.comp for the
 // geometry: x [nb, c0, xs] convolved with w [c1, c0, ks], stride st, padding
 // pb before each axis, into y [nb, c1, ys]) as direct convolutions for CPU
@@ -65,10 +66,9 @@ const int QS = ((KW - 1 + SW - 1) / SW) * SW;
 const int DLO = (PW - KW + 1 + QS) / SW - QS / SW;
 const int DSEG = (TX - 1 + PW + QS) / SW - QS / SW - DLO + 1;
 
-layout(std430, binding = 0) readonly buffer Src { float src[]; };  // FWD, WGRAD: x; DGRAD: y
-layout(std430, binding = 0) readonly buffer Src4 { vec4 src4[]; };
-layout(std430, binding = 1) readonly buffer Wt { float wt[]; };    // FWD, DGRAD: w; WGRAD: y
-layout(std430, binding = 1) readonly buffer Wt4 { vec4 wt4[]; };
+#include "inputs.glsl"
+INPUT(0, src) // FWD, WGRAD: x; DGRAD: y
+INPUT(1, wt)  // FWD, DGRAD: w; WGRAD: y
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // FWD: y; DGRAD: x; WGRAD: partials
 
@@ -97,7 +97,7 @@ void loadSegment(int row, int a, int c, int n, int sw, out float seg[SEG]) {
         int first4 = a / 4 + cf, last4 = sw / 4 - 1, row4 = row / 4;
         vec4 v[NVMAX];
         [[unroll]] for (int k = 0; k < (pv + n + 3) / 4; k++) {
-            v[k] = src4[row4 + clamp(first4 + k, 0, last4)];
+            v[k] = src4(uint(row4 + clamp(first4 + k, 0, last4)));
         }
         [[unroll]] for (int s = 0; s < n; s++) {
             int iw = a + c + s;
@@ -107,7 +107,7 @@ void loadSegment(int row, int a, int c, int n, int sw, out float seg[SEG]) {
     }
     [[unroll]] for (int s = 0; s < n; s++) {
         int iw = a + c + s;
-        float v = src[row + clamp(iw, 0, sw - 1)];
+        float v = src(uint(row + clamp(iw, 0, sw - 1)));
         seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
     }
 }
@@ -184,7 +184,7 @@ void fwdOrDgrad(uint inv) {
                 [[unroll]] for (uint c = 0; c < COB; c++) {
                     int wrow = int(min(co0 + c, cRes - 1)) * sRes + tapRow;
                     [[unroll]] for (int t = 0; t < KW; t++) {
-                        wv[c][t] = wt[wrow + t];
+                        wv[c][t] = wt(uint(wrow + t));
                     }
                 }
                 [[unroll]] for (int y = 0; y < TY; y++) {
@@ -277,11 +277,11 @@ void wgrad(uint inv) {
                 vec4 v4[DY4 ? TX / 4 : 1];
                 if (DY4) {
                     [[unroll]] for (int k = 0; k < TX / 4; k++) {
-                        v4[k] = wt4[yrow / 4 + uint(min(ow0 / 4 + k, yw / 4 - 1))];
+                        v4[k] = wt4(yrow / 4 + uint(min(ow0 / 4 + k, yw / 4 - 1)));
                     }
                 }
                 [[unroll]] for (int j = 0; j < TX; j++) {
-                    float v = DY4 ? v4[j / 4][j % 4] : wt[yrow + uint(min(ow0 + j, yw - 1))];
+                    float v = DY4 ? v4[j / 4][j % 4] : wt(yrow + uint(min(ow0 + j, yw - 1)));
                     dy[c][j] = (ow0 + j < yw) ? v : 0.0;
                 }
             }

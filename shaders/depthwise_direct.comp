@@ -1,5 +1,6 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_GOOGLE_include_directive : require
 // depthwise_direct: the depthwise convolution (stride 1, zero padding K/2)
 // for CPU devices, without shared memory or barriers (see conv_direct.comp
 // for why: a CPU implementation loads memory a SIMD lane at a time, shared
@@ -48,10 +49,9 @@ const int PA = (P + 3) / 4 * 4;
 const int PV = PA - P;
 const int NV = (PV + SEG + 3) / 4;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };     // MODE 0: x (or dy); 1: x
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
-layout(std430, binding = 1) readonly buffer Wt { float wt[]; };   // MODE 0: w; 1: dy
-layout(std430, binding = 1) readonly buffer Wt4 { vec4 wt4[]; };
+#include "inputs.glsl"
+INPUT(0, x)  // MODE 0: x (or dy); 1: x
+INPUT(1, wt) // MODE 0: w; 1: dy
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // MODE 0: y; 1: partials
 
@@ -72,7 +72,7 @@ void segment(uint base, int d, int h, int w0, out float seg[SEG]) {
         int row4 = row / 4, last4 = sw / 4 - 1, first4 = (w0 - PA) / 4;
         vec4 v[NV];
         [[unroll]] for (int k = 0; k < NV; k++) {
-            v[k] = x4[row4 + clamp(first4 + k, 0, last4)];
+            v[k] = x4(uint(row4 + clamp(first4 + k, 0, last4)));
         }
         [[unroll]] for (int s = 0; s < SEG; s++) {
             int iw = w0 - P + s;
@@ -82,7 +82,7 @@ void segment(uint base, int d, int h, int w0, out float seg[SEG]) {
     }
     [[unroll]] for (int s = 0; s < SEG; s++) {
         int iw = w0 - P + s;
-        float v = x[row + clamp(iw, 0, sw - 1)];
+        float v = x(uint(row + clamp(iw, 0, sw - 1)));
         seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
     }
 }
@@ -122,7 +122,7 @@ void conv(uint inv) {
             [[unroll]] for (int kh = 0; kh < K; kh++) {
                 [[unroll]] for (int kw = 0; kw < K; kw++) {
                     int tap = (kd * K + kh) * K + kw;
-                    wr[j][kh][kw] = wt[int(ch) * KKK + (FLIP ? KKK - 1 - tap : tap)];
+                    wr[j][kh][kw] = wt(uint(int(ch) * KKK + (FLIP ? KKK - 1 - tap : tap)));
                 }
             }
         }
@@ -206,14 +206,14 @@ void weightGrad(uint inv) {
                 vec4 v4[VEC4 ? TX / 4 : 1];
                 if (VEC4) {
                     [[unroll]] for (int k = 0; k < TX / 4; k++) {
-                        v4[k] = wt4[row / 4 + uint(min(w0 / 4 + k, sw / 4 - 1))];
+                        v4[k] = wt4(row / 4 + uint(min(w0 / 4 + k, sw / 4 - 1)));
                     }
                 }
                 // Each row is summed before it joins dsum, which keeps the
                 // running sum's rounding small.
                 float rs = 0.0;
                 [[unroll]] for (int t = 0; t < TX; t++) {
-                    float v = VEC4 ? v4[t / 4][t % 4] : wt[row + uint(min(w0 + t, sw - 1))];
+                    float v = VEC4 ? v4[t / 4][t % 4] : wt(row + uint(min(w0 + t, sw - 1)));
                     g[j][i][t] = (od0 + j < sd && h0 + i < sh && w0 + t < sw) ? v : 0.0;
                     rs += g[j][i][t];
                 }

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // elementwise: one element (or one vec4 when VEC4 is set and the length is
 // a multiple of 4) per invocation, the operation chosen by the
 // specialization constant MODE:
@@ -10,10 +11,9 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;
 layout(constant_id = 2) const bool VEC4 = false;
 
-layout(std430, binding = 0) readonly buffer A { float a[]; };
-layout(std430, binding = 0) readonly buffer A4 { vec4 a4[]; };
-layout(std430, binding = 1) readonly buffer B { float b[]; };
-layout(std430, binding = 1) readonly buffer B4 { vec4 b4[]; };
+#include "inputs.glsl"
+INPUT(0, a)
+INPUT(1, b)
 layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 2) buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
@@ -38,13 +38,13 @@ void main() {
         return;
     }
     if (VEC4) {
-        vec4 av = a4[i];
-        vec4 bv = (MODE == 1 || MODE == 3) ? b4[i] : vec4(0.0);
+        vec4 av = a4(i);
+        vec4 bv = (MODE == 1 || MODE == 3) ? b4(i) : vec4(0.0);
         vec4 yv = MODE == 0 ? y4[i] : vec4(0.0);
         y4[i] = apply(av, bv, yv);
     } else {
-        float av = a[i];
-        float bv = (MODE == 1 || MODE == 3) ? b[i] : 0.0;
+        float av = a(i);
+        float bv = (MODE == 1 || MODE == 3) ? b(i) : 0.0;
         float yv = MODE == 0 ? y[i] : 0.0;
         y[i] = apply(vec4(av), vec4(bv), vec4(yv)).x;
     }

@@ -7,6 +7,11 @@
 // tile sizes are specialization constants (ids 0, 1, 2 are the workgroup
 // size), shapes are push constants, all bindings are std430 storage buffers in
 // descriptor set 0, and large 1-D grids are flattened onto x and y.
+//
+// A family that declares its read-only tensors with inputs.glsl's INPUT is
+// also compiled with -DTEXEL into NAME.texel.spv, whose inputs are uniform
+// texel buffers: CPU implementations fetch texels for all SIMD lanes with
+// vector gathers, where they load storage buffers a lane at a time.
 package shaders
 
 import (

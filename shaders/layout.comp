@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 // layout: the shape operations, one pass each, chosen by MODE. Every
 // invocation writes LW consecutive elements of its output (LW = 4 when VEC4,
@@ -20,8 +21,8 @@ layout(constant_id = 2) const uint MODE = 0;
 
 const uint LW = VEC4 ? 4 : 1;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
+#include "inputs.glsl"
+INPUT(0, x)
 layout(std430, binding = 1) writeonly buffer Y { float y[]; };
 layout(std430, binding = 1) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
@@ -53,15 +54,15 @@ void main() {
         uint w = n * p.stride + p.offset + (e - n * p.block);
         if (MODE == 0) {
             if (VEC4) {
-                y4[w / 4] = x4[i];
+                y4[w / 4] = x4(i);
             } else {
-                y[w] = x[e];
+                y[w] = x(e);
             }
         } else {
             if (VEC4) {
-                y4[i] = x4[w / 4];
+                y4[i] = x4(w / 4);
             } else {
-                y[e] = x[w];
+                y[e] = x(w);
             }
         }
         return;
@@ -85,7 +86,7 @@ void main() {
         uint iw = w0 / p.aW;
         uint rem = w0 - iw * p.aW;
         [[unroll]] for (uint j = 0; j < LW; j++) {
-            v[j] = x[row + iw];
+            v[j] = x(row + iw);
             if (++rem == p.aW) {
                 rem = 0;
                 iw++;
@@ -99,11 +100,11 @@ void main() {
             for (uint a = 0; a < p.aD; a++) {
                 for (uint b = 0; b < p.aH; b++) {
                     uint q = (base + (a * p.outH + b) * p.outW + w0 * p.aW) / 4;
-                    vec4 lo = x4[q];
+                    vec4 lo = x4(q);
                     if (p.aW == 1) {
                         v += lo;
                     } else {
-                        vec4 hi = x4[q + 1];
+                        vec4 hi = x4(q + 1);
                         v += vec4(lo.x + lo.y, lo.z + lo.w, hi.x + hi.y, hi.z + hi.w);
                     }
                 }
@@ -117,7 +118,7 @@ void main() {
                 for (uint b = 0; b < p.aH; b++) {
                     uint q = base + (a * p.outH + b) * p.outW + (w0 + j) * p.aW;
                     for (uint c = 0; c < p.aW; c++) {
-                        s += x[q + c];
+                        s += x(q + c);
                     }
                 }
             }
@@ -133,14 +134,14 @@ void main() {
             [[unroll]] for (uint j = 0; j < LW; j++) {
                 uint iw = w0 + j - p.aW;
                 if (iw < p.inW) {
-                    v[j] = x[row + iw];
+                    v[j] = x(row + iw);
                 }
             }
         }
     } else {
         uint row = ((nc * p.outD + d + p.aD) * p.outH + h + p.aH) * p.outW + p.aW;
         [[unroll]] for (uint j = 0; j < LW; j++) {
-            v[j] = x[row + w0 + j];
+            v[j] = x(row + w0 + j);
         }
     }
     store(e, v);

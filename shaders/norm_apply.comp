@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 // norm_apply: the instance norm's elementwise pass, VPI vec4s (VEC4, when V
 // is a multiple of 4) or elements per invocation, u = x (+ r):
@@ -22,12 +23,10 @@ layout(constant_id = 7) const uint VPI = 1;
 
 const uint LW = VEC4 ? 4 : 1;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
-layout(std430, binding = 1) readonly buffer R { float r[]; };
-layout(std430, binding = 1) readonly buffer R4 { vec4 r4[]; };
-layout(std430, binding = 2) readonly buffer DY { float dy[]; };
-layout(std430, binding = 2) readonly buffer DY4 { vec4 dy4[]; };
+#include "inputs.glsl"
+INPUT(0, x)
+INPUT(1, r)
+INPUT(2, dy)
 layout(std430, binding = 3) readonly buffer Gamma { float gamma[]; };
 layout(std430, binding = 4) readonly buffer Beta { float beta[]; };
 layout(std430, binding = 5) readonly buffer Mean { float mean[]; };
@@ -56,9 +55,9 @@ void main() {
         uint i = i0 + k;
         vec4 u;
         if (VEC4) {
-            u = RESIDUAL ? x4[i] + r4[i] : x4[i];
+            u = RESIDUAL ? x4(i) + r4(i) : x4(i);
         } else {
-            u = vec4(RESIDUAL ? x[i] + r[i] : x[i]);
+            u = vec4(RESIDUAL ? x(i) + r(i) : x(i));
         }
         vec4 xh = (u - st.x) * st.y;
         vec4 z = ga * xh + be;
@@ -67,7 +66,7 @@ void main() {
         if (MODE == 0) {
             o = LEAKY ? mix(z * p.slope, z, pos) : z;
         } else {
-            vec4 gv = VEC4 ? dy4[i] : vec4(dy[i]);
+            vec4 gv = VEC4 ? dy4(i) : vec4(dy(i));
             if (LEAKY) {
                 gv = mix(gv * p.slope, gv, pos);
             }

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 // norm_stats: first pass of the instance norm's per-(n, c) reductions, split
 // into chunks of CH = WG·VPT·LW voxels so that a few large planes still fill
@@ -27,12 +28,10 @@ layout(constant_id = 7) const bool LEAKY = false;
 
 const uint LW = VEC4 ? 4 : 1;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
-layout(std430, binding = 1) readonly buffer R { float r[]; };
-layout(std430, binding = 1) readonly buffer R4 { vec4 r4[]; };
-layout(std430, binding = 2) readonly buffer DY { float dy[]; };
-layout(std430, binding = 2) readonly buffer DY4 { vec4 dy4[]; };
+#include "inputs.glsl"
+INPUT(0, x)
+INPUT(1, r)
+INPUT(2, dy)
 layout(std430, binding = 3) readonly buffer Gamma { float gamma[]; };
 layout(std430, binding = 4) readonly buffer Beta { float beta[]; };
 layout(std430, binding = 5) readonly buffer Mean { float mean[]; };
@@ -65,9 +64,9 @@ vec2 reduce(vec2 v) {
 
 vec4 load(bool fromDY, uint e) {
     if (VEC4) {
-        return fromDY ? dy4[e / 4] : (RESIDUAL ? x4[e / 4] + r4[e / 4] : x4[e / 4]);
+        return fromDY ? dy4(e / 4) : (RESIDUAL ? x4(e / 4) + r4(e / 4) : x4(e / 4));
     }
-    return vec4(fromDY ? dy[e] : (RESIDUAL ? x[e] + r[e] : x[e]), 0.0, 0.0, 0.0);
+    return vec4(fromDY ? dy(e) : (RESIDUAL ? x(e) + r(e) : x(e)), 0.0, 0.0, 0.0);
 }
 
 void main() {

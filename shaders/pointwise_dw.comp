@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 // pointwise_dw: first pass of a pointwise convolution's weight and bias
 // gradients when the channels are few,
@@ -29,10 +30,9 @@ const uint S = 8;          // invocations per sum in the first reduction level
 const uint SEG = WG / S;   // values each of them adds
 const uint CIBLOCKS = (CIN + CIB - 1) / CIB;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
-layout(std430, binding = 1) readonly buffer DY { float dy[]; };
-layout(std430, binding = 1) readonly buffer DY4 { vec4 dy4[]; };
+#include "inputs.glsl"
+INPUT(0, x)
+INPUT(1, dy)
 layout(std430, binding = 2) writeonly buffer P { float partial[]; };
 layout(push_constant) uniform Push {
     uint items;    // per (sample, channel) plane: voxels, or vec4s with VEC4
@@ -67,11 +67,11 @@ void main() {
         vec4 xs[CIB];
         [[unroll]] for (uint ci = 0; ci < CIB; ci++) {
             uint at = (n * CIN + min(ci0 + ci, CIN - 1)) * p.items + v;
-            xs[ci] = VEC4 ? x4[at] : vec4(x[at], 0.0, 0.0, 0.0);
+            xs[ci] = VEC4 ? x4(at) : vec4(x(at), 0.0, 0.0, 0.0);
         }
         [[unroll]] for (uint co = 0; co < COB; co++) {
             uint at = (n * COUT + min(co0 + co, COUT - 1)) * p.items + v;
-            vec4 d = VEC4 ? dy4[at] : vec4(dy[at], 0.0, 0.0, 0.0);
+            vec4 d = VEC4 ? dy4(at) : vec4(dy(at), 0.0, 0.0, 0.0);
             if (VEC4) {
                 acc[TB + co] += ((d.x + d.y) + d.z) + d.w;
             } else {

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 // pointwise_small: a 1×1×1 convolution with few channels, which is bound by
 // memory rather than arithmetic: each invocation reads all CIN input
@@ -18,8 +19,8 @@ layout(constant_id = 5) const bool BIAS = true;
 // applies it to VPI items reads it VPI times less often per voxel.
 layout(constant_id = 6) const uint VPI = 1;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
+#include "inputs.glsl"
+INPUT(0, x)
 layout(std430, binding = 1) readonly buffer W { float w[]; };
 layout(std430, binding = 2) readonly buffer B { float b[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
@@ -48,7 +49,7 @@ void main() {
     [[unroll]] for (uint ci = 0; ci < CIN; ci++) {
         uint at = (n * CIN + ci) * p.items + v;
         [[unroll]] for (uint k = 0; k < VPI; k++) {
-            xs[k][ci] = VEC4 ? x4[at + k] : vec4(x[at + k]);
+            xs[k][ci] = VEC4 ? x4(at + k) : vec4(x(at + k));
         }
     }
     for (uint co = 0; co < COUT; co++) {
