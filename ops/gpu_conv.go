@@ -339,7 +339,7 @@ func (g *GPU) splitSum(op, label string, part, out *vk.Buffer, n, splits, stride
 	for lanes < splitkMaxLanes && 2*lanes <= splits && n*lanes < target {
 		lanes *= 2
 	}
-	sum, err := g.kernel("conv_splitk", []vk.Access{vk.Read, vk.Write}, 16, elementwiseWG, 1, 1, uint32(lanes))
+	sum, err := g.kernel("conv_splitk", []vk.Access{g.input(false), vk.Write}, 16, elementwiseWG, 1, 1, uint32(lanes))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

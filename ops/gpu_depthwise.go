@@ -220,7 +220,7 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	second, err := g.kernel("depthwise_dw_sum", []vk.Access{vk.Read, vk.Write, vk.Write}, 24, elementwiseWG/4)
+	second, err := g.kernel("depthwise_dw_sum", []vk.Access{g.input(false), vk.Write, vk.Write}, 24, elementwiseWG/4)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -100,7 +100,7 @@ func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x, dy,
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	sum, err := g.kernel("depthwise_dw_sum", []vk.Access{vk.Read, vk.Write, vk.Write}, 24, elementwiseWG/4)
+	sum, err := g.kernel("depthwise_dw_sum", []vk.Access{g.input(false), vk.Write, vk.Write}, 24, elementwiseWG/4)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -55,11 +55,11 @@ func (g *GPU) channelSum(op string, n, c, vox int, x, sums *vk.Buffer) error {
 	// A vec4 never straddles two planes when the plane and the segment are
 	// multiples of four.
 	vec4 := vox%4 == 0 && seg%4 == 0
-	first, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, uint32(wg), 0, b32(vec4))
+	first, err := g.kernel("reduce_channels", []vk.Access{g.input(vec4), vk.Write}, 20, uint32(wg), 0, b32(vec4))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	second, err := g.kernel("reduce_channels", []vk.Access{vk.Read, vk.Write}, 20, uint32(wg), 1, 0)
+	second, err := g.kernel("reduce_channels", []vk.Access{g.input(false), vk.Write}, 20, uint32(wg), 1, 0)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

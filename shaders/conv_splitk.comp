@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // conv_splitk: the second pass of a split reduction (a split-K product, a
 // pointwise weight gradient). Element i of the result is the sum of the
 // partials part[offset + s·stride + i] for s = 0 .. splits−1.
@@ -13,7 +14,8 @@ layout(constant_id = 3) const uint R = 1;
 
 const uint OUT = WG / R; // elements per workgroup
 
-layout(std430, binding = 0) readonly buffer Part { float part[]; };
+#include "inputs.glsl"
+INPUT(0, part)
 layout(std430, binding = 1) writeonly buffer Out { float outv[]; };
 layout(push_constant) uniform Push {
     uint n;      // elements of the result
@@ -33,7 +35,7 @@ void main() {
     float s = 0.0;
     if (live) {
         for (uint j = r; j < p.splits; j += R) {
-            s += part[p.offset + j * p.stride + i];
+            s += part(p.offset + j * p.stride + i);
         }
     }
     if (R > 1) {

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // depthwise_dw_sum: second pass of the depthwise weight gradient. One
 // invocation per weight (c, tap), and with hasDB one more per channel for
 // the bias gradient, adds the chunk partials that
@@ -7,7 +8,8 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 
-layout(std430, binding = 0) readonly buffer P { float partial[]; };
+#include "inputs.glsl"
+INPUT(0, partial)
 layout(std430, binding = 1) writeonly buffer DW { float dw[]; };
 layout(std430, binding = 2) writeonly buffer DB { float db[]; };
 layout(push_constant) uniform Push {
@@ -40,7 +42,7 @@ void main() {
     uint at = (ch * p.blocks + blk) * p.chunks * stride + j;
     float s = 0.0;
     for (uint k = 0; k < p.chunks; k++) {
-        s += partial[at + k * stride];
+        s += partial(at + k * stride);
     }
     if (i < weights) {
         dw[i] = s;

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // reduce_channels: deterministic per-channel sums of an [N, C, V] tensor,
 // sums[c] = Σ_n Σ_v x[n, c, v] (bias gradients and similar). Two passes
 // chosen by PASS, with no atomics so every run gives the same bits:
@@ -14,8 +15,8 @@ layout(constant_id = 0) const uint WG = 256; // a power of two
 layout(constant_id = 1) const uint PASS = 0;
 layout(constant_id = 2) const bool VEC4 = false;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
+#include "inputs.glsl"
+INPUT(0, x)
 layout(std430, binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform Push {
     uint n;      // batch
@@ -45,10 +46,10 @@ void main() {
         for (; e < end; e += WG * lanes) {
             uint at = (nn * p.c + ch) * p.vox + v;
             if (VEC4) {
-                vec4 q = x4[at / 4];
+                vec4 q = x4(at / 4);
                 s += (q.x + q.y) + (q.z + q.w);
             } else {
-                s += x[at];
+                s += x(at);
             }
             v += WG * lanes;
             if (v >= p.vox) {
@@ -60,7 +61,7 @@ void main() {
     } else {
         uint ch = gl_WorkGroupID.x;
         for (uint j = lid; j < p.chunks; j += WG) {
-            s += x[ch * p.chunks + j];
+            s += x(ch * p.chunks + j);
         }
     }
     sums[lid] = s;
