@@ -431,7 +431,7 @@ func (g *GPU) pointwiseSmall(op string, n, cin, cout, vox int, trans bool, x, w,
 	for items%vpi != 0 {
 		vpi--
 	}
-	k, err := g.kernel("pointwise_small", []vk.Access{g.input(vec4), vk.Read, vk.Read, vk.Write}, 8,
+	k, err := g.kernel("pointwise_small", []vk.Access{g.input(vec4), g.input(false), vk.Read, vk.Write}, 8,
 		wg, uint32(cin), uint32(cout), b32(trans), b32(vec4), b32(bias != nil), uint32(vpi))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)

@@ -4,9 +4,10 @@
 // pointwise_small: a 1×1×1 convolution with few channels, which is bound by
 // memory rather than arithmetic: each invocation reads all CIN input
 // channels of VPI items of four neighbouring voxels (or one) once and
-// writes all COUT outputs,
-// with the weights in shared memory. With TRANS the weights are read as
-// [CIN][COUT], which makes the same kernel the data gradient (dx = wᵀ·dy).
+// writes all COUT outputs, with the weights in shared memory (the texel
+// variant reads them where it uses them). With TRANS the weights are read
+// as [CIN][COUT], which makes the same kernel the data gradient
+// (dx = wᵀ·dy).
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint CIN = 16;
@@ -14,14 +15,14 @@ layout(constant_id = 2) const uint COUT = 16;
 layout(constant_id = 3) const bool TRANS = false;
 layout(constant_id = 4) const bool VEC4 = true;
 layout(constant_id = 5) const bool BIAS = true;
-// Items (vec4s or voxels of one plane) per invocation: a CPU device reads
-// each weight from shared memory a lane at a time, so an invocation that
-// applies it to VPI items reads it VPI times less often per voxel.
+// Items (vec4s or voxels of one plane) per invocation: an invocation that
+// applies each weight it reads to VPI items reads it VPI times less often
+// per voxel, which pays on a CPU device.
 layout(constant_id = 6) const uint VPI = 1;
 
 #include "inputs.glsl"
 INPUT(0, x)
-layout(std430, binding = 1) readonly buffer W { float w[]; };
+INPUT(1, w)
 layout(std430, binding = 2) readonly buffer B { float b[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 layout(std430, binding = 3) writeonly buffer Y4 { vec4 y4[]; };
@@ -30,15 +31,24 @@ layout(push_constant) uniform Push {
     uint total; // batch × items
 } p;
 
+#ifdef TEXEL
+// A CPU device gathers a texel of one address for all lanes at once: the
+// weights are read where they are used, without shared memory or barrier.
+float weight(uint co, uint ci) { return w(TRANS ? ci * COUT + co : co * CIN + ci); }
+#else
 shared float ws[COUT * CIN];
+float weight(uint co, uint ci) { return ws[co * CIN + ci]; }
+#endif
 
 void main() {
     uint lid = gl_LocalInvocationID.x;
+#ifndef TEXEL
     for (uint i = lid; i < COUT * CIN; i += WG) {
         uint co = i / CIN, ci = i - co * CIN;
-        ws[i] = TRANS ? w[ci * COUT + co] : w[i];
+        ws[i] = TRANS ? w(ci * COUT + co) : w(i);
     }
     barrier();
+#endif
     uint i0 = ((gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + lid) * VPI;
     if (i0 >= p.total) {
         return;
@@ -58,7 +68,7 @@ void main() {
             acc[k] = vec4(BIAS ? b[co] : 0.0);
         }
         [[unroll]] for (uint ci = 0; ci < CIN; ci++) {
-            vec4 wv = vec4(ws[co * CIN + ci]);
+            vec4 wv = vec4(weight(co, ci));
             [[unroll]] for (uint k = 0; k < VPI; k++) {
                 acc[k] = fma(wv, xs[k][ci], acc[k]);
             }
