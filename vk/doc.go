@@ -11,8 +11,8 @@
 //   - Kernel: a compute pipeline for one SPIR-V module and one set of
 //     specialization constants, with the access mode of each binding: a
 //     storage buffer, or a read-only uniform texel buffer of one or four
-//     floats per texel (its views are made on first use and kept with the
-//     memory block).
+//     floats per texel (its views are made on first use and kept until the
+//     buffer is released).
 //   - Batch: a recording of dispatches, copies, uploads and downloads that is
 //     submitted at once and waited for with a fence.
 //

@@ -71,9 +71,8 @@ type block struct {
 	size   uint64
 	free   []span // sorted by offset, coalesced
 	mapped unsafe.Pointer
-	// views are the texel views made of ranges of the block, kept until
-	// the block is destroyed: a view describes memory, not a tensor, so a
-	// later buffer at the same range reuses it.
+	// views are the texel views made of the block's buffers (and views
+	// of them), kept until the buffer is released.
 	views map[viewKey]C.VkBufferView
 }
 
@@ -257,6 +256,14 @@ func (b *block) take(n, need uint64) *Buffer {
 func (a *allocator) free(buf *Buffer) {
 	a.inUse -= buf.span
 	b := buf.block
+	// Views of the range go with it, so that they do not pile up over the
+	// many ranges a long run allocates.
+	for k, v := range b.views {
+		if k.offset >= buf.offset && k.offset < buf.offset+buf.span {
+			C.u2_destroy_view(a.dev.fns, v)
+			delete(b.views, k)
+		}
+	}
 	i := sort.Search(len(b.free), func(i int) bool { return b.free[i].off > buf.offset })
 	b.free = append(b.free, span{})
 	copy(b.free[i+1:], b.free[i:])

@@ -760,6 +760,23 @@ func TestTexelBindings(t *testing.T) {
 			}
 		}
 	}
+	// Releasing a buffer destroys the views made of it.
+	held := alloc(t, d, 64)
+	views := len(held.block.views)
+	if _, err := held.texelView(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.texelView(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(held.block.views); got != views+2 {
+		t.Errorf("%d views after two texel views of a new buffer, want %d", got, views+2)
+	}
+	held.Release()
+	if got := len(held.block.views); got != views {
+		t.Errorf("%d views after releasing the buffer, want %d", got, views)
+	}
+
 	// A binding of four-float texels needs one whole texel.
 	k := testKernel(t, d, "layout.texel", []Access{ReadTexel4, Write}, 52, 64, 1, 0)
 	small, dst := alloc(t, d, 8), alloc(t, d, 16)
