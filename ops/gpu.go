@@ -175,9 +175,10 @@ func (g *GPU) alloc(n int, dt DType) (*Tensor, error) {
 }
 
 // AllocPacked implements Engine: the parts are views of the whole at
-// multiples of the device's storage-buffer alignment.
+// multiples of the device's storage- and texel-buffer alignments.
 func (g *GPU) AllocPacked(lens []int) (*Tensor, []*Tensor, error) {
-	align := max(1, int(g.dev.Info().StorageAlignment+3)/4)
+	info := g.dev.Info()
+	align := max(1, int(max(info.StorageAlignment, info.TexelAlignment)+3)/4)
 	offsets, total, err := packLayout(lens, align)
 	if err != nil {
 		return nil, nil, err

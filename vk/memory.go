@@ -39,7 +39,8 @@ func (b *Buffer) Release() {
 
 // View returns the range [offset, offset+size) of b as a buffer of its own
 // for binding; offset must be a multiple of the device's storage-buffer
-// alignment. The view lives as long as b; releasing it does nothing.
+// alignment (and of its texel-buffer alignment for a texel binding). The
+// view lives as long as b; releasing it does nothing.
 func (b *Buffer) View(offset, size uint64) (*Buffer, error) {
 	align := b.block.alloc.dev.info.StorageAlignment
 	switch {
