@@ -149,8 +149,9 @@ func (d *Device) buildKernel(spec KernelSpec) (*Kernel, error) {
 	}
 	types := (*C.uint32_t)(C.malloc(C.size_t(4 * max(1, len(spec.Bindings)))))
 	defer C.free(unsafe.Pointer(types))
+	typeSlice := unsafe.Slice(types, len(spec.Bindings))
 	for i, a := range spec.Bindings {
-		unsafe.Slice(types, len(spec.Bindings))[i] = bindingType(a)
+		typeSlice[i] = bindingType(a)
 	}
 	r := C.u2_create_kernel(d.fns, (*C.uint32_t)(code), C.size_t(len(spec.SPIRV)), types, C.uint32_t(len(spec.Bindings)),
 		C.uint32_t(spec.PushSize), specPtr, C.uint32_t(len(spec.Spec)),
