@@ -19,9 +19,15 @@ type Options struct {
 	// Selector chooses the device as Choose does; "cpu" is refused here since
 	// the reference engine needs no Vulkan device.
 	Selector string
-	// PipelineCacheDir holds the persisted VkPipelineCache; empty means the
-	// user's cache directory (os.UserCacheDir()/u2net), "-" disables it.
+	// PipelineCacheDir holds the persisted VkPipelineCache; empty means
+	// $U2NET_CACHE_DIR, else the user's cache directory
+	// (os.UserCacheDir()/u2net); "-" disables it.
 	PipelineCacheDir string
+	// MemoryLimit caps the device-local memory the device allocates for
+	// tensors, in bytes (0: no cap beyond the device's own). Past it an
+	// allocation fails with ErrOutOfMemory, as when the device is full, so
+	// a process can leave room on a shared GPU.
+	MemoryLimit uint64
 }
 
 // Device is an opened Vulkan device with one compute queue. Its methods are
@@ -42,6 +48,7 @@ type Device struct {
 	mu      sync.Mutex
 	kernels map[string]*Kernel
 	cache   *pipelineCache
+	opts    Options
 	closed  bool
 	lost    bool
 }
@@ -58,10 +65,10 @@ func Open(opts Options) (*Device, error) {
 		}
 		return nil, errors.New(`vk: selector "cpu" names the reference engine, not a Vulkan device`)
 	}
-	return openInfo(c.Device)
+	return openInfo(c.Device, opts)
 }
 
-func openInfo(info DeviceInfo) (*Device, error) {
+func openInfo(info DeviceInfo, opts Options) (*Device, error) {
 	phys := instance.phys[indexOf(info.Index)]
 	var handle C.VkDevice
 	if r := C.u2_create_device(instance.handle, phys, C.uint32_t(info.queueFamily), &handle); r != C.VK_SUCCESS {
@@ -69,6 +76,7 @@ func openInfo(info DeviceInfo) (*Device, error) {
 	}
 	d := &Device{
 		info:    info,
+		opts:    opts,
 		phys:    phys,
 		handle:  vkapi.Device(unsafe.Pointer(handle)),
 		kernels: map[string]*Kernel{},
@@ -96,6 +104,7 @@ func openInfo(info DeviceInfo) (*Device, error) {
 	}
 	var err error
 	if d.deviceMem, err = newAllocator(d, false); err == nil {
+		d.deviceMem.limit = opts.MemoryLimit
 		d.stagingMem, err = newAllocator(d, true)
 	}
 	if err != nil {

@@ -195,7 +195,10 @@ func cacheDir() string {
 // driver; a missing, corrupt or foreign file is ignored.
 func openPipelineCache(d *Device) *pipelineCache {
 	pc := &pipelineCache{}
-	dir := os.Getenv("U2NET_CACHE_DIR")
+	dir := d.opts.PipelineCacheDir
+	if dir == "" {
+		dir = os.Getenv("U2NET_CACHE_DIR")
+	}
 	if dir == "" {
 		dir = cacheDir()
 	}

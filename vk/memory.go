@@ -6,6 +6,7 @@ package vk
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"unsafe"
@@ -129,6 +130,9 @@ type allocator struct {
 	nextID    int
 	inUse     uint64
 	peak      uint64
+	// limit caps the bytes of all blocks together (0: none).
+	limit uint64
+	held  uint64 // bytes of all blocks
 }
 
 const (
@@ -218,13 +222,13 @@ func (a *allocator) alloc(n uint64) (*Buffer, error) {
 			return buf, nil
 		}
 	}
-	size := a.blockSize
-	if need > size {
-		size = need // a dedicated block for a large tensor
+	b, err := a.grow(need)
+	if errors.Is(err, ErrOutOfMemory) && a.dropEmptyBlocks() {
+		// The empty block kept for reuse may be what stands in the way.
+		b, err = a.grow(need)
 	}
-	b, err := a.newBlock(size)
 	if err != nil {
-		return nil, fmt.Errorf("vk: allocating %d bytes (block of %d) on %s: %w", n, size, a.dev.info.Name, err)
+		return nil, fmt.Errorf("vk: allocating %d bytes on %s: %w", n, a.dev.info.Name, err)
 	}
 	buf := b.take(n, need)
 	a.account(need)
@@ -284,6 +288,21 @@ func (a *allocator) free(buf *Buffer) {
 	}
 }
 
+// dropEmptyBlocks gives every empty block back to the driver and reports
+// whether there was one.
+func (a *allocator) dropEmptyBlocks() bool {
+	dropped := false
+	for i := 0; i < len(a.blocks); {
+		if b := a.blocks[i]; len(b.free) == 1 && b.free[0].size == b.size {
+			a.dropBlock(b)
+			dropped = true
+			continue
+		}
+		i++
+	}
+	return dropped
+}
+
 func (a *allocator) emptyBlocks() int {
 	n := 0
 	for _, b := range a.blocks {
@@ -292,6 +311,23 @@ func (a *allocator) emptyBlocks() int {
 		}
 	}
 	return n
+}
+
+// grow adds a block with room for need bytes: of the usual size, or
+// dedicated to a larger buffer, or shorter to stay under the memory limit.
+func (a *allocator) grow(need uint64) (*block, error) {
+	size := max(need, a.blockSize)
+	if a.limit > 0 {
+		if a.held+need > a.limit {
+			return nil, fmt.Errorf("%w: the memory limit of %d bytes would be passed (%d held)", ErrOutOfMemory, a.limit, a.held)
+		}
+		size = max(need, min(a.blockSize, a.limit-a.held))
+	}
+	b, err := a.newBlock(size)
+	if err != nil {
+		return nil, fmt.Errorf("block of %d bytes: %w", size, err)
+	}
+	return b, nil
 }
 
 func (a *allocator) newBlock(size uint64) (*block, error) {
@@ -348,6 +384,7 @@ func (a *allocator) newBlock(size uint64) (*block, error) {
 		b.mapped = p
 	}
 	a.blocks = append(a.blocks, b)
+	a.held += size
 	return b, nil
 }
 
@@ -363,6 +400,7 @@ func (a *allocator) dropBlock(b *block) {
 
 func (a *allocator) destroyBlock(b *block) {
 	d := a.dev.handle
+	a.held -= b.size
 	for _, v := range b.views {
 		C.u2_destroy_view(a.dev.fns, v)
 	}

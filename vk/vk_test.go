@@ -18,8 +18,16 @@ import (
 // U2NET_REQUIRE_GPU is set (as in CI) and is skipped otherwise.
 func openTestDevice(t *testing.T) *Device {
 	t.Helper()
+	return openTestDeviceWith(t, Options{})
+}
+
+// openTestDeviceWith is openTestDevice with options; the selector is
+// $U2NET_DEVICE's.
+func openTestDeviceWith(t *testing.T, opts Options) *Device {
+	t.Helper()
 	t.Setenv("U2NET_CACHE_DIR", t.TempDir())
-	d, err := Open(Options{Selector: os.Getenv("U2NET_DEVICE")})
+	opts.Selector = os.Getenv("U2NET_DEVICE")
+	d, err := Open(opts)
 	if err != nil {
 		if RequireGPU() {
 			t.Fatalf("no Vulkan device (U2NET_REQUIRE_GPU is set): %v", err)
@@ -374,6 +382,42 @@ func TestOversizeAllocation(t *testing.T) {
 	}
 }
 
+// Past Options.MemoryLimit allocations fail as on a full device, and
+// memory given back makes room again, including the empty block the
+// allocator keeps for reuse.
+func TestMemoryLimit(t *testing.T) {
+	const limit, piece = 96 * mib, 20 * mib
+	d := openTestDeviceWith(t, Options{MemoryLimit: limit})
+	var bufs []*Buffer
+	var err error
+	for len(bufs) < 10 {
+		var b *Buffer
+		if b, err = d.Alloc(piece); err != nil {
+			break
+		}
+		bufs = append(bufs, b)
+	}
+	if !errors.Is(err, ErrOutOfMemory) || !strings.Contains(err.Error(), strconv.Itoa(limit)) {
+		t.Fatalf("allocation %d of %d bytes under a limit of %d: %v, want ErrOutOfMemory naming the limit", len(bufs)+1, piece, limit, err)
+	}
+	if n := len(bufs); n*piece > limit || n < 3 {
+		t.Errorf("%d buffers of %d bytes fit under a limit of %d, want 3 to %d", n, piece, limit, limit/piece)
+	}
+	bufs[0].Release()
+	b, err := d.Alloc(piece)
+	if err != nil {
+		t.Fatalf("allocating again after a release: %v", err)
+	}
+	bufs[0] = b
+	for _, b := range bufs {
+		b.Release()
+	}
+	if b, err = d.Alloc(limit - mib); err != nil {
+		t.Fatalf("after releasing everything, one buffer of %d bytes under a limit of %d: %v", limit-mib, limit, err)
+	}
+	b.Release()
+}
+
 func TestAllocatorReuse(t *testing.T) {
 	d := openTestDevice(t)
 	before, _ := d.MemoryInUse()
@@ -501,12 +545,19 @@ func TestPipelineCacheIgnoresGarbage(t *testing.T) {
 		[]byte("short"),
 		append([]byte{32, 0, 0, 0, 1, 0, 0, 0}, make([]byte, 200)...), // foreign vendor and UUID
 	}
-	for _, g := range garbage {
+	for i, g := range garbage {
 		if err := os.WriteFile(path, g, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// The folder comes from the environment, or from the options,
+		// which take precedence.
+		opts := Options{Selector: os.Getenv("U2NET_DEVICE")}
 		t.Setenv("U2NET_CACHE_DIR", dir)
-		d, err := Open(Options{Selector: os.Getenv("U2NET_DEVICE")})
+		if i == 1 {
+			t.Setenv("U2NET_CACHE_DIR", t.TempDir())
+			opts.PipelineCacheDir = dir
+		}
+		d, err := Open(opts)
 		if err != nil {
 			t.Fatal(err)
 		}
