@@ -17,6 +17,15 @@ import (
 	"fmt"
 
 	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// Errors of Alloc and AllocPacked that a caller may handle by asking for
+// less, e.g. a smaller window: the engine's memory is full (or its limit
+// reached), or one tensor is larger than the engine can bind.
+var (
+	ErrOutOfMemory = vk.ErrOutOfMemory
+	ErrTooLarge    = vk.ErrTooLarge
 )
 
 // DType is a tensor's element type.

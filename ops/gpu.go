@@ -79,8 +79,11 @@ const sinkSlots = 32
 
 // OpenGPU opens the Vulkan device chosen by selector (see vk.Choose) and
 // returns an engine that owns it.
-func OpenGPU(selector string) (*GPU, error) {
-	d, err := vk.Open(vk.Options{Selector: selector})
+func OpenGPU(selector string) (*GPU, error) { return OpenGPUWith(vk.Options{Selector: selector}) }
+
+// OpenGPUWith is OpenGPU with the device's options.
+func OpenGPUWith(opts vk.Options) (*GPU, error) {
+	d, err := vk.Open(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -5,31 +5,16 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"testing"
 
 	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/opstest"
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
 )
 
-func openGPU(t testing.TB) *ops.GPU {
-	t.Helper()
-	g, err := ops.OpenGPU(os.Getenv("U2NET_DEVICE"))
-	if err != nil {
-		if vk.RequireGPU() {
-			t.Fatalf("no Vulkan device (U2NET_REQUIRE_GPU is set): %v", err)
-		}
-		t.Skipf("no Vulkan device: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := g.Close(); err != nil {
-			t.Errorf("closing the GPU engine: %v", err)
-		}
-	})
-	return g
-}
+func openGPU(t testing.TB) *ops.GPU { return opstest.GPU(t, vk.Options{}) }
 
 // The whole network on the GPU engine matches the CPU reference engine:
 // logits, losses and every parameter gradient, in each mode, for two domains
