@@ -15,6 +15,7 @@ type graph struct {
 	n        int
 	size     [3]int
 	training bool
+	used     uint64 // the net's clock at the last look-up
 
 	fwd, bwd []func(e ops.Engine) error
 	// outs and ins are each step's output and inputs, for planning the

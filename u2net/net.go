@@ -1,6 +1,7 @@
 package u2net
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -56,6 +57,7 @@ type Net struct {
 	state2 map[string]*ops.Tensor // Adam's v
 	groups map[int]*paramGroup    // by Param.Domain (-1: shared)
 	graphs map[graphKey]*graph
+	clock  uint64 // counts graph look-ups, for graph.used
 	// slope is the LeakyReLU slope, ref.DefaultSlope; the gradient tests
 	// raise it to keep the loss smooth enough for finite differences.
 	slope float64
@@ -164,11 +166,78 @@ func (n *Net) Close() {
 	n.graphs = map[graphKey]*graph{}
 }
 
-// graph returns the graph for the key, building it on first use.
+// maxInferenceGraphs bounds the inference graphs a net keeps: prediction
+// over volumes of many shapes builds one per shape, and each holds its
+// activations. The least recently used goes first.
+const maxInferenceGraphs = 4
+
+// graph returns the graph for the key, building it on first use. When the
+// engine's memory is full, the other graphs are freed and the build tried
+// once more.
 func (n *Net) graph(k graphKey) (*graph, error) {
+	n.clock++
 	if g, ok := n.graphs[k]; ok {
+		g.used = n.clock
 		return g, nil
 	}
+	if !k.training {
+		n.evictInference(maxInferenceGraphs - 1)
+	}
+	g, err := n.build(k)
+	if errors.Is(err, ops.ErrOutOfMemory) && len(n.graphs) > 0 {
+		if err := n.freeGraphsExcept(nil); err != nil {
+			return nil, err
+		}
+		g, err = n.build(k)
+	}
+	if err != nil {
+		return nil, err
+	}
+	g.used = n.clock
+	n.graphs[k] = g
+	return g, nil
+}
+
+// evictInference frees the least recently used inference graphs until at
+// most keep are left.
+func (n *Net) evictInference(keep int) {
+	for {
+		var oldest *graph
+		count := 0
+		for k, g := range n.graphs {
+			if k.training {
+				continue
+			}
+			count++
+			if oldest == nil || g.used < oldest.used {
+				oldest = g
+			}
+		}
+		if count <= keep {
+			return
+		}
+		n.freeGraph(oldest)
+	}
+}
+
+// freeGraphsExcept frees every graph but keep, and waits for the engine so
+// that their memory is free on return.
+func (n *Net) freeGraphsExcept(keep *graph) error {
+	for _, g := range n.graphs {
+		if g != keep {
+			n.freeGraph(g)
+		}
+	}
+	return n.e.Sync()
+}
+
+func (n *Net) freeGraph(g *graph) {
+	g.free()
+	delete(n.graphs, graphKey{g.dom, g.n, g.size, g.training})
+}
+
+// build builds the graph for the key.
+func (n *Net) build(k graphKey) (*graph, error) {
 	cfg := n.Model.Config
 	if k.dom < 0 || k.dom >= len(cfg.Domains) {
 		return nil, fmt.Errorf("domain index %d out of range (the model has %d domains)", k.dom, len(cfg.Domains))
@@ -206,9 +275,14 @@ func (n *Net) graph(k graphKey) (*graph, error) {
 	}
 	if b.err != nil {
 		g.free()
+		if errors.Is(b.err, ops.ErrOutOfMemory) {
+			// Wait until its memory is free, for a smaller try.
+			if err := n.e.Sync(); err != nil {
+				return nil, err
+			}
+		}
 		return nil, fmt.Errorf("building the %s network for batch %d, size %v: %w", cfg.Domains[k.dom].Name, k.n, k.size, b.err)
 	}
-	n.graphs[k] = g
 	return g, nil
 }
 
@@ -216,18 +290,19 @@ func (n *Net) graph(k graphKey) (*graph, error) {
 // the domain trains.
 func (n *Net) ensureGrads(dom int) error {
 	for _, pg := range n.trainedGroups(dom) {
-		if pg.grads != nil {
-			continue
-		}
-		var err error
-		if pg.grads, err = pg.packed(n.e, "gradients", n.grads); err != nil {
-			return err
-		}
-		if pg.s1, err = pg.packed(n.e, "optimiser state", n.state1); err != nil {
-			return err
-		}
-		if pg.s2, err = pg.packed(n.e, "optimiser state", n.state2); err != nil {
-			return err
+		// Each is checked on its own: a failed call may have allocated some.
+		for _, t := range []struct {
+			dst  **ops.Tensor
+			what string
+			by   map[string]*ops.Tensor
+		}{{&pg.grads, "gradients", n.grads}, {&pg.s1, "optimiser state", n.state1}, {&pg.s2, "optimiser state", n.state2}} {
+			if *t.dst != nil {
+				continue
+			}
+			var err error
+			if *t.dst, err = pg.packed(n.e, t.what, t.by); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -344,16 +419,7 @@ func (n *Net) infer(dom, batch int, size [3]int, x []float32, what int) ([]float
 	if err := n.checkInput(dom, batch, size, x); err != nil {
 		return nil, err
 	}
-	// A training graph of the same shape runs the forward pass as well: no
-	// second set of activations.
-	g, ok := n.graphs[graphKey{dom, batch, size, true}]
-	if !ok {
-		var err error
-		if g, err = n.graph(graphKey{dom, batch, size, false}); err != nil {
-			return nil, err
-		}
-	}
-	result, err := g.output(what)
+	g, result, err := n.inferGraph(dom, batch, size, what)
 	if err != nil {
 		return nil, err
 	}
@@ -371,6 +437,39 @@ func (n *Net) infer(dom, batch int, size [3]int, x []float32, what int) ([]float
 		return nil, err
 	}
 	return out, nil
+}
+
+// inferGraph returns the graph an inference pass runs and the tensor it
+// returns. A training graph of the same shape runs the forward pass as
+// well: no second set of activations.
+func (n *Net) inferGraph(dom, batch int, size [3]int, what int) (*graph, *ops.Tensor, error) {
+	g, ok := n.graphs[graphKey{dom, batch, size, true}]
+	if !ok {
+		var err error
+		if g, err = n.graph(graphKey{dom, batch, size, false}); err != nil {
+			return nil, nil, err
+		}
+	}
+	result, err := g.output(what)
+	if errors.Is(err, ops.ErrOutOfMemory) && len(n.graphs) > 1 {
+		if err := n.freeGraphsExcept(g); err != nil {
+			return nil, nil, err
+		}
+		result, err = g.output(what)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, result, nil
+}
+
+// ReserveInference allocates what Probabilities needs for this batch and
+// window size without running anything, so that a shape the engine cannot
+// hold fails here (with ops.ErrOutOfMemory or ops.ErrTooLarge), before
+// any input is prepared.
+func (n *Net) ReserveInference(dom, batch int, size [3]int) error {
+	_, _, err := n.inferGraph(dom, batch, size, outProbs)
+	return err
 }
 
 // output returns the tensor an inference pass returns, allocating the

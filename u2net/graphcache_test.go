@@ -1,0 +1,172 @@
+package u2net
+
+import (
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/opstest"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+func inferenceGraphs(n *Net) map[[3]int]*graph {
+	out := map[[3]int]*graph{}
+	for k, g := range n.graphs {
+		if !k.training {
+			out[k.size] = g
+		}
+	}
+	return out
+}
+
+// Prediction over many window shapes keeps at most maxInferenceGraphs
+// inference graphs, dropping the least recently used, and never a training
+// graph; an evicted shape is rebuilt with the same result.
+func TestInferenceGraphsBounded(t *testing.T) {
+	cfg := tinyConfig(ModeUniversal, UpsampleTranspose)
+	m, err := New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := NewNet(m, ops.NewCPU())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	r := rand.New(rand.NewPCG(3, 3))
+	d := cfg.Domains[0]
+	x, l := tinyBatch(r, d, 1, tinySize)
+	if _, err := n.Gradients(0, 1, tinySize, x, l); err != nil {
+		t.Fatal(err)
+	}
+	sizes := [][3]int{{2, 8, 8}, {2, 8, 12}, {2, 12, 8}, {4, 4, 8}, {6, 8, 8}, {2, 16, 4}}
+	inputs := map[[3]int][]float32{}
+	first := map[[3]int][]float32{}
+	forward := func(s [3]int) []float32 {
+		t.Helper()
+		if inputs[s] == nil {
+			inputs[s], _ = tinyBatch(r, d, 1, s)
+		}
+		y, err := n.Forward(0, 1, s, inputs[s])
+		if err != nil {
+			t.Fatalf("size %v: %v", s, err)
+		}
+		return y
+	}
+	for _, s := range sizes {
+		first[s] = forward(s)
+		if got := len(inferenceGraphs(n)); got > maxInferenceGraphs {
+			t.Fatalf("after size %v: %d inference graphs, want at most %d", s, got, maxInferenceGraphs)
+		}
+	}
+	if _, ok := n.graphs[graphKey{0, 1, tinySize, true}]; !ok {
+		t.Fatal("the training graph was evicted")
+	}
+	kept := inferenceGraphs(n)
+	for i, s := range sizes {
+		if _, ok := kept[s]; ok != (i >= len(sizes)-maxInferenceGraphs) {
+			t.Errorf("size %v kept: %v, want only the last %d sizes", s, ok, maxInferenceGraphs)
+		}
+	}
+	// Using the oldest kept shape makes the next-oldest the one to go.
+	oldest, next := sizes[len(sizes)-maxInferenceGraphs], sizes[len(sizes)-maxInferenceGraphs+1]
+	g := kept[oldest]
+	forward(oldest)
+	if inferenceGraphs(n)[oldest] != g {
+		t.Error("a kept graph was rebuilt")
+	}
+	if y := forward(sizes[0]); !slices.Equal(y, first[sizes[0]]) {
+		t.Error("a rebuilt graph gives other logits")
+	}
+	now := inferenceGraphs(n)
+	if _, ok := now[next]; ok {
+		t.Errorf("size %v, the least recently used, was kept", next)
+	}
+	if _, ok := now[oldest]; !ok {
+		t.Errorf("size %v, used just before, was evicted", oldest)
+	}
+}
+
+// When the engine's memory is full, building a graph frees the others and
+// tries again: two shapes that do not fit together still run one after the
+// other, with the results of an engine without a limit.
+func TestGraphsFreedWhenMemoryRunsOut(t *testing.T) {
+	cfg := tinyConfig(ModeUniversal, UpsampleTranspose)
+	cfg.BaseChannels = 4
+	m, err := New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Domains[1]
+	sizes := [][3]int{{8, 32, 32}, {8, 40, 36}}
+	r := rand.New(rand.NewPCG(4, 4))
+	var inputs, want [][]float32
+	var limit uint64
+	free := opstest.GPU(t, vk.Options{})
+	for _, s := range sizes {
+		x, _ := tinyBatch(r, d, 1, s)
+		inputs = append(inputs, x)
+		// Alone on a fresh net: the peak memory this shape needs.
+		n, err := NewNet(m, free)
+		if err != nil {
+			t.Fatal(err)
+		}
+		free.Device().ResetPeakMemory()
+		y, err := n.Probabilities(1, 1, s, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, y)
+		_, peak := free.Device().MemoryInUse()
+		limit = max(limit, peak)
+		n.Close()
+		if err := free.Sync(); err != nil { // releases the net's memory
+			t.Fatal(err)
+		}
+	}
+	a, _ := NewNet(m, free)
+	defer a.Close()
+	both, _ := free.Device().MemoryInUse() // the parameters
+	for _, s := range sizes {
+		b, err := a.PlanBytes(1, 1, s, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		both += uint64(b)
+	}
+	limit += limit / 10 // room for fragmentation, short of both graphs
+	if both <= limit {
+		t.Fatalf("test set-up: both graphs with the parameters (%d bytes) fit under the limit of %d bytes", both, limit)
+	}
+	g := opstest.GPU(t, vk.Options{MemoryLimit: limit})
+	n, err := NewNet(m, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	// A shape too large fails with ErrOutOfMemory and leaves no memory
+	// held, so that a smaller one can be tried.
+	before, _ := g.Device().MemoryInUse()
+	if err := n.ReserveInference(1, 2, sizes[1]); !errors.Is(err, ops.ErrOutOfMemory) {
+		t.Fatalf("reserving batch 2 of %v under a limit of %d bytes: %v, want ErrOutOfMemory", sizes[1], limit, err)
+	}
+	if after, _ := g.Device().MemoryInUse(); after != before {
+		t.Errorf("a failed reservation left %d bytes in use, %d before", after, before)
+	}
+	for round := range 2 {
+		for i, s := range sizes {
+			y, err := n.Probabilities(1, 1, s, inputs[i])
+			if err != nil {
+				t.Fatalf("round %d, size %v under a limit of %d bytes: %v", round, s, limit, err)
+			}
+			if !slices.Equal(y, want[i]) {
+				t.Errorf("round %d, size %v: probabilities differ from those without a limit", round, s)
+			}
+			if got := len(n.graphs); got != 1 {
+				t.Errorf("round %d, size %v: %d graphs kept, want 1", round, s, got)
+			}
+		}
+	}
+}
