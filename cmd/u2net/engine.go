@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -15,8 +16,9 @@ import (
 
 // openEngine opens the engine a --device flag (or U2NET_DEVICE) names: the
 // CPU reference engine for "cpu", else a Vulkan device (the best one by
-// default, falling back to the CPU engine when Vulkan has none).
-func openEngine(selector string, log *slog.Logger) (ops.Engine, error) {
+// default, falling back to the CPU engine when Vulkan has none). A memory
+// limit, in bytes (0: none), caps what a Vulkan device allocates.
+func openEngine(selector string, memoryLimit byteSize, log *slog.Logger) (ops.Engine, error) {
 	c, err := vk.Choose(vk.SelectorFromEnv(selector))
 	if err != nil {
 		return nil, err
@@ -25,9 +27,40 @@ func openEngine(selector string, log *slog.Logger) (ops.Engine, error) {
 		if c.Reason != "" {
 			log.Warn("no Vulkan device; using the CPU reference engine", "reason", c.Reason)
 		}
+		if memoryLimit > 0 {
+			log.Warn("--memory-limit applies to Vulkan devices, not to the CPU reference engine")
+		}
 		return ops.NewCPU(), nil
 	}
-	return ops.OpenGPU(strconv.Itoa(c.Device.Index))
+	return ops.OpenGPUWith(vk.Options{Selector: strconv.Itoa(c.Device.Index), MemoryLimit: uint64(memoryLimit)})
+}
+
+// byteSize is a flag for an amount of memory: bytes, or a number with a
+// unit (KiB, MiB, GiB, TiB, or K, M, G, T for the same), e.g. 8GiB or 1.5G.
+type byteSize uint64
+
+func (b *byteSize) String() string {
+	if *b == 0 {
+		return "0"
+	}
+	return bytesText(uint64(*b))
+}
+
+func (b *byteSize) Set(s string) error {
+	t := strings.TrimSpace(s)
+	end := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	if end < 0 {
+		end = len(t)
+	}
+	num, unit := t[:end], strings.ToLower(strings.TrimSpace(t[end:]))
+	shift := map[string]uint{"": 0, "b": 0, "k": 10, "kib": 10, "m": 20, "mib": 20, "g": 30, "gib": 30, "t": 40, "tib": 40}
+	sh, ok := shift[unit]
+	v, err := strconv.ParseFloat(num, 64)
+	if !ok || err != nil || v < 0 || v*float64(uint64(1)<<sh) >= 1<<63 {
+		return fmt.Errorf("%q: want bytes, or a number with KiB, MiB, GiB or TiB", s)
+	}
+	*b = byteSize(v * float64(uint64(1)<<sh))
+	return nil
 }
 
 // newLogger logs plain lines to w.

@@ -29,6 +29,8 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	probs := fs.String("probabilities", "", "also write the softmax as a 4D float NIfTI (single input only)")
 	preview := fs.String("preview", "", "also write a PNG with three slices and the labels (single input only)")
 	device := fs.String("device", "", "device index, name or cpu")
+	var memoryLimit byteSize
+	fs.Var(&memoryLimit, "memory-limit", "cap on the device memory used, e.g. 8GiB (predict then uses smaller windows)")
 	patch := fs.String("patch", "", "sliding-window size D,H,W (default: from the plan, or one window)")
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")
@@ -75,7 +77,8 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		return usageError("--probabilities and --preview take a single --input file")
 	}
 	log := newLogger(stderr)
-	e, err := openEngine(*device, log)
+	opt.Log = log
+	e, err := openEngine(*device, memoryLimit, log)
 	if err != nil {
 		return err
 	}

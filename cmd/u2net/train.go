@@ -31,6 +31,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&opt.BaseChannels, "base-channels", 16, "channels of the first level")
 	pools := fs.String("pools", "", "poolings per axis D,H,W (default: from the patch, at most 5)")
 	device := fs.String("device", "", "device index, name or cpu (default: the best found)")
+	var memoryLimit byteSize
+	fs.Var(&memoryLimit, "memory-limit", "cap on the device memory used, e.g. 8GiB")
 	seed := fs.Uint64("seed", 1, "random seed")
 	fs.StringVar(&opt.Optimizer, "optimizer", "adam", "adam (3e-4, weight decay 5e-4) or sgd (Nesterov, poly decay)")
 	fs.Float64Var(&opt.LR, "lr", 0, "learning rate (default: the optimizer's)")
@@ -76,7 +78,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	defer logFile.Close()
 	log := newLogger(io.MultiWriter(stderr, logFile))
-	e, err := openEngine(*device, log)
+	e, err := openEngine(*device, memoryLimit, log)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/u2net-vk/u2net/vk"
 )
 
 // The user's path end to end on tiny synthetic data with the CPU engine:
@@ -64,6 +66,16 @@ func TestTrainResumePredictEval(t *testing.T) {
 		t.Errorf("eval: exit %d: %s %s", code, stdout, stderr)
 	}
 
+	// Under a memory limit too small for the window asked for, predict on
+	// a Vulkan device uses a smaller window and says so.
+	if devs, err := vk.Devices(); (err == nil && len(devs) > 0) || vk.RequireGPU() {
+		code, _, stderr := run("predict", "--model", model, "--domain", "SynthCT", "--input", one[0],
+			"--output", filepath.Join(dir, "limited.nii.gz"), "--patch", "64", "--memory-limit", "3MiB")
+		if code != 0 || !strings.Contains(stderr, "fitted_window") {
+			t.Errorf("predict under a memory limit: exit %d: %s", code, stderr)
+		}
+	}
+
 	// Errors a user meets.
 	cases := []struct {
 		args []string
@@ -74,6 +86,7 @@ func TestTrainResumePredictEval(t *testing.T) {
 		{[]string{"predict", "--model", filepath.Join(dir, "nope.safetensors"), "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz")}, 1, "nope.safetensors"},
 		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "no", "such", "x.nii.gz"), "--device", "cpu"}, 1, "--output"},
 		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", filepath.Join(data, "SynthMR", "imagesTs"), "--output", filepath.Join(dir, "mr"), "--device", "cpu"}, 1, "channel"},
+		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--memory-limit", "lots"}, 2, "-memory-limit"},
 		{[]string{"train", "--out", filepath.Join(dir, "r2")}, 2, "--data"},
 		{[]string{"train", "--data", ct, "--out", filepath.Join(dir, "r3"), "--patch", "15,16,16", "--pools", "2,2,2", "--device", "cpu"}, 1, "--patch"},
 		{[]string{"train", "--data", filepath.Join(dir, "missing"), "--out", filepath.Join(dir, "r4"), "--device", "cpu"}, 1, "missing"},

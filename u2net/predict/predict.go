@@ -6,8 +6,11 @@ package predict
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 
+	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/infer"
 	"github.com/u2net-vk/u2net/u2net/nifti"
@@ -23,6 +26,9 @@ type Options struct {
 	Overlap float64 // between neighbouring windows; 0 means 0.5
 	Batch   int     // windows per forward pass; 0 means 1
 	Mirror  bool    // test-time augmentation over the 8 flips
+	// Log receives a warning when the window or batch is reduced to fit
+	// the device; nil discards it.
+	Log *slog.Logger
 }
 
 // Output is a segmentation in the input's geometry.
@@ -48,10 +54,81 @@ func Window(ctx context.Context, net *u2net.Net, dom int, image []float32, shape
 		o.Patch = cfg.TotalStride()
 	}
 	o.Mirror = [3]bool{opt.Mirror, opt.Mirror, opt.Mirror}
+	if err := fitDevice(net, dom, shape, &o, opt.Log); err != nil {
+		return nil, err
+	}
 	// The softmax runs on the engine with the network: on a GPU the host's
 	// share of a window is then the cutting and the weighted accumulation.
 	probs := func(x []float32, n int, p [3]int) ([]float32, error) { return net.Probabilities(dom, n, p, x) }
 	return infer.Predict(ctx, image, shape, classes, probs, o)
+}
+
+// fitDevice reduces the batch and then the window of o until the engine
+// can hold the network for them, so that a window too large for the device
+// (a whole volume, or a plan's window on a CPU device, which binds at most
+// 128 MiB per tensor) still gives a prediction, with more windows.
+func fitDevice(net *u2net.Net, dom int, shape [4]int, o *infer.Options, log *slog.Logger) error {
+	size, windows, err := infer.Plan([3]int{shape[1], shape[2], shape[3]}, *o)
+	if err != nil {
+		return err
+	}
+	jobs := len(windows)
+	if o.Mirror[0] {
+		jobs *= 8
+	}
+	batch := min(o.Batch, jobs)
+	reserve := func(b int, s [3]int) error { return net.ReserveInference(dom, b, s) }
+	fitted, b, err := fitWindow(reserve, size, batch, o.Multiple)
+	if err != nil {
+		return err
+	}
+	if fitted == size && b == batch {
+		return nil
+	}
+	if log != nil {
+		log.Warn("the device cannot hold the network for the window asked for; using a smaller one",
+			"window", fmt.Sprint(size), "batch", batch, "fitted_window", fmt.Sprint(fitted), "fitted_batch", b)
+	}
+	o.Batch = b
+	if fitted != size {
+		o.WholeVolume = false
+		o.Patch = fitted
+	}
+	return nil
+}
+
+// fitWindow returns the largest batch up to batch, and then the largest
+// window no larger than size on any axis, that reserve accepts: the batch
+// is halved first, then the longest axis shortened by about an eighth, in
+// multiples of its stride. Only the engine's out-of-memory and too-large
+// errors lead to asking for less; any other error is returned.
+func fitWindow(reserve func(batch int, size [3]int) error, size [3]int, batch int, multiple [3]int) ([3]int, int, error) {
+	asked := size
+	for {
+		err := reserve(batch, size)
+		if err == nil {
+			return size, batch, nil
+		}
+		if !errors.Is(err, ops.ErrOutOfMemory) && !errors.Is(err, ops.ErrTooLarge) {
+			return size, batch, err
+		}
+		if batch > 1 {
+			batch /= 2
+			continue
+		}
+		longest := -1
+		for a := range 3 {
+			if size[a] > max(multiple[a], 1) && (longest < 0 || size[a] > size[longest]) {
+				longest = a
+			}
+		}
+		if longest < 0 {
+			return size, batch, fmt.Errorf("not even one window of %v fits the device (asked for %v): %w", size, asked, err)
+		}
+		m := max(multiple[longest], 1)
+		n := size[longest]
+		size[longest] = max(m, min(n-m, n*7/8/m*m))
+	}
 }
 
 // Plan returns the domain's preprocessing plan, or nil when the model has

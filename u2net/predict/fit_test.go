@@ -1,0 +1,136 @@
+package predict
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/opstest"
+	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/nifti"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+func TestFitWindow(t *testing.T) {
+	// fitsUnder accepts a batch and window of at most limit voxels in all.
+	fitsUnder := func(limit int, fail error) func(int, [3]int) error {
+		return func(b int, s [3]int) error {
+			if b*s[0]*s[1]*s[2] > limit {
+				return fmt.Errorf("building: %w", fail)
+			}
+			return nil
+		}
+	}
+	other := errors.New("a shader failed")
+	cases := []struct {
+		name      string
+		reserve   func(int, [3]int) error
+		size      [3]int
+		batch     int
+		multiple  [3]int
+		want      [3]int
+		wantBatch int
+		wantErr   error
+	}{
+		{"fits", fitsUnder(1<<30, ops.ErrTooLarge), [3]int{64, 64, 64}, 4, [3]int{8, 8, 8}, [3]int{64, 64, 64}, 4, nil},
+		{"halve the batch", fitsUnder(2*64*64*64, ops.ErrOutOfMemory), [3]int{64, 64, 64}, 5, [3]int{8, 8, 8}, [3]int{64, 64, 64}, 2, nil},
+		// 128 → 112 → 96 on the longest axis in turn, the first on ties.
+		{"shrink the window", fitsUnder(100*100*100, ops.ErrTooLarge), [3]int{128, 128, 128}, 2, [3]int{16, 16, 16}, [3]int{96, 96, 96}, 1, nil},
+		{"anisotropic multiples", fitsUnder(20*64*64, ops.ErrOutOfMemory), [3]int{20, 96, 96}, 1, [3]int{4, 32, 32}, [3]int{20, 64, 64}, 1, nil},
+		{"a whole volume", fitsUnder(128*128*128, ops.ErrOutOfMemory), [3]int{320, 512, 512}, 1, [3]int{32, 32, 32}, [3]int{128, 128, 128}, 1, nil},
+		{"nothing fits", fitsUnder(7, ops.ErrOutOfMemory), [3]int{8, 8, 4}, 2, [3]int{2, 4, 4}, [3]int{2, 4, 4}, 1, ops.ErrOutOfMemory},
+		{"another error", func(int, [3]int) error { return other }, [3]int{64, 64, 64}, 2, [3]int{8, 8, 8}, [3]int{64, 64, 64}, 2, other},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, b, err := fitWindow(c.reserve, c.size, c.batch, c.multiple)
+			if !errors.Is(err, c.wantErr) || (err == nil) != (c.wantErr == nil) {
+				t.Fatalf("error %v, want %v", err, c.wantErr)
+			}
+			if got != c.want || b != c.wantBatch {
+				t.Errorf("window %v batch %d, want %v batch %d", got, b, c.want, c.wantBatch)
+			}
+			if c.wantErr == ops.ErrOutOfMemory && !strings.Contains(err.Error(), fmt.Sprint(c.size)) {
+				t.Errorf("error %q does not name the window asked for, %v", err, c.size)
+			}
+		})
+	}
+}
+
+// A whole volume that the device cannot hold is predicted with the largest
+// smaller window that fits, with a warning naming it, and gives what that
+// window gives on a device without a limit.
+func TestVolumeFitsMemoryLimit(t *testing.T) {
+	cfg := u2net.DefaultConfig()
+	cfg.BaseChannels = 4
+	cfg.PoolsPerAxis = [3]int{1, 2, 2}
+	cfg.Domains = []u2net.Domain{{Name: "a", InChannels: 1, Classes: 2}}
+	m, err := u2net.New(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape := [4]int{1, 10, 44, 40}
+	r := rand.New(rand.NewPCG(5, 5))
+	data := make([]float32, shape[1]*shape[2]*shape[3])
+	for i := range data {
+		data[i] = float32(r.NormFloat64())
+	}
+	vol := &nifti.Volume{Header: nifti.NewHeader(shape, nifti.Identity()), Shape: shape, Data: data}
+	ctx := context.Background()
+
+	free := opstest.GPU(t, vk.Options{})
+	ref, err := u2net.NewNet(m, free)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	free.Device().ResetPeakMemory()
+	if _, err := Volume(ctx, ref, 0, vol, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	_, peak := free.Device().MemoryInUse()
+
+	limit := peak * 6 / 10
+	g := opstest.GPU(t, vk.Options{MemoryLimit: limit})
+	net, err := u2net.NewNet(m, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	var log bytes.Buffer
+	got, err := Volume(ctx, net, 0, vol, Options{Log: slog.New(slog.NewJSONHandler(&log, nil))})
+	if err != nil {
+		t.Fatalf("under a limit of %d bytes (%d without): %v", limit, peak, err)
+	}
+	var rec struct {
+		Msg           string
+		FittedWindow  string `json:"fitted_window"`
+		FittedBatch   int    `json:"fitted_batch"`
+		Window, Level string
+	}
+	if err := json.Unmarshal(log.Bytes(), &rec); err != nil || rec.Level != "WARN" {
+		t.Fatalf("log %q: want one warning (%v)", log.String(), err)
+	}
+	var fitted [3]int
+	if _, err := fmt.Sscanf(rec.FittedWindow, "[%d %d %d]", &fitted[0], &fitted[1], &fitted[2]); err != nil {
+		t.Fatalf("log %q: fitted window: %v", log.String(), err)
+	}
+	if rec.Window != "[10 44 40]" || fitted == [3]int{10, 44, 40} {
+		t.Errorf("log %q: want the whole volume [10 44 40] reduced", log.String())
+	}
+	want, err := Volume(ctx, ref, 0, vol, Options{Patch: fitted, Batch: rec.FittedBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Probs, want.Probs) {
+		t.Errorf("probabilities differ from those of window %v without a limit", fitted)
+	}
+}
