@@ -159,6 +159,12 @@ func (c Config) CheckInputSize(size [3]int) error {
 				size[0], size[1], size[2], axes[a], size[a], ts[a], ts[0], ts[1], ts[2])
 		}
 	}
+	// Instance norm needs more than one voxel per channel, the deepest
+	// level's too.
+	if size == ts {
+		return fmt.Errorf("input size %d×%d×%d: the deepest level would hold one voxel; want at least twice the total stride %d×%d×%d on one axis",
+			size[0], size[1], size[2], ts[0], ts[1], ts[2])
+	}
 	return nil
 }
 

@@ -182,6 +182,12 @@ func TestConfigErrors(t *testing.T) {
 	if err := cfg.CheckInputSize([3]int{4, 8, 6}); err == nil || !strings.Contains(err.Error(), "axis W (6) must be a positive multiple of 4") {
 		t.Errorf("CheckInputSize: %v", err)
 	}
+	if err := cfg.CheckInputSize(cfg.TotalStride()); err == nil || !strings.Contains(err.Error(), "one voxel") {
+		t.Errorf("CheckInputSize of the total stride: %v, want the deepest level's single voxel refused", err)
+	}
+	if err := cfg.CheckInputSize([3]int{2, 4, 8}); err != nil {
+		t.Errorf("CheckInputSize of two deepest voxels: %v", err)
+	}
 	m, _ := New(cfg, 1)
 	net, _ := NewNet(m, ops.NewCPU())
 	defer net.Close()

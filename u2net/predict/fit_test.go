@@ -46,7 +46,8 @@ func TestFitWindow(t *testing.T) {
 		{"shrink the window", fitsUnder(100*100*100, ops.ErrTooLarge), [3]int{128, 128, 128}, 2, [3]int{16, 16, 16}, [3]int{96, 96, 96}, 1, nil},
 		{"anisotropic multiples", fitsUnder(20*64*64, ops.ErrOutOfMemory), [3]int{20, 96, 96}, 1, [3]int{4, 32, 32}, [3]int{20, 64, 64}, 1, nil},
 		{"a whole volume", fitsUnder(128*128*128, ops.ErrOutOfMemory), [3]int{320, 512, 512}, 1, [3]int{32, 32, 32}, [3]int{128, 128, 128}, 1, nil},
-		{"nothing fits", fitsUnder(7, ops.ErrOutOfMemory), [3]int{8, 8, 4}, 2, [3]int{2, 4, 4}, [3]int{2, 4, 4}, 1, ops.ErrOutOfMemory},
+		// The deepest level keeps two voxels: 4×4×4 is the last try.
+		{"nothing fits", fitsUnder(7, ops.ErrOutOfMemory), [3]int{8, 8, 4}, 2, [3]int{2, 4, 4}, [3]int{4, 4, 4}, 1, ops.ErrOutOfMemory},
 		{"another error", func(int, [3]int) error { return other }, [3]int{64, 64, 64}, 2, [3]int{8, 8, 8}, [3]int{64, 64, 64}, 2, other},
 	}
 	for _, c := range cases {

@@ -51,7 +51,10 @@ func Window(ctx context.Context, net *u2net.Net, dom int, image []float32, shape
 	o.Multiple = cfg.TotalStride()
 	if opt.Patch == [3]int{} {
 		o.WholeVolume = true
+		// At least the total stride, and twice it on W: the deepest level
+		// needs more than one voxel.
 		o.Patch = cfg.TotalStride()
+		o.Patch[2] *= 2
 	}
 	o.Mirror = [3]bool{opt.Mirror, opt.Mirror, opt.Mirror}
 	if err := fitDevice(net, dom, shape, &o, opt.Log); err != nil {
@@ -122,12 +125,18 @@ func fitWindow(reserve func(batch int, size [3]int) error, size [3]int, batch in
 				longest = a
 			}
 		}
-		if longest < 0 {
+		next := size
+		if longest >= 0 {
+			m := max(multiple[longest], 1)
+			n := size[longest]
+			next[longest] = max(m, min(n-m, n*7/8/m*m))
+		}
+		// The deepest level needs more than one voxel: at least one axis
+		// stays above its stride.
+		if longest < 0 || next == [3]int{max(multiple[0], 1), max(multiple[1], 1), max(multiple[2], 1)} {
 			return size, batch, fmt.Errorf("not even one window of %v fits the device (asked for %v): %w", size, asked, err)
 		}
-		m := max(multiple[longest], 1)
-		n := size[longest]
-		size[longest] = max(m, min(n-m, n*7/8/m*m))
+		size = next
 	}
 }
 
