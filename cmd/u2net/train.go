@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/u2net/train"
 )
 
@@ -86,6 +88,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := train.Run(ctx, opt, e, log, terminal(stderr))
+	if errors.Is(err, ops.ErrOutOfMemory) || errors.Is(err, ops.ErrTooLarge) {
+		return fmt.Errorf("%w\nthe device cannot hold the network for this patch and batch: a smaller --patch or --batch needs less", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,12 @@ func TestTrainResumePredictEval(t *testing.T) {
 		if code != 0 || !strings.Contains(stderr, "fitted_window") {
 			t.Errorf("predict under a memory limit: exit %d: %s", code, stderr)
 		}
+		// Training that does not fit says what to change.
+		code, _, stderr = run("train", "--data", ct, "--out", filepath.Join(dir, "limited"), "--epochs", "1", "--steps-per-epoch", "1",
+			"--patch", "32", "--batch", "1", "--base-channels", "2", "--val-every", "0", "--memory-limit", "2MiB")
+		if code != 1 || !strings.Contains(stderr, "a smaller --patch or --batch") {
+			t.Errorf("train under a memory limit: exit %d: %s", code, stderr)
+		}
 	}
 
 	// Errors a user meets.
