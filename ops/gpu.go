@@ -70,7 +70,7 @@ type kernelKey struct {
 }
 
 const (
-	maxKernelBindings = 8
+	maxKernelBindings = 10
 	maxKernelSpec     = 12
 )
 

@@ -22,6 +22,11 @@ import (
 // Planes are split into chunks of normChunk voxels so that a few large
 // planes (2×32 planes of 64³) still spread over thousands of workgroups;
 // CPU devices take chunks of normChunkCPU.
+//
+// CPU devices run the whole norm as one norm_fused dispatch instead, one
+// workgroup per plane (forward) or channel (backward), when there are at
+// least two of them and the planes are small enough to stay in a core's
+// cache between the kernel's passes (see fusedNorm).
 
 const (
 	normWG = 256
@@ -50,6 +55,14 @@ const (
 	// 0.96-1.13 → 0.81; 4 items 0.67-0.69).
 	normApplyCPU   = 8
 	normApplyWGCPU = 64
+	// normFusedMaxVoxels bounds the planes norm_fused takes: it reads a
+	// plane two or three times, from the core's cache while the plane fits
+	// there (64³ floats are 1 MiB). normFusedMinGroups is the fewest
+	// workgroups it takes, so that a single plane still spreads over the
+	// cores through the chunked passes. A fixed rule, not the host's core
+	// count, so that every machine computes the same bits.
+	normFusedMaxVoxels = 64 * 64 * 64
+	normFusedMinGroups = 2
 )
 
 // pushNorm is the push-constant block shared by the norm kernels.
@@ -173,6 +186,32 @@ func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor
 		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, mean, invStd, coef, out.gpu.buf)
 }
 
+// fusedNorm reports whether a norm pass over groups workgroups (planes
+// forward, channels backward) runs as norm_fused.
+func (g *GPU) fusedNorm(np *normPlan, groups int) bool {
+	return g.cpuTuned() && np.push.V <= normFusedMaxVoxels && groups >= normFusedMinGroups
+}
+
+// normFused records norm_fused in the given mode over groups workgroups:
+// MODE 0 writes mean and invStd, MODE 1 reads them and writes a and b
+// (dgamma, dbeta). Without out (y or dx) it skips the elementwise pass.
+func (g *GPU) normFused(np *normPlan, mode uint32, push pushNorm, x, r, dy, gamma, beta *Tensor, mean, invStd, a, b *vk.Buffer, out *Tensor) error {
+	in := g.input(np.vec4)
+	stats := vk.Write
+	groups := int(np.push.NC)
+	if mode == 1 {
+		stats, groups = vk.Read, np.p.C
+	}
+	k, err := g.kernel("norm_fused",
+		[]vk.Access{in, in, in, vk.Read, vk.Read, stats, stats, vk.Write, vk.Write, vk.Write}, 36,
+		normStatsCPU, 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU), b32(out != nil))
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", np.op, err)
+	}
+	return g.dispatch(np.op, k, vk.Grid1D(groups, 1), push,
+		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, mean, invStd, a, b, g.out(out))
+}
+
 // statsBufs returns where a pass keeps the per-plane mean and invStd: the
 // given tensors, or scratch buffers for those absent.
 func (g *GPU) statsBufs(np *normPlan, mean, invStd *Tensor) (*vk.Buffer, *vk.Buffer, error) {
@@ -203,6 +242,9 @@ func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 	if err != nil {
 		return err
 	}
+	if g.fusedNorm(&np, int(np.push.NC)) {
+		return g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), y)
+	}
 	if err := g.normStats(&np, x, r, mb, sb); err != nil {
 		return err
 	}
@@ -227,6 +269,16 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, 
 	mb, sb, err := g.statsBufs(&np, mean, invStd)
 	if err != nil {
 		return err
+	}
+	if g.fusedNorm(&np, p.C) {
+		if mean == nil {
+			if err := g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), nil); err != nil {
+				return err
+			}
+		}
+		push := np.push
+		push.HasA, push.HasB = b32(dgamma != nil), b32(dbeta != nil)
+		return g.normFused(&np, 1, push, x, r, dy, gamma, beta, mb, sb, g.out(dgamma), g.out(dbeta), dx)
 	}
 	coef, err := g.scratchBuf("norm-coef", 2*p.StatsLen())
 	if err != nil {

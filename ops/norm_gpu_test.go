@@ -13,7 +13,8 @@ import (
 )
 
 // normShapes are awkward sizes: two voxels, odd counts (no vec4 path), one
-// plane of several chunks, batch 1 and 3, and 64 channels.
+// plane of several chunks, batch 1 and 3, 64 channels, and planes about as
+// large as norm_fused takes.
 var normShapes = []struct {
 	n, c int
 	size ref.Dims3
@@ -29,6 +30,7 @@ var normShapes = []struct {
 	{1, 2, ref.Dims3{16, 20, 24}}, // 7680 voxels: two chunks, vec4 path
 	{1, 1, ref.Dims3{20, 25, 36}}, // 18000 voxels: five chunks, vec4 path
 	{2, 1, ref.Dims3{67, 61, 65}}, // 265655 voxels: 65 chunks, more than norm_combine's workgroup
+	{1, 2, ref.Dims3{63, 61, 65}}, // 249795 voxels: norm_fused's largest planes on CPU devices, scalar path
 }
 
 // The GPU works in fp32 where ref uses float64: the statistics are two-pass

@@ -1,0 +1,196 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
+// norm_fused: the whole instance norm in one dispatch, for CPU devices. They
+// run a few workgroups at once, one per core, and pay tens of microseconds
+// per dispatch, so one workgroup per plane (or channel) does norm_stats',
+// norm_combine's and norm_apply's work in turn, re-reading a plane that is
+// still in the core's cache, where a GPU needs thousands of workgroups.
+//   MODE 0: workgroup nc takes plane nc, u = x (+ r): its mean, then
+//           M2 = Σ (u − mean)² about that mean (two passes), writes mean
+//           and invStd = 1/sqrt(M2/V + eps), then, with APPLY,
+//           y = act(gamma·x̂ + beta).
+//   MODE 1: workgroup c takes channel c's planes one sample at a time:
+//           Σ g and Σ g·x̂ (g = dy through the LeakyReLU, x̂ from the saved
+//           statistics), then, with APPLY, dx as norm_apply's MODE 1; the
+//           sums over the samples are dgamma (when hasA) and dbeta (hasB).
+// Each invocation sums its values in blocks of 16 loads and groups of 16
+// blocks before its running total, which keeps a plane of 10⁶ voxels at
+// about fp32 precision; the invocations meet in a fixed tree in shared
+// memory. The bits are the same on every run.
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 0) const uint WG = 8; // a power of two
+layout(constant_id = 1) const uint WY = 1;
+layout(constant_id = 2) const uint WZ = 1;
+layout(constant_id = 3) const bool VEC4 = true;
+layout(constant_id = 4) const uint MODE = 0;
+layout(constant_id = 5) const bool RESIDUAL = false;
+layout(constant_id = 6) const bool LEAKY = false;
+layout(constant_id = 7) const bool APPLY = true;
+
+const uint LW = VEC4 ? 4 : 1;
+const uint BLOCK = 16; // loads per block
+const uint GROUP = 16; // blocks per group
+
+#include "inputs.glsl"
+INPUT(0, x)
+INPUT(1, r)
+INPUT(2, dy)
+layout(std430, binding = 3) readonly buffer Gamma { float gamma[]; };
+layout(std430, binding = 4) readonly buffer Beta { float beta[]; };
+// Written in MODE 0, read in MODE 1.
+layout(std430, binding = 5) buffer Mean { float mean[]; };
+layout(std430, binding = 6) buffer InvStd { float invStd[]; };
+layout(std430, binding = 7) writeonly buffer A { float a[]; };
+layout(std430, binding = 8) writeonly buffer B { float b[]; };
+layout(std430, binding = 9) writeonly buffer Y { float y[]; };
+layout(std430, binding = 9) writeonly buffer Y4 { vec4 y4[]; };
+layout(push_constant) uniform Push {
+    uint nc, c, v;
+    uint ch, chunks;
+    uint hasA, hasB;
+    float slope, eps;
+} p;
+
+shared vec2 red[WG];
+
+// reduce returns the sum of s over the workgroup, added in a fixed tree.
+vec2 reduce(vec2 s) {
+    uint lid = gl_LocalInvocationIndex;
+    red[lid] = s;
+    barrier();
+    for (uint h = WG / 2; h > 0; h >>= 1) {
+        if (lid < h) {
+            red[lid] += red[lid + h];
+        }
+        barrier();
+    }
+    vec2 t = red[0];
+    barrier();
+    return t;
+}
+
+// u returns item i (a vec4, or one value in lane 0) of x (+ r).
+vec4 u(uint i) {
+    if (VEC4) {
+        return RESIDUAL ? x4(i) + r4(i) : x4(i);
+    }
+    return vec4(RESIDUAL ? x(i) + r(i) : x(i), 0.0, 0.0, 0.0);
+}
+
+vec4 grad(uint i) { return VEC4 ? dy4(i) : vec4(dy(i), 0.0, 0.0, 0.0); }
+
+const vec4 lanes = VEC4 ? vec4(1.0) : vec4(1.0, 0.0, 0.0, 0.0);
+
+// term returns what item i of a plane adds: MODE 0 with st.y == 0, u (the
+// mean's sum); MODE 0 otherwise, (u − st.x)² (M2); MODE 1, (g, g·x̂).
+vec2 term(uint i, vec2 st, float ga, float be, bool m2) {
+    vec4 v = u(i);
+    if (MODE == 0) {
+        if (!m2) {
+            return vec2(dot(v, lanes), 0.0);
+        }
+        vec4 d = (v - st.x) * lanes;
+        return vec2(dot(d, d), 0.0);
+    }
+    vec4 xh = (v - st.x) * st.y;
+    vec4 gv = grad(i);
+    if (LEAKY) {
+        // Slope where z ≤ 0 (or NaN), as ref and PyTorch do.
+        gv = mix(gv * p.slope, gv, greaterThan(ga * xh + be, vec4(0.0)));
+    }
+    return vec2(dot(gv, lanes), dot(gv * xh, lanes));
+}
+
+// planeSum returns the workgroup's sum of term over the items [i0, i0 + n).
+vec2 planeSum(uint i0, uint n, vec2 st, float ga, float be, bool m2) {
+    uint lid = gl_LocalInvocationIndex;
+    vec2 s = vec2(0.0);
+    for (uint g0 = 0; g0 < n; g0 += WG * BLOCK * GROUP) {
+        vec2 sg = vec2(0.0);
+        for (uint b0 = g0; b0 < min(n, g0 + WG * BLOCK * GROUP); b0 += WG * BLOCK) {
+            vec2 sb = vec2(0.0);
+            [[unroll]] for (uint k = 0; k < BLOCK; k++) {
+                uint j = b0 + k * WG + lid;
+                if (j < n) {
+                    sb += term(i0 + j, st, ga, be, m2);
+                }
+            }
+            sg += sb;
+        }
+        s += sg;
+    }
+    return reduce(s);
+}
+
+// apply writes the plane's output items [i0, i0 + n): y in MODE 0, dx in
+// MODE 1 with cf = (mean of g, mean of g·x̂).
+void apply(uint i0, uint n, vec2 st, float ga, float be, vec2 cf) {
+    for (uint j = gl_LocalInvocationIndex; j < n; j += WG) {
+        uint i = i0 + j;
+        vec4 xh = (u(i) - st.x) * st.y;
+        vec4 z = ga * xh + be;
+        bvec4 pos = greaterThan(z, vec4(0.0));
+        vec4 o;
+        if (MODE == 0) {
+            o = LEAKY ? mix(z * p.slope, z, pos) : z;
+        } else {
+            vec4 gv = grad(i);
+            if (LEAKY) {
+                gv = mix(gv * p.slope, gv, pos);
+            }
+            o = (st.y * ga) * (gv - cf.x - xh * cf.y);
+        }
+        if (VEC4) {
+            y4[i] = o;
+        } else {
+            y[i] = o.x;
+        }
+    }
+}
+
+void main() {
+    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    uint lid = gl_LocalInvocationIndex;
+    uint n = p.v / LW; // items per plane
+    if (MODE == 0) {
+        // Surplus workgroups of the flattened grid leave together.
+        if (g >= p.nc) {
+            return;
+        }
+        uint c = g % p.c;
+        float ga = gamma[c], be = beta[c];
+        float mu = planeSum(g * n, n, vec2(0.0), ga, be, false).x / float(p.v);
+        float m2 = planeSum(g * n, n, vec2(mu, 0.0), ga, be, true).x;
+        vec2 st = vec2(mu, 1.0 / sqrt(m2 / float(p.v) + p.eps));
+        if (lid == 0) {
+            mean[g] = st.x;
+            invStd[g] = st.y;
+        }
+        if (APPLY) {
+            apply(g * n, n, st, ga, be, vec2(0.0));
+        }
+        return;
+    }
+    if (g >= p.c) {
+        return;
+    }
+    float ga = gamma[g], be = beta[g];
+    vec2 total = vec2(0.0);
+    for (uint nc = g; nc < p.nc; nc += p.c) {
+        vec2 st = vec2(mean[nc], invStd[nc]);
+        vec2 s = planeSum(nc * n, n, st, ga, be, false);
+        total += s;
+        if (APPLY) {
+            apply(nc * n, n, st, ga, be, s / float(p.v));
+        }
+    }
+    if (lid == 0) {
+        if (p.hasA != 0) {
+            a[g] = total.y;
+        }
+        if (p.hasB != 0) {
+            b[g] = total.x;
+        }
+    }
+}
