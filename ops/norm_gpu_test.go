@@ -13,8 +13,8 @@ import (
 )
 
 // normShapes are awkward sizes: two voxels, odd counts (no vec4 path), one
-// plane of several chunks, batch 1 and 3, 64 channels, and planes about as
-// large as norm_fused takes.
+// plane of several chunks, batch 1 and 3, 64 channels, and large planes in
+// channels enough for norm_fused.
 var normShapes = []struct {
 	n, c int
 	size ref.Dims3
@@ -30,7 +30,8 @@ var normShapes = []struct {
 	{1, 2, ref.Dims3{16, 20, 24}}, // 7680 voxels: two chunks, vec4 path
 	{1, 1, ref.Dims3{20, 25, 36}}, // 18000 voxels: five chunks, vec4 path
 	{2, 1, ref.Dims3{67, 61, 65}}, // 265655 voxels: 65 chunks, more than norm_combine's workgroup
-	{1, 2, ref.Dims3{63, 61, 65}}, // 249795 voxels: norm_fused's largest planes on CPU devices, scalar path
+	{1, 8, ref.Dims3{63, 61, 65}}, // 249795 voxels: norm_fused (8 planes) on CPU devices, scalar path
+	{2, 8, ref.Dims3{12, 20, 28}}, // norm_fused on CPU devices, vec4 path
 }
 
 // The GPU works in fp32 where ref uses float64: the statistics are two-pass
