@@ -332,6 +332,16 @@ func (g *GPU) dispatchSplit(op, label string, k *vk.Kernel, grid [3]uint32, push
 // splitSum records conv_splitk: out[i] = Σ_s part[offset + s·stride + i]
 // for i < n, s < splits, summed in a fixed order.
 func (g *GPU) splitSum(op, label string, part, out *vk.Buffer, n, splits, stride, offset int) error {
+	return g.splitSum2(op, label, part, out, n, nil, 0, splits, stride, offset)
+}
+
+// splitSum2 is splitSum into two results in one dispatch: the first n1
+// sums into out1, the next n2 (when out2 is not nil) into out2.
+func (g *GPU) splitSum2(op, label string, part, out1 *vk.Buffer, n1 int, out2 *vk.Buffer, n2, splits, stride, offset int) error {
+	if out2 == nil {
+		out2, n2 = g.discard(), 0
+	}
+	n := n1 + n2
 	// Lanes per element: enough that the sum, too, reaches the invocation
 	// target when the elements are few.
 	target := tuned(g, gemmSplitTarget, gemmSplitTargetCPU)
@@ -339,12 +349,12 @@ func (g *GPU) splitSum(op, label string, part, out *vk.Buffer, n, splits, stride
 	for lanes < splitkMaxLanes && 2*lanes <= splits && n*lanes < target {
 		lanes *= 2
 	}
-	sum, err := g.kernel("conv_splitk", []vk.Access{g.input(false), vk.Write}, 16, elementwiseWG, 1, 1, uint32(lanes))
+	sum, err := g.kernel("conv_splitk", []vk.Access{g.input(false), vk.Write, vk.Write}, 20, elementwiseWG, 1, 1, uint32(lanes))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	push := [4]uint32{uint32(n), uint32(splits), uint32(stride), uint32(offset)}
-	return g.dispatchAs(op, label, sum, vk.Grid1D(n, elementwiseWG/lanes), push, part, out)
+	push := [5]uint32{uint32(n), uint32(splits), uint32(stride), uint32(offset), uint32(n1)}
+	return g.dispatchAs(op, label, sum, vk.Grid1D(n, elementwiseWG/lanes), push, part, out1, out2)
 }
 
 // bufOrNil is the buffer of an optional tensor, nil when absent.
@@ -537,13 +547,8 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 	if err := g.dispatch(op, k, vk.Grid1D(blocks*chunks, 1), push, x.gpu.buf, dy.gpu.buf, part); err != nil {
 		return err
 	}
-	if err := g.splitSum(op, op, part, dw.gpu.buf, p.Cout*p.Cin, chunks, stride, 0); err != nil {
-		return err
-	}
-	if db == nil {
-		return nil
-	}
-	return g.splitSum(op, op, part, db.gpu.buf, p.Cout, chunks, stride, p.Cout*p.Cin)
+	// A row holds dw's sums and then db's: one dispatch adds both.
+	return g.splitSum2(op, op, part, dw.gpu.buf, p.Cout*p.Cin, bufOrNil(db), p.Cout, chunks, stride, 0)
 }
 
 // Conv3d implements Engine as an implicit GEMM (M = Cout, N = batch·output

@@ -2,7 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // conv_splitk: the second pass of a split reduction (a split-K product, a
 // pointwise weight gradient). Element i of the result is the sum of the
-// partials part[offset + s·stride + i] for s = 0 .. splits−1.
+// partials part[offset + s·stride + i] for s = 0 .. splits−1; elements from
+// n1 on go to a second result (a bias gradient after the weights').
 // R lanes share each element (R a power of two, 1 when the elements alone
 // fill the device): lane r adds the partials s ≡ r (mod R) in order, then
 // the lanes meet in a fixed tree in shared memory. Deterministic, no
@@ -17,11 +18,13 @@ const uint OUT = WG / R; // elements per workgroup
 #include "inputs.glsl"
 INPUT(0, part)
 layout(std430, binding = 1) writeonly buffer Out { float outv[]; };
+layout(std430, binding = 2) writeonly buffer Out2 { float out2[]; };
 layout(push_constant) uniform Push {
-    uint n;      // elements of the result
+    uint n;      // elements of both results
     uint splits; // partials per element
     uint stride; // floats between one split's partials and the next's
     uint offset; // of the first split's partial of element 0
+    uint n1;     // elements of the first result
 } p;
 
 shared float red[R > 1 ? WG : 1];
@@ -50,6 +53,10 @@ void main() {
         s = red[io];
     }
     if (live && r == 0) {
-        outv[i] = s;
+        if (i < p.n1) {
+            outv[i] = s;
+        } else {
+            out2[i - p.n1] = s;
+        }
     }
 }
