@@ -137,6 +137,58 @@ func (g *graph) planGrads() error {
 	return nil
 }
 
+// planActs gives the activations of an inference graph their buffers. An
+// activation lives from the step that writes it (the input from before the
+// first) to the last step that reads it (the logits to after the last), so
+// activations whose lives do not overlap share a buffer: the plan holds
+// only the activations alive at once, a few per level instead of all. A
+// training graph keeps every activation for its backward pass instead.
+func (g *graph) planActs() error {
+	type life struct {
+		a          *act
+		start, end int
+	}
+	lives := map[*act]*life{g.input: {a: g.input, start: -1, end: -1}}
+	var order []*life
+	order = append(order, lives[g.input])
+	for i, y := range g.outs {
+		for _, x := range g.ins[i] {
+			lives[x].end = i // every input was written by an earlier step
+		}
+		if _, ok := lives[y]; !ok {
+			l := &life{a: y, start: i, end: i}
+			lives[y] = l
+			order = append(order, l)
+		}
+	}
+	lives[g.logits].end = len(g.outs)
+	free := map[int][]*ops.Tensor{}
+	var active []*life
+	for _, l := range order { // in order of start
+		kept := active[:0]
+		for _, o := range active {
+			if o.end < l.start {
+				free[o.a.v.Len()] = append(free[o.a.v.Len()], o.a.v)
+			} else {
+				kept = append(kept, o)
+			}
+		}
+		active = kept
+		n := l.a.len(g.n)
+		if list := free[n]; len(list) > 0 {
+			l.a.v, free[n] = list[len(list)-1], list[:len(list)-1]
+		} else {
+			t, err := g.alloc(n)
+			if err != nil {
+				return err
+			}
+			l.a.v = t
+		}
+		active = append(active, l)
+	}
+	return nil
+}
+
 func (g *graph) val(p *Param) *ops.Tensor { return g.net.values[p.Name] }
 
 // grad returns where p's gradient goes, or nil when p does not learn (not

@@ -2,6 +2,7 @@ package u2net
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -166,6 +167,74 @@ func TestGraphsFreedWhenMemoryRunsOut(t *testing.T) {
 			}
 			if got := len(n.graphs); got != 1 {
 				t.Errorf("round %d, size %v: %d graphs kept, want 1", round, s, got)
+			}
+		}
+	}
+}
+
+// An inference graph shares buffers between activations whose lives do not
+// overlap, yet computes the same logits, bit for bit, as a training graph,
+// which keeps every activation: in each mode, with either up-sampling, with
+// and without the residual connections and deep supervision, on both
+// engines.
+func TestInferenceGraphSharesBuffers(t *testing.T) {
+	engines := []struct {
+		name string
+		e    ops.Engine
+	}{{"cpu", ops.NewCPU()}, {"gpu", openGPU(t)}}
+	size := [3]int{4, 16, 12}
+	for _, eng := range engines {
+		for _, c := range []struct {
+			mode, up    string
+			res, ds     bool
+			base, pools int
+		}{
+			{ModeUniversal, UpsampleTranspose, true, true, 4, 2},
+			{ModeUniversal, UpsampleNearest, false, false, 3, 2},
+			{ModeShared, UpsampleTranspose, true, false, 2, 2},
+			{ModeIndependent, UpsampleNearest, false, true, 2, 2},
+		} {
+			name := fmt.Sprintf("%s/%s-%s-res%t-ds%t", eng.name, c.mode, c.up, c.res, c.ds)
+			cfg := tinyConfig(c.mode, c.up)
+			cfg.Residual, cfg.DeepSupervision, cfg.BaseChannels = c.res, c.ds, c.base
+			m, err := New(cfg, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(6, 6))
+			d := cfg.Domains[1]
+			x, l := tinyBatch(r, d, 2, size)
+			shared, err := NewNet(m, eng.e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := shared.Forward(1, 2, size, x)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			inferBytes, _ := shared.PlanBytes(1, 2, size, false)
+			var actBytes int64
+			for _, a := range shared.graphs[graphKey{1, 2, size, false}].acts {
+				actBytes += 4 * int64(a.len(2))
+			}
+			shared.Close()
+			if inferBytes > actBytes*2/3 {
+				t.Errorf("%s: the inference graph holds %d bytes of its activations' %d", name, inferBytes, actBytes)
+			}
+			full, err := NewNet(m, eng.e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := full.Gradients(1, 2, size, x, l); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			want, err := full.Forward(1, 2, size, x) // on the training graph
+			full.Close()
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("%s: the inference graph's logits differ from the training graph's", name)
 			}
 		}
 	}

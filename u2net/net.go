@@ -263,6 +263,9 @@ func (n *Net) build(k graphKey) (*graph, error) {
 	x.needGrad = false
 	g.input = x
 	g.logits = b.define(x)
+	if b.err == nil && !k.training {
+		b.err = g.planActs()
+	}
 	if b.err == nil && k.training {
 		if n.DeepSupervisionLoss {
 			for _, h := range b.heads {

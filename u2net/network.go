@@ -80,14 +80,19 @@ func (b *builder) newAct(c int, size ref.Dims3) *act {
 		return a
 	}
 	b.g.acts = append(b.g.acts, a)
-	n := b.n * c * size.Voxels()
+	if !b.g.training {
+		return a // buffers once the graph is complete (graph.planActs)
+	}
 	var err error
 	// Gradients get buffers once the graph is complete (graph.planGrads).
-	if a.v, err = b.g.alloc(n); err != nil {
+	if a.v, err = b.g.alloc(a.len(b.n)); err != nil {
 		b.fail(err)
 	}
 	return a
 }
+
+// len returns the activation's elements for batch n.
+func (a *act) len(n int) int { return n * a.c * a.size.Voxels() }
 
 // conv is a dense 3D convolution with bias: kernel k per axis, stride s,
 // zero padding before/after per axis.
