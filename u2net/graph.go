@@ -71,17 +71,13 @@ func (g *graph) step(y *act, ins []*act, fwd, bwd func(e ops.Engine) error) {
 // at once, not one per activation.
 func (g *graph) planGrads() error {
 	last := len(g.bwd) - 1
-	type life struct {
-		a          *act
-		start, end int // positions in backward order
-	}
-	lives := map[*act]*life{}
+	lives := map[*act]*life{} // positions in backward order
 	for i, y := range g.outs {
 		pos := last - i
 		if l, ok := lives[y]; ok {
 			l.end = pos
 		} else {
-			lives[y] = &life{a: y, start: pos, end: pos}
+			lives[y] = &life{dst: &y.g, n: y.len(g.n), start: pos, end: pos}
 		}
 		for _, x := range g.ins[i] {
 			if !x.needGrad {
@@ -90,7 +86,7 @@ func (g *graph) planGrads() error {
 			if l, ok := lives[x]; ok {
 				l.start = min(l.start, pos)
 			} else {
-				lives[x] = &life{a: x, start: pos, end: last + 1}
+				lives[x] = &life{dst: &x.g, n: x.len(g.n), start: pos, end: last + 1}
 			}
 		}
 	}
@@ -110,27 +106,40 @@ func (g *graph) planGrads() error {
 		}
 		return order[i].end < order[j].end
 	})
+	return g.share(order)
+}
+
+// life is the span of steps over which a tensor of n elements is needed,
+// and where its buffer goes.
+type life struct {
+	dst        **ops.Tensor
+	n          int
+	start, end int
+}
+
+// share gives each life, in order of start, a buffer of its length: one
+// that a life ended before it started left free, or a new one.
+func (g *graph) share(order []*life) error {
 	free := map[int][]*ops.Tensor{}
 	var active []*life
 	for _, l := range order {
 		kept := active[:0]
 		for _, o := range active {
 			if o.end < l.start {
-				free[o.a.g.Len()] = append(free[o.a.g.Len()], o.a.g)
+				free[o.n] = append(free[o.n], *o.dst)
 			} else {
 				kept = append(kept, o)
 			}
 		}
 		active = kept
-		n := l.a.v.Len()
-		if list := free[n]; len(list) > 0 {
-			l.a.g, free[n] = list[len(list)-1], list[:len(list)-1]
+		if list := free[l.n]; len(list) > 0 {
+			*l.dst, free[l.n] = list[len(list)-1], list[:len(list)-1]
 		} else {
-			t, err := g.alloc(n)
+			t, err := g.alloc(l.n)
 			if err != nil {
 				return err
 			}
-			l.a.g = t
+			*l.dst = t
 		}
 		active = append(active, l)
 	}
@@ -144,49 +153,21 @@ func (g *graph) planGrads() error {
 // only the activations alive at once, a few per level instead of all. A
 // training graph keeps every activation for its backward pass instead.
 func (g *graph) planActs() error {
-	type life struct {
-		a          *act
-		start, end int
-	}
-	lives := map[*act]*life{g.input: {a: g.input, start: -1, end: -1}}
-	var order []*life
-	order = append(order, lives[g.input])
+	in := &life{dst: &g.input.v, n: g.input.len(g.n), start: -1, end: -1}
+	lives := map[*act]*life{g.input: in}
+	order := []*life{in} // in order of start
 	for i, y := range g.outs {
 		for _, x := range g.ins[i] {
 			lives[x].end = i // every input was written by an earlier step
 		}
 		if _, ok := lives[y]; !ok {
-			l := &life{a: y, start: i, end: i}
+			l := &life{dst: &y.v, n: y.len(g.n), start: i, end: i}
 			lives[y] = l
 			order = append(order, l)
 		}
 	}
 	lives[g.logits].end = len(g.outs)
-	free := map[int][]*ops.Tensor{}
-	var active []*life
-	for _, l := range order { // in order of start
-		kept := active[:0]
-		for _, o := range active {
-			if o.end < l.start {
-				free[o.a.v.Len()] = append(free[o.a.v.Len()], o.a.v)
-			} else {
-				kept = append(kept, o)
-			}
-		}
-		active = kept
-		n := l.a.len(g.n)
-		if list := free[n]; len(list) > 0 {
-			l.a.v, free[n] = list[len(list)-1], list[:len(list)-1]
-		} else {
-			t, err := g.alloc(n)
-			if err != nil {
-				return err
-			}
-			l.a.v = t
-		}
-		active = append(active, l)
-	}
-	return nil
+	return g.share(order)
 }
 
 func (g *graph) val(p *Param) *ops.Tensor { return g.net.values[p.Name] }
