@@ -23,23 +23,28 @@ const (
 
 const layoutWG = 256
 
-// pushLayout is layout.comp's push-constant block (52 bytes).
+// pushLayout is layout.comp's push-constant block (16 bytes).
 type pushLayout struct {
 	Items                 uint32
-	In, Out, A            [3]uint32
 	Block, Stride, Offset uint32
 }
+
+// layoutDims are the shapes of the up-sampling and padding modes, which
+// layout.comp takes as specialization constants: the forward input and
+// output sizes and the factor or the padding before.
+type layoutDims struct{ In, Out, A [3]uint32 }
 
 func dims32(d ref.Dims3) [3]uint32 { return [3]uint32{uint32(d[0]), uint32(d[1]), uint32(d[2])} }
 
 // layout records one layout.comp pass that writes n elements of y, four per
 // invocation when vec4.
-func (g *GPU) layout(op string, mode uint32, n int, vec4 bool, push pushLayout, x, y *vk.Buffer) error {
+func (g *GPU) layout(op string, mode uint32, n int, vec4 bool, dims layoutDims, push pushLayout, x, y *vk.Buffer) error {
 	// The modes read x as vec4s where they write vec4s, except the
 	// up-sampling and padding ones, which read floats (the up-sampling
 	// gradient vec4s by factors up to 2 along w).
-	reads4 := vec4 && (mode == layoutConcat || mode == layoutSplit || mode == layoutUpsampleBackward && push.A[2] <= 2)
-	k, err := g.kernel("layout", []vk.Access{g.input(reads4), vk.Write}, 52, layoutWG, b32(vec4), mode)
+	reads4 := vec4 && (mode == layoutConcat || mode == layoutSplit || mode == layoutUpsampleBackward && dims.A[2] <= 2)
+	k, err := g.kernel("layout", []vk.Access{g.input(reads4), vk.Write}, 16, layoutWG, b32(vec4), mode,
+		dims.In[0], dims.In[1], dims.In[2], dims.Out[0], dims.Out[1], dims.Out[2], dims.A[0], dims.A[1], dims.A[2])
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -47,8 +52,16 @@ func (g *GPU) layout(op string, mode uint32, n int, vec4 bool, push pushLayout, 
 	if vec4 {
 		items /= 4
 	}
+	// Concat and split parts take one sample per grid layer.
+	samples := 1
+	if mode == layoutConcat || mode == layoutSplit {
+		samples = n / int(push.Block)
+		items /= samples
+	}
 	push.Items = uint32(items)
-	return g.dispatch(op, k, vk.Grid1D(items, layoutWG), push, x, y)
+	grid := vk.Grid1D(items, layoutWG)
+	grid[2] = uint32(samples)
+	return g.dispatch(op, k, grid, push, x, y)
 }
 
 // checkConcat validates the parameters, then the whole tensor and every
@@ -83,7 +96,7 @@ func (g *GPU) concatParts(op string, mode uint32, p ref.ConcatParams, whole *Ten
 		if mode == layoutSplit {
 			x, y = y, x
 		}
-		if err := g.layout(op, mode, p.PartLen(i), vec4, push, x, y); err != nil {
+		if err := g.layout(op, mode, p.PartLen(i), vec4, layoutDims{}, push, x, y); err != nil {
 			return err
 		}
 		c0 += p.Channels[i]
@@ -109,8 +122,8 @@ func (g *GPU) Split(p ref.ConcatParams, x *Tensor, parts []*Tensor) error {
 	return g.concatParts(op, layoutSplit, p, x, parts)
 }
 
-func upsamplePush(p ref.UpsampleParams) pushLayout {
-	return pushLayout{In: dims32(p.In), Out: dims32(p.OutputSize()), A: dims32(p.Factor)}
+func upsampleDims(p ref.UpsampleParams) layoutDims {
+	return layoutDims{In: dims32(p.In), Out: dims32(p.OutputSize()), A: dims32(p.Factor)}
 }
 
 // Upsample implements Engine.
@@ -120,7 +133,7 @@ func (g *GPU) Upsample(p ref.UpsampleParams, x, y *Tensor) error {
 		return err
 	}
 	vec4 := p.OutputSize()[2]%4 == 0
-	return g.layout(op, layoutUpsample, p.OutputLen(), vec4, upsamplePush(p), x.gpu.buf, y.gpu.buf)
+	return g.layout(op, layoutUpsample, p.OutputLen(), vec4, upsampleDims(p), pushLayout{}, x.gpu.buf, y.gpu.buf)
 }
 
 // UpsampleBackward implements Engine: each input voxel gathers the sum of
@@ -131,11 +144,11 @@ func (g *GPU) UpsampleBackward(p ref.UpsampleParams, dy, dx *Tensor) error {
 		return err
 	}
 	vec4 := p.In[2]%4 == 0
-	return g.layout(op, layoutUpsampleBackward, p.InputLen(), vec4, upsamplePush(p), dy.gpu.buf, dx.gpu.buf)
+	return g.layout(op, layoutUpsampleBackward, p.InputLen(), vec4, upsampleDims(p), pushLayout{}, dy.gpu.buf, dx.gpu.buf)
 }
 
-func padPush(p ref.PadParams) pushLayout {
-	return pushLayout{In: dims32(p.In), Out: dims32(p.OutputSize()), A: dims32(p.Before)}
+func padDims(p ref.PadParams) layoutDims {
+	return layoutDims{In: dims32(p.In), Out: dims32(p.OutputSize()), A: dims32(p.Before)}
 }
 
 // Pad implements Engine.
@@ -145,7 +158,7 @@ func (g *GPU) Pad(p ref.PadParams, x, y *Tensor) error {
 		return err
 	}
 	vec4 := p.OutputSize()[2]%4 == 0
-	return g.layout(op, layoutPad, p.OutputLen(), vec4, padPush(p), x.gpu.buf, y.gpu.buf)
+	return g.layout(op, layoutPad, p.OutputLen(), vec4, padDims(p), pushLayout{}, x.gpu.buf, y.gpu.buf)
 }
 
 // PadBackward implements Engine: dx is the crop of dy.
@@ -155,5 +168,5 @@ func (g *GPU) PadBackward(p ref.PadParams, dy, dx *Tensor) error {
 		return err
 	}
 	vec4 := p.In[2]%4 == 0
-	return g.layout(op, layoutPadBackward, p.InputLen(), vec4, padPush(p), dy.gpu.buf, dx.gpu.buf)
+	return g.layout(op, layoutPadBackward, p.InputLen(), vec4, padDims(p), pushLayout{}, dy.gpu.buf, dx.gpu.buf)
 }

@@ -8,6 +8,7 @@
 // gathers over the input gradient: no atomics, every element written once.
 //   0 concat part   y[n·stride + offset + r] = x[n·block + r]
 //   1 split part    y[n·block + r] = x[n·stride + offset + r]
+//                   (sample n is the workgroup's z, items counts one sample)
 //   2 upsample      y[o] = x[o / factor]                  (nearest)
 //   3 upsample bwd  y[i] = Σ over the factor block of x    (x = dy, y = dx)
 //   4 pad           y[o] = x[o − before] inside, else 0
@@ -18,6 +19,18 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 256;
 layout(constant_id = 1) const bool VEC4 = false;
 layout(constant_id = 2) const uint MODE = 0;
+// The shapes of modes 2-5 (zero for 0 and 1), as specialization constants:
+// divisions by them become multiplications, where a division by a push
+// constant is a loop over the SIMD lanes on a CPU device.
+layout(constant_id = 3) const uint IN_D = 1;
+layout(constant_id = 4) const uint IN_H = 1;
+layout(constant_id = 5) const uint IN_W = 1;
+layout(constant_id = 6) const uint OUT_D = 1;
+layout(constant_id = 7) const uint OUT_H = 1;
+layout(constant_id = 8) const uint OUT_W = 1;
+layout(constant_id = 9) const uint A_D = 1;
+layout(constant_id = 10) const uint A_H = 1;
+layout(constant_id = 11) const uint A_W = 1;
 
 const uint LW = VEC4 ? 4 : 1;
 
@@ -27,9 +40,6 @@ layout(std430, binding = 1) writeonly buffer Y { float y[]; };
 layout(std430, binding = 1) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
     uint items; // invocations that do work
-    uint inD, inH, inW;
-    uint outD, outH, outW;
-    uint aD, aH, aW;
     uint block, stride, offset; // concat and split, in elements
 } p;
 
@@ -48,21 +58,23 @@ void main() {
     }
     uint e = i * LW; // first output element of this invocation
     if (MODE == 0 || MODE == 1) {
-        // e indexes the part; its elements map to one contiguous run of
-        // the whole tensor per sample.
-        uint n = e / p.block;
-        uint w = n * p.stride + p.offset + (e - n * p.block);
+        // A part's sample is one contiguous run of the whole tensor. The
+        // sample comes from the grid, not from a division by the block,
+        // which a CPU device would do lane by lane.
+        uint n = gl_WorkGroupID.z;
+        uint w = n * p.stride + p.offset + e;
+        uint q = n * p.block + e;
         if (MODE == 0) {
             if (VEC4) {
-                y4[w / 4] = x4(i);
+                y4[w / 4] = x4(q / 4);
             } else {
-                y[w] = x(e);
+                y[w] = x(q);
             }
         } else {
             if (VEC4) {
-                y4[i] = x4(w / 4);
+                y4[q / 4] = x4(w / 4);
             } else {
-                y[e] = x(w);
+                y[q] = x(w);
             }
         }
         return;
@@ -70,9 +82,9 @@ void main() {
     // Coordinates of the first written element in the written tensor: the
     // forward output for modes 2 and 4, the forward input for 3 and 5.
     bool fwd = MODE == 2 || MODE == 4;
-    uint W = fwd ? p.outW : p.inW;
-    uint H = fwd ? p.outH : p.inH;
-    uint D = fwd ? p.outD : p.inD;
+    uint W = fwd ? OUT_W : IN_W;
+    uint H = fwd ? OUT_H : IN_H;
+    uint D = fwd ? OUT_D : IN_D;
     uint w0 = e % W;
     uint r = e / W;
     uint h = r % H;
@@ -81,27 +93,27 @@ void main() {
     uint nc = r / D;
     vec4 v = vec4(0.0);
     if (MODE == 2) {
-        uint row = ((nc * p.inD + d / p.aD) * p.inH + h / p.aH) * p.inW;
+        uint row = ((nc * IN_D + d / A_D) * IN_H + h / A_H) * IN_W;
         // One division for the LW elements: step the source column along.
-        uint iw = w0 / p.aW;
-        uint rem = w0 - iw * p.aW;
+        uint iw = w0 / A_W;
+        uint rem = w0 - iw * A_W;
         [[unroll]] for (uint j = 0; j < LW; j++) {
             v[j] = x(row + iw);
-            if (++rem == p.aW) {
+            if (++rem == A_W) {
                 rem = 0;
                 iw++;
             }
         }
     } else if (MODE == 3) {
-        uint base = ((nc * p.outD + d * p.aD) * p.outH + h * p.aH) * p.outW;
-        if (VEC4 && p.aW <= 2) {
+        uint base = ((nc * OUT_D + d * A_D) * OUT_H + h * A_H) * OUT_W;
+        if (VEC4 && A_W <= 2) {
             // The 4·aW source values of a row are aligned vec4s (the rows
             // are multiples of 4): load them whole.
-            for (uint a = 0; a < p.aD; a++) {
-                for (uint b = 0; b < p.aH; b++) {
-                    uint q = (base + (a * p.outH + b) * p.outW + w0 * p.aW) / 4;
+            for (uint a = 0; a < A_D; a++) {
+                for (uint b = 0; b < A_H; b++) {
+                    uint q = (base + (a * OUT_H + b) * OUT_W + w0 * A_W) / 4;
                     vec4 lo = x4(q);
-                    if (p.aW == 1) {
+                    if (A_W == 1) {
                         v += lo;
                     } else {
                         vec4 hi = x4(q + 1);
@@ -114,10 +126,10 @@ void main() {
         }
         [[unroll]] for (uint j = 0; j < LW; j++) {
             float s = 0.0;
-            for (uint a = 0; a < p.aD; a++) {
-                for (uint b = 0; b < p.aH; b++) {
-                    uint q = base + (a * p.outH + b) * p.outW + (w0 + j) * p.aW;
-                    for (uint c = 0; c < p.aW; c++) {
+            for (uint a = 0; a < A_D; a++) {
+                for (uint b = 0; b < A_H; b++) {
+                    uint q = base + (a * OUT_H + b) * OUT_W + (w0 + j) * A_W;
+                    for (uint c = 0; c < A_W; c++) {
                         s += x(q + c);
                     }
                 }
@@ -127,19 +139,19 @@ void main() {
     } else if (MODE == 4) {
         // Unsigned wrap-around makes coordinates before the input huge, so
         // one comparison per axis tests both sides.
-        uint id = d - p.aD;
-        uint ih = h - p.aH;
-        if (id < p.inD && ih < p.inH) {
-            uint row = ((nc * p.inD + id) * p.inH + ih) * p.inW;
+        uint id = d - A_D;
+        uint ih = h - A_H;
+        if (id < IN_D && ih < IN_H) {
+            uint row = ((nc * IN_D + id) * IN_H + ih) * IN_W;
             [[unroll]] for (uint j = 0; j < LW; j++) {
-                uint iw = w0 + j - p.aW;
-                if (iw < p.inW) {
+                uint iw = w0 + j - A_W;
+                if (iw < IN_W) {
                     v[j] = x(row + iw);
                 }
             }
         }
     } else {
-        uint row = ((nc * p.outD + d + p.aD) * p.outH + h + p.aH) * p.outW + p.aW;
+        uint row = ((nc * OUT_D + d + A_D) * OUT_H + h + A_H) * OUT_W + A_W;
         [[unroll]] for (uint j = 0; j < LW; j++) {
             v[j] = x(row + w0 + j);
         }

@@ -763,7 +763,6 @@ func TestSlotsOfAReplayedBatch(t *testing.T) {
 // stride = n copies n floats (n/4 vec4s with VEC4).
 type pushLayout struct {
 	Items                 uint32
-	In, Out, A            [3]uint32
 	Block, Stride, Offset uint32
 }
 
@@ -782,7 +781,7 @@ func TestTexelBindings(t *testing.T) {
 		if c.four {
 			access, items = ReadTexel4, c.n/4
 		}
-		k := testKernel(t, d, "layout.texel", []Access{access, Write}, 52, 64, b32(c.four), 0)
+		k := testKernel(t, d, "layout.texel", []Access{access, Write}, 16, 64, b32(c.four), 0)
 		alloc(t, d, 12) // the next buffer does not start at 0
 		x := randFloats(r, c.n)
 		whole := alloc(t, d, c.at+uint64(4*c.n))
@@ -829,7 +828,7 @@ func TestTexelBindings(t *testing.T) {
 	}
 
 	// A binding of four-float texels needs one whole texel.
-	k := testKernel(t, d, "layout.texel", []Access{ReadTexel4, Write}, 52, 64, 1, 0)
+	k := testKernel(t, d, "layout.texel", []Access{ReadTexel4, Write}, 16, 64, 1, 0)
 	small, dst := alloc(t, d, 8), alloc(t, d, 16)
 	b := d.NewBatch()
 	defer b.Release()
@@ -837,7 +836,7 @@ func TestTexelBindings(t *testing.T) {
 	if err := b.Run(); err == nil || !strings.Contains(err.Error(), "binding 0: a 8-byte buffer holds no 16-byte texel") {
 		t.Errorf("Run() = %v, want the texel size error", err)
 	}
-	if _, err := d.Kernel(KernelSpec{Name: "layout.texel", SPIRV: k.spec.SPIRV, Bindings: []Access{Write | texel, Write}, PushSize: 52}); err == nil ||
+	if _, err := d.Kernel(KernelSpec{Name: "layout.texel", SPIRV: k.spec.SPIRV, Bindings: []Access{Write | texel, Write}, PushSize: 16}); err == nil ||
 		!strings.Contains(err.Error(), "binding 0 has no valid access mode") {
 		t.Errorf("a written texel binding: %v, want an access-mode error", err)
 	}
