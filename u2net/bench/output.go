@@ -51,14 +51,14 @@ func WriteText(w io.Writer, reps []*Report) {
 		if len(r.Network) > 0 {
 			fmt.Fprintln(w, "\nwhole network:")
 			tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "mode\tsetting\tparams\ttrain step ms (GPU)\tforward ms (GPU)\tplan GiB\tpeak GiB\tPyTorch step (TF32)\tPyTorch fwd\tPyTorch peak\t")
+			fmt.Fprintln(tw, "mode\tsetting\tparams\ttrain step ms (GPU)\tforward ms (GPU)\tplan GiB\tpeak GiB\tfwd peak GiB\tPyTorch step (TF32)\tPyTorch fwd\tPyTorch peak\t")
 			for _, n := range r.Network {
 				torch := "\t\t"
 				if n.TorchStep > 0 {
 					torch = fmt.Sprintf("%.0f (%.0f)\t%.1f\t%.1f", n.TorchStep, n.TorchTF32, n.TorchFwdMS, n.TorchPeak)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%.2f\t%.2f\t%s\t\n", n.Mode, n.Setting, n.Params,
-					wallGPU(n.StepMS, n.StepGPUMS), wallGPU(n.ForwardMS, n.ForwardGPUMS), n.PlanGiB, n.PeakGiB, torch)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t\n", n.Mode, n.Setting, n.Params,
+					wallGPU(n.StepMS, n.StepGPUMS), wallGPU(n.ForwardMS, n.ForwardGPUMS), n.PlanGiB, n.PeakGiB, n.ForwardPeakGiB, torch)
 			}
 			tw.Flush()
 			for _, n := range r.Network {

@@ -91,10 +91,13 @@ type NetResult struct {
 	ForwardGPUMS float64 `json:"forward_gpu_ms,omitempty"`
 	PlanGiB      float64 `json:"plan_gib"`
 	PeakGiB      float64 `json:"peak_gib,omitempty"`
-	TorchStep    float64 `json:"pytorch_step_ms,omitempty"`
-	TorchTF32    float64 `json:"pytorch_step_tf32_ms,omitempty"`
-	TorchFwdMS   float64 `json:"pytorch_forward_ms,omitempty"`
-	TorchPeak    float64 `json:"pytorch_peak_gib,omitempty"`
+	// ForwardPeakGiB is the peak memory of the forward pass alone, on the
+	// inference graph that predict runs, in a net of its own.
+	ForwardPeakGiB float64 `json:"forward_peak_gib,omitempty"`
+	TorchStep      float64 `json:"pytorch_step_ms,omitempty"`
+	TorchTF32      float64 `json:"pytorch_step_tf32_ms,omitempty"`
+	TorchFwdMS     float64 `json:"pytorch_forward_ms,omitempty"`
+	TorchPeak      float64 `json:"pytorch_peak_gib,omitempty"`
 	// StepProfile and ForwardProfile are the GPU time per kernel family of
 	// one step and one forward pass, largest first.
 	StepProfile    []KernelTime `json:"step_profile,omitempty"`
@@ -454,23 +457,43 @@ func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult,
 	if r.StepMS, err = wall(e, repeats, func() error { _, err := net.TrainStep(0, set.Batch, size, x, l); return err }); err != nil {
 		return r, err
 	}
-	// The forward pass runs on the training graph: it adds no memory.
-	if r.ForwardMS, err = wall(e, repeats, func() error { _, err := net.Forward(0, set.Batch, size, x); return err }); err != nil {
-		return r, err
-	}
 	if b, err := net.PlanBytes(0, set.Batch, size, true); err == nil {
 		r.PlanGiB = float64(b) / (1 << 30)
 	}
-	if g, ok := e.(*ops.GPU); ok {
+	g, gpu := e.(*ops.GPU)
+	if gpu {
 		_, peak := g.Device().MemoryInUse()
 		r.PeakGiB = float64(peak) / (1 << 30)
 		if r.StepProfile, err = profile(g, func() error { _, err := net.TrainStep(0, set.Batch, size, x, l); return err }); err != nil {
 			return r, err
 		}
-		if r.ForwardProfile, err = profile(g, func() error { _, err := net.Forward(0, set.Batch, size, x); return err }); err != nil {
+		r.StepGPUMS = totalMS(r.StepProfile)
+	}
+	// The forward pass runs on an inference graph, as predict's does, in a
+	// net of its own once the training one is gone.
+	net.Close()
+	if gpu {
+		if err := g.Sync(); err != nil { // releases the training net's memory
 			return r, err
 		}
-		r.StepGPUMS, r.ForwardGPUMS = totalMS(r.StepProfile), totalMS(r.ForwardProfile)
+		g.Device().ResetPeakMemory()
+	}
+	fnet, err := u2net.NewNet(m, e)
+	if err != nil {
+		return r, err
+	}
+	defer fnet.Close()
+	forward := func() error { _, err := fnet.Forward(0, set.Batch, size, x); return err }
+	if r.ForwardMS, err = wall(e, repeats, forward); err != nil {
+		return r, err
+	}
+	if gpu {
+		_, peak := g.Device().MemoryInUse()
+		r.ForwardPeakGiB = float64(peak) / (1 << 30)
+		if r.ForwardProfile, err = profile(g, forward); err != nil {
+			return r, err
+		}
+		r.ForwardGPUMS = totalMS(r.ForwardProfile)
 	}
 	if set.Size == 128 && set.Batch == 2 && set.Base == 16 && set.Pools == [3]int{5, 5, 5} {
 		if mode == u2net.ModeUniversal && set.Domains == 5 {
