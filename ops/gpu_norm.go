@@ -57,7 +57,7 @@ const (
 	// normFusedMinGroups is the fewest workgroups norm_fused takes, one per
 	// core of up to 8 cores; fewer planes (or channels) spread over the
 	// cores through the chunked passes. A fixed rule, not the host's core
-	// count, so that every machine computes the same bits. norm_fused reads
+	// count: the two sum in different orders. norm_fused reads
 	// a plane two or three times, from a core's cache while it fits there,
 	// yet it beats the chunked passes on large planes too (lavapipe, 2
 	// cores, 1×16×96³: forward 19-24 against 29 ms, with the backward 41-55
