@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/nifti"
@@ -91,6 +92,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	for _, p := range pairs {
+		start := time.Now()
 		vol, err := nifti.ReadFile(p[0])
 		if err != nil {
 			return err
@@ -113,7 +115,9 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 		}
-		fmt.Fprintf(stdout, "%s -> %s\n", p[0], p[1])
+		w := out.Window
+		fmt.Fprintf(stdout, "%s -> %s (%d window(s) of %d×%d×%d, %.1f s)\n", p[0], p[1], out.Windows, w[0], w[1], w[2],
+			time.Since(start).Seconds())
 	}
 	return nil
 }

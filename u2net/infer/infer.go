@@ -76,6 +76,8 @@ type Result struct {
 	Classes int       // K
 	Probs   []float32 // [K][D][H][W]
 	Labels  []uint8   // [D][H][W]: the argmax of Probs (lowest class on ties)
+	Window  [3]int    // the window size used
+	Windows int       // windows placed (each predicted once per flip)
 }
 
 // Window is the placement of one window: its first voxel, in the coordinates
@@ -258,7 +260,7 @@ func Predict(ctx context.Context, input []float32, shape [4]int, classes int, pr
 			labels[i] = uint8(bestK)
 		}
 	})
-	return &Result{Shape: sp, Classes: classes, Probs: acc, Labels: labels}, nil
+	return &Result{Shape: sp, Classes: classes, Probs: acc, Labels: labels, Window: size, Windows: len(windows)}, nil
 }
 
 // minPerWorker is the fewest voxels worth a goroutine of the host loops.

@@ -86,7 +86,10 @@ func TestStitchedEqualsFunctionOfPosition(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v %+v: %v", c.shape, c.opt, err)
 		}
-		_, windows, _ := Plan(c.shape, c.opt)
+		size, windows, _ := Plan(c.shape, c.opt)
+		if res.Window != size || res.Windows != len(windows) {
+			t.Errorf("%v %+v: result says %d windows of %v, the plan %d of %v", c.shape, c.opt, res.Windows, res.Window, len(windows), size)
+		}
 		jobs := len(windows) * len(flips(c.opt.Mirror))
 		if want := (jobs + c.opt.Batch - 1) / c.opt.Batch; calls != want {
 			t.Errorf("%v %+v: %d predictor calls, want %d", c.shape, c.opt, calls, want)

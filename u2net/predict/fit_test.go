@@ -127,6 +127,9 @@ func TestVolumeFitsMemoryLimit(t *testing.T) {
 	if rec.Window != "[10 44 40]" || fitted == [3]int{10, 44, 40} {
 		t.Errorf("log %q: want the whole volume [10 44 40] reduced", log.String())
 	}
+	if got.Window != fitted || got.Windows < 2 {
+		t.Errorf("output says %d windows of %v, want several of %v", got.Windows, got.Window, fitted)
+	}
 	want, err := Volume(ctx, ref, 0, vol, Options{Patch: fitted, Batch: rec.FittedBatch})
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,8 @@ type Output struct {
 	Labels  []uint8   // [D][H][W]
 	Probs   []float32 // [K][D][H][W] softmax probabilities
 	Classes int
+	Window  [3]int // the sliding window used, in the network's space
+	Windows int    // windows placed (each predicted once per flip)
 }
 
 // Window runs the sliding window over an image [C, D, H, W] that is already
@@ -186,7 +188,7 @@ func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt
 		if err != nil {
 			return nil, err
 		}
-		return &Output{Labels: res.Labels, Probs: res.Probs, Classes: d.Classes}, nil
+		return &Output{Labels: res.Labels, Probs: res.Probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}, nil
 	}
 	c, err := plan.ApplyImage(vol)
 	if err != nil {
@@ -205,7 +207,7 @@ func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt
 	if err != nil {
 		return nil, err
 	}
-	return &Output{Labels: argmax(probs, d.Classes), Probs: probs, Classes: d.Classes}, nil
+	return &Output{Labels: argmax(probs, d.Classes), Probs: probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}, nil
 }
 
 func argmax(probs []float32, classes int) []uint8 {
