@@ -8,7 +8,12 @@ import (
 
 // CPU is the reference engine: every operation runs package ref's float64-
 // accumulating loops on host memory, synchronously.
-type CPU struct{}
+type CPU struct {
+	// MemoryLimit caps the bytes of the tensors allocated at once (0: no
+	// cap); past it Alloc fails with ErrOutOfMemory, as a full device does.
+	MemoryLimit int64
+	inUse       int64
+}
 
 // NewCPU returns the CPU reference engine.
 func NewCPU() *CPU { return &CPU{} }
@@ -28,15 +33,28 @@ func checkAlloc(n int) error {
 
 // Alloc implements Engine.
 func (c *CPU) Alloc(n int) (*Tensor, error) {
-	if err := checkAlloc(n); err != nil {
+	if err := c.reserve(n); err != nil {
 		return nil, err
 	}
 	return &Tensor{n: n, owner: c, f: make([]float32, n)}, nil
 }
 
+// reserve checks n elements and counts them against the memory limit.
+func (c *CPU) reserve(n int) error {
+	if err := checkAlloc(n); err != nil {
+		return err
+	}
+	if bytes := 4 * int64(n); c.MemoryLimit > 0 && c.inUse+bytes > c.MemoryLimit {
+		return fmt.Errorf("ops.Alloc of %d elements on the reference engine: %w: the memory limit of %d bytes would be passed (%d in use)",
+			n, ErrOutOfMemory, c.MemoryLimit, c.inUse)
+	}
+	c.inUse += 4 * int64(n)
+	return nil
+}
+
 // AllocLabels implements Engine.
 func (c *CPU) AllocLabels(n int) (*Tensor, error) {
-	if err := checkAlloc(n); err != nil {
+	if err := c.reserve(n); err != nil {
 		return nil, err
 	}
 	return &Tensor{n: n, dtype: Int32, owner: c, l: make([]int32, n)}, nil
@@ -48,19 +66,26 @@ func (c *CPU) AllocPacked(lens []int) (*Tensor, []*Tensor, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := c.reserve(total); err != nil {
+		return nil, nil, err
+	}
 	whole := &Tensor{n: total, owner: c, f: make([]float32, total)}
 	parts := make([]*Tensor, len(lens))
 	for i, off := range offsets {
-		parts[i] = &Tensor{n: lens[i], owner: c, f: whole.f[off : off+lens[i] : off+lens[i]]}
+		parts[i] = &Tensor{n: lens[i], owner: c, f: whole.f[off : off+lens[i] : off+lens[i]], part: true}
 	}
 	return whole, parts, nil
 }
 
 // Free implements Engine.
 func (c *CPU) Free(t *Tensor) {
-	if t != nil {
-		t.f, t.l, t.n = nil, nil, 0
+	if t == nil || (t.f == nil && t.l == nil) {
+		return
 	}
+	if !t.part {
+		c.inUse -= 4 * int64(t.n)
+	}
+	t.f, t.l, t.n = nil, nil, 0
 }
 
 // Write implements Engine.

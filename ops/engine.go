@@ -52,6 +52,7 @@ type Tensor struct {
 	owner Engine
 	f     []float32 // CPU engine
 	l     []int32   // CPU engine, labels
+	part  bool      // CPU engine: a part of a packed tensor, freed with it
 	gpu   gpuTensor // GPU engine
 }
 

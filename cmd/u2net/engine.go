@@ -17,7 +17,7 @@ import (
 // openEngine opens the engine a --device flag (or U2NET_DEVICE) names: the
 // CPU reference engine for "cpu", else a Vulkan device (the best one by
 // default, falling back to the CPU engine when Vulkan has none). A memory
-// limit, in bytes (0: none), caps what a Vulkan device allocates.
+// limit, in bytes (0: none), caps what the engine allocates for tensors.
 func openEngine(selector string, memoryLimit byteSize, log *slog.Logger) (ops.Engine, error) {
 	c, err := vk.Choose(vk.SelectorFromEnv(selector))
 	if err != nil {
@@ -27,10 +27,9 @@ func openEngine(selector string, memoryLimit byteSize, log *slog.Logger) (ops.En
 		if c.Reason != "" {
 			log.Warn("no Vulkan device; using the CPU reference engine", "reason", c.Reason)
 		}
-		if memoryLimit > 0 {
-			log.Warn("--memory-limit applies to Vulkan devices, not to the CPU reference engine")
-		}
-		return ops.NewCPU(), nil
+		cpu := ops.NewCPU()
+		cpu.MemoryLimit = int64(memoryLimit)
+		return cpu, nil
 	}
 	return ops.OpenGPUWith(vk.Options{Selector: strconv.Itoa(c.Device.Index), MemoryLimit: uint64(memoryLimit)})
 }

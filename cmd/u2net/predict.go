@@ -31,7 +31,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	preview := fs.String("preview", "", "also write a PNG with three slices and the labels (single input only)")
 	device := fs.String("device", "", "device index, name or cpu")
 	var memoryLimit byteSize
-	fs.Var(&memoryLimit, "memory-limit", "cap on the device memory used, e.g. 8GiB (predict then uses smaller windows)")
+	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB (predict then uses smaller windows)")
 	patch := fs.String("patch", "", "sliding-window size D,H,W (default: from the plan, or one window)")
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")

@@ -34,7 +34,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	pools := fs.String("pools", "", "poolings per axis D,H,W (default: from the patch, at most 5)")
 	device := fs.String("device", "", "device index, name or cpu (default: the best found)")
 	var memoryLimit byteSize
-	fs.Var(&memoryLimit, "memory-limit", "cap on the device memory used, e.g. 8GiB")
+	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB")
 	seed := fs.Uint64("seed", 1, "random seed")
 	fs.StringVar(&opt.Optimizer, "optimizer", "adam", "adam (3e-4, weight decay 5e-4) or sgd (Nesterov, poly decay)")
 	fs.Float64Var(&opt.LR, "lr", 0, "learning rate (default: the optimizer's)")
@@ -89,7 +89,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	res, err := train.Run(ctx, opt, e, log, terminal(stderr))
 	if errors.Is(err, ops.ErrOutOfMemory) || errors.Is(err, ops.ErrTooLarge) {
-		return fmt.Errorf("%w\nthe device cannot hold the network for this patch and batch: a smaller --patch or --batch needs less", err)
+		return fmt.Errorf("%w\nthe engine cannot hold the network for this patch and batch: a smaller --patch or --batch needs less", err)
 	}
 	if err != nil {
 		return err

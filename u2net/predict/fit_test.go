@@ -66,9 +66,10 @@ func TestFitWindow(t *testing.T) {
 	}
 }
 
-// A whole volume that the device cannot hold is predicted with the largest
+// A whole volume that the engine cannot hold is predicted with the largest
 // smaller window that fits, with a warning naming it, and gives what that
-// window gives on a device without a limit.
+// window gives on an engine without a limit: on a Vulkan device and on the
+// reference engine.
 func TestVolumeFitsMemoryLimit(t *testing.T) {
 	cfg := u2net.DefaultConfig()
 	cfg.BaseChannels = 4
@@ -85,23 +86,49 @@ func TestVolumeFitsMemoryLimit(t *testing.T) {
 		data[i] = float32(r.NormFloat64())
 	}
 	vol := &nifti.Volume{Header: nifti.NewHeader(shape, nifti.Identity()), Shape: shape, Data: data}
-	ctx := context.Background()
 
-	free := opstest.GPU(t, vk.Options{})
+	// Each engine twice: without a limit, and with 60% of what the whole
+	// volume needs there.
+	engines := []struct {
+		name    string
+		free    func() ops.Engine
+		limited func(limit uint64) ops.Engine
+		need    func(e ops.Engine, net *u2net.Net) uint64 // after a prediction without a limit
+	}{
+		{"gpu",
+			func() ops.Engine { return opstest.GPU(t, vk.Options{}) },
+			func(limit uint64) ops.Engine { return opstest.GPU(t, vk.Options{MemoryLimit: limit}) },
+			func(e ops.Engine, _ *u2net.Net) uint64 { _, peak := e.(*ops.GPU).Device().MemoryInUse(); return peak }},
+		{"cpu",
+			func() ops.Engine { return ops.NewCPU() },
+			func(limit uint64) ops.Engine { c := ops.NewCPU(); c.MemoryLimit = int64(limit); return c },
+			func(_ ops.Engine, net *u2net.Net) uint64 {
+				plan, _ := net.PlanBytes(0, 1, [3]int{10, 44, 40}, false)
+				return uint64(4*m.Counts().Total) + uint64(plan)
+			}},
+	}
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) { fitsUnderLimit(t, m, vol, eng.free(), eng.limited, eng.need) })
+	}
+}
+
+func fitsUnderLimit(t *testing.T, m *u2net.Model, vol *nifti.Volume, free ops.Engine, limited func(uint64) ops.Engine,
+	need func(ops.Engine, *u2net.Net) uint64) {
+	ctx := context.Background()
 	ref, err := u2net.NewNet(m, free)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ref.Close()
-	free.Device().ResetPeakMemory()
+	if g, ok := free.(*ops.GPU); ok {
+		g.Device().ResetPeakMemory()
+	}
 	if _, err := Volume(ctx, ref, 0, vol, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	_, peak := free.Device().MemoryInUse()
-
+	peak := need(free, ref)
 	limit := peak * 6 / 10
-	g := opstest.GPU(t, vk.Options{MemoryLimit: limit})
-	net, err := u2net.NewNet(m, g)
+	net, err := u2net.NewNet(m, limited(limit))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func fitDevice(net *u2net.Net, dom int, shape [4]int, o *infer.Options, log *slo
 		return nil
 	}
 	if log != nil {
-		log.Warn("the device cannot hold the network for the window asked for; using a smaller one",
+		log.Warn("the engine cannot hold the network for the window asked for; using a smaller one",
 			"window", fmt.Sprint(size), "batch", batch, "fitted_window", fmt.Sprint(fitted), "fitted_batch", b)
 	}
 	o.Batch = b
