@@ -176,6 +176,18 @@ func TestConvTranspose3dGPU(t *testing.T) {
 		{N: 1, Cin: 3, Cout: 64, In: d3(2, 3, 2), Kernel: two3, Stride: two3},
 		{N: 2, Cin: 64, Cout: 17, In: d3(2, 2, 3), Kernel: d3(1, 2, 2), Stride: d3(1, 2, 2)},
 		{N: 1, Cin: 1, Cout: 1, In: d3(1, 1, 1), Kernel: two3, Stride: two3},
+		// Rows of even length, which conv_taps' texel variant takes in
+		// runs of up to 16 voxels: outputs in vec4s (stride 2 or 4 along w)
+		// or in floats (stride 1); 8, 4 and 2 taps; odd channel counts.
+		{N: 2, Cin: 7, Cout: 5, In: d3(2, 3, 4), Kernel: two3, Stride: two3},
+		{N: 1, Cin: 6, Cout: 5, In: d3(2, 3, 4), Kernel: d3(2, 2, 1), Stride: d3(2, 2, 1)},
+		{N: 2, Cin: 5, Cout: 7, In: d3(3, 4, 6), Kernel: d3(1, 2, 2), Stride: d3(1, 2, 2)},
+		{N: 1, Cin: 3, Cout: 3, In: d3(2, 2, 4), Kernel: d3(1, 1, 2), Stride: d3(1, 1, 2)},
+		{N: 1, Cin: 4, Cout: 3, In: d3(1, 2, 2), Kernel: d3(1, 2, 4), Stride: d3(1, 2, 4)},
+		// Runs of 8 and 16 voxels, one or several per row.
+		{N: 2, Cin: 4, Cout: 3, In: d3(1, 3, 8), Kernel: d3(1, 2, 2), Stride: d3(1, 2, 2)},
+		{N: 1, Cin: 3, Cout: 5, In: d3(2, 2, 16), Kernel: two3, Stride: two3},
+		{N: 1, Cin: 2, Cout: 3, In: d3(1, 2, 48), Kernel: d3(1, 1, 2), Stride: d3(1, 1, 2)},
 		// Kernel ≠ stride, which the network does not use: overlapping
 		// (3 > 2) and gapped (1 < 2) windows.
 		{N: 1, Cin: 4, Cout: 5, In: d3(3, 4, 2), Kernel: d3(3, 3, 3), Stride: two3},

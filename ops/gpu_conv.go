@@ -619,23 +619,44 @@ type pushTaps struct {
 // = stride: going up, y from x (b may be nil); going down, the data
 // gradient dx (into y) from dy (in x), b nil.
 func (g *GPU) convTaps(op string, p ref.ConvTransposeParams, mode uint32, x, w, b, y *Tensor) error {
-	const wg = 128
 	reduced, result := p.Cin, p.Cout
 	if mode == tapsDown {
 		reduced, result = p.Cout, p.Cin
 	}
-	k, err := g.kernel("conv_taps", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 32,
-		wg, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32)), mode, b32(b != nil))
+	vox := p.In.Voxels()
+	total := p.N * vox
+	push := pushTaps{In: dims4(p.In, vox), Cin: uint32(p.Cin), Cout: uint32(p.Cout), Groups: uint32(ceilDiv(result, 4)),
+		Total: uint32(total)}
+	spec := []uint32{128, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32)), mode, b32(b != nil), 1}
+	access := []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}
+	grid := vk.Grid1D(int(push.Groups)*ceilDiv(total, 128), 1)
+	if g.cpuTuned() {
+		// The texel variant: pairs of voxels along w where the rows allow,
+		// whose outputs (stride 2 along w) are one vec4.
+		vx := tapsVXCPU
+		for p.In[2]%vx != 0 {
+			vx /= 2
+		}
+		taps := p.Stride.Voxels()
+		xVec4 := mode == tapsDown && vx*p.Stride[2]%4 == 0
+		access = []vk.Access{g.input(xVec4), g.input(taps%4 == 0), vk.Read, vk.Write}
+		spec[0], spec[7] = tapsWGCPU, uint32(vx)
+		grid = vk.Grid1D(ceilDiv(result, tapsCOBCPU)*total/vx, tapsWGCPU)
+	}
+	k, err := g.kernel("conv_taps", access, 32, spec...)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	vox := p.In.Voxels()
-	groups := ceilDiv(result, 4)
-	total := p.N * vox
-	push := pushTaps{In: dims4(p.In, vox), Cin: uint32(p.Cin), Cout: uint32(p.Cout), Groups: uint32(groups),
-		Total: uint32(total)}
-	return g.dispatch(op, k, vk.Grid1D(groups*ceilDiv(total, wg), 1), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
+	return g.dispatch(op, k, grid, push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
 }
+
+// conv_taps' texel variant on CPU devices: result channels per invocation
+// (COB in the shader) and the workgroup.
+const (
+	tapsCOBCPU = 2
+	tapsVXCPU  = 16
+	tapsWGCPU  = 64
+)
 
 // ConvTranspose3dBackward implements Engine: dx is the forward convolution
 // of dy with w (conv_taps when the kernel equals the stride), dw a split-K

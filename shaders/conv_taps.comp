@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 // conv_taps: the transposed convolution whose kernel equals its stride
 // (SD×SH×SW, no padding), the network's learned up-sampling, and its data
@@ -19,6 +20,12 @@
 // fastest-varying part of the workgroup index, so the groups that read the
 // same input run together. Sums run over the reduced channels in order:
 // results are bit-reproducible.
+//
+// The texel variant (CPU devices, which load memory and store it a SIMD lane
+// at a time and pay for every barrier) has no shared memory: an invocation
+// owns VX neighbouring voxels along w and COB channels, reads the weights
+// as texels where it uses them, and with VX·SW = 4 stores (going up) or
+// loads (going down) the large side's rows as vec4s.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint SD = 2;
@@ -27,15 +34,18 @@ layout(constant_id = 3) const uint SW = 2;
 layout(constant_id = 4) const uint CB = 32; // reduced channels per weight stage
 layout(constant_id = 5) const uint MODE = 0;
 layout(constant_id = 6) const bool BIAS = false; // b is read (UP only)
+layout(constant_id = 7) const uint VX = 1;       // texel variant: voxels along w per invocation
 
 const uint UP = 0;
 const uint DOWN = 1;
 const uint T = SD * SH * SW;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };    // x, or dy going down
-layout(std430, binding = 1) readonly buffer W { float w[]; };    // [cin, cout, T]
+#include "inputs.glsl"
+INPUT(0, x) // x, or dy going down
+INPUT(1, w) // [cin, cout, T]
 layout(std430, binding = 2) readonly buffer B { float b[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };   // y, or dx going down
+layout(std430, binding = 3) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
     uvec4 in3;    // the small side's d, h, w and voxels
     uint cin, cout;
@@ -43,6 +53,138 @@ layout(push_constant) uniform Push {
     uint total;   // batch · small-side voxels
 } p;
 
+#ifdef TEXEL
+// COB result channels per invocation: with VX = 2 and 8 taps, 32 sums.
+const uint COB = 2;
+const bool ROW4 = VX * SW % 4 == 0; // the large side's rows in vec4s
+const bool W4 = T % 4 == 0;     // a channel pair's taps in vec4s
+
+// weight returns w[(c·cout + o)·T + q].
+float weight(uint c, uint o, uint q) {
+    uint at = (c * p.cout + o) * T + q;
+    return W4 ? w4(at / 4)[q % 4] : w(at);
+}
+
+void main() {
+    uint m = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
+    uint groups = ((MODE == UP ? p.cout : p.cin) + COB - 1) / COB;
+    uint vox = p.in3.w;
+    uint runs = vox / VX; // the VX voxels of a run lie in one row
+    if (m >= groups * (p.total / VX)) {
+        return;
+    }
+    uint cg = m % groups;
+    uint r = m / groups;
+    uint bn = r / runs;
+    uint i = (r - bn * runs) * VX;
+    uint o0 = cg * COB;
+    uint hw = p.in3.y * p.in3.z;
+    uint iz = i / hw;
+    uint rr = i - iz * hw;
+    uint iy = rr / p.in3.z;
+    uint ix = rr - iy * p.in3.z;
+    uint od = p.in3.x * SD, oh = p.in3.y * SH, ow = p.in3.z * SW;
+    uint bigVox = od * oh * ow;
+    uint block = ((SD * iz) * oh + SH * iy) * ow + SW * ix;
+    if (MODE == UP) {
+        // acc[(k·VX + v)·T + q]: channel o0 + k, voxel i + v, tap q.
+        float acc[COB * VX * T];
+        [[unroll]] for (uint k = 0; k < COB; k++) {
+            float bias = BIAS ? b[min(o0 + k, p.cout - 1)] : 0.0;
+            [[unroll]] for (uint j = 0; j < VX * T; j++) {
+                acc[k * VX * T + j] = bias;
+            }
+        }
+        for (uint c = 0; c < p.cin; c++) {
+            uint at = (bn * p.cin + c) * vox + i;
+            float xv[VX];
+            [[unroll]] for (uint v = 0; v < VX; v++) {
+                xv[v] = x(at + v);
+            }
+            [[unroll]] for (uint k = 0; k < COB; k++) {
+                uint o = min(o0 + k, p.cout - 1);
+                [[unroll]] for (uint q = 0; q < T; q++) {
+                    float wq = weight(c, o, q);
+                    [[unroll]] for (uint v = 0; v < VX; v++) {
+                        acc[(k * VX + v) * T + q] = fma(wq, xv[v], acc[(k * VX + v) * T + q]);
+                    }
+                }
+            }
+        }
+        [[unroll]] for (uint k = 0; k < COB; k++) {
+            if (o0 + k >= p.cout) {
+                break;
+            }
+            uint plane = (bn * p.cout + o0 + k) * bigVox + block;
+            [[unroll]] for (uint tz = 0; tz < SD; tz++) {
+                [[unroll]] for (uint ty = 0; ty < SH; ty++) {
+                    uint row = plane + (tz * oh + ty) * ow;
+                    // The row's VX·SW outputs: voxel v, tap tx at v·SW + tx.
+                    float o[VX * SW];
+                    [[unroll]] for (uint v = 0; v < VX; v++) {
+                        [[unroll]] for (uint tx = 0; tx < SW; tx++) {
+                            o[v * SW + tx] = acc[(k * VX + v) * T + (tz * SH + ty) * SW + tx];
+                        }
+                    }
+                    if (ROW4) {
+                        [[unroll]] for (uint e = 0; e < VX * SW; e += 4) {
+                            y4[(row + e) / 4] = vec4(o[e], o[e + 1], o[e + 2], o[e + 3]);
+                        }
+                    } else {
+                        [[unroll]] for (uint e = 0; e < VX * SW; e++) {
+                            y[row + e] = o[e];
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Going down: acc[k·VX + v] for input channel o0 + k, voxel i + v.
+    float acc[COB * VX];
+    [[unroll]] for (uint j = 0; j < COB * VX; j++) {
+        acc[j] = 0.0;
+    }
+    for (uint c = 0; c < p.cout; c++) {
+        uint plane = (bn * p.cout + c) * bigVox + block;
+        [[unroll]] for (uint tz = 0; tz < SD; tz++) {
+            [[unroll]] for (uint ty = 0; ty < SH; ty++) {
+                uint row = plane + (tz * oh + ty) * ow;
+                float d[VX * SW];
+                if (ROW4) {
+                    [[unroll]] for (uint e = 0; e < VX * SW; e += 4) {
+                        vec4 d4 = x4((row + e) / 4);
+                        d[e] = d4.x;
+                        d[e + 1] = d4.y;
+                        d[e + 2] = d4.z;
+                        d[e + 3] = d4.w;
+                    }
+                } else {
+                    [[unroll]] for (uint e = 0; e < VX * SW; e++) {
+                        d[e] = x(row + e);
+                    }
+                }
+                [[unroll]] for (uint k = 0; k < COB; k++) {
+                    uint ci = min(o0 + k, p.cin - 1);
+                    [[unroll]] for (uint tx = 0; tx < SW; tx++) {
+                        float wq = weight(ci, c, (tz * SH + ty) * SW + tx);
+                        [[unroll]] for (uint v = 0; v < VX; v++) {
+                            acc[k * VX + v] = fma(wq, d[v * SW + tx], acc[k * VX + v]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    [[unroll]] for (uint k = 0; k < COB; k++) {
+        if (o0 + k < p.cin) {
+            [[unroll]] for (uint v = 0; v < VX; v++) {
+                y[(bn * p.cin + o0 + k) * vox + i + v] = acc[k * VX + v];
+            }
+        }
+    }
+}
+#else
 // ws[c·T + q]: going up, the weights of reduced channel ci0 + c for the sums
 // 4q .. 4q+3 (sum j is result channel j / T, tap j % T); going down, those
 // of tap q for the four result channels.
@@ -89,13 +231,13 @@ void main() {
             if (MODE == UP) {
                 uint co = o0 + j / T;
                 if (rc < nRed && co < nOut) {
-                    wv = w[(rc * p.cout + co) * T + j % T];
+                    wv = w((rc * p.cout + co) * T + j % T);
                 }
             } else {
                 uint t = j / 4;
                 uint ci = o0 + j % 4;
                 if (rc < nRed && ci < nOut) {
-                    wv = w[(ci * p.cout + rc) * T + t];
+                    wv = w((ci * p.cout + rc) * T + t);
                 }
             }
             ws[c * T + j / 4][j % 4] = wv;
@@ -105,7 +247,7 @@ void main() {
             uint n = min(CB, nRed - r0);
             for (uint c = 0; c < n; c++) {
                 if (MODE == UP) {
-                    float xv = x[(bn * p.cin + r0 + c) * vox + i];
+                    float xv = x((bn * p.cin + r0 + c) * vox + i);
                     [[unroll]] for (uint q = 0; q < T; q++) {
                         vec4 wq = ws[c * T + q];
                         acc[4 * q] = fma(wq.x, xv, acc[4 * q]);
@@ -118,7 +260,7 @@ void main() {
                     [[unroll]] for (uint tz = 0; tz < SD; tz++) {
                         [[unroll]] for (uint ty = 0; ty < SH; ty++) {
                             [[unroll]] for (uint tx = 0; tx < SW; tx++) {
-                                float dv = x[plane + (tz * oh + ty) * ow + tx];
+                                float dv = x(plane + (tz * oh + ty) * ow + tx);
                                 acc4 = fma(ws[c * T + (tz * SH + ty) * SW + tx], vec4(dv), acc4);
                             }
                         }
@@ -152,3 +294,4 @@ void main() {
         }
     }
 }
+#endif
