@@ -631,8 +631,9 @@ func (g *GPU) convTaps(op string, p ref.ConvTransposeParams, mode uint32, x, w, 
 	access := []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}
 	grid := vk.Grid1D(int(push.Groups)*ceilDiv(total, 128), 1)
 	if g.cpuTuned() {
-		// The texel variant: pairs of voxels along w where the rows allow,
-		// whose outputs (stride 2 along w) are one vec4.
+		// The texel variant: runs of up to tapsVXCPU voxels along w (the
+		// longest that divides the rows), whose outputs with stride 2
+		// along w are whole vec4s.
 		vx := tapsVXCPU
 		for p.In[2]%vx != 0 {
 			vx /= 2

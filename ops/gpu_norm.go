@@ -188,7 +188,7 @@ func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor
 
 // fusedNorm reports whether a norm pass over groups workgroups (planes
 // forward, channels backward) runs as norm_fused.
-func (g *GPU) fusedNorm(np *normPlan, groups int) bool {
+func (g *GPU) fusedNorm(groups int) bool {
 	return g.cpuTuned() && groups >= normFusedMinGroups
 }
 
@@ -242,7 +242,7 @@ func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 	if err != nil {
 		return err
 	}
-	if g.fusedNorm(&np, int(np.push.NC)) {
+	if g.fusedNorm(int(np.push.NC)) {
 		return g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), y)
 	}
 	if err := g.normStats(&np, x, r, mb, sb); err != nil {
@@ -270,7 +270,7 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, 
 	if err != nil {
 		return err
 	}
-	if g.fusedNorm(&np, p.C) {
+	if g.fusedNorm(p.C) {
 		if mean == nil {
 			if err := g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), nil); err != nil {
 				return err

@@ -82,8 +82,8 @@ vec4 grad(uint i) { return VEC4 ? dy4(i) : vec4(dy(i), 0.0, 0.0, 0.0); }
 
 const vec4 lanes = VEC4 ? vec4(1.0) : vec4(1.0, 0.0, 0.0, 0.0);
 
-// term returns what item i of a plane adds: MODE 0 with st.y == 0, u (the
-// mean's sum); MODE 0 otherwise, (u − st.x)² (M2); MODE 1, (g, g·x̂).
+// term returns what item i of a plane adds: in MODE 0, u (for the mean) or
+// with m2 (u − st.x)² (for M2); in MODE 1, (g, g·x̂).
 vec2 term(uint i, vec2 st, float ga, float be, bool m2) {
     vec4 v = u(i);
     if (MODE == 0) {

@@ -132,7 +132,6 @@ type allocator struct {
 	peak      uint64
 	// limit caps the bytes of all blocks together (0: none).
 	limit uint64
-	held  uint64 // bytes of all blocks
 }
 
 const (
@@ -283,7 +282,7 @@ func (a *allocator) free(buf *Buffer) {
 		b.free = append(b.free[:i], b.free[i+1:]...)
 	}
 	// Keep one empty block for reuse; give the rest back to the driver.
-	if len(b.free) == 1 && b.free[0].size == b.size && a.emptyBlocks() > 1 {
+	if b.empty() && a.emptyBlocks() > 1 {
 		a.dropBlock(b)
 	}
 }
@@ -293,7 +292,7 @@ func (a *allocator) free(buf *Buffer) {
 func (a *allocator) dropEmptyBlocks() bool {
 	dropped := false
 	for i := 0; i < len(a.blocks); {
-		if b := a.blocks[i]; len(b.free) == 1 && b.free[0].size == b.size {
+		if b := a.blocks[i]; b.empty() {
 			a.dropBlock(b)
 			dropped = true
 			continue
@@ -303,10 +302,22 @@ func (a *allocator) dropEmptyBlocks() bool {
 	return dropped
 }
 
+// empty reports whether no buffer is left in the block.
+func (b *block) empty() bool { return len(b.free) == 1 && b.free[0].size == b.size }
+
+// held returns the bytes of all blocks.
+func (a *allocator) held() uint64 {
+	var n uint64
+	for _, b := range a.blocks {
+		n += b.size
+	}
+	return n
+}
+
 func (a *allocator) emptyBlocks() int {
 	n := 0
 	for _, b := range a.blocks {
-		if len(b.free) == 1 && b.free[0].size == b.size {
+		if b.empty() {
 			n++
 		}
 	}
@@ -318,10 +329,11 @@ func (a *allocator) emptyBlocks() int {
 func (a *allocator) grow(need uint64) (*block, error) {
 	size := max(need, a.blockSize)
 	if a.limit > 0 {
-		if a.held+need > a.limit {
-			return nil, fmt.Errorf("%w: the memory limit of %d bytes would be passed (%d held)", ErrOutOfMemory, a.limit, a.held)
+		held := a.held()
+		if held+need > a.limit {
+			return nil, fmt.Errorf("%w: the memory limit of %d bytes would be passed (%d held)", ErrOutOfMemory, a.limit, held)
 		}
-		size = max(need, min(a.blockSize, a.limit-a.held))
+		size = max(need, min(a.blockSize, a.limit-held))
 	}
 	b, err := a.newBlock(size)
 	if err != nil {
@@ -384,7 +396,6 @@ func (a *allocator) newBlock(size uint64) (*block, error) {
 		b.mapped = p
 	}
 	a.blocks = append(a.blocks, b)
-	a.held += size
 	return b, nil
 }
 
@@ -400,7 +411,6 @@ func (a *allocator) dropBlock(b *block) {
 
 func (a *allocator) destroyBlock(b *block) {
 	d := a.dev.handle
-	a.held -= b.size
 	for _, v := range b.views {
 		C.u2_destroy_view(a.dev.fns, v)
 	}

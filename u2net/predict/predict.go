@@ -109,6 +109,10 @@ func fitDevice(net *u2net.Net, dom int, shape [4]int, o *infer.Options, log *slo
 // errors lead to asking for less; any other error is returned.
 func fitWindow(reserve func(batch int, size [3]int) error, size [3]int, batch int, multiple [3]int) ([3]int, int, error) {
 	asked := size
+	var smallest [3]int // one stride per axis: its deepest level holds one voxel
+	for a := range 3 {
+		smallest[a] = max(multiple[a], 1)
+	}
 	for {
 		err := reserve(batch, size)
 		if err == nil {
@@ -123,19 +127,18 @@ func fitWindow(reserve func(batch int, size [3]int) error, size [3]int, batch in
 		}
 		longest := -1
 		for a := range 3 {
-			if size[a] > max(multiple[a], 1) && (longest < 0 || size[a] > size[longest]) {
+			if size[a] > smallest[a] && (longest < 0 || size[a] > size[longest]) {
 				longest = a
 			}
 		}
 		next := size
 		if longest >= 0 {
-			m := max(multiple[longest], 1)
-			n := size[longest]
+			m, n := smallest[longest], size[longest]
 			next[longest] = max(m, min(n-m, n*7/8/m*m))
 		}
 		// The deepest level needs more than one voxel: at least one axis
 		// stays above its stride.
-		if longest < 0 || next == [3]int{max(multiple[0], 1), max(multiple[1], 1), max(multiple[2], 1)} {
+		if next == smallest {
 			return size, batch, fmt.Errorf("not even one window of %v fits the device (asked for %v): %w", size, asked, err)
 		}
 		size = next
