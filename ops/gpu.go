@@ -338,6 +338,15 @@ func (g *GPU) cpuTuned() bool {
 	return g.dev.Info().Type == vk.TypeCPU
 }
 
+// cpuCores is the number of cores the split reductions of CPU devices plan
+// for. It is a constant rather than this host's core count: a split sets
+// the order of a sum and so its rounding, and a fixed split makes a CPU
+// device give the same bits on every host, whatever its cores. Eight is a
+// desktop's; planning for it costs a 2-core host about 4% of a training
+// step against planning for 2 (demo setting, lavapipe), and leaves some
+// cores of a large host idle during the weight gradients.
+const cpuCores = 8
+
 // input is the access of a kernel input that a family reading it through
 // shaders/inputs.glsl takes: on CPU devices a texel buffer of four floats
 // (vec4 reads) or one, which lavapipe fetches with vector gathers where it

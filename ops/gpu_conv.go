@@ -2,7 +2,6 @@ package ops
 
 import (
 	"fmt"
-	"runtime"
 	"strings"
 
 	"github.com/u2net-vk/u2net/ops/ref"
@@ -529,7 +528,7 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 	items, vec4 := vec4Items(vox)
 	total := p.N * items
 	blocks := pointwiseDWBlocks(p.Cin, p.Cout)
-	target := tuned(g, dwTargetGroups, dwGroupsPerCore*runtime.NumCPU())
+	target := tuned(g, dwTargetGroups, dwGroupsPerCore*cpuCores)
 	chunks := min(ceilDiv(total, wg), max(1, target/blocks))
 	perChunk := ceilDiv(total, chunks)
 	chunks = ceilDiv(total, perChunk)

@@ -2,7 +2,6 @@ package ops
 
 import (
 	"fmt"
-	"runtime"
 
 	"github.com/u2net-vk/u2net/vk"
 )
@@ -38,8 +37,8 @@ const (
 	// directWG is the workgroup: two SIMD vectors of lavapipe.
 	directWG = 16
 	// directInvocsPerCore is how many invocations a weight gradient splits
-	// into per core, so that every core has work while the splits stay
-	// long.
+	// into for each of cpuCores, so that every core has work while the
+	// splits stay long.
 	directInvocsPerCore = 128
 )
 
@@ -118,7 +117,7 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		cBlocks := ceilDiv(geo.c1, cob)
 		perSplit := ceilDiv(geo.ks[0], wkd) * geo.c0 * cBlocks
 		rows := geo.nb * geo.ys[0] * geo.ys[1]
-		splits = min(rows, max(1, ceilDiv(directInvocsPerCore*runtime.NumCPU(), perSplit)))
+		splits = min(rows, max(1, ceilDiv(directInvocsPerCore*cpuCores, perSplit)))
 		perRows := ceilDiv(rows, splits)
 		splits = ceilDiv(rows, perRows)
 		push.Pad[3] = int32(cBlocks)

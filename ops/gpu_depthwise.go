@@ -2,7 +2,6 @@ package ops
 
 import (
 	"fmt"
-	"runtime"
 
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
@@ -27,9 +26,9 @@ func dwCeil(a, b int) int { return (a + b - 1) / b }
 
 // dwTargetGroups is roughly how many workgroups the weight gradient's first
 // pass aims for: enough to fill a large GPU several times over. A CPU device
-// (this host's cores) runs one workgroup per core at a time, and each chunk
-// ends in a tree reduction that costs it about as much as a tile's
-// products: it gets dwGroupsPerCore per core (4: 69-75 ms for the weight
+// runs one workgroup per core at a time, and each chunk ends in a tree
+// reduction that costs it about as much as a tile's products: it gets
+// dwGroupsPerCore for each of cpuCores (4: 69-75 ms for the weight
 // gradients of a training step on 2 cores, 76-78 with 16, 100-112 with
 // 2048).
 const (
@@ -210,7 +209,7 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 	sh := max((tile.tw+k-1)*(tile.th+k-1)*(tile.td+kdb-1), rg*wg)
 	tl := tile.tiles(p.Size)
 	perChannel := p.N * tl[0] * tl[1] * tl[2]
-	target := tuned(g, dwTargetGroups, dwGroupsPerCore*runtime.NumCPU())
+	target := tuned(g, dwTargetGroups, dwGroupsPerCore*cpuCores)
 	chunks := min(perChannel, max(1, target/(c*blocks)))
 	perChunk := dwCeil(perChannel, chunks)
 	chunks = dwCeil(perChannel, perChunk)

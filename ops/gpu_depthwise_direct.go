@@ -2,7 +2,6 @@ package ops
 
 import (
 	"fmt"
-	"runtime"
 
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
@@ -89,7 +88,7 @@ func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x, dy,
 	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
 	td := directDWPlanes(p)
 	items := p.N * ceilDiv(p.Size[0], td) * bh * bw
-	chunks := min(items, max(1, ceilDiv(directInvocsPerCore*runtime.NumCPU(), p.C)))
+	chunks := min(items, max(1, ceilDiv(directInvocsPerCore*cpuCores, p.C)))
 	perChunk := ceilDiv(items, chunks)
 	chunks = ceilDiv(items, perChunk)
 	invocs := p.C * chunks

@@ -2,7 +2,6 @@ package ops
 
 import (
 	"fmt"
-	"runtime"
 
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
@@ -73,7 +72,7 @@ func (g *GPU) lossPush(p ref.LossParams) pushLoss {
 	total := p.N * p.Size.Voxels()
 	seg := lossSeg
 	if g.cpuTuned() {
-		groups := lossGroupsPerCore * runtime.NumCPU()
+		groups := lossGroupsPerCore * cpuCores
 		seg = max(seg, ceilDiv(ceilDiv(total, groups), lossWG)*lossWG)
 	}
 	if need := ceilDiv(total, lossMaxChunks); need > seg {
