@@ -479,7 +479,11 @@ func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, d
 }
 
 // pointwiseDWBlock is the largest channel block of pointwise_dw along
-// either axis: 8×8 products and 8 bias sums stay in registers.
+// either axis: 8×8 products and 8 bias sums stay in registers. The
+// channels are cut into blocks of equal size (12 into two of 6, not 8 and
+// 4), since a block's lanes past the last channel still do the work:
+// pointwise_dw of the demo's 12-channel level 11.1-12.1 → 9.3-10.2 ms per
+// lavapipe training step.
 const pointwiseDWBlock = 8
 
 // vec4Items is how many items the pointwise kernels take per plane of vox
@@ -518,7 +522,7 @@ type pushPointwiseDW struct{ Items, Total, Chunks, PerChunk, Stride, DBAt uint32
 // dw and, when not nil, db.
 func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, db *Tensor) error {
 	wg := tuned(g, 256, 64)
-	cib, cob := min(p.Cin, pointwiseDWBlock), min(p.Cout, pointwiseDWBlock)
+	cib, cob := ceilDiv(p.Cin, ceilDiv(p.Cin, pointwiseDWBlock)), ceilDiv(p.Cout, ceilDiv(p.Cout, pointwiseDWBlock))
 	// Sums per reduction round: RG·WG floats of shared memory.
 	rg := min(cib*cob+cob, wg/8, int(g.dev.Info().MaxSharedMemory/4)/wg)
 	if rg < 1 {
