@@ -338,6 +338,12 @@ func (g *GPU) cpuTuned() bool {
 	return g.dev.Info().Type == vk.TypeCPU
 }
 
+// evenBlock is the size of the blocks that cut n channels into as few
+// blocks of at most max as can hold them, all of one size but the last:
+// 12 into two of 6 rather than 8 and 4, since a kernel's lanes past the
+// last channel still do the work.
+func evenBlock(n, max int) int { return ceilDiv(n, ceilDiv(n, max)) }
+
 // cpuCores is the number of cores the split reductions of CPU devices plan
 // for. It is a constant rather than this host's core count: a split sets
 // the order of a sum and so its rounding, and a fixed split makes a CPU

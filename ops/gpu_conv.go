@@ -522,7 +522,7 @@ type pushPointwiseDW struct{ Items, Total, Chunks, PerChunk, Stride, DBAt uint32
 // dw and, when not nil, db.
 func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, db *Tensor) error {
 	wg := tuned(g, 256, 64)
-	cib, cob := ceilDiv(p.Cin, ceilDiv(p.Cin, pointwiseDWBlock)), ceilDiv(p.Cout, ceilDiv(p.Cout, pointwiseDWBlock))
+	cib, cob := evenBlock(p.Cin, pointwiseDWBlock), evenBlock(p.Cout, pointwiseDWBlock)
 	// Sums per reduction round: RG·WG floats of shared memory.
 	rg := min(cib*cob+cob, wg/8, int(g.dev.Info().MaxSharedMemory/4)/wg)
 	if rg < 1 {

@@ -85,7 +85,7 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		if mode == gemmDgrad {
 			res, cRes = geo.xs, geo.c0
 		}
-		cob = min(cRes, directCOB)
+		cob = evenBlock(cRes, directCOB)
 		// A data gradient's blocks along w start at stride phase 0.
 		sw := 1
 		if mode == gemmDgrad {
@@ -109,7 +109,7 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		push.Split[0] = uint32(blocksH)
 		invocs = cBlocks * geo.nb * res[0] * blocksH * blocksW
 	case gemmWgrad:
-		cob = min(geo.c1, directCOB)
+		cob = evenBlock(geo.c1, directCOB)
 		tx, ty = min(geo.ys[2], directWgradTX), 1
 		wkd = max(1, min(geo.ks[0], directWgradTaps/(geo.ks[1]*geo.ks[2])))
 		src4 = geo.xs[2]%4 == 0 && tx*geo.st[2]%4 == 0
