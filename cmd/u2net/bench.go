@@ -85,7 +85,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	log := newLogger(stderr)
 	var reps []*bench.Report
 	for _, sel := range devices {
-		e, err := openEngine(sel, 0, log)
+		e, err := openEngine(sel, memoryLimitFlag{set: true}, log) // uncapped: it measures
 		if err != nil {
 			return fmt.Errorf("--device %s: %w", sel, err)
 		}

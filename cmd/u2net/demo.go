@@ -71,7 +71,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("synthesized", "domains", len(infos), "folder", dataDir)
 
-	e, err := openEngine(*device, 0, log)
+	e, err := openEngine(*device, memoryLimitFlag{}, log)
 	if err != nil {
 		return err
 	}

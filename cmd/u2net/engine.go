@@ -16,12 +16,18 @@ import (
 
 // openEngine opens the engine a --device flag (or U2NET_DEVICE) names: the
 // CPU reference engine for "cpu", else a Vulkan device (the best one by
-// default, falling back to the CPU engine when Vulkan has none). A memory
-// limit, in bytes (0: none), caps what the engine allocates for tensors.
-func openEngine(selector string, memoryLimit byteSize, log *slog.Logger) (ops.Engine, error) {
+// default, falling back to the CPU engine when Vulkan has none). The
+// memory limit caps the bytes the engine allocates for tensors (0: no cap).
+// Unset, it leaves a GPU uncapped (the GPU reports its own exhaustion) and
+// gives an engine that computes in host memory a share of that memory.
+func openEngine(selector string, limit memoryLimitFlag, log *slog.Logger) (ops.Engine, error) {
 	c, err := vk.Choose(vk.SelectorFromEnv(selector))
 	if err != nil {
 		return nil, err
+	}
+	memoryLimit := limit.byteSize
+	if !limit.set && (c.CPU || c.Device.Type == vk.TypeCPU) {
+		memoryLimit = byteSize(hostMemory("/proc/meminfo") / hostMemoryShare)
 	}
 	if c.CPU {
 		if c.Reason != "" {
@@ -32,6 +38,47 @@ func openEngine(selector string, memoryLimit byteSize, log *slog.Logger) (ops.En
 		return cpu, nil
 	}
 	return ops.OpenGPUWith(vk.Options{Selector: strconv.Itoa(c.Device.Index), MemoryLimit: uint64(memoryLimit)})
+}
+
+// memoryLimitFlag is --memory-limit, which when not given leaves the
+// choice to openEngine.
+type memoryLimitFlag struct {
+	byteSize
+	set bool
+}
+
+func (m *memoryLimitFlag) Set(s string) error {
+	m.set = true
+	return m.byteSize.Set(s)
+}
+
+// hostMemoryShare is the share (1/hostMemoryShare) of the host's memory
+// that an engine computing in host memory (the reference engine, a CPU
+// Vulkan device such as lavapipe) may hold in tensors unless
+// --memory-limit says otherwise. Past it predict takes smaller windows and
+// train stops with an error that says so, where the host would otherwise
+// swap or end the process; the rest is left to the volumes, the results
+// and the other programs.
+const hostMemoryShare = 2
+
+// hostMemory returns the host's physical memory in bytes as the Linux
+// meminfo file at path gives it (MemTotal), or 0 where it cannot be read.
+func hostMemory(path string) uint64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "MemTotal:" && f[2] == "kB" {
+			kib, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kib << 10
+		}
+	}
+	return 0
 }
 
 // byteSize is a flag for an amount of memory: bytes, or a number with a

@@ -30,8 +30,8 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	probs := fs.String("probabilities", "", "also write the softmax as a 4D float NIfTI (single input only)")
 	preview := fs.String("preview", "", "also write a PNG with three slices and the labels (single input only)")
 	device := fs.String("device", "", "device index, name or cpu")
-	var memoryLimit byteSize
-	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB (predict then uses smaller windows)")
+	var memoryLimit memoryLimitFlag
+	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB (predict then uses smaller windows); default: half the host's memory on the CPU engine and CPU Vulkan devices, no cap on GPUs; 0: no cap")
 	patch := fs.String("patch", "", "sliding-window size D,H,W (default: from the plan, or one window)")
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")

@@ -33,8 +33,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&opt.BaseChannels, "base-channels", 16, "channels of the first level")
 	pools := fs.String("pools", "", "poolings per axis D,H,W (default: from the patch, at most 5)")
 	device := fs.String("device", "", "device index, name or cpu (default: the best found)")
-	var memoryLimit byteSize
-	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB")
+	var memoryLimit memoryLimitFlag
+	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB; default: half the host's memory on the CPU engine and CPU Vulkan devices, no cap on GPUs; 0: no cap")
 	seed := fs.Uint64("seed", 1, "random seed")
 	fs.StringVar(&opt.Optimizer, "optimizer", "adam", "adam (3e-4, weight decay 5e-4) or sgd (Nesterov, poly decay)")
 	fs.Float64Var(&opt.LR, "lr", 0, "learning rate (default: the optimizer's)")
