@@ -52,6 +52,8 @@ layout(constant_id = 10) const int WKD = 1; // WGRAD: taps along d per invocatio
 // cost of one float.
 layout(constant_id = 11) const bool SRC4 = false;
 layout(constant_id = 12) const bool DY4 = false;
+// FWD, DGRAD: source channels per step.
+layout(constant_id = 13) const uint CIB = 1;
 
 const uint FWD = 0;
 const uint DGRAD = 1;
@@ -142,7 +144,15 @@ void fwdOrDgrad(uint inv) {
     uint blocksH = p.split.x;
     uint blk = inv % blocksW;
     uint r = inv / blocksW;
-    int oh0 = int(r % blocksH) * TY;
+    uint hb = r % blocksH;
+    int oh0 = int(hb) * TY;
+    if (MODE == DGRAD && p.geo.z > 1) {
+        // TY = 1, and the host rounds the rows up to a multiple of the
+        // stride: the rows of one stride phase come one after another, so
+        // the invocations of a SIMD vector walk the same taps along h.
+        uint per = blocksH / uint(p.geo.z);
+        oh0 = int(hb % per) * p.geo.z + int(hb / per);
+    }
     r /= blocksH;
     int od = int(r % rs.x);
     r /= rs.x;
@@ -168,8 +178,11 @@ void fwdOrDgrad(uint inv) {
     // Row oh0 + y reads source row i0 + y·rowStep through the same taps.
     Walk wh = walk(oh0, KH, p.geo.z, p.pad.y);
     int rowStep = fwd ? p.geo.z : 1;
-    for (uint ci = 0; ci < cSrc; ci++) {
-        uint plane = (b * cSrc + ci) * ss.x;
+    // CIB source channels at a time: each sum then takes CIB times the
+    // products per visit (a CPU device keeps the sums in memory, so each
+    // visit loads and stores them). A last partial block reads its missing
+    // channels as the last one, with weights 0.
+    for (uint ci0 = 0; ci0 < cSrc; ci0 += CIB) {
         for (int md = 0; md < wd.n; md++) {
             int id = wd.i0 + md * wd.iStep;
             if (id < 0 || id >= int(ss.x)) {
@@ -179,12 +192,16 @@ void fwdOrDgrad(uint inv) {
             for (int mh = 0; mh < wh.n; mh++) {
                 int ih0 = wh.i0 + mh * wh.iStep;
                 int kh = wh.k0 + mh * wh.kStep;
-                int tapRow = (kd * KH + kh) * KW + int(ci) * sSrc;
-                float wv[COB][KW];
-                [[unroll]] for (uint c = 0; c < COB; c++) {
-                    int wrow = int(min(co0 + c, cRes - 1)) * sRes + tapRow;
-                    [[unroll]] for (int t = 0; t < KW; t++) {
-                        wv[c][t] = wt(uint(wrow + t));
+                float wv[CIB][COB][KW];
+                [[unroll]] for (uint u = 0; u < CIB; u++) {
+                    uint ci = min(ci0 + u, cSrc - 1);
+                    int tapRow = (kd * KH + kh) * KW + int(ci) * sSrc;
+                    [[unroll]] for (uint c = 0; c < COB; c++) {
+                        int wrow = int(min(co0 + c, cRes - 1)) * sRes + tapRow;
+                        [[unroll]] for (int t = 0; t < KW; t++) {
+                            float v = wt(uint(wrow + t));
+                            wv[u][c][t] = ci0 + u < cSrc ? v : 0.0;
+                        }
                     }
                 }
                 [[unroll]] for (int y = 0; y < TY; y++) {
@@ -192,22 +209,27 @@ void fwdOrDgrad(uint inv) {
                     if (ih < 0 || ih >= int(ss.y)) {
                         continue;
                     }
-                    int row = int((plane + uint(id)) * ss.y + uint(ih)) * sw;
-                    float seg[SEG];
-                    loadSegment(row, segA, fwd ? -PW : DLO, fwd ? SEG : DSEG, sw, seg);
+                    float seg[CIB][SEG];
+                    [[unroll]] for (uint u = 0; u < CIB; u++) {
+                        uint plane = (b * cSrc + min(ci0 + u, cSrc - 1)) * ss.x;
+                        int row = int((plane + uint(id)) * ss.y + uint(ih)) * sw;
+                        loadSegment(row, segA, fwd ? -PW : DLO, fwd ? SEG : DSEG, sw, seg[u]);
+                    }
                     [[unroll]] for (uint c = 0; c < COB; c++) {
                         [[unroll]] for (int j = 0; j < TX; j++) {
-                            [[unroll]] for (int t = 0; t < KW; t++) {
-                                if (fwd) {
-                                    acc[c][y][j] = fma(wv[c][t], seg[j * SW + t], acc[c][y][j]);
-                                } else {
-                                    // Voxel j meets tap t where j + PW − t
-                                    // is a multiple of SW, reading source
-                                    // voxel floor((j + PW − t)/SW) past
-                                    // ow0/SW.
-                                    int q = j + PW - t + QS;
-                                    if (q % SW == 0) {
-                                        acc[c][y][j] = fma(wv[c][t], seg[q / SW - QS / SW - DLO], acc[c][y][j]);
+                            [[unroll]] for (uint u = 0; u < CIB; u++) {
+                                [[unroll]] for (int t = 0; t < KW; t++) {
+                                    if (fwd) {
+                                        acc[c][y][j] = fma(wv[u][c][t], seg[u][j * SW + t], acc[c][y][j]);
+                                    } else {
+                                        // Voxel j meets tap t where j + PW − t
+                                        // is a multiple of SW, reading source
+                                        // voxel floor((j + PW − t)/SW) past
+                                        // ow0/SW.
+                                        int q = j + PW - t + QS;
+                                        if (q % SW == 0) {
+                                            acc[c][y][j] = fma(wv[u][c][t], seg[u][q / SW - QS / SW - DLO], acc[c][y][j]);
+                                        }
                                     }
                                 }
                             }
