@@ -210,6 +210,10 @@ func (d *Device) Alloc(n uint64) (*Buffer, error) {
 // the peak since the device was opened.
 func (d *Device) MemoryInUse() (now, peak uint64) { return d.deviceMem.inUse, d.deviceMem.peak }
 
+// MemoryLimit returns the cap of Options.MemoryLimit on the device-local
+// memory allocated (0: none).
+func (d *Device) MemoryLimit() uint64 { return d.deviceMem.limit }
+
 // ResetPeakMemory starts a new peak measurement from the bytes now in use.
 func (d *Device) ResetPeakMemory() { d.deviceMem.peak = d.deviceMem.inUse }
 

@@ -62,6 +62,11 @@ func WriteText(w io.Writer, reps []*Report) {
 			}
 			tw.Flush()
 			for _, n := range r.Network {
+				if n.Note != "" {
+					fmt.Fprintf(w, "%s: %s\n", n.Mode, n.Note)
+				}
+			}
+			for _, n := range r.Network {
 				for _, prof := range []struct {
 					name string
 					ks   []KernelTime
@@ -92,6 +97,10 @@ func WriteText(w io.Writer, reps []*Report) {
 			tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(tw, "size\tforward ms\tns/voxel\t")
 			for _, s := range r.Scaling {
+				if s.Skipped != "" {
+					fmt.Fprintf(tw, "%d³\tdoes not fit\t-\t\n", s.Size)
+					continue
+				}
 				fmt.Fprintf(tw, "%d³\t%.2f\t%.2f\t\n", s.Size, s.ForwardMS, s.NSPerVox)
 			}
 			tw.Flush()
@@ -120,7 +129,7 @@ func WriteText(w io.Writer, reps []*Report) {
 		for i, n := range reps[0].Network {
 			fmt.Fprintf(tw, "%s step\t%s\t", n.Mode, n.Setting)
 			for _, r := range reps {
-				if i < len(r.Network) {
+				if i < len(r.Network) && r.Network[i].Setting == n.Setting {
 					fmt.Fprintf(tw, "%.1f\t", r.Network[i].StepMS)
 				} else {
 					fmt.Fprint(tw, "-\t")

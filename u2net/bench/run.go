@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -98,6 +99,8 @@ type NetResult struct {
 	TorchTF32      float64 `json:"pytorch_step_tf32_ms,omitempty"`
 	TorchFwdMS     float64 `json:"pytorch_forward_ms,omitempty"`
 	TorchPeak      float64 `json:"pytorch_peak_gib,omitempty"`
+	// Note says why the setting differs from the one asked for.
+	Note string `json:"note,omitempty"`
 	// StepProfile and ForwardProfile are the GPU time per kernel family of
 	// one step and one forward pass, largest first.
 	StepProfile    []KernelTime `json:"step_profile,omitempty"`
@@ -150,11 +153,13 @@ func totalMS(ks []KernelTime) float64 {
 	return t
 }
 
-// ScaleResult is the forward time of one volume size.
+// ScaleResult is the forward time of one volume size, or why the size was
+// skipped (it does not fit the device).
 type ScaleResult struct {
 	Size      int     `json:"size"`
-	ForwardMS float64 `json:"forward_ms"`
-	NSPerVox  float64 `json:"ns_per_voxel"`
+	ForwardMS float64 `json:"forward_ms,omitempty"`
+	NSPerVox  float64 `json:"ns_per_voxel,omitempty"`
+	Skipped   string  `json:"skipped,omitempty"`
 }
 
 // Report is everything measured on one engine.
@@ -191,7 +196,12 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 	}
 	if g, ok := e.(*ops.GPU); ok {
 		log("measuring copy bandwidth and FMA throughput")
-		p, err := g.MeasurePeaks(min(256<<20, int(g.Device().Info().MaxStorageBufferRange)/2), opt.Repeats)
+		// Two buffers of this size, within a memory limit's quarter.
+		size := min(256<<20, int(g.Device().Info().MaxStorageBufferRange)/2)
+		if limit := g.Device().MemoryLimit(); limit > 0 {
+			size = min(size, int(limit/4))
+		}
+		p, err := g.MeasurePeaks(size, opt.Repeats)
 		if err != nil {
 			return nil, fmt.Errorf("peaks: %w", err)
 		}
@@ -221,8 +231,7 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 	}
 	if opt.Network.Domains > 0 {
 		for _, mode := range []string{u2net.ModeUniversal, u2net.ModeIndependent} {
-			log("network: " + mode)
-			r, err := network(e, mode, opt.Network, opt.Repeats)
+			r, err := fittedNetwork(e, mode, opt.Network, opt.Repeats, log)
 			if err != nil {
 				return nil, fmt.Errorf("network %s: %w", mode, err)
 			}
@@ -235,6 +244,12 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 		set.Domains, set.Size = 1, size
 		set.Pools = poolsFor(size)
 		ms, err := forwardOnly(e, set, opt.Repeats)
+		if deviceFull(err) {
+			// The larger sizes do not fit either; each says so.
+			log(fmt.Sprintf("scaling %d³ does not fit the device: %v", size, err))
+			rep.Scaling = append(rep.Scaling, ScaleResult{Size: size, Skipped: err.Error()})
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("scaling %d³: %w", size, err)
 		}
@@ -431,6 +446,39 @@ func wall(e ops.Engine, repeats int, f func() error) (float64, error) {
 	}
 	sort.Float64s(ts)
 	return ts[len(ts)/2], nil
+}
+
+// deviceFull reports whether err says that a network does not fit the
+// device: out of memory, or a tensor larger than the device binds.
+func deviceFull(err error) bool {
+	return errors.Is(err, ops.ErrOutOfMemory) || errors.Is(err, ops.ErrTooLarge)
+}
+
+// fittedNetwork measures the network at set, halving the volume (and the
+// poolings, so that the deepest level keeps two voxels) while it does not
+// fit the device, as the reference's 128³ does not fit lavapipe's
+// 128 MiB bindings. The result's setting names the size measured and its
+// note the size asked for.
+func fittedNetwork(e ops.Engine, mode string, set NetSetting, repeats int, log func(string)) (NetResult, error) {
+	asked := set.Size
+	for {
+		log(fmt.Sprintf("network: %s at %d³", mode, set.Size))
+		r, err := network(e, mode, set, repeats)
+		if deviceFull(err) && set.Size >= 8 {
+			log(fmt.Sprintf("network %s at %d³ does not fit the device (%v); measuring at %d³", mode, set.Size, err, set.Size/2))
+			set.Size /= 2
+			for a := range set.Pools {
+				for set.Pools[a] > 0 && set.Size>>set.Pools[a] < 2 {
+					set.Pools[a]--
+				}
+			}
+			continue
+		}
+		if err == nil && set.Size != asked {
+			r.Note = fmt.Sprintf("%d³ does not fit the device", asked)
+		}
+		return r, err
+	}
 }
 
 func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult, error) {
