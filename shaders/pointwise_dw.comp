@@ -6,9 +6,9 @@
 //   dw[co, ci] = Σ_n Σ_v dy[n, co, v] · x[n, ci, v],   db[co] = Σ_n Σ_v dy[n, co, v],
 // as a deterministic split reduction (no atomics). Workgroup g handles one
 // block of COB output × CIB input channels and one chunk of the flattened
-// (n, v) range; each invocation walks the chunk's items WG apart, reads its
-// x and dy columns once (coalesced, vec4 when VEC4) and keeps COB·CIB + COB
-// running sums in registers. No barrier inside the loop: a split-K GEMM
+// (n, v) range; each invocation walks the chunk's items, VPI neighbouring
+// ones at a time WG·VPI apart, reads their x and dy columns once (vec4
+// when VEC4) and keeps COB·CIB + COB running sums in registers. No barrier inside the loop: a split-K GEMM
 // with channel tiles this small spends its time in them.
 // At the end a fixed two-level tree sums the invocations, RG sums per round,
 // in shared memory, and the workgroup writes its sums into the chunk's row
@@ -23,6 +23,7 @@ layout(constant_id = 3) const uint CIB = 8; // input channels per block
 layout(constant_id = 4) const uint COB = 8; // output channels per block
 layout(constant_id = 5) const bool VEC4 = true;
 layout(constant_id = 6) const uint RG = 8; // sums per reduction round
+layout(constant_id = 7) const uint VPI = 1; // neighbouring items per invocation and step
 
 const uint TB = COB * CIB;
 const uint TBX = TB + COB; // the weights' sums and dy's
@@ -61,26 +62,43 @@ void main() {
     }
     uint i0 = chunk * p.perChunk;
     uint i1 = live ? min(i0 + p.perChunk, p.total) : i0;
-    for (uint i = i0 + lid; i < i1; i += WG) {
-        uint n = i / p.items;
-        uint v = i - n * p.items;
-        vec4 xs[CIB];
-        [[unroll]] for (uint ci = 0; ci < CIB; ci++) {
-            uint at = (n * CIN + min(ci0 + ci, CIN - 1)) * p.items + v;
-            xs[ci] = VEC4 ? x4(at) : vec4(x(at), 0.0, 0.0, 0.0);
+    for (uint ib = i0 + lid * VPI; ib < i1; ib += WG * VPI) {
+        vec4 xs[VPI][CIB];
+        vec4 ds[VPI][COB];
+        [[unroll]] for (uint k = 0; k < VPI; k++) {
+            // Items past the chunk read its last one and count as 0.
+            uint i = min(ib + k, i1 - 1);
+            bool in1 = ib + k < i1;
+            uint n = i / p.items;
+            uint v = i - n * p.items;
+            [[unroll]] for (uint ci = 0; ci < CIB; ci++) {
+                uint at = (n * CIN + min(ci0 + ci, CIN - 1)) * p.items + v;
+                vec4 xv = VEC4 ? x4(at) : vec4(x(at), 0.0, 0.0, 0.0);
+                xs[k][ci] = in1 ? xv : vec4(0.0);
+            }
+            [[unroll]] for (uint co = 0; co < COB; co++) {
+                uint at = (n * COUT + min(co0 + co, COUT - 1)) * p.items + v;
+                vec4 dv = VEC4 ? dy4(at) : vec4(dy(at), 0.0, 0.0, 0.0);
+                ds[k][co] = in1 ? dv : vec4(0.0);
+            }
         }
         [[unroll]] for (uint co = 0; co < COB; co++) {
-            uint at = (n * COUT + min(co0 + co, COUT - 1)) * p.items + v;
-            vec4 d = VEC4 ? dy4(at) : vec4(dy(at), 0.0, 0.0, 0.0);
-            if (VEC4) {
-                acc[TB + co] += ((d.x + d.y) + d.z) + d.w;
-            } else {
-                acc[TB + co] += d.x;
+            [[unroll]] for (uint k = 0; k < VPI; k++) {
+                vec4 d = ds[k][co];
+                if (VEC4) {
+                    acc[TB + co] += ((d.x + d.y) + d.z) + d.w;
+                } else {
+                    acc[TB + co] += d.x;
+                }
             }
             [[unroll]] for (uint ci = 0; ci < CIB; ci++) {
-                float a = fma(d.x, xs[ci].x, acc[co * CIB + ci]);
-                if (VEC4) {
-                    a = fma(d.w, xs[ci].w, fma(d.z, xs[ci].z, fma(d.y, xs[ci].y, a)));
+                float a = acc[co * CIB + ci];
+                [[unroll]] for (uint k = 0; k < VPI; k++) {
+                    vec4 d = ds[k][co];
+                    a = fma(d.x, xs[k][ci].x, a);
+                    if (VEC4) {
+                        a = fma(d.w, xs[k][ci].w, fma(d.z, xs[k][ci].z, fma(d.y, xs[k][ci].y, a)));
+                    }
                 }
                 acc[co * CIB + ci] = a;
             }
