@@ -27,8 +27,9 @@ type GPU struct {
 	// tuning, when set, overrides the device class that picks the sizes
 	// tuned for CPU devices (cpuTuned): tests run both on one device.
 	tuning *bool
-	// pwDWMaxBlocks, when set, overrides pointwiseDWMaxBlocks: tests take
-	// both weight-gradient paths, benchmarks compare them.
+	// pwDWMaxBlocks, when set, bounds the blocks of pointwiseDW in place of
+	// its rule: tests take both weight-gradient paths, benchmarks compare
+	// them.
 	pwDWMaxBlocks *int
 	// dwTX, when set, overrides depthwiseTX (tests, benchmarks).
 	dwTX *int

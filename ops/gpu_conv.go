@@ -469,7 +469,7 @@ func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, d
 		}
 		dx = nil
 	}
-	if dw != nil && pointwiseDWBlocks(p.Cin, p.Cout) <= g.pointwiseDWMaxBlocks() {
+	if dw != nil && g.pointwiseDW(p) {
 		if err := g.pointwiseWeightGrad(op, p, x, dy, dw, db); err != nil {
 			return err
 		}
@@ -502,18 +502,36 @@ func pointwiseDWBlocks(cin, cout int) int {
 	return ceilDiv(cin, pointwiseDWBlock) * ceilDiv(cout, pointwiseDWBlock)
 }
 
-// pointwiseDWMaxBlocks bounds the blocks for which pointwise_dw is used
-// rather than the split-K GEMM. On a GPU 4 blocks (16×16 channels) read
-// each byte at most twice, where the GEMM reads it once; more is not
-// measured yet. On lavapipe pointwise_dw is faster at every channel count
+// pointwiseDW reports whether pointwise_dw computes p's weight and bias
+// gradients rather than the split-K GEMM. On a GPU up to 4 blocks (16×16
+// channels) read each byte at most twice, where the GEMM reads it once;
+// more is not measured yet. On lavapipe pointwise_dw is faster at every channel count
 // of the network (BenchmarkPointwiseWeightGrad, weight and bias gradients:
 // 0.34 against 0.97 ms for 8→8 channels at 2×16³, 1.3 against 3.9 for
-// 32→32, 4.8 against 10.9 for 64→64, 64 blocks).
-func (g *GPU) pointwiseDWMaxBlocks() int {
+// 32→32, 4.8 against 10.9 for 64→64, 64 blocks), and with few items
+// (pointwiseOwnItems) at any number of blocks.
+func (g *GPU) pointwiseDW(p ref.PointwiseParams) bool {
+	blocks := pointwiseDWBlocks(p.Cin, p.Cout)
 	if g.pwDWMaxBlocks != nil {
-		return *g.pwDWMaxBlocks
+		return blocks <= *g.pwDWMaxBlocks
 	}
-	return tuned(g, 4, 64)
+	return blocks <= tuned(g, 4, 64) || g.pointwiseOwn(p)
+}
+
+// pointwiseOwnItems bounds the items (vec4s, or voxels) of a batch for
+// which, on CPU devices, each invocation of pointwise_dw sums its own
+// block and chunk (OWN) rather than a workgroup summing them in a tree:
+// with few items the trees cost more than the products (lavapipe, weight
+// and bias gradients at 2×4³, 256→256 channels: 13.6-14.1 → 0.87 ms, the
+// GEMM 5.6-6.0; 128→128 at 2×8³ 4.2-4.6 → 1.3-1.4; 16→16 at 2×16³
+// 0.72-0.73 → 0.51-0.56). With many, a workgroup's invocations read
+// neighbouring items, which a CPU gathers faster than each invocation's
+// own stream (16→16 at 2×64³: 14.6 against 15.7-17.1 ms).
+const pointwiseOwnItems = 4096
+
+func (g *GPU) pointwiseOwn(p ref.PointwiseParams) bool {
+	items, _ := vec4Items(p.Size.Voxels())
+	return g.cpuTuned() && p.N*items <= pointwiseOwnItems
 }
 
 type pushPointwiseDW struct{ Items, Total, Chunks, PerChunk, Stride, DBAt uint32 }
@@ -521,29 +539,38 @@ type pushPointwiseDW struct{ Items, Total, Chunks, PerChunk, Stride, DBAt uint32
 // pointwiseWeightGrad records pointwise_dw and the sums of its chunks into
 // dw and, when not nil, db.
 func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, db *Tensor) error {
-	wg := tuned(g, 256, 64)
 	cib, cob := evenBlock(p.Cin, pointwiseDWBlock), evenBlock(p.Cout, pointwiseDWBlock)
-	// Sums per reduction round: RG·WG floats of shared memory.
-	rg := min(cib*cob+cob, wg/8, int(g.dev.Info().MaxSharedMemory/4)/wg)
-	if rg < 1 {
-		return fmt.Errorf("ops.%s: %d-invocation workgroup does not fit shared memory to reduce", op, wg)
-	}
 	vox := p.Size.Voxels()
 	items, vec4 := vec4Items(vox)
 	total := p.N * items
 	blocks := pointwiseDWBlocks(p.Cin, p.Cout)
-	target := tuned(g, dwTargetGroups, dwGroupsPerCore*cpuCores)
-	chunks := min(ceilDiv(total, wg), max(1, target/blocks))
+	stride := p.Cout*p.Cin + p.Cout
+	// CPU devices take two neighbouring items per invocation and step,
+	// halving the loads and stores of the sums (lavapipe, 16→16 channels at
+	// 2×64³ 14.7-15.2 → 11.5-11.7 ms); GPUs read neighbouring items in
+	// neighbouring invocations instead.
+	vpi := tuned(g, 1, 2)
+	own := g.pointwiseOwn(p)
+	wg, rg, chunks := directWG, 1, 0
+	if own {
+		chunks = min(ceilDiv(total, vpi), max(1, ceilDiv(directInvocsPerCore*cpuCores, blocks)))
+	} else {
+		wg = tuned(g, 256, 64)
+		// Sums per reduction round: RG·WG floats of shared memory.
+		rg = min(cib*cob+cob, wg/8, int(g.dev.Info().MaxSharedMemory/4)/wg)
+		if rg < 1 {
+			return fmt.Errorf("ops.%s: %d-invocation workgroup does not fit shared memory to reduce", op, wg)
+		}
+		chunks = min(ceilDiv(total, wg), max(1, tuned(g, dwTargetGroups, dwGroupsPerCore*cpuCores)/blocks))
+	}
 	perChunk := ceilDiv(total, chunks)
 	chunks = ceilDiv(total, perChunk)
-	stride := p.Cout*p.Cin + p.Cout
-	// Two neighbouring items per invocation and step on CPU devices, which
-	// load and store the sums for each: lavapipe, 16→16 channels at
-	// 2×64³ 14.7-15.2 → 11.5-11.7 ms, 8→8 2.9-3.0 → 2.6-2.8. GPUs read
-	// neighbouring items in neighbouring invocations instead.
-	vpi := tuned(g, 1, 2)
+	groups := blocks * chunks
+	if own {
+		groups = ceilDiv(groups, wg)
+	}
 	k, err := g.kernel("pointwise_dw", []vk.Access{g.input(vec4), g.input(vec4), vk.Write}, 24,
-		uint32(wg), uint32(p.Cin), uint32(p.Cout), uint32(cib), uint32(cob), b32(vec4), uint32(rg), uint32(vpi))
+		uint32(wg), uint32(p.Cin), uint32(p.Cout), uint32(cib), uint32(cob), b32(vec4), uint32(rg), uint32(vpi), b32(own))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -552,7 +579,7 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	push := pushPointwiseDW{uint32(items), uint32(total), uint32(chunks), uint32(perChunk), uint32(stride), uint32(p.Cout * p.Cin)}
-	if err := g.dispatch(op, k, vk.Grid1D(blocks*chunks, 1), push, x.gpu.buf, dy.gpu.buf, part); err != nil {
+	if err := g.dispatch(op, k, vk.Grid1D(groups, 1), push, x.gpu.buf, dy.gpu.buf, part); err != nil {
 		return err
 	}
 	// A row holds dw's sums and then db's: one dispatch adds both.

@@ -66,6 +66,10 @@ func TestPointwiseWeightGradPaths(t *testing.T) {
 				{N: 2, Cin: 8, Cout: 8, Size: d3(16, 16, 16)},
 				{N: 1, Cin: 64, Cout: 64, Size: d3(2, 3, 5)},
 				{N: 2, Cin: 130, Cout: 67, Size: d3(3, 5, 7)},
+				// More items than pointwiseOwnItems: on CPU devices a
+				// workgroup per block and chunk, scalar and vec4.
+				{N: 1, Cin: 3, Cout: 5, Size: d3(17, 19, 61)},
+				{N: 1, Cin: 12, Cout: 9, Size: d3(16, 33, 36)},
 			})
 			max := c.maxBlocks
 			g.pwDWMaxBlocks = &max

@@ -24,6 +24,9 @@ layout(constant_id = 4) const uint COB = 8; // output channels per block
 layout(constant_id = 5) const bool VEC4 = true;
 layout(constant_id = 6) const uint RG = 8; // sums per reduction round
 layout(constant_id = 7) const uint VPI = 1; // neighbouring items per invocation and step
+// OWN (CPU devices): each invocation sums its own block and chunk and
+// writes them, with no shared memory or barrier.
+layout(constant_id = 8) const bool OWN = false;
 
 const uint TB = COB * CIB;
 const uint TBX = TB + COB; // the weights' sums and dy's
@@ -46,27 +49,14 @@ layout(push_constant) uniform Push {
 
 shared float sh[RG * WG];
 
-void main() {
-    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    uint blocks = ((COUT + COB - 1) / COB) * CIBLOCKS;
-    bool live = g < blocks * p.chunks;
-    uint chunk = g % p.chunks;
-    uint blk = g / p.chunks;
-    uint co0 = (blk / CIBLOCKS) * COB;
-    uint ci0 = (blk % CIBLOCKS) * CIB;
-    uint lid = gl_LocalInvocationID.x;
-
-    float acc[TBX];
-    [[unroll]] for (uint j = 0; j < TBX; j++) {
-        acc[j] = 0.0;
-    }
-    uint i0 = chunk * p.perChunk;
-    uint i1 = live ? min(i0 + p.perChunk, p.total) : i0;
-    for (uint ib = i0 + lid * VPI; ib < i1; ib += WG * VPI) {
+// addItems adds the products of items ib, ib + step, … below i1, VPI
+// neighbouring ones at a time, into acc.
+void addItems(uint ib, uint i1, uint step, uint ci0, uint co0, inout float acc[TBX]) {
+    for (; ib < i1; ib += step) {
         vec4 xs[VPI][CIB];
         vec4 ds[VPI][COB];
         [[unroll]] for (uint k = 0; k < VPI; k++) {
-            // Items past the chunk read its last one and count as 0.
+            // Items past the range read its last one and count as 0.
             uint i = min(ib + k, i1 - 1);
             bool in1 = ib + k < i1;
             uint n = i / p.items;
@@ -104,6 +94,50 @@ void main() {
             }
         }
     }
+}
+
+// store writes sum j of the block at (ci0, co0) into the partials' row.
+void store(uint row, uint j, uint ci0, uint co0, float total) {
+    if (j < TB) {
+        uint co = co0 + j / CIB, ci = ci0 + j % CIB;
+        if (co < COUT && ci < CIN) {
+            partial[row + co * CIN + ci] = total;
+        }
+    } else if (ci0 == 0 && co0 + (j - TB) < COUT) {
+        partial[row + p.dbAt + co0 + (j - TB)] = total;
+    }
+}
+
+void main() {
+    uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    uint blocks = ((COUT + COB - 1) / COB) * CIBLOCKS;
+    uint lid = gl_LocalInvocationID.x;
+    float acc[TBX];
+    [[unroll]] for (uint j = 0; j < TBX; j++) {
+        acc[j] = 0.0;
+    }
+    if (OWN) {
+        uint inv = g * WG + lid;
+        if (inv >= blocks * p.chunks) {
+            return;
+        }
+        uint chunk = inv % p.chunks, blk = inv / p.chunks;
+        uint co0 = (blk / CIBLOCKS) * COB, ci0 = (blk % CIBLOCKS) * CIB;
+        uint i0 = chunk * p.perChunk;
+        addItems(i0, min(i0 + p.perChunk, p.total), VPI, ci0, co0, acc);
+        [[unroll]] for (uint j = 0; j < TBX; j++) {
+            store(chunk * p.stride, j, ci0, co0, acc[j]);
+        }
+        return;
+    }
+    bool live = g < blocks * p.chunks;
+    uint chunk = g % p.chunks;
+    uint blk = g / p.chunks;
+    uint co0 = (blk / CIBLOCKS) * COB;
+    uint ci0 = (blk % CIBLOCKS) * CIB;
+    uint i0 = chunk * p.perChunk;
+    uint i1 = live ? min(i0 + p.perChunk, p.total) : i0;
+    addItems(i0 + lid * VPI, i1, WG * VPI, ci0, co0, acc);
 
     // Sum the invocations: S invocations per sum each add SEG values in
     // order, then one invocation per sum adds those S.
@@ -134,14 +168,7 @@ void main() {
             for (uint k = 0; k < S; k++) {
                 total += sh[lid * S + k];
             }
-            if (j < TB) {
-                uint co = co0 + j / CIB, ci = ci0 + j % CIB;
-                if (co < COUT && ci < CIN) {
-                    partial[row + co * CIN + ci] = total;
-                }
-            } else if (ci0 == 0 && co0 + (j - TB) < COUT) {
-                partial[row + p.dbAt + co0 + (j - TB)] = total;
-            }
+            store(row, j, ci0, co0, total);
         }
     }
 }
