@@ -529,6 +529,13 @@ func (g *GPU) pointwiseDW(p ref.PointwiseParams) bool {
 // own stream (16→16 at 2×64³: 14.6 against 15.7-17.1 ms).
 const pointwiseOwnItems = 4096
 
+// pointwiseOwnChunk is the fewest items an invocation sums in OWN mode
+// while there are enough of them: shorter chunks leave more rows for the
+// chunks' sum to add than products (8→8 channels at 2×16³: 0.50 ms with
+// chunks of 2 items, 0.33 with 32, 0.25 with 64; 256→256 at 2×2³ 0.52,
+// 0.53, 0.53, and 0.62 with 128).
+const pointwiseOwnChunk = 64
+
 func (g *GPU) pointwiseOwn(p ref.PointwiseParams) bool {
 	items, _ := vec4Items(p.Size.Voxels())
 	return g.cpuTuned() && p.N*items <= pointwiseOwnItems
@@ -553,7 +560,7 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 	own := g.pointwiseOwn(p)
 	wg, rg, chunks := directWG, 1, 0
 	if own {
-		chunks = min(ceilDiv(total, vpi), max(1, ceilDiv(directInvocsPerCore*cpuCores, blocks)))
+		chunks = min(ceilDiv(total, pointwiseOwnChunk), max(1, ceilDiv(directInvocsPerCore*cpuCores, blocks)))
 	} else {
 		wg = tuned(g, 256, 64)
 		// Sums per reduction round: RG·WG floats of shared memory.
