@@ -22,9 +22,12 @@ type graph struct {
 	// gradient buffers.
 	outs    []*act
 	ins     [][]*act
-	tensors []*ops.Tensor
-	acts    []*act
-	bytes   int64
+	tensors []*ops.Tensor // an inference graph's own buffers
+	// taken counts, by length, the buffers a training graph took from the
+	// net's pool (nil once it left it).
+	taken map[int]int
+	acts  []*act
+	bytes int64
 	// temps hold accumulated gradient contributions, by size and slot; a
 	// backward step uses slots from 0 in order.
 	temps    map[[2]int]*ops.Tensor
@@ -46,13 +49,70 @@ type graph struct {
 }
 
 func (g *graph) alloc(n int) (*ops.Tensor, error) {
-	t, err := g.net.e.Alloc(n)
+	var t *ops.Tensor
+	var err error
+	if g.training {
+		t, err = g.net.trainBufs.take(g, n)
+	} else if t, err = g.net.e.Alloc(n); err == nil {
+		g.tensors = append(g.tensors, t)
+	}
 	if err != nil {
 		return nil, err
 	}
-	g.tensors = append(g.tensors, t)
 	g.bytes += 4 * int64(n)
 	return t, nil
+}
+
+// bufPool holds the buffers of a net's training graphs, which share them:
+// the graphs never run at once (a step ends before the next begins) and a
+// step leaves nothing in them for the next, so the k-th buffer of a length
+// that one graph takes is the k-th of every other. A run whose domains
+// take turns then holds one domain's activations and gradients, not a set
+// per domain.
+type bufPool struct {
+	bufs  map[int][]*ops.Tensor // by length
+	users int                   // training graphs that take from it
+}
+
+// join counts g among the pool's users.
+func (p *bufPool) join(g *graph) {
+	p.users++
+	g.taken = map[int]int{}
+}
+
+// take returns g's next buffer of n elements, allocating it when no graph
+// has taken that many yet.
+func (p *bufPool) take(g *graph, n int) (*ops.Tensor, error) {
+	k := g.taken[n]
+	if k == len(p.bufs[n]) {
+		t, err := g.net.e.Alloc(n)
+		if err != nil {
+			return nil, err
+		}
+		if p.bufs == nil {
+			p.bufs = map[int][]*ops.Tensor{}
+		}
+		p.bufs[n] = append(p.bufs[n], t)
+	}
+	g.taken[n] = k + 1
+	return p.bufs[n][k], nil
+}
+
+// leave removes g from the users; the last one frees the buffers.
+func (p *bufPool) leave(g *graph, e ops.Engine) {
+	if g.taken == nil {
+		return
+	}
+	g.taken = nil
+	if p.users--; p.users > 0 {
+		return
+	}
+	for _, list := range p.bufs {
+		for _, t := range list {
+			e.Free(t)
+		}
+	}
+	p.bufs = nil
 }
 
 // step appends a layer: its output, its inputs, and its forward and backward
@@ -255,4 +315,5 @@ func (g *graph) free() {
 		g.net.e.Free(t)
 	}
 	g.tensors = nil
+	g.net.trainBufs.leave(g, g.net.e)
 }

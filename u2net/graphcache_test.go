@@ -239,3 +239,84 @@ func TestInferenceGraphSharesBuffers(t *testing.T) {
 		}
 	}
 }
+
+// poolBytes is what the net's training graphs hold together.
+func poolBytes(n *Net) int64 {
+	var b int64
+	for length, list := range n.trainBufs.bufs {
+		b += 4 * int64(length) * int64(len(list))
+	}
+	return b
+}
+
+// Domains that take turns share their training graphs' buffers: the steps
+// give the same bits as graphs built afresh for every step, and the three
+// domains' graphs hold little more than one domain's plan.
+func TestDomainsShareTrainingBuffers(t *testing.T) {
+	cfg := tinyConfig(ModeUniversal, UpsampleTranspose)
+	cfg.Domains = append(cfg.Domains, Domain{Name: "us", InChannels: 1, Classes: 2})
+	order := []int{0, 1, 2, 0, 2, 1, 1, 0}
+	for _, ec := range []struct {
+		name string
+		open func() ops.Engine
+	}{
+		{"cpu", func() ops.Engine { return ops.NewCPU() }},
+		{"gpu", func() ops.Engine { return opstest.GPU(t, vk.Options{}) }},
+	} {
+		t.Run(ec.name, func(t *testing.T) {
+			var runs [2]*Model
+			var losses [2][]Losses
+			for k := range runs {
+				m, err := New(cfg, 5)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := NewNet(m, ec.open())
+				if err != nil {
+					t.Fatal(err)
+				}
+				n.DeepSupervisionLoss = true
+				r := rand.New(rand.NewPCG(8, 8))
+				var most int64
+				for _, dom := range order {
+					if k == 1 {
+						// Graphs built afresh: no buffer of another step.
+						if err := n.freeGraphsExcept(nil); err != nil {
+							t.Fatal(err)
+						}
+					}
+					x, l := tinyBatch(r, cfg.Domains[dom], 2, tinySize)
+					loss, err := n.TrainStep(dom, 2, tinySize, x, l)
+					if err != nil {
+						t.Fatalf("domain %d: %v", dom, err)
+					}
+					losses[k] = append(losses[k], loss)
+					b, err := n.PlanBytes(dom, 2, tinySize, true)
+					if err != nil {
+						t.Fatal(err)
+					}
+					most = max(most, b)
+				}
+				if k == 0 {
+					if got := poolBytes(n); got > most*6/5 {
+						t.Errorf("the training graphs of 3 domains hold %d bytes, one domain's plan %d", got, most)
+					}
+				}
+				if err := n.Pull(); err != nil {
+					t.Fatal(err)
+				}
+				n.Close()
+				if got := poolBytes(n); got != 0 {
+					t.Errorf("a closed net still holds %d bytes of training buffers", got)
+				}
+				runs[k] = m
+			}
+			if !slices.Equal(losses[0], losses[1]) {
+				t.Errorf("losses with shared buffers %v, with fresh graphs %v", losses[0], losses[1])
+			}
+			for _, p := range runs[0].Params {
+				sameValues(t, p.Name, runs[0].Values[p.Name], runs[1].Values[p.Name])
+			}
+		})
+	}
+}

@@ -58,6 +58,8 @@ type Net struct {
 	groups map[int]*paramGroup    // by Param.Domain (-1: shared)
 	graphs map[graphKey]*graph
 	clock  uint64 // counts graph look-ups, for graph.used
+	// trainBufs holds the training graphs' buffers, which they share.
+	trainBufs bufPool
 	// slope is the LeakyReLU slope, ref.DefaultSlope; the gradient tests
 	// raise it to keep the loss smooth enough for finite differences.
 	slope float64
@@ -254,6 +256,9 @@ func (n *Net) build(k graphKey) (*graph, error) {
 		}
 	}
 	g := &graph{net: n, dom: k.dom, n: k.n, size: k.size, training: k.training}
+	if k.training {
+		n.trainBufs.join(g)
+	}
 	b := &builder{cfg: cfg, dom: k.dom, g: g, n: k.n, slope: n.slope, params: map[string]*Param{}}
 	for _, p := range n.Model.Params {
 		b.params[p.Name] = p
