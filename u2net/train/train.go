@@ -87,6 +87,7 @@ type Result struct {
 
 // domainData is one dataset prepared for training and validation.
 type domainData struct {
+	index  int // the domain's index in the model, found by name
 	ds     *dataset.Dataset
 	plan   *preprocess.Plan
 	train  []*preprocess.Case
@@ -115,6 +116,13 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	model, state, start, best, err := initialModel(opt, cfg, log)
 	if err != nil {
 		return nil, err
+	}
+	// A model started from (--init) may hold other domains, and in another
+	// order than the data's: each dataset trains the domain of its name.
+	for _, d := range doms {
+		if d.index, err = model.Config.DomainIndex(d.ds.Name); err != nil {
+			return nil, err
+		}
 	}
 	net, err := u2net.NewNet(model, e)
 	if err != nil {
@@ -412,7 +420,7 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 		dom := step % len(r.doms)
 		r.net.Opt.LR = r.lr(step, total)
 		b := r.doms[dom].loader.Batch(step / len(r.doms))
-		loss, err := r.trainOn(dom, b)
+		loss, err := r.trainOn(r.doms[dom].index, b)
 		if err != nil {
 			return nil, fmt.Errorf("step %d (%s): %w", step, r.doms[dom].ds.Name, err)
 		}
@@ -489,13 +497,13 @@ func meanOf(m map[string]float64) float64 {
 // each domain's mean foreground Dice.
 func (r *runner) validate(ctx context.Context) (map[string]float64, error) {
 	out := map[string]float64{}
-	for d, dd := range r.doms {
+	for _, dd := range r.doms {
 		if len(dd.val) == 0 {
 			continue
 		}
 		sum, n := 0.0, 0
 		for _, c := range dd.val {
-			labels, err := Segment(ctx, r.net, d, c, r.opt.Patch, r.opt.Batch)
+			labels, err := Segment(ctx, r.net, dd.index, c, r.opt.Patch, r.opt.Batch)
 			if err != nil {
 				return nil, fmt.Errorf("validating %s case %s: %w", dd.ds.Name, c.ID, err)
 			}

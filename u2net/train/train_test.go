@@ -106,3 +106,58 @@ func TestDerivePools(t *testing.T) {
 		}
 	}
 }
+
+// A run from a trained model (--init) trains the domains of its data, found
+// by name, whatever their index in the model: with the shared parameters
+// frozen, a new domain's run leaves the model's other domain as it was.
+func TestInitTrainsTheDataDomains(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	infos, err := synth.Write(dir, synth.Config{Seed: 3, Cases: 3, TestCases: 1, Size: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	first := tinyOptions([]string{infos[0].Dir}, filepath.Join(t.TempDir(), "first"))
+	if _, err := Run(ctx, first, ops.NewCPU(), quiet, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, err := u2net.Load(filepath.Join(first.Out, ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := tinyOptions([]string{infos[2].Dir}, filepath.Join(t.TempDir(), "second"))
+	second.Init, second.FreezeShared = filepath.Join(first.Out, ModelFile), true
+	res, err := Run(ctx, second, ops.NewCPU(), quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.BestDice[infos[2].Name]; !ok || len(res.BestDice) != 1 {
+		t.Errorf("validated %v, want %s only", res.BestDice, infos[2].Name)
+	}
+	after, err := u2net.Load(filepath.Join(second.Out, ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after.Config.Domains; len(got) != 2 || got[0].Name != infos[0].Name || got[1].Name != infos[2].Name {
+		t.Fatalf("domains %v, want %s then %s", got, infos[0].Name, infos[2].Name)
+	}
+	changed := false
+	for _, p := range after.Params {
+		old, ok := before.Values[p.Name]
+		if p.Domain == 1 {
+			changed = changed || !ok
+			continue
+		}
+		if !ok {
+			t.Fatalf("%s is not in the first model", p.Name)
+		}
+		for i, v := range after.Values[p.Name] {
+			if math.Float32bits(v) != math.Float32bits(old[i]) {
+				t.Fatalf("%s[%d] changed from %v to %v: the run trained another domain than its data's", p.Name, i, old[i], v)
+			}
+		}
+	}
+	if !changed {
+		t.Error("the new domain has no parameters of its own")
+	}
+}
