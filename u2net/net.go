@@ -480,6 +480,28 @@ func (n *Net) ReserveInference(dom, batch int, size [3]int) error {
 	return err
 }
 
+// ReserveTraining builds the training graphs of these domains for this
+// batch and patch size without running anything, so that a shape the
+// engine cannot hold fails here (with ops.ErrOutOfMemory or
+// ops.ErrTooLarge) before any data is prepared. A failed reservation frees
+// what it built.
+func (n *Net) ReserveTraining(doms []int, batch int, size [3]int) error {
+	for _, dom := range doms {
+		if _, err := n.graph(graphKey{dom, batch, size, true}); err != nil {
+			for k, g := range n.graphs {
+				if k.training && k.n == batch && k.size == size {
+					n.freeGraph(g)
+				}
+			}
+			if serr := n.e.Sync(); serr != nil {
+				return serr
+			}
+			return err
+		}
+	}
+	return nil
+}
+
 // output returns the tensor an inference pass returns, allocating the
 // probabilities on first use.
 func (g *graph) output(what int) (*ops.Tensor, error) {

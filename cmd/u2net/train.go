@@ -28,7 +28,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&opt.Upsample, "upsample", "transpose", "decoder up-sampling: transpose or nearest")
 	fs.IntVar(&opt.Epochs, "epochs", 50, "epochs")
 	fs.IntVar(&opt.StepsPerEpoch, "steps-per-epoch", 250, "training steps per epoch (domains take turns)")
-	patch := fs.String("patch", "", "patch size D,H,W (default: from the datasets' median shapes)")
+	patch := fs.String("patch", "", "patch size D,H,W (default: from the datasets' median shapes, shrunk until the device holds a training step)")
 	fs.IntVar(&opt.Batch, "batch", 2, "patches per step")
 	fs.IntVar(&opt.BaseChannels, "base-channels", 16, "channels of the first level")
 	pools := fs.String("pools", "", "poolings per axis D,H,W (default: from the patch, at most 5)")

@@ -104,26 +104,49 @@ func fitDevice(net *u2net.Net, dom int, shape [4]int, o *infer.Options, log *slo
 
 // fitWindow returns the largest batch up to batch, and then the largest
 // window no larger than size on any axis, that reserve accepts: the batch
-// is halved first, then the longest axis shortened by about an eighth, in
-// multiples of its stride. Only the engine's out-of-memory and too-large
-// errors lead to asking for less; any other error is returned.
+// is halved first, then the window shrunk as FitWindow does. Only the
+// engine's out-of-memory and too-large errors lead to asking for less; any
+// other error is returned.
 func fitWindow(reserve func(batch int, size [3]int) error, size [3]int, batch int, multiple [3]int) ([3]int, int, error) {
+	for batch > 1 {
+		err := reserve(batch, size)
+		if err == nil {
+			return size, batch, nil
+		}
+		if !deviceFull(err) {
+			return size, batch, err
+		}
+		batch /= 2
+	}
+	fitted, err := FitWindow(func(s [3]int) error { return reserve(batch, s) }, size, multiple)
+	return fitted, batch, err
+}
+
+// deviceFull reports whether err is the engine's out-of-memory or
+// too-large error.
+func deviceFull(err error) bool {
+	return errors.Is(err, ops.ErrOutOfMemory) || errors.Is(err, ops.ErrTooLarge)
+}
+
+// FitWindow returns the largest window no larger than size on any axis
+// that reserve accepts, shortening the longest axis by about an eighth at a
+// time, in multiples of its stride (multiple), while reserve fails with the
+// engine's out-of-memory or too-large error; any other error is returned.
+// The deepest level keeps more than one voxel: at least one axis stays
+// above its stride.
+func FitWindow(reserve func(size [3]int) error, size, multiple [3]int) ([3]int, error) {
 	asked := size
 	var smallest [3]int // one stride per axis: its deepest level holds one voxel
 	for a := range 3 {
 		smallest[a] = max(multiple[a], 1)
 	}
 	for {
-		err := reserve(batch, size)
+		err := reserve(size)
 		if err == nil {
-			return size, batch, nil
+			return size, nil
 		}
-		if !errors.Is(err, ops.ErrOutOfMemory) && !errors.Is(err, ops.ErrTooLarge) {
-			return size, batch, err
-		}
-		if batch > 1 {
-			batch /= 2
-			continue
+		if !deviceFull(err) {
+			return size, err
 		}
 		longest := -1
 		for a := range 3 {
@@ -136,10 +159,8 @@ func fitWindow(reserve func(batch int, size [3]int) error, size [3]int, batch in
 			m, n := smallest[longest], size[longest]
 			next[longest] = max(m, min(n-m, n*7/8/m*m))
 		}
-		// The deepest level needs more than one voxel: at least one axis
-		// stays above its stride.
 		if next == smallest {
-			return size, batch, fmt.Errorf("not even one window of %v fits the device (asked for %v): %w", size, asked, err)
+			return size, fmt.Errorf("not even a window of %v fits the device (asked for %v): %w", size, asked, err)
 		}
 		size = next
 	}

@@ -108,6 +108,7 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	if err != nil {
 		return nil, err
 	}
+	derived := opt.Patch == [3]int{}
 	opt.Patch = choosePatch(opt.Patch, doms)
 	cfg, err := buildConfig(opt, doms)
 	if err != nil {
@@ -132,6 +133,9 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	net.FreezeShared = opt.FreezeShared
 	net.DeepSupervisionLoss = opt.DeepSupervisionLoss
 	net.Opt = optimizer(opt)
+	if opt.Patch, err = fitPatch(net, doms, opt, derived, log); err != nil {
+		return nil, err
+	}
 	if state != nil {
 		if err := net.SetOptimizerState(state.State); err != nil {
 			return nil, fmt.Errorf("resuming from %s: %w", CheckpointFile, err)
@@ -266,6 +270,34 @@ func choosePatch(p [3]int, doms []*domainData) [3]int {
 		p[a] = min(128, max(16, m/16*16))
 	}
 	return p
+}
+
+// fitPatch builds the training graphs for the patch before any data is
+// prepared, so that a patch the engine cannot hold fails at once. A patch
+// derived from the data (not given) is shrunk until the engine holds it,
+// with a warning: the derived patch of a large dataset (up to 128 per
+// axis) does not fit every device, lavapipe's 128 MiB bindings among them.
+func fitPatch(net *u2net.Net, doms []*domainData, opt Options, derived bool, log *slog.Logger) ([3]int, error) {
+	var indices []int
+	for _, d := range doms {
+		indices = append(indices, d.index)
+	}
+	reserve := func(s [3]int) error { return net.ReserveTraining(indices, opt.Batch, s) }
+	if !derived {
+		if err := reserve(opt.Patch); err != nil {
+			return opt.Patch, fmt.Errorf("--patch %v, --batch %d: %w", opt.Patch, opt.Batch, err)
+		}
+		return opt.Patch, nil
+	}
+	fitted, err := predict.FitWindow(reserve, opt.Patch, net.Model.Config.TotalStride())
+	if err != nil {
+		return opt.Patch, fmt.Errorf("the patch derived from the data, --batch %d: %w", opt.Batch, err)
+	}
+	if fitted != opt.Patch {
+		log.Warn("the engine cannot hold a training step at the patch derived from the data; using a smaller one",
+			"patch", fmt.Sprint(opt.Patch), "fitted_patch", fmt.Sprint(fitted), "batch", opt.Batch)
+	}
+	return fitted, nil
 }
 
 // DerivePools returns the poolings per axis for a patch: as many halvings
