@@ -340,10 +340,10 @@ func (g *GPU) cpuTuned() bool {
 }
 
 // evenBlock is the size of the blocks that cut n channels into as few
-// blocks of at most max as can hold them, all of one size but the last:
+// blocks of at most most as can hold them, all of one size but the last:
 // 12 into two of 6 rather than 8 and 4, since a kernel's lanes past the
 // last channel still do the work.
-func evenBlock(n, max int) int { return ceilDiv(n, ceilDiv(n, max)) }
+func evenBlock(n, most int) int { return ceilDiv(n, ceilDiv(n, most)) }
 
 // cpuCores is the number of cores the split reductions of CPU devices plan
 // for. It is a constant rather than this host's core count: a split sets

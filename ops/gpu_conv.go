@@ -479,11 +479,9 @@ func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, d
 }
 
 // pointwiseDWBlock is the largest channel block of pointwise_dw along
-// either axis: 8×8 products and 8 bias sums stay in registers. The
-// channels are cut into blocks of equal size (12 into two of 6, not 8 and
-// 4), since a block's lanes past the last channel still do the work:
-// pointwise_dw of the demo's 12-channel level 11.1-12.1 → 9.3-10.2 ms per
-// lavapipe training step.
+// either axis: 8×8 products and 8 bias sums stay in registers. evenBlock
+// sizes the blocks (the demo's 12 channels in two of 6: its pointwise_dw
+// 11.1-12.1 → 9.3-10.2 ms per lavapipe training step).
 const pointwiseDWBlock = 8
 
 // vec4Items is how many items the pointwise kernels take per plane of vox
@@ -505,11 +503,11 @@ func pointwiseDWBlocks(cin, cout int) int {
 // pointwiseDW reports whether pointwise_dw computes p's weight and bias
 // gradients rather than the split-K GEMM. On a GPU up to 4 blocks (16×16
 // channels) read each byte at most twice, where the GEMM reads it once;
-// more is not measured yet. On lavapipe pointwise_dw is faster at every channel count
-// of the network (BenchmarkPointwiseWeightGrad, weight and bias gradients:
-// 0.34 against 0.97 ms for 8→8 channels at 2×16³, 1.3 against 3.9 for
-// 32→32, 4.8 against 10.9 for 64→64, 64 blocks), and with few items
-// (pointwiseOwnItems) at any number of blocks.
+// more is not measured yet. On lavapipe pointwise_dw is faster at every
+// channel count of the network (BenchmarkPointwiseWeightGrad, weight and
+// bias gradients: 0.34 against 0.97 ms for 8→8 channels at 2×16³, 1.3
+// against 3.9 for 32→32, 4.8 against 10.9 for 64→64, 64 blocks), and with
+// few items (pointwiseOwnItems) at any number of blocks.
 func (g *GPU) pointwiseDW(p ref.PointwiseParams) bool {
 	blocks := pointwiseDWBlocks(p.Cin, p.Cout)
 	if g.pwDWMaxBlocks != nil {

@@ -19,10 +19,10 @@
 //            adds the splits in order (conv_splitk).
 //
 // FWD and DGRAD: an invocation computes COB result channels × TY rows × TX
-// neighbouring voxels along w. For every source channel and every tap row
-// (kd, kh) that meets its rows, it loads the COB·KW weights once and, per
-// row, the source row segment under the TX voxels once, then adds
-// COB·TY·TX·KW products. In DGRAD a stride along an axis leaves only the
+// neighbouring voxels along w. For every CIB source channels and every tap
+// row (kd, kh) that meets its rows, it loads the CIB·COB·KW weights once
+// and, per row, the CIB source row segments under the TX voxels once, then
+// adds CIB·COB·TY·TX·KW products. In DGRAD a stride along an axis leaves only the
 // taps with o·st + t − pb = i; along d and h each invocation walks exactly
 // those (its voxels' stride phase; TY > 1 only where h has stride 1), along
 // w TX is a multiple of SW so that every block starts at phase 0 and the

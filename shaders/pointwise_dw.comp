@@ -8,13 +8,15 @@
 // block of COB output × CIB input channels and one chunk of the flattened
 // (n, v) range; each invocation walks the chunk's items, VPI neighbouring
 // ones at a time WG·VPI apart, reads their x and dy columns once (vec4
-// when VEC4) and keeps COB·CIB + COB running sums in registers. No barrier inside the loop: a split-K GEMM
-// with channel tiles this small spends its time in them.
-// At the end a fixed two-level tree sums the invocations, RG sums per round,
-// in shared memory, and the workgroup writes its sums into the chunk's row
-// of the partials: dw[co, ci] at co·CIN + ci, db[co] at dbAt + co (written
-// by the blocks of the first input-channel block only). conv_splitk adds
-// the chunks' rows in order.
+// when VEC4) and keeps COB·CIB + COB running sums in registers. No barrier
+// inside the loop: a split-K GEMM with channel tiles this small spends its
+// time in them. At the end a fixed two-level tree sums the invocations, RG
+// sums per round, in shared memory, and the workgroup writes its sums into
+// the chunk's row of the partials: dw[co, ci] at co·CIN + ci, db[co] at
+// dbAt + co (written by the blocks of the first input-channel block only).
+// With OWN each invocation instead takes a block and chunk of its own,
+// walks its items VPI at a time and writes its sums there, without a tree.
+// conv_splitk adds the chunks' rows in order.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 layout(constant_id = 1) const uint CIN = 8;
