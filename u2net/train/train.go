@@ -14,7 +14,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/u2net-vk/u2net/ops"
@@ -109,6 +111,9 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 		return nil, err
 	}
 	derived := opt.Patch == [3]int{}
+	if opt.Resume {
+		derived = resumeOptions(&opt, log) && derived
+	}
 	opt.Patch = choosePatch(opt.Patch, doms)
 	cfg, err := buildConfig(opt, doms)
 	if err != nil {
@@ -408,6 +413,47 @@ func sameDomains(a, b u2net.Config) error {
 		}
 	}
 	return nil
+}
+
+// resumeOptions compares the options of a resumed run with those it began
+// with (its options file) and warns of those that differ: the run then
+// does not continue exactly. Without a patch given, the run takes its own
+// (which may have been fitted to the device); it returns false then, the
+// patch being no longer derived. A run without a readable options file
+// keeps its options as given.
+func resumeOptions(opt *Options, log *slog.Logger) bool {
+	data, err := os.ReadFile(filepath.Join(opt.Out, OptionsFile))
+	var prev Options
+	if err == nil {
+		err = json.Unmarshal(data, &prev)
+	}
+	if err != nil {
+		log.Warn("resuming without the run's options; the options given are taken as they are", "error", err)
+		return true
+	}
+	derived := true
+	if opt.Patch == [3]int{} && prev.Patch != [3]int{} {
+		opt.Patch, derived = prev.Patch, false
+	}
+	// What a resumed run may change without changing its steps: where it
+	// reads and writes, how long it runs, how many goroutines augment.
+	a, b := *opt, prev
+	for _, o := range []*Options{&a, &b} {
+		o.Data, o.Out, o.Epochs, o.ValEvery, o.Resume, o.Init, o.Workers, o.StopAfter = nil, "", 0, 0, false, "", 0, 0
+		aug := augmentParams(*o)
+		o.Augment = &aug
+	}
+	var changed []string
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	for i := range va.NumField() {
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			changed = append(changed, va.Type().Field(i).Name)
+		}
+	}
+	if len(changed) > 0 {
+		log.Warn("resuming with options other than the run began with: it does not continue exactly", "changed", strings.Join(changed, ", "))
+	}
+	return derived
 }
 
 // WriteJSON writes v as indented JSON to path atomically (a temporary file

@@ -1,11 +1,13 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/u2net-vk/u2net/ops"
@@ -36,6 +38,71 @@ func tinyOptions(data []string, out string) Options {
 
 var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
+// sameCheckpoints fails unless the checkpoints of the runs in a
+// (uninterrupted) and b (resumed) hold the same parameters, bit for bit.
+func sameCheckpoints(t *testing.T, a, b string) {
+	t.Helper()
+	ma, _, err := u2net.LoadFile(filepath.Join(a, CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _, err := u2net.LoadFile(filepath.Join(b, CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ma.Params {
+		x, y := ma.Values[p.Name], mb.Values[p.Name]
+		for i := range x {
+			if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
+				t.Fatalf("%s[%d]: uninterrupted %v, resumed %v", p.Name, i, x[i], y[i])
+			}
+		}
+	}
+}
+
+// A run resumed without --patch takes the patch it began with (given or
+// fitted) and continues exactly; options that change its steps are named
+// in a warning.
+func TestResumeTakesTheRunsOptions(t *testing.T) {
+	data := synthData(t)
+	ctx := context.Background()
+	full := tinyOptions(data, filepath.Join(t.TempDir(), "full"))
+	full.Patch = [3]int{8, 16, 12} // not what the data would give
+	if _, err := Run(ctx, full, ops.NewCPU(), quiet, nil); err != nil {
+		t.Fatal(err)
+	}
+	parts := full
+	parts.Out = filepath.Join(t.TempDir(), "parts")
+	parts.StopAfter = 3
+	if _, err := Run(ctx, parts, ops.NewCPU(), quiet, nil); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	parts.StopAfter, parts.Resume, parts.Patch = 0, true, [3]int{}
+	if _, err := Run(ctx, parts, ops.NewCPU(), log, nil); err != nil {
+		t.Fatal(err)
+	}
+	sameCheckpoints(t, full.Out, parts.Out)
+	if strings.Contains(logs.String(), "WARN") {
+		t.Errorf("a resumption with the run's options warned:\n%s", logs.String())
+	}
+
+	changed := full
+	changed.Out, changed.StopAfter = filepath.Join(t.TempDir(), "changed"), 1
+	if _, err := Run(ctx, changed, ops.NewCPU(), quiet, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	changed.StopAfter, changed.Resume, changed.Batch, changed.Seed = 0, true, 2, 9
+	if _, err := Run(ctx, changed, ops.NewCPU(), log, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "does not continue exactly") || !strings.Contains(logs.String(), "changed=\"Batch, Seed\"") {
+		t.Errorf("resuming with another batch and seed: log\n%s\nwants a warning naming Batch and Seed", logs.String())
+	}
+}
+
 // A run stopped after three steps and resumed ends with the same weights as
 // an uninterrupted run.
 func TestResumeEqualsUninterrupted(t *testing.T) {
@@ -62,22 +129,7 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 	if _, err := Run(ctx, parts, ops.NewCPU(), quiet, nil); err != nil {
 		t.Fatal(err)
 	}
-	a, _, err := u2net.LoadFile(filepath.Join(full.Out, CheckpointFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _, err := u2net.LoadFile(filepath.Join(parts.Out, CheckpointFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range a.Params {
-		x, y := a.Values[p.Name], b.Values[p.Name]
-		for i := range x {
-			if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
-				t.Fatalf("%s[%d]: uninterrupted %v, resumed %v", p.Name, i, x[i], y[i])
-			}
-		}
-	}
+	sameCheckpoints(t, full.Out, parts.Out)
 	for _, f := range []string{ModelFile, MetricsFile, ProgressFile, OptionsFile} {
 		if _, err := os.Stat(filepath.Join(full.Out, f)); err != nil {
 			t.Errorf("run folder lacks %s", f)
