@@ -374,7 +374,13 @@ func (g *GPU) convBackward(op string, geo convGeom, x, w, dy, dx, dw, db *Tensor
 		}
 	}
 	if dw != nil {
-		if err := g.convGEMM(op, gemmWgrad, geo, dy.gpu.buf, x.gpu.buf, nil, dw.gpu.buf); err != nil {
+		// conv_direct sums the bias gradient in the weights' pass, which
+		// reads every dy already (lavapipe: ChannelSum's two dispatches).
+		var dbDirect *vk.Buffer
+		if db != nil && g.directGEMM(geo) {
+			dbDirect, db = db.gpu.buf, nil
+		}
+		if err := g.convGEMM(op, gemmWgrad, geo, dy.gpu.buf, x.gpu.buf, dbDirect, dw.gpu.buf); err != nil {
 			return err
 		}
 	}

@@ -136,6 +136,9 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		splits = ceilDiv(rows, perRows)
 		push.Pad[3] = int32(cBlocks)
 		partLen = geo.c1 * geo.c0 * taps
+		if bias != nil {
+			partLen += geo.c1 // the bias gradient's sums after the weights'
+		}
 		push.Split = [4]uint32{uint32(splits), uint32(perRows), uint32(rows), uint32(partLen)}
 		invocs = perSplit * splits
 	}
@@ -146,8 +149,22 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
+	grid := vk.Grid1D(invocs, directWG)
+	if mode == gemmWgrad && bias != nil {
+		// bias receives the bias gradient: each split's row of partials
+		// holds the weights' sums and then the bias's, added in one pass.
+		part, err := g.scratchBuf("conv-splitk", splits*partLen)
+		if err != nil {
+			return fmt.Errorf("ops.%s: %w", op, err)
+		}
+		if err := g.dispatchAs(op, label, kern, grid, push, b, a, g.dummy, part); err != nil {
+			return err
+		}
+		n := geo.c1 * geo.c0 * taps
+		return g.splitSum2(op, label, part, c, n, bias, geo.c1, splits, partLen, 0)
+	}
 	if bias == nil {
 		bias = g.dummy
 	}
-	return g.dispatchSplit(op, label, kern, vk.Grid1D(invocs, directWG), push, splits, partLen, b, a, bias, c)
+	return g.dispatchSplit(op, label, kern, grid, push, splits, partLen, b, a, bias, c)
 }

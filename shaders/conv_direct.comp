@@ -15,8 +15,9 @@
 //   1 DGRAD  x[b, c0, i] = Σ_(c1, t) w[c1, c0, t]·y[b, c1, o], o·st + t − pb = i,
 //            + bias[c0] (a transposed convolution's forward)
 //   2 WGRAD  w[c1, c0, t] = Σ_(b, o) y[b, c1, o]·x[b, c0, o·st + t − pb], one
-//            row of partial sums per split of the (b, od, oh) rows; the host
-//            adds the splits in order (conv_splitk).
+//            row of partial sums per split of the (b, od, oh) rows, and with
+//            BIAS then bias[c1] = Σ_(b, o) y[b, c1, o]; the host adds the
+//            splits in order (conv_splitk).
 //
 // FWD and DGRAD: an invocation computes COB result channels × TY rows × TX
 // neighbouring voxels along w. For every CIB source channels and every tap
@@ -276,6 +277,13 @@ void wgrad(uint inv) {
 
     int xw = int(p.xs.z);
     int yw = int(p.ys.z);
+    // With BIAS the invocations of the first input channel and kernel
+    // plane also sum dy, the bias gradient.
+    bool sumDy = BIAS && ci == 0 && kd0 == 0;
+    float dsum[COB];
+    [[unroll]] for (uint c = 0; c < COB; c++) {
+        dsum[c] = 0.0;
+    }
     float acc[COB][WKD][KH][KW];
     [[unroll]] for (uint c = 0; c < COB; c++) {
         [[unroll]] for (int d = 0; d < WKD; d++) {
@@ -302,9 +310,14 @@ void wgrad(uint inv) {
                         v4[k] = wt4(yrow / 4 + uint(min(ow0 / 4 + k, yw / 4 - 1)));
                     }
                 }
+                float rs = 0.0;
                 [[unroll]] for (int j = 0; j < TX; j++) {
                     float v = DY4 ? v4[j / 4][j % 4] : wt(yrow + uint(min(ow0 + j, yw - 1)));
                     dy[c][j] = (ow0 + j < yw) ? v : 0.0;
+                    rs += dy[c][j];
+                }
+                if (sumDy) {
+                    dsum[c] += rs;
                 }
             }
             [[unroll]] for (int d = 0; d < WKD; d++) {
@@ -336,6 +349,9 @@ void wgrad(uint inv) {
         uint co = co0 + c;
         if (co >= c1) {
             break;
+        }
+        if (sumDy) {
+            dst[s * p.split.w + c1 * c0 * taps + co] = dsum[c];
         }
         [[unroll]] for (int d = 0; d < WKD; d++) {
             if (kd0 + d >= KD) {
