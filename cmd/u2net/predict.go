@@ -32,7 +32,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	device := fs.String("device", "", "device index, name or cpu")
 	var memoryLimit memoryLimitFlag
 	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB (predict then uses smaller windows); default: half the host's memory on the CPU engine and CPU Vulkan devices, no cap on GPUs; 0: no cap")
-	patch := fs.String("patch", "", "sliding-window size D,H,W (default: from the plan, or one window)")
+	patch := fs.String("patch", "", "sliding-window size D,H,W (default: the patch the model was trained with, as its plan records it; or one window)")
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")
 	mirror := fs.Bool("mirror", false, "test-time augmentation by mirroring")

@@ -16,6 +16,7 @@ import (
 	"github.com/u2net-vk/u2net/ops/opstest"
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/nifti"
+	"github.com/u2net-vk/u2net/u2net/preprocess"
 	"github.com/u2net-vk/u2net/vk"
 )
 
@@ -163,5 +164,26 @@ func fitsUnderLimit(t *testing.T, m *u2net.Model, vol *nifti.Volume, free ops.En
 	}
 	if !slices.Equal(got.Probs, want.Probs) {
 		t.Errorf("probabilities differ from those of window %v without a limit", fitted)
+	}
+}
+
+// The default window is the patch the model was trained with where its
+// plan records one, else the plan's median shape up to 128; either is
+// rounded down to the total stride and kept at least one stride.
+func TestDefaultPatch(t *testing.T) {
+	cfg := u2net.DefaultConfig()
+	cfg.PoolsPerAxis = [3]int{2, 3, 3} // strides 4, 8, 8
+	for _, c := range []struct {
+		median, patch, want [3]int
+	}{
+		{[3]int{40, 200, 90}, [3]int{}, [3]int{40, 128, 88}},
+		{[3]int{40, 200, 90}, [3]int{16, 32, 48}, [3]int{16, 32, 48}},
+		{[3]int{40, 200, 90}, [3]int{18, 36, 4}, [3]int{16, 32, 8}},
+		{[3]int{2, 3, 5}, [3]int{}, [3]int{4, 8, 8}},
+	} {
+		p := &preprocess.Plan{MedianShape: c.median, Patch: c.patch}
+		if got := DefaultPatch(cfg, p); got != c.want {
+			t.Errorf("median %v, patch %v: window %v, want %v", c.median, c.patch, got, c.want)
+		}
 	}
 }

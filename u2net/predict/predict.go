@@ -183,14 +183,18 @@ func Plan(cfg u2net.Config, dom int) (*preprocess.Plan, error) {
 	return &p, nil
 }
 
-// DefaultPatch returns the window for a planned domain: the plan's median
-// shape rounded down to the total stride, at least one stride and at most
-// 128 per axis.
+// DefaultPatch returns the window for a planned domain: the patch the
+// model was trained with where the plan records it, else the plan's median
+// shape up to 128 per axis; rounded down to the total stride, at least one
+// stride.
 func DefaultPatch(cfg u2net.Config, p *preprocess.Plan) [3]int {
 	ts := cfg.TotalStride()
 	var patch [3]int
 	for a := range patch {
 		n := min(p.MedianShape[a], 128)
+		if p.Patch != [3]int{} {
+			n = p.Patch[a]
+		}
 		patch[a] = max(ts[a], n/ts[a]*ts[a])
 	}
 	return patch

@@ -52,6 +52,10 @@ type Plan struct {
 	// MedianShape is the median (D, H, W) of the training cases after
 	// cropping and resampling, a guide for the patch size.
 	MedianShape [3]int `json:"median_shape"`
+	// Patch is the window the model was trained with (train records it in
+	// the model's plans; zero before): prediction slides it by default, so
+	// that the instance norms see windows like those of training.
+	Patch [3]int `json:"patch,omitempty"`
 
 	Normalization []ChannelNorm `json:"normalization"` // one per modality
 }
@@ -86,6 +90,9 @@ func (p *Plan) Validate() error {
 		if !(s > 0) || math.IsInf(s, 0) {
 			return fmt.Errorf("preprocess: plan for %q: target spacing %v: axis %d is not a positive number", p.Domain, p.TargetSpacing, i)
 		}
+	}
+	if p.Patch != [3]int{} && (p.Patch[0] <= 0 || p.Patch[1] <= 0 || p.Patch[2] <= 0) {
+		return fmt.Errorf("preprocess: plan for %q: patch %v: every axis must be positive", p.Domain, p.Patch)
 	}
 	for i, n := range p.Normalization {
 		switch n.Scheme {

@@ -141,6 +141,14 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	if opt.Patch, err = fitPatch(net, doms, opt, derived, log); err != nil {
 		return nil, err
 	}
+	// The model's plans record the patch, which prediction then slides.
+	for _, d := range doms {
+		plan := *d.plan
+		plan.Patch = opt.Patch
+		if model.Config.Domains[d.index].Plan, err = json.Marshal(plan); err != nil {
+			return nil, err
+		}
+	}
 	if state != nil {
 		if err := net.SetOptimizerState(state.State); err != nil {
 			return nil, fmt.Errorf("resuming from %s: %w", CheckpointFile, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/predict"
 	"github.com/u2net-vk/u2net/u2net/synth"
 )
 
@@ -84,6 +85,16 @@ func TestResumeTakesTheRunsOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameCheckpoints(t, full.Out, parts.Out)
+	m, err := u2net.Load(filepath.Join(parts.Out, ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dom, d := range m.Config.Domains {
+		plan, err := predict.Plan(m.Config, dom)
+		if err != nil || plan.Patch != full.Patch {
+			t.Errorf("domain %s: plan %+v, %v: want the patch %v recorded", d.Name, plan, err, full.Patch)
+		}
+	}
 	if strings.Contains(logs.String(), "WARN") {
 		t.Errorf("a resumption with the run's options warned:\n%s", logs.String())
 	}
