@@ -2,6 +2,7 @@ package ops
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -41,5 +42,21 @@ func TestCPUMemoryLimit(t *testing.T) {
 		t.Fatalf("Alloc past a full limit: %v, want ErrOutOfMemory", err)
 	} else {
 		c.Free(b)
+	}
+}
+
+func TestDoesNotFit(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{errors.New("bad shape"), false},
+		{fmt.Errorf("building: %w", ErrOutOfMemory), true},
+		{fmt.Errorf("alloc: %w", fmt.Errorf("vk: %w", ErrTooLarge)), true},
+	} {
+		if got := DoesNotFit(c.err); got != c.want {
+			t.Errorf("DoesNotFit(%v) = %t, want %t", c.err, got, c.want)
+		}
 	}
 }

@@ -14,6 +14,7 @@
 package ops
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/u2net-vk/u2net/ops/ref"
@@ -27,6 +28,11 @@ var (
 	ErrOutOfMemory = vk.ErrOutOfMemory
 	ErrTooLarge    = vk.ErrTooLarge
 )
+
+// DoesNotFit reports whether err is one of those: asking for less may work.
+func DoesNotFit(err error) bool {
+	return errors.Is(err, ErrOutOfMemory) || errors.Is(err, ErrTooLarge)
+}
 
 // DType is a tensor's element type.
 type DType uint8

@@ -55,10 +55,10 @@ func (m *memoryLimitFlag) Set(s string) error {
 // hostMemoryShare is the share (1/hostMemoryShare) of the host's memory
 // that an engine computing in host memory (the reference engine, a CPU
 // Vulkan device such as lavapipe) may hold in tensors unless
-// --memory-limit says otherwise. Past it predict takes smaller windows and
-// train stops with an error that says so, where the host would otherwise
-// swap or end the process; the rest is left to the volumes, the results
-// and the other programs.
+// --memory-limit says otherwise. Past it predict takes smaller windows,
+// train a smaller derived patch, or they stop with an error that says so,
+// where the host would otherwise swap or end the process; the rest is left
+// to the volumes, the results and the other programs.
 const hostMemoryShare = 2
 
 // hostMemory returns the host's physical memory in bytes as the Linux

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -88,7 +87,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := train.Run(ctx, opt, e, log, terminal(stderr))
-	if errors.Is(err, ops.ErrOutOfMemory) || errors.Is(err, ops.ErrTooLarge) {
+	if ops.DoesNotFit(err) {
 		return fmt.Errorf("%w\nthe engine cannot hold the network for this patch and batch: a smaller --patch or --batch needs less", err)
 	}
 	if err != nil {

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -244,7 +243,7 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 		set.Domains, set.Size = 1, size
 		set.Pools = poolsFor(size)
 		ms, err := forwardOnly(e, set, opt.Repeats)
-		if deviceFull(err) {
+		if ops.DoesNotFit(err) {
 			// The larger sizes do not fit either; each says so.
 			log(fmt.Sprintf("scaling %d³ does not fit the device: %v", size, err))
 			rep.Scaling = append(rep.Scaling, ScaleResult{Size: size, Skipped: err.Error()})
@@ -448,12 +447,6 @@ func wall(e ops.Engine, repeats int, f func() error) (float64, error) {
 	return ts[len(ts)/2], nil
 }
 
-// deviceFull reports whether err says that a network does not fit the
-// device: out of memory, or a tensor larger than the device binds.
-func deviceFull(err error) bool {
-	return errors.Is(err, ops.ErrOutOfMemory) || errors.Is(err, ops.ErrTooLarge)
-}
-
 // fittedNetwork measures the network at set, halving the volume (and the
 // poolings, so that the deepest level keeps two voxels) while it does not
 // fit the device, as the reference's 128³ does not fit lavapipe's
@@ -464,7 +457,7 @@ func fittedNetwork(e ops.Engine, mode string, set NetSetting, repeats int, log f
 	for {
 		log(fmt.Sprintf("network: %s at %d³", mode, set.Size))
 		r, err := network(e, mode, set, repeats)
-		if deviceFull(err) && set.Size >= 8 {
+		if ops.DoesNotFit(err) && set.Size >= 8 {
 			log(fmt.Sprintf("network %s at %d³ does not fit the device (%v); measuring at %d³", mode, set.Size, err, set.Size/2))
 			set.Size /= 2
 			for a := range set.Pools {

@@ -6,7 +6,6 @@ package predict
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -113,19 +112,13 @@ func fitWindow(reserve func(batch int, size [3]int) error, size [3]int, batch in
 		if err == nil {
 			return size, batch, nil
 		}
-		if !deviceFull(err) {
+		if !ops.DoesNotFit(err) {
 			return size, batch, err
 		}
 		batch /= 2
 	}
 	fitted, err := FitWindow(func(s [3]int) error { return reserve(batch, s) }, size, multiple)
 	return fitted, batch, err
-}
-
-// deviceFull reports whether err is the engine's out-of-memory or
-// too-large error.
-func deviceFull(err error) bool {
-	return errors.Is(err, ops.ErrOutOfMemory) || errors.Is(err, ops.ErrTooLarge)
 }
 
 // FitWindow returns the largest window no larger than size on any axis
@@ -145,7 +138,7 @@ func FitWindow(reserve func(size [3]int) error, size, multiple [3]int) ([3]int, 
 		if err == nil {
 			return size, nil
 		}
-		if !deviceFull(err) {
+		if !ops.DoesNotFit(err) {
 			return size, err
 		}
 		longest := -1
