@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/predict"
 )
 
 func init() {
@@ -68,10 +69,13 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, d := range c.Domains {
+	for i, d := range c.Domains {
 		plan := ""
 		if len(d.Plan) > 0 {
 			plan = ", with preprocessing plan"
+			if p, err := predict.Plan(c, i); err == nil && p.Patch != [3]int{} {
+				plan += fmt.Sprintf(", trained at %d×%d×%d", p.Patch[0], p.Patch[1], p.Patch[2])
+			}
 		}
 		fmt.Fprintf(tw, "domain %s (%d in, %d classes%s)\t%d\t%s\t\n", d.Name, d.InChannels, d.Classes, plan,
 			counts.PerDomain[d.Name], pct(counts.PerDomain[d.Name]))

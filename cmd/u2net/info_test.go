@@ -16,6 +16,8 @@ func TestInfo(t *testing.T) {
 	cfg.BaseChannels = 4
 	cfg.PoolsPerAxis = [3]int{2, 2, 2}
 	cfg.Domains = []u2net.Domain{{Name: "heart", InChannels: 1, Classes: 2}, {Name: "prostate", InChannels: 2, Classes: 3}}
+	cfg.Domains[0].Plan = json.RawMessage(`{"version": 1, "domain": "heart", "modalities": ["MRI"], "labels": ["background", "heart"],
+		"target_spacing": [1, 1, 1], "median_shape": [40, 40, 40], "patch": [16, 32, 32], "normalization": [{"scheme": "zscore"}]}`)
 	m, err := u2net.New(cfg, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +30,8 @@ func TestInfo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("info: exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"mode universal", "total", "shared", "domain heart", "domain prostate", "%"} {
+	for _, want := range []string{"mode universal", "total", "shared", "domain heart (1 in, 2 classes, with preprocessing plan, trained at 16×32×32)",
+		"domain prostate (2 in, 3 classes)", "%"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("info output lacks %q:\n%s", want, stdout)
 		}
