@@ -110,10 +110,10 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	if err != nil {
 		return nil, err
 	}
-	derived := opt.Patch == [3]int{}
 	if opt.Resume {
-		derived = resumeOptions(&opt, log) && derived
+		resumeOptions(&opt, log)
 	}
+	derived := opt.Patch == [3]int{}
 	opt.Patch = choosePatch(opt.Patch, doms)
 	cfg, err := buildConfig(opt, doms)
 	if err != nil {
@@ -426,10 +426,9 @@ func sameDomains(a, b u2net.Config) error {
 // resumeOptions compares the options of a resumed run with those it began
 // with (its options file) and warns of those that differ: the run then
 // does not continue exactly. Without a patch given, the run takes its own
-// (which may have been fitted to the device); it returns false then, the
-// patch being no longer derived. A run without a readable options file
-// keeps its options as given.
-func resumeOptions(opt *Options, log *slog.Logger) bool {
+// (which may have been fitted to the device), as if given. A run without a
+// readable options file keeps its options as given.
+func resumeOptions(opt *Options, log *slog.Logger) {
 	data, err := os.ReadFile(filepath.Join(opt.Out, OptionsFile))
 	var prev Options
 	if err == nil {
@@ -437,11 +436,10 @@ func resumeOptions(opt *Options, log *slog.Logger) bool {
 	}
 	if err != nil {
 		log.Warn("resuming without the run's options; the options given are taken as they are", "error", err)
-		return true
+		return
 	}
-	derived := true
-	if opt.Patch == [3]int{} && prev.Patch != [3]int{} {
-		opt.Patch, derived = prev.Patch, false
+	if opt.Patch == [3]int{} {
+		opt.Patch = prev.Patch
 	}
 	// What a resumed run may change without changing its steps: where it
 	// reads and writes, how long it runs, how many goroutines augment.
@@ -461,7 +459,6 @@ func resumeOptions(opt *Options, log *slog.Logger) bool {
 	if len(changed) > 0 {
 		log.Warn("resuming with options other than the run began with: it does not continue exactly", "changed", strings.Join(changed, ", "))
 	}
-	return derived
 }
 
 // WriteJSON writes v as indented JSON to path atomically (a temporary file
