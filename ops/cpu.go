@@ -294,15 +294,15 @@ func (c *CPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 // InstanceNorm3dBackward implements Engine.
 // The saved statistics are checked and then left unused: the reference
 // recomputes them in float64.
-func (c *CPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, invStd, dy, dx, dgamma, dbeta *Tensor) error {
+func (c *CPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, invStd, dy, dx, dr, dgamma, dbeta *Tensor) error {
 	const op = "InstanceNorm3dBackward"
-	if err := c.owned(op, x, r, gamma, beta, mean, invStd, dy, dx, dgamma, dbeta); err != nil {
+	if err := c.owned(op, x, r, gamma, beta, mean, invStd, dy, dx, dr, dgamma, dbeta); err != nil {
 		return err
 	}
 	if err := checkSavedStats(c, op, p, mean, invStd); err != nil {
 		return err
 	}
-	return ref.InstanceNorm3dBackward(p, f(x), f(r), f(gamma), f(beta), f(dy), f(dx), f(dgamma), f(dbeta))
+	return ref.InstanceNorm3dBackward(p, f(x), f(r), f(gamma), f(beta), f(dy), f(dx), f(dr), f(dgamma), f(dbeta))
 }
 
 func floats(ts []*Tensor) [][]float32 {

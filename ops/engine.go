@@ -123,10 +123,11 @@ type Engine interface {
 
 	InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invStd *Tensor) error
 	// InstanceNorm3dBackward takes optionally the statistics InstanceNorm3d
-	// saved (mean and invStd, both or neither) for the same x and r: an
-	// engine may use them instead of computing them again (the GPU does;
-	// the CPU reference recomputes them in float64).
-	InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, invStd, dy, dx, dgamma, dbeta *Tensor) error
+	// saved (mean and invStd, both or neither) for the same x: an engine
+	// may use them instead of computing them again (the GPU does; the CPU
+	// reference recomputes them in float64). dr, the residual's gradient,
+	// is nil unless p.Residual.
+	InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, invStd, dy, dx, dr, dgamma, dbeta *Tensor) error
 
 	Concat(p ref.ConcatParams, parts []*Tensor, y *Tensor) error
 	Split(p ref.ConcatParams, x *Tensor, parts []*Tensor) error

@@ -11,13 +11,13 @@ import (
 //
 //	norm_stats (MODE 0)   per (plane, chunk): the chunk's mean and M2
 //	norm_combine (MODE 0) per plane: Chan's merge of the chunks → mean, invStd
-//	norm_apply (MODE 0)   elementwise: y = act(gamma·x̂ + beta)
+//	norm_apply (MODE 0)   elementwise: y = act(gamma·x̂ + beta (+ r))
 //
 // and for the backward pass the same two statistics passes, then
 //
 //	norm_stats (MODE 1)   per (plane, chunk): Σ g and Σ g·x̂
 //	norm_combine (MODE 1) per channel: the plane means and dgamma, dbeta
-//	norm_apply (MODE 1)   elementwise: dx
+//	norm_apply (MODE 1)   elementwise: dx and the residual's dr
 //
 // Planes are split into chunks of normChunk voxels so that a few large
 // planes (2×32 planes of 64³) still spread over thousands of workgroups;
@@ -123,13 +123,13 @@ func (g *GPU) checkNorm(op string, p ref.NormParams, x, r, gamma, beta *Tensor, 
 }
 
 // normStats records norm_stats and norm_combine in MODE 0: mean and invStd
-// receive one value per plane.
-func (g *GPU) normStats(np *normPlan, x, r *Tensor, mean, invStd *vk.Buffer) error {
+// receive one value per plane of x.
+func (g *GPU) normStats(np *normPlan, x *Tensor, mean, invStd *vk.Buffer) error {
 	partial, err := g.scratchBuf("norm-partial", 2*np.groups())
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
-	if err := g.normReduce(np, 0, x, r, nil, nil, nil, g.dummy, g.dummy, partial); err != nil {
+	if err := g.normReduce(np, 0, x, nil, nil, nil, nil, g.dummy, g.dummy, partial); err != nil {
 		return err
 	}
 	// MODE 0 leaves res unwritten; a written binding must not be the dummy.
@@ -164,8 +164,9 @@ func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res
 	return g.dispatch(np.op, k, vk.Grid1D(n, 1), push, partial, res, a, b)
 }
 
-// normApply records norm_apply in the given mode, writing out.
-func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, mean, invStd, coef *vk.Buffer, out *Tensor) error {
+// normApply records norm_apply in the given mode, writing out (y or dx) and
+// in MODE 1 dr, where they are not nil.
+func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor, mean, invStd, coef *vk.Buffer, out, dr *Tensor) error {
 	items, perPlane := np.p.InputLen(), int(np.push.V)
 	if np.vec4 {
 		items, perPlane = items/4, perPlane/4
@@ -177,13 +178,14 @@ func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor
 	wg := tuned(g, normWG, normApplyWGCPU)
 	in := g.input(np.vec4)
 	k, err := g.kernel("norm_apply",
-		[]vk.Access{in, in, in, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write}, 36,
-		uint32(wg), 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU), uint32(vpi))
+		[]vk.Access{in, in, in, vk.Read, vk.Read, vk.Read, vk.Read, vk.Read, vk.Write, vk.Write}, 36,
+		uint32(wg), 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU), uint32(vpi),
+		b32(out != nil), b32(dr != nil))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
 	return g.dispatch(np.op, k, vk.Grid1D(items/vpi, wg), np.push,
-		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, mean, invStd, coef, out.gpu.buf)
+		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, mean, invStd, coef, g.out(out), g.out(dr))
 }
 
 // fusedNorm reports whether a norm pass over groups workgroups (planes
@@ -194,8 +196,9 @@ func (g *GPU) fusedNorm(groups int) bool {
 
 // normFused records norm_fused in the given mode over groups workgroups:
 // MODE 0 writes mean and invStd, MODE 1 reads them and writes a and b
-// (dgamma, dbeta). Without out (y or dx) it skips the elementwise pass.
-func (g *GPU) normFused(np *normPlan, mode uint32, push pushNorm, x, r, dy, gamma, beta *Tensor, mean, invStd, a, b *vk.Buffer, out *Tensor) error {
+// (dgamma, dbeta). Without out (y or dx) and dr it skips the elementwise
+// pass.
+func (g *GPU) normFused(np *normPlan, mode uint32, push pushNorm, x, r, dy, gamma, beta *Tensor, mean, invStd, a, b *vk.Buffer, out, dr *Tensor) error {
 	in := g.input(np.vec4)
 	stats := vk.Write
 	groups := int(np.push.NC)
@@ -203,13 +206,13 @@ func (g *GPU) normFused(np *normPlan, mode uint32, push pushNorm, x, r, dy, gamm
 		stats, groups = vk.Read, np.p.C
 	}
 	k, err := g.kernel("norm_fused",
-		[]vk.Access{in, in, in, vk.Read, vk.Read, stats, stats, vk.Write, vk.Write, vk.Write}, 36,
-		normStatsCPU, 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU), b32(out != nil))
+		[]vk.Access{in, in, in, vk.Read, vk.Read, stats, stats, vk.Write, vk.Write, vk.Write, vk.Write}, 36,
+		normStatsCPU, 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU), b32(out != nil), b32(dr != nil))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
 	return g.dispatch(np.op, k, vk.Grid1D(groups, 1), push,
-		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, mean, invStd, a, b, g.out(out))
+		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, mean, invStd, a, b, g.out(out), g.out(dr))
 }
 
 // statsBufs returns where a pass keeps the per-plane mean and invStd: the
@@ -243,26 +246,30 @@ func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 		return err
 	}
 	if g.fusedNorm(int(np.push.NC)) {
-		return g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), y)
+		return g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), y, nil)
 	}
-	if err := g.normStats(&np, x, r, mb, sb); err != nil {
+	if err := g.normStats(&np, x, mb, sb); err != nil {
 		return err
 	}
-	return g.normApply(&np, 0, x, r, nil, gamma, beta, mb, sb, g.dummy, y)
+	return g.normApply(&np, 0, x, r, nil, gamma, beta, mb, sb, g.dummy, y, nil)
 }
 
 // InstanceNorm3dBackward implements Engine. With the saved statistics it
-// skips their two passes over x and r.
-func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, invStd, dy, dx, dgamma, dbeta *Tensor) error {
+// skips their two passes over x.
+func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, invStd, dy, dx, dr, dgamma, dbeta *Tensor) error {
 	const op = "InstanceNorm3dBackward"
 	if err := g.checkNorm(op, p, x, r, gamma, beta, in("dy", dy, p.OutputLen()),
-		opt("dx", dx, p.InputLen()), opt("dgamma", dgamma, p.ParamLen()), opt("dbeta", dbeta, p.ParamLen())); err != nil {
+		opt("dx", dx, p.InputLen()), opt("dr", dr, p.InputLen()),
+		opt("dgamma", dgamma, p.ParamLen()), opt("dbeta", dbeta, p.ParamLen())); err != nil {
 		return err
+	}
+	if !p.Residual && dr != nil {
+		return fmt.Errorf("ops.%s: residual gradient given (%d elements) but %v has Residual false", op, dr.Len(), p)
 	}
 	if err := checkSavedStats(g, op, p, mean, invStd); err != nil {
 		return err
 	}
-	if dx == nil && dgamma == nil && dbeta == nil {
+	if dx == nil && dr == nil && dgamma == nil && dbeta == nil {
 		return nil
 	}
 	np := g.newNormPlan(op, p)
@@ -272,13 +279,13 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, 
 	}
 	if g.fusedNorm(p.C) {
 		if mean == nil {
-			if err := g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), nil); err != nil {
+			if err := g.normFused(&np, 0, np.push, x, nil, nil, gamma, beta, mb, sb, g.discard(), g.discard(), nil, nil); err != nil {
 				return err
 			}
 		}
 		push := np.push
 		push.HasA, push.HasB = b32(dgamma != nil), b32(dbeta != nil)
-		return g.normFused(&np, 1, push, x, r, dy, gamma, beta, mb, sb, g.out(dgamma), g.out(dbeta), dx)
+		return g.normFused(&np, 1, push, x, r, dy, gamma, beta, mb, sb, g.out(dgamma), g.out(dbeta), dx, dr)
 	}
 	coef, err := g.scratchBuf("norm-coef", 2*p.StatsLen())
 	if err != nil {
@@ -289,7 +296,7 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, 
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	if mean == nil {
-		if err := g.normStats(&np, x, r, mb, sb); err != nil {
+		if err := g.normStats(&np, x, mb, sb); err != nil {
 			return err
 		}
 	}
@@ -301,8 +308,8 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, 
 	if err := g.normCombine(&np, 1, push, gpartial, coef, g.out(dgamma), g.out(dbeta), p.C); err != nil {
 		return err
 	}
-	if dx == nil {
+	if dx == nil && dr == nil {
 		return nil
 	}
-	return g.normApply(&np, 1, x, r, dy, gamma, beta, mb, sb, coef, dx)
+	return g.normApply(&np, 1, x, r, dy, gamma, beta, mb, sb, coef, dx, dr)
 }

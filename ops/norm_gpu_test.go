@@ -41,14 +41,9 @@ var normShapes = []struct {
 // mixed-sign terms that can be 10³ times smaller than the sum of their
 // magnitudes, so their fp32 error is ε·√terms·10³ at worst (3e-6 seen with
 // one channel); normGradTol covers that.
-//
-// With two voxels per plane u1 − u0 can be small next to u: rounding u = x + r
-// to fp32 (ref adds in float64) then shows in y at ε·|u|/|u − mean|, so those
-// shapes get normTinyTol.
 const (
 	normTol     = 1e-6
 	normGradTol = 1e-5
-	normTinyTol = 4e-6
 )
 
 // normInput returns 3 + 2·N(0, 1) values: a mean far from zero exposes
@@ -92,20 +87,16 @@ func TestInstanceNormGPU(t *testing.T) {
 			if p.Residual {
 				res = randn(r, p.InputLen())
 				fwd = append(fwd, input("r", res))
-				bwd = append(bwd, input("r", res))
-			}
-			tol := normTol
-			if p.Size.Voxels() == 2 {
-				tol = normTinyTol
+				bwd = append(bwd, input("r", res), output("dr", p.InputLen()))
 			}
 			name := fmt.Sprintf("N%d-C%d-%v-res%t-leaky%t", s.n, s.c, s.size, p.Residual, p.LeakyReLU)
 			cases = append(cases,
 				opCase{name + "/fwd", fwd, func(e Engine, t map[string]*Tensor) error {
 					return e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"])
-				}, tol},
+				}, normTol},
 				opCase{name + "/bwd", bwd, func(e Engine, t map[string]*Tensor) error {
 					return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], nil, nil, t["dy"],
-						t["dx"], t["dgamma"], t["dbeta"])
+						t["dx"], t["dr"], t["dgamma"], t["dbeta"])
 				}, normGradTol},
 				// The backward pass on the statistics the forward saved.
 				opCase{name + "/fwd+bwd-saved", append(bwd, output("y", p.OutputLen()),
@@ -115,7 +106,7 @@ func TestInstanceNormGPU(t *testing.T) {
 							return err
 						}
 						return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["mean"], t["invStd"],
-							t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+							t["dy"], t["dx"], t["dr"], t["dgamma"], t["dbeta"])
 					}, normGradTol},
 			)
 		}
@@ -134,16 +125,35 @@ func TestInstanceNormGPU(t *testing.T) {
 				return e.InstanceNorm3d(p, t["x"], nil, t["gamma"], t["beta"], t["y"], nil, t["invStd"])
 			}, normTol},
 		opCase{"bwd-dx-only", with(output("dx", p.InputLen())), func(e Engine, t map[string]*Tensor) error {
-			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], t["dx"], nil, nil)
+			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], t["dx"], nil, nil, nil)
 		}, normGradTol},
 		opCase{"bwd-params-only", with(output("dgamma", p.C), output("dbeta", p.C)),
 			func(e Engine, t map[string]*Tensor) error {
-				return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], nil, t["dgamma"], t["dbeta"])
+				return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], nil, nil, t["dgamma"], t["dbeta"])
 			}, normGradTol},
 		opCase{"bwd-dbeta-only", with(output("dbeta", p.C)), func(e Engine, t map[string]*Tensor) error {
-			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], nil, nil, t["dbeta"])
+			return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], nil, nil, t["dy"], nil, nil, nil, t["dbeta"])
 		}, normGradTol},
 	)
+	// With a residual, each of its elementwise outputs alone, on the
+	// chunked passes and (8 planes or channels) on norm_fused.
+	for _, c := range []int{3, 8} {
+		p := ref.NormParams{N: 2, C: c, Size: ref.Dims3{4, 5, 6}, Eps: ref.DefaultNormEps, Residual: true,
+			LeakyReLU: true, Slope: 0.2}
+		res := []tensorSpec{input("x", normInput(r, p.InputLen())), input("r", randn(r, p.InputLen())),
+			input("gamma", randn(r, p.C)), input("beta", randn(r, p.C)), input("dy", randn(r, p.OutputLen()))}
+		with := func(out string) []tensorSpec {
+			return append(append([]tensorSpec(nil), res...), output(out, p.InputLen()))
+		}
+		cases = append(cases,
+			opCase{fmt.Sprintf("C%d-res-bwd-dx-only", c), with("dx"), func(e Engine, t map[string]*Tensor) error {
+				return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], nil, nil, t["dy"], t["dx"], nil, nil, nil)
+			}, normGradTol},
+			opCase{fmt.Sprintf("C%d-res-bwd-dr-only", c), with("dr"), func(e Engine, t map[string]*Tensor) error {
+				return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], nil, nil, t["dy"], nil, t["dr"], nil, nil)
+			}, normGradTol},
+		)
+	}
 	checkCases(t, cases)
 }
 
@@ -159,13 +169,13 @@ func TestInstanceNormGPUDeterministic(t *testing.T) {
 			tensors: []tensorSpec{input("x", normInput(r, p.InputLen())), input("r", randn(r, p.InputLen())),
 				input("gamma", randn(r, p.C)), input("beta", randn(r, p.C)), input("dy", randn(r, p.OutputLen())),
 				output("y", p.OutputLen()), output("mean", p.StatsLen()), output("invStd", p.StatsLen()),
-				output("dx", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)},
+				output("dx", p.InputLen()), output("dr", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)},
 			run: func(e Engine, t map[string]*Tensor) error {
 				if err := e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"]); err != nil {
 					return err
 				}
 				return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["mean"], t["invStd"],
-					t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+					t["dy"], t["dx"], t["dr"], t["dgamma"], t["dbeta"])
 			},
 		}
 		checkBitwiseRepeat(t, g, c, 3)
@@ -183,7 +193,7 @@ func TestInstanceNormGPUSavedStats(t *testing.T) {
 		tensors := []tensorSpec{input("x", normInput(r, p.InputLen())), input("r", randn(r, p.InputLen())),
 			input("gamma", randn(r, p.C)), input("beta", randn(r, p.C)), input("dy", randn(r, p.OutputLen())),
 			output("y", p.OutputLen()), output("mean", p.StatsLen()), output("invStd", p.StatsLen()),
-			output("dx", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)}
+			output("dx", p.InputLen()), output("dr", p.InputLen()), output("dgamma", p.C), output("dbeta", p.C)}
 		var runs [2]map[string][]float32
 		for i, saved := range []bool{false, true} {
 			got, _, err := runOn(g, opCase{tensors: tensors, run: func(e Engine, t map[string]*Tensor) error {
@@ -195,14 +205,14 @@ func TestInstanceNormGPUSavedStats(t *testing.T) {
 					mean, invStd = nil, nil
 				}
 				return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], mean, invStd,
-					t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+					t["dy"], t["dx"], t["dr"], t["dgamma"], t["dbeta"])
 			}})
 			if err != nil {
 				t.Fatalf("%v saved %t: %v", size, saved, err)
 			}
 			runs[i] = got
 		}
-		for _, name := range []string{"dx", "dgamma", "dbeta"} {
+		for _, name := range []string{"dx", "dr", "dgamma", "dbeta"} {
 			for i, v := range runs[1][name] {
 				if w := runs[0][name][i]; math.Float32bits(v) != math.Float32bits(w) {
 					t.Fatalf("%v: %s[%d] = %v with saved statistics, %v without", size, name, i, v, w)
@@ -240,11 +250,13 @@ func TestInstanceNormGPUErrors(t *testing.T) {
 		{"residual without Residual", fwd, g.InstanceNorm3d(p, x, x, gamma, beta, y, st, st)},
 		{"Residual without residual", fwd, g.InstanceNorm3d(res, x, nil, gamma, beta, y, st, st)},
 		{"one voxel", fwd, g.InstanceNorm3d(one, gamma, nil, gamma, beta, gamma, st, st)},
-		{"short dy", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, nil, nil, short, x, gamma, beta)},
-		{"residual without Residual", bwd, g.InstanceNorm3dBackward(p, x, x, gamma, beta, nil, nil, y, x, gamma, beta)},
-		{"dgamma length", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, nil, nil, y, x, x, beta)},
-		{"mean without invStd", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, st, nil, y, x, gamma, beta)},
-		{"saved mean length", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, x, st, y, x, gamma, beta)},
+		{"short dy", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, nil, nil, short, x, nil, gamma, beta)},
+		{"residual without Residual", bwd, g.InstanceNorm3dBackward(p, x, x, gamma, beta, nil, nil, y, x, nil, gamma, beta)},
+		{"residual gradient without Residual", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, nil, nil, y, x, y, gamma, beta)},
+		{"short dr", bwd, g.InstanceNorm3dBackward(res, x, x, gamma, beta, nil, nil, y, x, short, gamma, beta)},
+		{"dgamma length", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, nil, nil, y, x, nil, x, beta)},
+		{"mean without invStd", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, st, nil, y, x, nil, gamma, beta)},
+		{"saved mean length", bwd, g.InstanceNorm3dBackward(p, x, nil, gamma, beta, x, st, y, x, nil, gamma, beta)},
 	}
 	for _, c := range cases {
 		if c.err == nil {
@@ -290,7 +302,7 @@ func BenchmarkInstanceNorm(b *testing.B) {
 						return err
 					}
 					return e.InstanceNorm3dBackward(p, t["x"], nil, t["gamma"], t["beta"], t["mean"], t["invStd"],
-						t["dy"], t["dx"], t["dgamma"], t["dbeta"])
+						t["dy"], t["dx"], nil, t["dgamma"], t["dbeta"])
 				}})
 		})
 	}
@@ -345,11 +357,11 @@ func TestDepthwiseNormProfile(t *testing.T) {
 				return err
 			}
 			return g.InstanceNorm3dBackward(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["mean"], ts["invStd"],
-				ts["dy"], ts["dx"], ts["dgamma"], ts["dbeta"])
+				ts["dy"], ts["dx"], nil, ts["dgamma"], ts["dbeta"])
 		}},
 		{"norm bwd", 12 * float64(n), func() error {
 			return g.InstanceNorm3dBackward(np, ts["x"], nil, ts["gamma"], ts["beta"], ts["mean"], ts["invStd"],
-				ts["dy"], ts["dx"], ts["dgamma"], ts["dbeta"])
+				ts["dy"], ts["dx"], nil, ts["dgamma"], ts["dbeta"])
 		}},
 	} {
 		per := map[string][]float64{}

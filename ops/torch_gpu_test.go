@@ -280,13 +280,17 @@ func torchNorm(p ref.NormParams) torchRun {
 		n := x.Len()
 		y, mean, invStd := s.poisoned(n), s.poisoned(p.N*p.C), s.poisoned(p.N*p.C)
 		dx, dgamma, dbeta := s.poisoned(n), s.poisoned(p.C), s.poisoned(p.C)
+		var dr *Tensor
+		if p.Residual {
+			dr = s.poisoned(n)
+		}
 		s.check(s.g.InstanceNorm3d(p, x, r, gamma, beta, y, mean, invStd))
 		// The backward pass reads the saved statistics, as PyTorch's does.
-		s.check(s.g.InstanceNorm3dBackward(p, x, r, gamma, beta, mean, invStd, dy, dx, dgamma, dbeta))
+		s.check(s.g.InstanceNorm3dBackward(p, x, r, gamma, beta, mean, invStd, dy, dx, dr, dgamma, dbeta))
 		out := torchResults{"y": s.read(y), "mean": s.read(mean), "inv_std": s.read(invStd),
 			"dx": s.read(dx), "dgamma": s.read(dgamma), "dbeta": s.read(dbeta)}
 		if p.Residual {
-			out["dr"] = out["dx"] // the sum x + r passes the same gradient to both
+			out["dr"] = s.read(dr)
 		}
 		return out
 	}

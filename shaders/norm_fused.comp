@@ -6,14 +6,15 @@
 // per dispatch, so one workgroup per plane (or channel) does norm_stats',
 // norm_combine's and norm_apply's work in turn, re-reading a plane that is
 // still in the core's cache, where a GPU needs thousands of workgroups.
-//   MODE 0: workgroup nc takes plane nc, u = x (+ r): its mean, then
-//           M2 = Σ (u − mean)² about that mean (two passes), writes mean
-//           and invStd = 1/sqrt(M2/V + eps), then, with APPLY,
-//           y = act(gamma·x̂ + beta).
+//   MODE 0: workgroup nc takes plane nc of x: its mean, then
+//           M2 = Σ (x − mean)² about that mean (two passes), writes mean
+//           and invStd = 1/sqrt(M2/V + eps), then, with OUT_X,
+//           y = act(gamma·x̂ + beta (+ r)).
 //   MODE 1: workgroup c takes channel c's planes one sample at a time:
 //           Σ g and Σ g·x̂ (g = dy through the LeakyReLU, x̂ from the saved
-//           statistics), then, with APPLY, dx as norm_apply's MODE 1; the
-//           sums over the samples are dgamma (when hasA) and dbeta (hasB).
+//           statistics), then, with OUT_X, dx as norm_apply's MODE 1 and,
+//           with OUT_R, dr = g; the sums over the samples are dgamma (when
+//           hasA) and dbeta (hasB).
 // Each invocation sums its values in blocks of 16 loads and groups of 16
 // blocks before its running total, which keeps a plane of 10⁶ voxels at
 // about fp32 precision; the invocations meet in a fixed tree in shared
@@ -26,7 +27,11 @@ layout(constant_id = 3) const bool VEC4 = true;
 layout(constant_id = 4) const uint MODE = 0;
 layout(constant_id = 5) const bool RESIDUAL = false;
 layout(constant_id = 6) const bool LEAKY = false;
-layout(constant_id = 7) const bool APPLY = true;
+// The elementwise outputs: y or dx (binding 9), and in MODE 1 dr
+// (binding 10). Without them a pass computes only statistics.
+layout(constant_id = 7) const bool OUT_X = true;
+layout(constant_id = 8) const bool OUT_R = false;
+const bool APPLY = OUT_X || OUT_R;
 
 const uint LW = VEC4 ? 4 : 1;
 const uint BLOCK = 16; // loads per block
@@ -45,6 +50,8 @@ layout(std430, binding = 7) writeonly buffer A { float a[]; };
 layout(std430, binding = 8) writeonly buffer B { float b[]; };
 layout(std430, binding = 9) writeonly buffer Y { float y[]; };
 layout(std430, binding = 9) writeonly buffer Y4 { vec4 y4[]; };
+layout(std430, binding = 10) writeonly buffer DR { float dr[]; };
+layout(std430, binding = 10) writeonly buffer DR4 { vec4 dr4[]; };
 layout(push_constant) uniform Push {
     uint nc, c, v;
     uint ch, chunks;
@@ -70,22 +77,24 @@ vec2 reduce(vec2 s) {
     return t;
 }
 
-// u returns item i (a vec4, or one value in lane 0) of x (+ r).
-vec4 u(uint i) {
-    if (VEC4) {
-        return RESIDUAL ? x4(i) + r4(i) : x4(i);
-    }
-    return vec4(RESIDUAL ? x(i) + r(i) : x(i), 0.0, 0.0, 0.0);
-}
-
+// xItem, rItem and grad return item i (a vec4, or one value in lane 0) of
+// x, r and dy.
+vec4 xItem(uint i) { return VEC4 ? x4(i) : vec4(x(i), 0.0, 0.0, 0.0); }
+vec4 rItem(uint i) { return VEC4 ? r4(i) : vec4(r(i), 0.0, 0.0, 0.0); }
 vec4 grad(uint i) { return VEC4 ? dy4(i) : vec4(dy(i), 0.0, 0.0, 0.0); }
+
+// z returns the affine transform's output (with the residual) at item i.
+vec4 z(uint i, vec4 xh, float ga, float be) {
+    vec4 v = ga * xh + be;
+    return RESIDUAL ? v + rItem(i) : v;
+}
 
 const vec4 lanes = VEC4 ? vec4(1.0) : vec4(1.0, 0.0, 0.0, 0.0);
 
-// term returns what item i of a plane adds: in MODE 0, u (for the mean) or
-// with m2 (u − st.x)² (for M2); in MODE 1, (g, g·x̂).
+// term returns what item i of a plane adds: in MODE 0, x (for the mean) or
+// with m2 (x − st.x)² (for M2); in MODE 1, (g, g·x̂).
 vec2 term(uint i, vec2 st, float ga, float be, bool m2) {
-    vec4 v = u(i);
+    vec4 v = xItem(i);
     if (MODE == 0) {
         if (!m2) {
             return vec2(dot(v, lanes), 0.0);
@@ -97,7 +106,7 @@ vec2 term(uint i, vec2 st, float ga, float be, bool m2) {
     vec4 gv = grad(i);
     if (LEAKY) {
         // Slope where z ≤ 0 (or NaN), as ref and PyTorch do.
-        gv = mix(gv * p.slope, gv, greaterThan(ga * xh + be, vec4(0.0)));
+        gv = mix(gv * p.slope, gv, greaterThan(z(i, xh, ga, be), vec4(0.0)));
     }
     return vec2(dot(gv, lanes), dot(gv * xh, lanes));
 }
@@ -123,28 +132,38 @@ vec2 planeSum(uint i0, uint n, vec2 st, float ga, float be, bool m2) {
     return reduce(s);
 }
 
-// apply writes the plane's output items [i0, i0 + n): y in MODE 0, dx in
-// MODE 1 with cf = (mean of g, mean of g·x̂).
+// apply writes the plane's output items [i0, i0 + n): y in MODE 0, dx and
+// dr in MODE 1 with cf = (mean of g, mean of g·x̂).
 void apply(uint i0, uint n, vec2 st, float ga, float be, vec2 cf) {
     for (uint j = gl_LocalInvocationIndex; j < n; j += WG) {
         uint i = i0 + j;
-        vec4 xh = (u(i) - st.x) * st.y;
-        vec4 z = ga * xh + be;
-        bvec4 pos = greaterThan(z, vec4(0.0));
+        vec4 xh = (xItem(i) - st.x) * st.y;
+        // The backward pass needs z only for the LeakyReLU's derivative.
+        vec4 zi = MODE == 0 || LEAKY ? z(i, xh, ga, be) : vec4(0.0);
+        bvec4 pos = greaterThan(zi, vec4(0.0));
         vec4 o;
         if (MODE == 0) {
-            o = LEAKY ? mix(z * p.slope, z, pos) : z;
+            o = LEAKY ? mix(zi * p.slope, zi, pos) : zi;
         } else {
             vec4 gv = grad(i);
             if (LEAKY) {
                 gv = mix(gv * p.slope, gv, pos);
             }
+            if (OUT_R) {
+                if (VEC4) {
+                    dr4[i] = gv;
+                } else {
+                    dr[i] = gv.x;
+                }
+            }
             o = (st.y * ga) * (gv - cf.x - xh * cf.y);
         }
-        if (VEC4) {
-            y4[i] = o;
-        } else {
-            y[i] = o.x;
+        if (OUT_X) {
+            if (VEC4) {
+                y4[i] = o;
+            } else {
+                y[i] = o.x;
+            }
         }
     }
 }

@@ -3,14 +3,15 @@
 #extension GL_EXT_control_flow_attributes : require
 // norm_stats: first pass of the instance norm's per-(n, c) reductions, split
 // into chunks of CH = WG·VPT·LW voxels so that a few large planes still fill
-// the GPU. Workgroup g = nc·chunks + j reads chunk j of plane nc, u = x (+ r),
-// and writes two values to partial[2g ..]:
-//   MODE 0: the chunk's mean and M2 = Σ (u − mean)², computed in two passes
+// the GPU. Workgroup g = nc·chunks + j reads chunk j of plane nc and writes
+// two values to partial[2g ..]:
+//   MODE 0: the chunk's mean and M2 = Σ (x − mean)², computed in two passes
 //           over the values it holds in registers (read from memory once);
 //           norm_combine merges the chunks with Chan's formula.
-//   MODE 1: Σ g and Σ g·x̂ for the backward pass, where x̂ = (u − mean)·invStd
+//   MODE 1: Σ g and Σ g·x̂ for the backward pass, where x̂ = (x − mean)·invStd
 //           (per plane, from norm_combine's MODE 0 or saved by the forward
-//           pass) and g is dy passed back through the LeakyReLU.
+//           pass) and g is dy passed back through the LeakyReLU at
+//           z = gamma·x̂ + beta (+ r).
 // Each sum goes over the invocation's values in order and then a fixed binary
 // tree in shared memory: no atomics, the same bits on every run. With VEC4
 // (V a multiple of 4) every load is a vec4; otherwise lanes 1..3 are unused.
@@ -62,11 +63,14 @@ vec2 reduce(vec2 v) {
     return t;
 }
 
-vec4 load(bool fromDY, uint e) {
+// X, R and DY name the tensors that load reads.
+const uint X = 0, R = 1, DY = 2;
+
+vec4 load(uint t, uint e) {
     if (VEC4) {
-        return fromDY ? dy4(e / 4) : (RESIDUAL ? x4(e / 4) + r4(e / 4) : x4(e / 4));
+        return t == X ? x4(e / 4) : t == R ? r4(e / 4) : dy4(e / 4);
     }
-    return vec4(fromDY ? dy(e) : (RESIDUAL ? x(e) + r(e) : x(e)), 0.0, 0.0, 0.0);
+    return vec4(t == X ? x(e) : t == R ? r(e) : dy(e), 0.0, 0.0, 0.0);
 }
 
 void main() {
@@ -85,7 +89,7 @@ void main() {
         float s = 0.0;
         [[unroll]] for (uint i = 0; i < VPT; i++) {
             uint off = (i * WG + lid) * LW;
-            u[i] = off < count ? load(false, e0 + off) : vec4(0.0);
+            u[i] = off < count ? load(X, e0 + off) : vec4(0.0);
             s += dot(u[i], lanes);
         }
         float mu = reduce(vec2(s, 0.0)).x / float(max(count, 1));
@@ -107,11 +111,15 @@ void main() {
         [[unroll]] for (uint i = 0; i < VPT; i++) {
             uint off = (i * WG + lid) * LW;
             if (off < count) {
-                vec4 xh = (load(false, e0 + off) - st.x) * st.y;
-                vec4 gv = load(true, e0 + off);
+                vec4 xh = (load(X, e0 + off) - st.x) * st.y;
+                vec4 gv = load(DY, e0 + off);
                 if (LEAKY) {
+                    vec4 z = ga * xh + be;
+                    if (RESIDUAL) {
+                        z += load(R, e0 + off);
+                    }
                     // Slope where z ≤ 0 (or NaN), as ref and PyTorch do.
-                    gv = mix(gv * p.slope, gv, greaterThan(ga * xh + be, vec4(0.0)));
+                    gv = mix(gv * p.slope, gv, greaterThan(z, vec4(0.0)));
                 }
                 s += vec2(dot(gv, lanes), dot(gv * xh, lanes));
             }

@@ -187,17 +187,26 @@ func (b *builder) convTranspose(scope string, x *act, cout int, s ref.Dims3) *ac
 	return y
 }
 
-// norm is a per-domain affine instance norm, optionally followed by
-// LeakyReLU(0.01).
-func (b *builder) norm(scope string, x *act, leaky bool) *act {
+// norm is a per-domain affine instance norm, then, when res is not nil,
+// the residual res added, then optionally LeakyReLU(0.01).
+func (b *builder) norm(scope string, x, res *act, leaky bool) *act {
 	gamma := b.param(scope, true, "weight", kindGamma, 1, x.c)
 	beta := b.param(scope, true, "bias", kindBeta, 1, x.c)
 	y := b.newAct(x.c, x.size)
 	if b.declare || b.err != nil {
 		return y
 	}
-	p := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, LeakyReLU: leaky, Slope: b.slope}
+	p := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, Residual: res != nil,
+		LeakyReLU: leaky, Slope: b.slope}
 	g := b.g
+	inputs := []*act{x}
+	// The residual's value is read when the step runs: an inference graph
+	// gives its activations buffers once it is complete.
+	resValue := func() *ops.Tensor { return nil }
+	if res != nil {
+		inputs = append(inputs, res)
+		resValue = func() *ops.Tensor { return res.v }
+	}
 	// A training graph keeps the forward pass's statistics for the
 	// backward pass, which then need not compute them again.
 	var mean, invStd *ops.Tensor
@@ -211,33 +220,24 @@ func (b *builder) norm(scope string, x *act, leaky bool) *act {
 			return y
 		}
 	}
-	g.step(y, []*act{x}, func(e ops.Engine) error {
-		return e.InstanceNorm3d(p, x.v, nil, g.val(gamma), g.val(beta), y.v, mean, invStd)
+	g.step(y, inputs, func(e ops.Engine) error {
+		return e.InstanceNorm3d(p, x.v, resValue(), g.val(gamma), g.val(beta), y.v, mean, invStd)
 	},
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
-			if err := e.InstanceNorm3dBackward(p, x.v, nil, g.val(gamma), g.val(beta), mean, invStd, y.g, dx, g.grad(gamma), g.grad(beta)); err != nil {
+			var dr *ops.Tensor
+			doneR := noop
+			if res != nil {
+				dr, doneR = g.gradOut(res)
+			}
+			if err := e.InstanceNorm3dBackward(p, x.v, resValue(), g.val(gamma), g.val(beta), mean, invStd, y.g, dx, dr,
+				g.grad(gamma), g.grad(beta)); err != nil {
 				return err
 			}
-			return done(e)
-		})
-	return y
-}
-
-// leaky applies LeakyReLU(0.01).
-func (b *builder) leaky(x *act) *act {
-	y := b.newAct(x.c, x.size)
-	if b.declare || b.err != nil {
-		return y
-	}
-	g := b.g
-	g.step(y, []*act{x}, func(e ops.Engine) error { return e.LeakyReLU(b.slope, x.v, y.v) },
-		func(e ops.Engine) error {
-			dx, done := g.gradOut(x)
-			if err := e.LeakyReLUBackward(b.slope, x.v, y.g, dx); err != nil {
+			if err := done(e); err != nil {
 				return err
 			}
-			return done(e)
+			return doneR(e)
 		})
 	return y
 }
@@ -310,20 +310,22 @@ func (b *builder) concat(x1, x2 *act) *act {
 	return y
 }
 
-// unit is the network's conv unit (cin → cout), without the activation the
-// caller applies after it unless leaky is set (then fused into its norm).
+// unit is the network's conv unit (cin → cout) and the activation that
+// follows it everywhere, act(res + unit(x)) where res (the residual block's
+// input) is not nil; the residual and the activation are fused into the
+// unit's last norm.
 // Universal: [D] depthwise 3³ → [D] IN → act → [S] pointwise → [D] IN.
 // Shared and independent: dense conv k³ → [D] IN.
-func (b *builder) unit(scope string, x *act, cout, k int, leaky bool) *act {
+func (b *builder) unit(scope string, x *act, cout, k int, res *act) *act {
 	if b.cfg.Mode == ModeUniversal {
 		h := b.depthwise(scope+".dw", x)
-		h = b.norm(scope+".dwnorm", h, true)
+		h = b.norm(scope+".dwnorm", h, nil, true)
 		h = b.pointwise(scope+".pw", false, h, cout)
-		return b.norm(scope+".norm", h, leaky)
+		return b.norm(scope+".norm", h, res, true)
 	}
 	pad := ref.Dims3{k / 2, k / 2, k / 2}
 	h := b.conv(scope+".conv", false, x, cout, ref.Dims3{k, k, k}, ref.Dims3{1, 1, 1}, pad, pad)
-	return b.norm(scope+".norm", h, leaky)
+	return b.norm(scope+".norm", h, res, true)
 }
 
 // define builds the whole network for the builder's domain on input x and
@@ -335,18 +337,18 @@ func (b *builder) define(x *act) *act {
 	three := ref.Dims3{3, 3, 3}
 
 	h := b.conv("in.conv", true, x, cfg.Channels(0), three, one, one, one)
-	h = b.norm("in.norm", h, true)
+	h = b.norm("in.norm", h, nil, true)
 
 	skips := make([]*act, L)
 	for i := 0; i < L; i++ {
 		scope := fmt.Sprintf("enc%d", i)
 		c := cfg.Channels(i)
-		a := b.unit(scope+".u1", h, c, 3, true)
-		r := b.unit(scope+".u2", a, c, 3, !cfg.Residual)
+		var res *act
 		if cfg.Residual {
-			r = b.leaky(b.add(h, r))
+			res = h
 		}
-		skips[i] = r
+		a := b.unit(scope+".u1", h, c, 3, nil)
+		skips[i] = b.unit(scope+".u2", a, c, 3, res)
 		if i == L-1 {
 			break
 		}
@@ -360,8 +362,8 @@ func (b *builder) define(x *act) *act {
 				before[ax] = 0
 			}
 		}
-		h = b.conv(fmt.Sprintf("down%d.conv", i), false, r, cfg.Channels(i+1), three, ref.Dims3(s), before, after)
-		h = b.norm(fmt.Sprintf("down%d.norm", i), h, true)
+		h = b.conv(fmt.Sprintf("down%d.conv", i), false, skips[i], cfg.Channels(i+1), three, ref.Dims3(s), before, after)
+		h = b.norm(fmt.Sprintf("down%d.norm", i), h, nil, true)
 	}
 
 	deeper := skips[L-1]
@@ -373,17 +375,17 @@ func (b *builder) define(x *act) *act {
 		var up *act
 		if cfg.Upsample == UpsampleTranspose {
 			up = b.convTranspose(scope+".up.tconv", deeper, c, s)
-			up = b.norm(scope+".up.norm", up, true)
+			up = b.norm(scope+".up.norm", up, nil, true)
 		} else {
-			up = b.unit(scope+".up", b.upsample(deeper, s), c, 3, true)
+			up = b.unit(scope+".up", b.upsample(deeper, s), c, 3, nil)
 		}
 		h := b.concat(up, skips[i])
-		h = b.unit(scope+".u1", h, c, 3, true)
+		h = b.unit(scope+".u1", h, c, 3, nil)
 		k := 3
 		if cfg.Mode != ModeUniversal {
 			k = 1 // the reference's dense decoders end with a 1×1×1 unit
 		}
-		h = b.unit(scope+".u2", h, c, k, true)
+		h = b.unit(scope+".u2", h, c, k, nil)
 		outs[i] = h
 		deeper = h
 	}
@@ -393,7 +395,7 @@ func (b *builder) define(x *act) *act {
 	if cfg.DeepSupervision {
 		for i := min(2, L-2); i >= 1; i-- {
 			t := b.pointwise(fmt.Sprintf("ds%d.conv", i), true, outs[i], classes)
-			t = b.norm(fmt.Sprintf("ds%d.norm", i), t, true)
+			t = b.norm(fmt.Sprintf("ds%d.norm", i), t, nil, true)
 			b.heads = append(b.heads, dsHead{level: i, a: t})
 			if ds != nil {
 				t = b.add(t, ds)

@@ -263,16 +263,17 @@ func TestNormStatistics(t *testing.T) {
 	vox := p.Size.Voxels()
 	for nc := 0; nc < p.N*p.C; nc++ {
 		c := nc % p.C
+		// The residual is added after the norm: y − r is normalised x.
 		var m, v, mu, vu float64
 		for i := nc * vox; i < (nc+1)*vox; i++ {
-			m += float64(y[i])
-			mu += float64(x[i]) + float64(r[i])
+			m += float64(y[i]) - float64(r[i])
+			mu += float64(x[i])
 		}
 		m, mu = m/float64(vox), mu/float64(vox)
 		for i := nc * vox; i < (nc+1)*vox; i++ {
-			v += (float64(y[i]) - m) * (float64(y[i]) - m)
-			u := float64(x[i]) + float64(r[i])
-			vu += (u - mu) * (u - mu)
+			d := float64(y[i]) - float64(r[i]) - m
+			v += d * d
+			vu += (float64(x[i]) - mu) * (float64(x[i]) - mu)
 		}
 		v, vu = v/float64(vox), vu/float64(vox)
 		g := float64(gamma[c])
@@ -316,9 +317,9 @@ func TestOptionalArguments(t *testing.T) {
 	np := NormParams{N: 1, C: 2, Size: Dims3{2, 2, 1}, Eps: DefaultNormEps, LeakyReLU: true, Slope: DefaultSlope}
 	nx, gamma, beta, ndy := rand32(4, np.InputLen()), rand32(5, 2), rand32(6, 2), rand32(7, np.InputLen())
 	ndx, dg, dbeta := poisoned[float32](len(nx)), poisoned[float32](2), poisoned[float32](2)
-	checkNoErr(t, InstanceNorm3dBackward(np, nx, nil, gamma, beta, ndy, ndx, dg, dbeta))
+	checkNoErr(t, InstanceNorm3dBackward(np, nx, nil, gamma, beta, ndy, ndx, nil, dg, dbeta))
 	ndx2 := poisoned[float32](len(nx))
-	checkNoErr(t, InstanceNorm3dBackward(np, nx, nil, gamma, beta, ndy, ndx2, nil, nil))
+	checkNoErr(t, InstanceNorm3dBackward(np, nx, nil, gamma, beta, ndy, ndx2, nil, nil, nil))
 	if !slices.Equal(ndx, ndx2) {
 		t.Errorf("instance norm: skipping dgamma and dbeta changed dx")
 	}

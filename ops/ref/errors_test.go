@@ -86,8 +86,11 @@ func TestBadInputs(t *testing.T) {
 		{"norm missing residual", func() error {
 			p := nm
 			p.Residual = true
-			return InstanceNorm3dBackward(p, f(16), nil, f(2), f(2), f(16), f(16), nil, nil)
+			return InstanceNorm3dBackward(p, f(16), nil, f(2), f(2), f(16), f(16), nil, nil, nil)
 		}, []string{"ref.InstanceNorm3dBackward: residual has 0 elements, want 1×2×2×2×2 = 16"}},
+		{"norm unexpected residual gradient", func() error {
+			return InstanceNorm3dBackward(nm, f(16), nil, f(2), f(2), f(16), f(16), f(16), nil, nil)
+		}, []string{"ref.InstanceNorm3dBackward: residual gradient given (16 elements) but Residual is false"}},
 		{"norm NaN slope", func() error {
 			p := nm
 			p.LeakyReLU, p.Slope = true, math.NaN()
@@ -186,7 +189,7 @@ func TestZeroValuesGiveErrors(t *testing.T) {
 		},
 		"InstanceNorm3d": func() error { return InstanceNorm3d(NormParams{}, nil, nil, nil, nil, nil, nil, nil) },
 		"InstanceNorm3dBackward": func() error {
-			return InstanceNorm3dBackward(NormParams{}, nil, nil, nil, nil, nil, nil, nil, nil)
+			return InstanceNorm3dBackward(NormParams{}, nil, nil, nil, nil, nil, nil, nil, nil, nil)
 		},
 		"LeakyReLU":         func() error { return LeakyReLU(0, nil, nil) },
 		"LeakyReLUBackward": func() error { return LeakyReLUBackward(0, nil, nil, nil) },

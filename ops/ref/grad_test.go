@@ -145,13 +145,11 @@ func normGrad(p NormParams) gradCase {
 		return instanceNorm3d(p, in[0], res(in), in[1], in[2], y, nil, nil)
 	}
 	c.backward = func(in [][]float64, dy []float64, g [][]float64) error {
-		if err := instanceNorm3dBackward(p, in[0], res(in), in[1], in[2], dy, g[0], g[1], g[2]); err != nil {
-			return err
-		}
+		var dr []float64
 		if p.Residual {
-			copy(g[3], g[0]) // the residual's gradient is the input's
+			dr = g[3]
 		}
-		return nil
+		return instanceNorm3dBackward(p, in[0], res(in), in[1], in[2], dy, g[0], dr, g[1], g[2])
 	}
 	return c
 }

@@ -13,20 +13,21 @@ const DefaultSlope = 0.01
 
 // NormParams describes an instance norm (PyTorch's InstanceNorm3d with
 // affine=True and track_running_stats=False) over the voxels of each
-// (sample, channel), with an optional residual added before it and an
-// optional LeakyReLU after it:
+// (sample, channel), with an optional residual added after it and an
+// optional LeakyReLU after that:
 //
-//	u = x + r (or x without Residual)
-//	z = gamma[c]·(u − mean(u))/sqrt(var(u) + Eps) + beta[c]
+//	x̂ = (x − mean(x))/sqrt(var(x) + Eps)
+//	z = gamma[c]·x̂ + beta[c] (+ r with Residual)
 //	y = LeakyReLU(z, Slope) (or z without LeakyReLU)
 //
-// The variance is the biased one (divided by the voxel count). Like
+// which is the end of a residual block, act(r + IN(x)), in one
+// pass. The variance is the biased one (divided by the voxel count). Like
 // PyTorch, it needs more than one voxel per channel. gamma and beta are [C].
 type NormParams struct {
 	N, C      int     // batch size and channels
 	Size      Dims3   // spatial size of the input and of the output
 	Eps       float64 // added to the variance, DefaultNormEps in the network
-	Residual  bool    // add the residual r to x before normalising
+	Residual  bool    // add the residual r to the affine transform's output
 	LeakyReLU bool    // apply LeakyReLU(Slope) after the affine transform
 	Slope     float64 // negative slope of the LeakyReLU, DefaultSlope in the network
 }
@@ -91,28 +92,26 @@ func (p NormParams) checkInputs(op string, x, r, gamma, beta int) error {
 
 // InstanceNorm3d computes y as described by [NormParams]. The residual r
 // must be nil unless p.Residual. If mean and invStd are not nil they receive,
-// per (sample, channel), the mean of u and 1/sqrt(var(u) + Eps).
+// per (sample, channel), the mean of x and 1/sqrt(var(x) + Eps).
 func InstanceNorm3d(p NormParams, x, r, gamma, beta, y, mean, invStd []float32) error {
 	return instanceNorm3d(p, x, r, gamma, beta, y, mean, invStd)
 }
 
 // InstanceNorm3dBackward computes, from the output gradient dy, the input
-// gradient dx (which is also the residual's gradient) and the gradients
-// dgamma and dbeta; any of them may be nil. It recomputes the statistics
-// from x and r, which must be the forward's inputs.
-func InstanceNorm3dBackward(p NormParams, x, r, gamma, beta, dy, dx, dgamma, dbeta []float32) error {
-	return instanceNorm3dBackward(p, x, r, gamma, beta, dy, dx, dgamma, dbeta)
+// gradient dx, the residual's gradient dr (dy through the LeakyReLU) and the
+// gradients dgamma and dbeta; any of them may be nil, and dr must be unless
+// p.Residual. It recomputes the statistics from x; x and r must be the
+// forward's inputs.
+func InstanceNorm3dBackward(p NormParams, x, r, gamma, beta, dy, dx, dr, dgamma, dbeta []float32) error {
+	return instanceNorm3dBackward(p, x, r, gamma, beta, dy, dx, dr, dgamma, dbeta)
 }
 
-// normStats returns u = x + r of one (sample, channel) plane, its mean and
-// its inverse standard deviation.
-func normStats[T float](p NormParams, x, r []T) (u []float64, mean, invStd float64) {
+// normStats returns one (sample, channel) plane of x in float64, its mean
+// and its inverse standard deviation.
+func normStats[T float](p NormParams, x []T) (u []float64, mean, invStd float64) {
 	u = make([]float64, len(x))
 	for i := range x {
 		u[i] = float64(x[i])
-		if p.Residual {
-			u[i] += float64(r[i])
-		}
 		mean += u[i]
 	}
 	mean /= float64(len(u))
@@ -141,13 +140,12 @@ func instanceNorm3d[T float](p NormParams, x, r, gamma, beta, y, mean, invStd []
 	for nc := 0; nc < p.N*p.C; nc++ {
 		c := nc % p.C
 		lo, hi := nc*vox, (nc+1)*vox
-		var rs []T
-		if p.Residual {
-			rs = r[lo:hi]
-		}
-		u, m, is := normStats(p, x[lo:hi], rs)
+		u, m, is := normStats(p, x[lo:hi])
 		for i, ui := range u {
 			z := float64(gamma[c])*(ui-m)*is + float64(beta[c])
+			if p.Residual {
+				z += float64(r[lo+i])
+			}
 			if p.LeakyReLU && !(z > 0) {
 				z *= p.Slope
 			}
@@ -163,7 +161,7 @@ func instanceNorm3d[T float](p NormParams, x, r, gamma, beta, y, mean, invStd []
 	return nil
 }
 
-func instanceNorm3dBackward[T float](p NormParams, x, r, gamma, beta, dy, dx, dgamma, dbeta []T) error {
+func instanceNorm3dBackward[T float](p NormParams, x, r, gamma, beta, dy, dx, dr, dgamma, dbeta []T) error {
 	const op = "ref.InstanceNorm3dBackward"
 	if err := p.Validate(); err != nil {
 		return wrap(op, err)
@@ -173,10 +171,14 @@ func instanceNorm3dBackward[T float](p NormParams, x, r, gamma, beta, dy, dx, dg
 		p.checkInputs(op, len(x), len(r), len(gamma), len(beta)),
 		checkLen(op, "output gradient", len(dy), xs...),
 		checkOptLen(op, "input gradient", len(dx), xs...),
+		checkOptLen(op, "residual gradient", len(dr), xs...),
 		checkOptLen(op, "gamma gradient", len(dgamma), p.C),
 		checkOptLen(op, "beta gradient", len(dbeta), p.C),
 	); err != nil {
 		return err
+	}
+	if !p.Residual && len(dr) != 0 {
+		return fmt.Errorf("%s: residual gradient given (%d elements) but Residual is false", op, len(dr))
 	}
 	vox := p.Size.Voxels()
 	gGamma := make([]float64, p.C)
@@ -186,19 +188,22 @@ func instanceNorm3dBackward[T float](p NormParams, x, r, gamma, beta, dy, dx, dg
 	for nc := 0; nc < p.N*p.C; nc++ {
 		c := nc % p.C
 		lo, hi := nc*vox, (nc+1)*vox
-		var rs []T
-		if p.Residual {
-			rs = r[lo:hi]
-		}
-		u, m, is := normStats(p, x[lo:hi], rs)
+		u, m, is := normStats(p, x[lo:hi])
 		ga, be := float64(gamma[c]), float64(beta[c])
 		var sumG, sumGX float64
 		for i, ui := range u {
 			xhat[i] = (ui - m) * is
 			g[i] = float64(dy[lo+i])
+			z := ga*xhat[i] + be
+			if p.Residual {
+				z += float64(r[lo+i])
+			}
 			// LeakyReLU's derivative, taken as Slope at z = 0 as PyTorch does.
-			if p.LeakyReLU && !(ga*xhat[i]+be > 0) {
+			if p.LeakyReLU && !(z > 0) {
 				g[i] *= p.Slope
+			}
+			if len(dr) > 0 {
+				dr[lo+i] = T(g[i])
 			}
 			sumG += g[i]
 			sumGX += g[i] * xhat[i]

@@ -109,8 +109,12 @@ func runNorm[T float](t *testing.T, f *fixture, p NormParams) results {
 	dy := input[T](f, "dy", xs...)
 	y, mean, invStd := poisoned[T](p.OutputLen()), poisoned[T](p.StatsLen()), poisoned[T](p.StatsLen())
 	dx, dgamma, dbeta := poisoned[T](len(x)), poisoned[T](p.C), poisoned[T](p.C)
+	var dr []T
+	if p.Residual {
+		dr = poisoned[T](len(x))
+	}
 	checkNoErr(t, instanceNorm3d(p, x, res, gamma, beta, y, mean, invStd))
-	checkNoErr(t, instanceNorm3dBackward(p, x, res, gamma, beta, dy, dx, dgamma, dbeta))
+	checkNoErr(t, instanceNorm3dBackward(p, x, res, gamma, beta, dy, dx, dr, dgamma, dbeta))
 	r := results{}
 	put(r, "y", y)
 	put(r, "mean", mean)
@@ -119,7 +123,7 @@ func runNorm[T float](t *testing.T, f *fixture, p NormParams) results {
 	put(r, "dgamma", dgamma)
 	put(r, "dbeta", dbeta)
 	if p.Residual {
-		put(r, "dr", dx)
+		put(r, "dr", dr)
 	}
 	return r
 }

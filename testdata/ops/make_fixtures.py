@@ -107,13 +107,14 @@ def instance_norm(case, n, c, size, residual, act, slope):
     x = leaf(n, c, *size, scale=2.0, shift=0.5)
     r = leaf(n, c, *size)
     gamma, beta = leaf(c, scale=0.3, shift=1.0), leaf(c, scale=0.5)
-    u = x + r if residual else x
-    y = F.instance_norm(u, weight=gamma, bias=beta, eps=1e-5)
+    y = F.instance_norm(x, weight=gamma, bias=beta, eps=1e-5)
+    if residual:
+        y = y + r  # the end of a residual block: act(r + IN(x))
     if act:
         y = F.leaky_relu(y, slope)
     dy = rand(*y.shape)
     dx, dr, dgamma, dbeta = grads_of(y, dy, x, r, gamma, beta)
-    uu = u.detach().reshape(n, c, -1)
+    uu = x.detach().reshape(n, c, -1)
     mean = uu.mean(-1)
     inv_std = 1 / torch.sqrt(uu.var(-1, unbiased=False) + 1e-5)
     out = dict(x=x, gamma=gamma, beta=beta, y=y, dy=dy, dx=dx, dgamma=dgamma,

@@ -180,7 +180,7 @@ func levelOps(s Shape) []op {
 			g, b, y, dx, dg, db := t.make(s.C), t.make(s.C), t.make(s.len()), t.make(s.len()), t.make(s.C), t.make(s.C)
 			return func(i int) error { return e.InstanceNorm3d(p, x[i], nil, g, b, y, mean[i], inv[i]) },
 				func(i int) error {
-					return e.InstanceNorm3dBackward(p, x[i], nil, g, b, mean[i], inv[i], dy[i], dx, dg, db)
+					return e.InstanceNorm3dBackward(p, x[i], nil, g, b, mean[i], inv[i], dy[i], dx, nil, dg, db)
 				}, t.free, t.err
 		}})
 	add(op{name: "leakyrelu", in: s, flops: 2 * n * c * v, bytes: 5 * act,
