@@ -97,6 +97,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "stopped at step %d; continue with --resume\n", res.Steps)
 		return nil
 	}
-	fmt.Fprintf(stdout, "trained %d steps; best validation Dice %v; model in %s\n", res.Steps, res.BestDice, opt.Out)
+	if len(res.BestDice) == 0 {
+		fmt.Fprintf(stdout, "trained %d steps (no validation); model in %s\n", res.Steps, opt.Out)
+		return nil
+	}
+	fmt.Fprintf(stdout, "trained %d steps; best validation Dice: %s; model in %s\n", res.Steps, train.FormatDice(res.BestDice), opt.Out)
 	return nil
 }

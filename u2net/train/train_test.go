@@ -224,3 +224,18 @@ func TestInitTrainsTheDataDomains(t *testing.T) {
 		t.Error("the new domain has no parameters of its own")
 	}
 }
+
+func TestFormatDice(t *testing.T) {
+	for _, c := range []struct {
+		dice map[string]float64
+		want string
+	}{
+		{nil, ""},
+		{map[string]float64{"liver": 0.901234}, "liver 0.9012"},
+		{map[string]float64{"liver": 0.5, "heart": 1, "Brain": 0.03239989}, "Brain 0.0324, heart 1.0000, liver 0.5000"},
+	} {
+		if got := FormatDice(c.dice); got != c.want {
+			t.Errorf("FormatDice(%v) = %q, want %q", c.dice, got, c.want)
+		}
+	}
+}
