@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/u2net-vk/u2net/u2net/dataset"
 	"github.com/u2net-vk/u2net/u2net/metrics"
 	"github.com/u2net-vk/u2net/u2net/nifti"
 )
@@ -45,9 +46,19 @@ type evalMean struct {
 }
 
 type evalReport struct {
-	Classes []int      `json:"classes"` // the foreground classes scored
-	Cases   []evalCase `json:"cases"`
-	Mean    evalMean   `json:"mean"`
+	Classes []int `json:"classes"` // the foreground classes scored
+	// ClassNames names the classes by label value when a dataset.json did.
+	ClassNames map[string]string `json:"class_names,omitempty"`
+	Cases      []evalCase        `json:"cases"`
+	Mean       evalMean          `json:"mean"`
+}
+
+// className is how the table names class c: its name where known.
+func (rep *evalReport) className(c int) string {
+	if n, ok := rep.ClassNames[strconv.Itoa(c)]; ok {
+		return n
+	}
+	return strconv.Itoa(c)
 }
 
 // runEval compares every reference label map in --ref with the prediction of
@@ -57,7 +68,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	predDir := fs.String("pred", "", "folder of predicted label maps (.nii or .nii.gz)")
 	refDir := fs.String("ref", "", "folder of reference label maps; every one needs a prediction of the same name")
 	jsonOut := fs.String("json", "", "also write the scores as JSON to this file")
-	nClasses := fs.Int("classes", 0, "number of classes including background (labels 0..N-1; foreground 1..N-1 are scored); 0: the largest label found, plus one")
+	nClasses := fs.Int("classes", 0, "number of classes including background (labels 0..N-1; foreground 1..N-1 are scored); 0: as many as the dataset.json names, else the largest label found, plus one")
+	labelsFile := fs.String("labels", "", `dataset.json whose "labels" name the classes and give their number; default: the dataset.json above --ref when --ref is a dataset's labelsTr or labelsTs folder`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,6 +81,24 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	}
 	if *nClasses < 0 || *nClasses == 1 || *nClasses > 256 {
 		return usageError("--classes %d: want 2..256 (background included), or 0 to infer it", *nClasses)
+	}
+	var rep evalReport
+	labelNames, namesFrom, err := evalClassNames(*labelsFile, *refDir)
+	if err != nil {
+		return err
+	}
+	// limit says where the number of classes comes from, for errors.
+	limit := fmt.Sprintf("--classes %d", *nClasses)
+	if labelNames != nil {
+		if *nClasses != 0 && *nClasses != len(labelNames) {
+			return usageError("--classes %d, but %s names %d labels (background included)", *nClasses, namesFrom, len(labelNames))
+		}
+		*nClasses = len(labelNames)
+		limit = fmt.Sprintf("%s, which names %d labels,", namesFrom, len(labelNames))
+		rep.ClassNames = map[string]string{}
+		for c := 1; c < len(labelNames); c++ {
+			rep.ClassNames[strconv.Itoa(c)] = labelNames[c]
+		}
 	}
 	refs, err := evalLabelFiles(*refDir, "--ref")
 	if err != nil {
@@ -92,13 +122,12 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	var rep evalReport
 	// results[i][c-1] holds case i's scores of class c; classes beyond a
 	// case's largest label are filled in at the end when N is inferred.
 	var results [][]metrics.Result
 	maxLabel := 0
 	for _, n := range names {
-		rs, top, err := evalCaseFiles(preds[n], refs[n], *nClasses)
+		rs, top, err := evalCaseFiles(preds[n], refs[n], *nClasses, limit)
 		if err != nil {
 			return err
 		}
@@ -164,6 +193,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		slices.Sort(extra)
 		fmt.Fprintf(stdout, "note: %d prediction(s) without a reference ignored: %s\n", len(extra), strings.Join(extra, ", "))
 	}
+	if labelNames != nil && *labelsFile == "" {
+		fmt.Fprintf(stdout, "note: classes named by %s (--labels to choose another)\n", namesFrom)
+	}
 	if *jsonOut != "" {
 		b, err := json.MarshalIndent(&rep, "", "  ")
 		if err != nil {
@@ -215,9 +247,35 @@ func evalLabelFiles(dir, flag string) (map[string]string, error) {
 	return out, nil
 }
 
+// evalClassNames returns the label names of the dataset.json given by
+// --labels or, without it, of the one above a Decathlon labelsTr or labelsTs
+// folder ref (nil if there is none), and says where they came from.
+func evalClassNames(labelsFile, ref string) ([]string, string, error) {
+	if labelsFile != "" {
+		names, err := dataset.ReadLabels(labelsFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("--labels: %w", err)
+		}
+		return names, labelsFile, nil
+	}
+	ref = filepath.Clean(ref)
+	if b := filepath.Base(ref); b != "labelsTr" && b != "labelsTs" {
+		return nil, "", nil
+	}
+	path := filepath.Join(filepath.Dir(ref), "dataset.json")
+	if _, err := os.Stat(path); err != nil {
+		return nil, "", nil
+	}
+	names, err := dataset.ReadLabels(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w\n(the dataset.json above --ref names the classes; --labels chooses another)", err)
+	}
+	return names, path, nil
+}
+
 // evalReadLabels reads a single-channel label map and checks that every value
-// is an integer in 0..255 (below n when n > 0).
-func evalReadLabels(path string, n int) (*nifti.Volume, []uint8, error) {
+// is an integer in 0..255 (below n when n > 0; limit says where n comes from).
+func evalReadLabels(path string, n int, limit string) (*nifti.Volume, []uint8, error) {
 	v, err := nifti.ReadFile(path)
 	if err != nil {
 		return nil, nil, err
@@ -231,7 +289,7 @@ func evalReadLabels(path string, n int) (*nifti.Volume, []uint8, error) {
 			return nil, nil, fmt.Errorf("%s: voxel %d holds %v, not a label (an integer 0..255)", path, i, f)
 		}
 		if n > 0 && int(f) >= n {
-			return nil, nil, fmt.Errorf("%s: label %d at voxel %d, but --classes %d allows 0..%d", path, int(f), i, n, n-1)
+			return nil, nil, fmt.Errorf("%s: label %d at voxel %d, but %s allows 0..%d", path, int(f), i, limit, n-1)
 		}
 		labels[i] = uint8(f)
 	}
@@ -241,12 +299,12 @@ func evalReadLabels(path string, n int) (*nifti.Volume, []uint8, error) {
 // evalCaseFiles scores one prediction against its reference: classes 1..n-1
 // when n > 0, else 1..the largest label of either map. It returns the
 // results and that largest label.
-func evalCaseFiles(predPath, refPath string, n int) ([]metrics.Result, int, error) {
-	ref, rl, err := evalReadLabels(refPath, n)
+func evalCaseFiles(predPath, refPath string, n int, limit string) ([]metrics.Result, int, error) {
+	ref, rl, err := evalReadLabels(refPath, n, limit)
 	if err != nil {
 		return nil, 0, err
 	}
-	pred, pl, err := evalReadLabels(predPath, n)
+	pred, pl, err := evalReadLabels(predPath, n, limit)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -285,7 +343,7 @@ func printEvalTable(w io.Writer, rep *evalReport, results [][]metrics.Result) {
 	}
 	fmt.Fprintf(tw, "%-*s\t", width, "case")
 	for _, c := range rep.Classes {
-		fmt.Fprintf(tw, "dice %d\thd95 %d (mm)\t", c, c)
+		fmt.Fprintf(tw, "dice %s\thd95 %s (mm)\t", rep.className(c), rep.className(c))
 	}
 	fmt.Fprintln(tw)
 	for i, ec := range rep.Cases {
@@ -305,7 +363,7 @@ func printEvalTable(w io.Writer, rep *evalReport, results [][]metrics.Result) {
 	tw.Flush()
 	for _, c := range rep.Classes {
 		if n := rep.Mean.HD95Excluded[strconv.Itoa(c)]; n > 0 {
-			fmt.Fprintf(w, "hd95 mean of class %d leaves out %d of %d case(s) where only one of prediction and reference has the class (HD95 undefined, shown as -)\n", c, n, len(rep.Cases))
+			fmt.Fprintf(w, "hd95 mean of class %s leaves out %d of %d case(s) where only one of prediction and reference has the class (HD95 undefined, shown as -)\n", rep.className(c), n, len(rep.Cases))
 		}
 	}
 }

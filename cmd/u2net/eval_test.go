@@ -191,3 +191,91 @@ func TestEvalErrors(t *testing.T) {
 		})
 	}
 }
+
+// A reference folder in a dataset's layout (labelsTs next to dataset.json)
+// names the classes and fixes their number; --labels names another file.
+func TestEvalClassNames(t *testing.T) {
+	setup := func(t *testing.T, labels string) (pred, ref, root string) {
+		pred, fixtureRef := evalFixture(t)
+		root = filepath.Dir(fixtureRef)
+		ref = filepath.Join(root, "labelsTs")
+		if err := os.Rename(fixtureRef, ref); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "dataset.json"), []byte(`{"labels": `+labels+`}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return pred, ref, root
+	}
+	run := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := runMain(append([]string{"eval"}, args...), &stdout, &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+
+	pred, ref, root := setup(t, `{"0": "background", "1": "liver", "2": "tumour", "3": "cyst"}`)
+	out := filepath.Join(t.TempDir(), "scores.json")
+	code, stdout, stderr := run("--pred", pred, "--ref", ref, "--json", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"dice liver", "hd95 tumour (mm)", "dice cyst",
+		"hd95 mean of class tumour leaves out 1 of 2", "classes named by " + filepath.Join(root, "dataset.json")} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	var rep struct {
+		Classes    []int
+		ClassNames map[string]string `json:"class_names"`
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	// Class 3 is in neither map, yet dataset.json lists it.
+	if len(rep.Classes) != 3 || rep.ClassNames["1"] != "liver" || rep.ClassNames["3"] != "cyst" || len(rep.ClassNames) != 3 {
+		t.Errorf("JSON classes %v, names %v", rep.Classes, rep.ClassNames)
+	}
+
+	other := filepath.Join(t.TempDir(), "other.json")
+	if err := os.WriteFile(other, []byte(`{"labels": {"0": "bg", "1": "kidney", "2": "mass"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := run("--pred", pred, "--ref", ref, "--labels", other); code != 0 ||
+		!strings.Contains(stdout, "dice kidney") || strings.Contains(stdout, "cyst") || strings.Contains(stdout, "named by") {
+		t.Errorf("--labels: exit %d:\n%s%s", code, stdout, stderr)
+	}
+
+	for _, c := range []struct {
+		name   string
+		labels string // of the dataset.json above --ref
+		args   []string
+		code   int
+		want   []string
+	}{
+		{"fewer labels than the maps hold", `{"0": "bg", "1": "liver"}`, nil, 1,
+			[]string{"case_a.nii.gz: label 2", "dataset.json, which names 2 labels, allows 0..1"}},
+		{"--classes disagrees", `{"0": "bg", "1": "liver", "2": "tumour"}`, []string{"--classes", "4"}, 2,
+			[]string{"--classes 4, but", "dataset.json names 3 labels"}},
+		{"bad dataset.json", `{"0": "bg", "2": "tumour"}`, nil, 1, []string{"dataset.json", "1 is missing", "--labels chooses another"}},
+		{"missing --labels file", `{"0": "bg", "1": "liver", "2": "tumour"}`, []string{"--labels", "/nonexistent/dataset.json"}, 1,
+			[]string{"--labels", "/nonexistent/dataset.json"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pred, ref, _ := setup(t, c.labels)
+			code, _, stderr := run(append([]string{"--pred", pred, "--ref", ref}, c.args...)...)
+			if code != c.code {
+				t.Errorf("exit %d, want %d: %s", code, c.code, stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q: %s", w, stderr)
+				}
+			}
+		})
+	}
+}

@@ -131,14 +131,8 @@ func Open(root string) (*Dataset, error) {
 	if d.Modalities, err = indexedNames(desc.Modality); err != nil {
 		return nil, fail(`"modality": %v`, err)
 	}
-	if d.Labels, err = indexedNames(desc.Labels); err != nil {
+	if d.Labels, err = labelNames(desc.Labels); err != nil {
 		return nil, fail(`"labels": %v`, err)
-	}
-	if len(d.Labels) < 2 {
-		return nil, fail(`"labels": need the background and at least one class, got %d label(s)`, len(d.Labels))
-	}
-	if len(d.Labels) > 256 {
-		return nil, fail(`"labels": %d labels; at most 256 are supported`, len(d.Labels))
 	}
 	if desc.NumTraining != nil && *desc.NumTraining != len(desc.Training) {
 		return nil, fail(`"numTraining" is %d but "training" lists %d cases`, *desc.NumTraining, len(desc.Training))
@@ -226,6 +220,41 @@ func caseID(p string) string {
 	b := filepath.Base(p)
 	b = strings.TrimSuffix(b, ".gz")
 	return strings.TrimSuffix(b, ".nii")
+}
+
+// ReadLabels returns the label names of a dataset.json (name i for label
+// value i, the background first) with the checks of [Open], without
+// reading or checking the rest of the file.
+func ReadLabels(jsonPath string) ([]string, error) {
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return nil, err
+	}
+	var desc struct {
+		Labels map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal(b, &desc); err != nil {
+		return nil, fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	names, err := labelNames(desc.Labels)
+	if err != nil {
+		return nil, fmt.Errorf(`%s: "labels": %w`, jsonPath, err)
+	}
+	return names, nil
+}
+
+// labelNames checks and orders the "labels" of a dataset.json.
+func labelNames(m map[string]string) ([]string, error) {
+	names, err := indexedNames(m)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(names) < 2:
+		return nil, fmt.Errorf("need the background and at least one class, got %d label(s)", len(names))
+	case len(names) > 256:
+		return nil, fmt.Errorf("%d labels; at most 256 are supported", len(names))
+	}
+	return names, nil
 }
 
 // indexedNames turns {"0": "a", "1": "b"} into [a b]; the keys must be the

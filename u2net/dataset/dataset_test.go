@@ -226,3 +226,34 @@ func shifted(a nifti.Affine, by float64) nifti.Affine {
 	a[0][3] += by
 	return a
 }
+
+// ReadLabels reads the labels alone: a dataset whose cases are missing still
+// names its classes, and bad labels fail as Open's do, naming the file.
+func TestReadLabels(t *testing.T) {
+	root := makeDataset(t, func(root string, _ map[string]any) {
+		os.RemoveAll(filepath.Join(root, "imagesTr"))
+	})
+	names, err := ReadLabels(filepath.Join(root, "dataset.json"))
+	if err != nil || strings.Join(names, ",") != "background,a,b" {
+		t.Fatalf("ReadLabels: %q, %v", names, err)
+	}
+	for _, c := range []struct {
+		name   string
+		labels any
+		want   string
+	}{
+		{"gap", map[string]string{"0": "bg", "2": "a"}, "1 is missing"},
+		{"one label", map[string]string{"0": "bg"}, "at least one class"},
+		{"missing", nil, "missing or empty"},
+		{"not an object", []string{"bg", "a"}, "dataset.json: json"},
+	} {
+		root := makeDataset(t, func(_ string, d map[string]any) { d["labels"] = c.labels })
+		path := filepath.Join(root, "dataset.json")
+		if _, err := ReadLabels(path); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: error %v, want one naming %s and %q", c.name, err, path, c.want)
+		}
+	}
+	if _, err := ReadLabels(filepath.Join(t.TempDir(), "dataset.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
