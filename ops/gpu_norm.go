@@ -25,7 +25,9 @@ import (
 //
 // CPU devices run the whole norm as one norm_fused dispatch instead, one
 // workgroup per plane (forward) or channel (backward), when there are
-// enough of them for the cores (see fusedNorm).
+// enough of them for the cores; GPUs do where a plane is one chunk (the
+// deep levels of the network), which the chunked passes spread no wider
+// (see fusedNorm).
 
 const (
 	normWG = 256
@@ -189,9 +191,34 @@ func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor
 }
 
 // fusedNorm reports whether a norm pass over groups workgroups (planes
-// forward, channels backward) runs as norm_fused.
-func (g *GPU) fusedNorm(groups int) bool {
-	return g.cpuTuned() && groups >= normFusedMinGroups
+// forward, channels backward) runs as norm_fused. On a GPU, a plane of one
+// chunk gets one workgroup of norm_stats either way: norm_fused reads it
+// again from cache for the elementwise pass where the chunked passes take
+// two more dispatches, each waiting for the one before (the deep levels of
+// the reference's network, 16³ and smaller, have some 25 norms).
+func (g *GPU) fusedNorm(np *normPlan, groups int) bool {
+	if !g.cpuTuned() {
+		return np.push.Chunks == 1
+	}
+	return groups >= normFusedMinGroups
+}
+
+// normFusedWG is norm_fused's workgroup: normStatsCPU on a CPU device; on a
+// GPU, normWG, halved (down to a subgroup's 32) while half of it still
+// covers a plane's items.
+func (g *GPU) normFusedWG(np *normPlan) uint32 {
+	if g.cpuTuned() {
+		return normStatsCPU
+	}
+	items := np.push.V
+	if np.vec4 {
+		items /= 4
+	}
+	wg := uint32(normWG)
+	for wg > 32 && wg/2 >= items {
+		wg /= 2
+	}
+	return wg
 }
 
 // normFused records norm_fused in the given mode over groups workgroups:
@@ -207,7 +234,7 @@ func (g *GPU) normFused(np *normPlan, mode uint32, push pushNorm, x, r, dy, gamm
 	}
 	k, err := g.kernel("norm_fused",
 		[]vk.Access{in, in, in, vk.Read, vk.Read, stats, stats, vk.Write, vk.Write, vk.Write, vk.Write}, 36,
-		normStatsCPU, 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU), b32(out != nil), b32(dr != nil))
+		g.normFusedWG(np), 1, 1, b32(np.vec4), mode, b32(np.p.Residual), b32(np.p.LeakyReLU), b32(out != nil), b32(dr != nil))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
@@ -245,7 +272,7 @@ func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 	if err != nil {
 		return err
 	}
-	if g.fusedNorm(int(np.push.NC)) {
+	if g.fusedNorm(&np, int(np.push.NC)) {
 		return g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), y, nil)
 	}
 	if err := g.normStats(&np, x, mb, sb); err != nil {
@@ -277,7 +304,7 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, 
 	if err != nil {
 		return err
 	}
-	if g.fusedNorm(p.C) {
+	if g.fusedNorm(&np, p.C) {
 		if mean == nil {
 			if err := g.normFused(&np, 0, np.push, x, nil, nil, gamma, beta, mb, sb, g.discard(), g.discard(), nil, nil); err != nil {
 				return err

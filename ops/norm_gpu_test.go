@@ -26,6 +26,8 @@ var normShapes = []struct {
 	{1, 3, ref.Dims3{13, 1, 9}},
 	{1, 64, ref.Dims3{2, 2, 4}},
 	{2, 3, ref.Dims3{17, 19, 23}}, // 7429 voxels: two chunks, scalar path
+	{2, 3, ref.Dims3{16, 16, 16}}, // 4096 voxels: one chunk (norm_fused on GPUs), vec4 path
+	{1, 2, ref.Dims3{15, 16, 17}}, // 4080 voxels: one chunk, scalar path
 	{1, 2, ref.Dims3{17, 19, 29}}, // 9367 voxels: three chunks, scalar path
 	{1, 2, ref.Dims3{16, 20, 24}}, // 7680 voxels: two chunks, vec4 path
 	{1, 1, ref.Dims3{20, 25, 36}}, // 18000 voxels: five chunks, vec4 path

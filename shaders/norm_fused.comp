@@ -1,11 +1,12 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
-// norm_fused: the whole instance norm in one dispatch, for CPU devices. They
-// run a few workgroups at once, one per core, and pay tens of microseconds
-// per dispatch, so one workgroup per plane (or channel) does norm_stats',
+// norm_fused: the whole instance norm in one dispatch. CPU devices run a few
+// workgroups at once, one per core, and pay tens of microseconds per
+// dispatch, so one workgroup per plane (or channel) does norm_stats',
 // norm_combine's and norm_apply's work in turn, re-reading a plane that is
-// still in the core's cache, where a GPU needs thousands of workgroups.
+// still in the core's cache, where a GPU needs thousands of workgroups for
+// large planes; GPUs take it for small planes (one norm_stats chunk).
 //   MODE 0: workgroup nc takes plane nc of x: its mean, then
 //           M2 = Σ (x − mean)² about that mean (two passes), writes mean
 //           and invStd = 1/sqrt(M2/V + eps), then, with OUT_X,
