@@ -300,11 +300,8 @@ func (d *Dataset) Load(c Case) (*Sample, error) {
 	if img.Shape[0] != len(d.Modalities) {
 		return nil, bad(c.Image, "image has %d channel(s), dataset.json lists %d modalities", img.Shape[0], len(d.Modalities))
 	}
-	for i, v := range img.Data {
-		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
-			ch, rest := i/img.Len(), i%img.Len()
-			return nil, bad(c.Image, "image holds %v at channel %d voxel %v (x, y, z)", v, ch, voxel(img.Shape, rest))
-		}
+	if err := img.CheckFinite(); err != nil {
+		return nil, &Error{Dataset: d.Root, Case: c.ID, File: c.Image, Err: err}
 	}
 	s := &Sample{Case: c, Image: img}
 	if c.Label == "" {
@@ -326,7 +323,7 @@ func (d *Dataset) Load(c Case) (*Sample, error) {
 	s.Label = make([]uint8, len(lab.Data))
 	for i, v := range lab.Data {
 		if v != float32(math.Trunc(float64(v))) || v < 0 || int(v) >= len(d.Labels) {
-			return nil, bad(c.Label, "label value %v at voxel %v (x, y, z) is not one of the %d labels in dataset.json", v, voxel(lab.Shape, i), len(d.Labels))
+			return nil, bad(c.Label, "label value %v at voxel %v (x, y, z) is not one of the %d labels in dataset.json", v, lab.Voxel(i), len(d.Labels))
 		}
 		s.Label[i] = uint8(v)
 	}
@@ -347,7 +344,3 @@ func (d *Dataset) Check() error {
 }
 
 func xyz(s [4]int) [3]int { return [3]int{s[3], s[2], s[1]} }
-
-func voxel(s [4]int, i int) [3]int {
-	return [3]int{i % s[3], (i / s[3]) % s[2], i / (s[3] * s[2])}
-}

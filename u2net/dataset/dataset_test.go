@@ -177,6 +177,12 @@ func TestLoadErrors(t *testing.T) {
 			}
 			return 1
 		}, nifti.Float32, "NaN at channel 1 voxel [0 2 0]"},
+		{"image infinity", imgFile, imgShape, testAffine, func(i int) float32 {
+			if i == 1 {
+				return float32(math.Inf(-1))
+			}
+			return 1
+		}, nifti.Float32, "-Inf at channel 0 voxel [1 0 0]"},
 		{"image channels", imgFile, [4]int{1, 3, 4, 5}, testAffine, zero, nifti.Float32, "1 channel(s)"},
 	}
 	for _, c := range cases {

@@ -377,3 +377,32 @@ func TestReadHeader(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+func TestCheckFinite(t *testing.T) {
+	shape := [4]int{2, 3, 4, 5} // C, D, H, W
+	for _, c := range []struct {
+		at   int // element of Data, -1 for none
+		v    float64
+		want string
+	}{
+		{-1, 0, ""},
+		{0, math.NaN(), "holds NaN at channel 0 voxel [0 0 0] (x, y, z)"},
+		{60 + 33, math.Inf(1), "holds +Inf at channel 1 voxel [3 2 1] (x, y, z)"},
+		{119, math.Inf(-1), "holds -Inf at channel 1 voxel [4 3 2] (x, y, z)"},
+	} {
+		v := &Volume{Shape: shape, Data: make([]float32, 120)}
+		if c.at >= 0 {
+			v.Data[c.at] = float32(c.v)
+		}
+		err := v.CheckFinite()
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("finite volume: %v", err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v at %d: error %v, want %q", c.v, c.at, err, c.want)
+		}
+	}
+}

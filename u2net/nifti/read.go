@@ -34,6 +34,26 @@ func (v *Volume) Channel(c int) []float32 {
 	return v.Data[c*n : (c+1)*n : (c+1)*n]
 }
 
+// Voxel returns the (x, y, z) index, in file order, of element i of a
+// channel.
+func (v *Volume) Voxel(i int) [3]int {
+	s := v.Shape
+	return [3]int{i % s[3], (i / s[3]) % s[2], i / (s[3] * s[2])}
+}
+
+// CheckFinite returns an error naming the first voxel that holds NaN or an
+// infinity: the network's instance norms would spread it over every voxel
+// of the channels it reaches.
+func (v *Volume) CheckFinite() error {
+	for i, f := range v.Data {
+		if x := float64(f); math.IsNaN(x) || math.IsInf(x, 0) {
+			n := v.Len()
+			return fmt.Errorf("the image holds %v at channel %d voxel %v (x, y, z)", f, i/n, v.Voxel(i%n))
+		}
+	}
+	return nil
+}
+
 // maxGzipRatio bounds how many bytes deflate can expand one compressed byte
 // to (the format's limit is about 1032); it caps what a .gz file may hold.
 const maxGzipRatio = 1100

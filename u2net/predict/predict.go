@@ -200,6 +200,9 @@ func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt
 	if vol.Shape[0] != d.InChannels {
 		return nil, fmt.Errorf("the image has %d channel(s); domain %s of the model takes %d", vol.Shape[0], d.Name, d.InChannels)
 	}
+	if err := vol.CheckFinite(); err != nil {
+		return nil, err
+	}
 	plan, err := Plan(cfg, dom)
 	if err != nil {
 		return nil, err

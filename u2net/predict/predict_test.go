@@ -2,8 +2,10 @@ package predict
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/u2net-vk/u2net/ops"
@@ -65,6 +67,15 @@ func TestWholeVolumeEqualsForward(t *testing.T) {
 		}
 		if int(out.Labels[i]) != best {
 			t.Fatalf("voxel %d: label %d, argmax of the forward %d", i, out.Labels[i], best)
+		}
+	}
+	// A non-finite voxel would spread through the instance norms over
+	// whole windows: it is refused, by name.
+	for _, bad := range []float64{math.NaN(), math.Inf(1)} {
+		data[1*vox+(1*shape[2]+2)*shape[3]+3] = float32(bad)
+		_, err := Volume(context.Background(), net, 0, vol, Options{})
+		if want := fmt.Sprintf("holds %v at channel 1 voxel [3 2 1] (x, y, z)", float32(bad)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("image with %v: error %v, want one saying %q", bad, err, want)
 		}
 	}
 	vol.Shape[0] = 1
