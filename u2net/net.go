@@ -222,6 +222,11 @@ func (n *Net) evictInference(keep int) {
 	}
 }
 
+// FreeGraphs frees the net's graphs and their buffers, keeping its
+// parameters (and optimiser state): the next pass builds what it needs
+// again. It waits for the engine, so the memory is free on return.
+func (n *Net) FreeGraphs() error { return n.freeGraphsExcept(nil) }
+
 // freeGraphsExcept frees every graph but keep, and waits for the engine so
 // that their memory is free on return.
 func (n *Net) freeGraphsExcept(keep *graph) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -22,8 +23,9 @@ func init() {
 }
 
 func runPredict(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("predict", "--model M --domain NAME --input FILE|DIR --output FILE|DIR", stderr)
-	modelPath := fs.String("model", "", "model file")
+	fs := newFlagSet("predict", "--model M [--model M ...] --domain NAME --input FILE|DIR --output FILE|DIR", stderr)
+	var modelPaths listFlag
+	fs.Var(&modelPaths, "model", "model file; repeat to average the probabilities of several (an ensemble of folds or seeds)")
 	domain := fs.String("domain", "", "domain of the images")
 	input := fs.String("input", "", "NIfTI image, or a folder of them")
 	output := fs.String("output", "", "label map to write, or a folder (for a folder input)")
@@ -42,7 +44,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case fs.NArg() > 0:
 		return usageError("unexpected arguments %v", fs.Args())
-	case *modelPath == "" || *domain == "" || *input == "" || *output == "":
+	case len(modelPaths) == 0 || *domain == "" || *input == "" || *output == "":
 		return usageError("--model, --domain, --input and --output are required")
 	case *overlap < 0 || *overlap >= 1:
 		return usageError("--overlap %g: want [0, 1)", *overlap)
@@ -57,18 +59,9 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		}
 		opt.Patch = p
 	}
-	m, err := u2net.Load(*modelPath)
+	models, doms, err := loadEnsemble(modelPaths, *domain, opt.Patch)
 	if err != nil {
 		return err
-	}
-	dom, err := m.Config.DomainIndex(*domain)
-	if err != nil {
-		return fmt.Errorf("--domain: %w", err)
-	}
-	if opt.Patch != [3]int{} {
-		if err := m.Config.CheckInputSize(opt.Patch); err != nil {
-			return fmt.Errorf("--patch: %w", err)
-		}
 	}
 	pairs, err := inputPairs(*input, *output)
 	if err != nil {
@@ -84,11 +77,15 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.Close()
-	net, err := u2net.NewNet(m, e)
-	if err != nil {
-		return err
+	members := make([]predict.Member, len(models))
+	for i, m := range models {
+		net, err := u2net.NewNet(m, e)
+		if err != nil {
+			return err
+		}
+		defer net.Close()
+		members[i] = predict.Member{Net: net, Dom: doms[i]}
 	}
-	defer net.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	for _, p := range pairs {
@@ -97,7 +94,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		out, err := predict.Volume(ctx, net, dom, vol, opt)
+		out, err := predict.Ensemble(ctx, members, vol, opt)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p[0], err)
 		}
@@ -116,10 +113,57 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		w := out.Window
-		fmt.Fprintf(stdout, "%s -> %s (%d window(s) of %d×%d×%d, %.1f s)\n", p[0], p[1], out.Windows, w[0], w[1], w[2],
-			time.Since(start).Seconds())
+		how := fmt.Sprintf("%d window(s) of %d×%d×%d", out.Windows, w[0], w[1], w[2])
+		if len(members) > 1 {
+			how = fmt.Sprintf("%d models, %d windows in all", len(members), out.Windows)
+		}
+		fmt.Fprintf(stdout, "%s -> %s (%s, %.1f s)\n", p[0], p[1], how, time.Since(start).Seconds())
 	}
 	return nil
+}
+
+// loadEnsemble loads the --model files and finds the domain in each; they
+// must agree on its classes (and on their names, where their plans give
+// them), and a --patch must suit each.
+func loadEnsemble(paths []string, domain string, patch [3]int) ([]*u2net.Model, []int, error) {
+	var models []*u2net.Model
+	var doms []int
+	var labels []string // of the first model whose plan names them
+	var labelsFrom string
+	for _, path := range paths {
+		m, err := u2net.Load(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		dom, err := m.Config.DomainIndex(domain)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--domain: %s: %w", path, err)
+		}
+		if patch != [3]int{} {
+			if err := m.Config.CheckInputSize(patch); err != nil {
+				return nil, nil, fmt.Errorf("--patch: %s: %w", path, err)
+			}
+		}
+		d := m.Config.Domains[dom]
+		if len(models) > 0 {
+			if c := models[0].Config.Domains[doms[0]].Classes; d.Classes != c {
+				return nil, nil, fmt.Errorf("--model: domain %s has %d classes in %s but %d in %s", domain, d.Classes, path, c, paths[0])
+			}
+		}
+		plan, err := predict.Plan(m.Config, dom)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if plan != nil && len(plan.Labels) > 0 {
+			if labels == nil {
+				labels, labelsFrom = plan.Labels, path
+			} else if !slices.Equal(labels, plan.Labels) {
+				return nil, nil, fmt.Errorf("--model: domain %s labels %q in %s but %q in %s", domain, plan.Labels, path, labels, labelsFrom)
+			}
+		}
+		models, doms = append(models, m), append(doms, dom)
+	}
+	return models, doms, nil
 }
 
 // inputPairs lists (image, output) paths: one file, or every NIfTI file of

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/preprocess"
 	"github.com/u2net-vk/u2net/vk"
 )
 
@@ -65,6 +68,40 @@ func TestTrainResumePredictEval(t *testing.T) {
 	if code, stdout, stderr := run("eval", "--pred", pred, "--ref", filepath.Join(ct, "labelsTs")); code != 0 || !strings.Contains(stdout, "mean") {
 		t.Errorf("eval: exit %d: %s %s", code, stdout, stderr)
 	}
+	// An ensemble: the model and the run's checkpoint, averaged.
+	ckptModel := filepath.Join(runDir, "checkpoint.safetensors")
+	if code, stdout, stderr := run("predict", "--model", model, "--model", ckptModel, "--domain", "SynthCT", "--input", one[0],
+		"--output", filepath.Join(dir, "ensemble.nii.gz"), "--device", "cpu"); code != 0 || !strings.Contains(stdout, "2 models") {
+		t.Errorf("predict with two models: exit %d: %s %s", code, stdout, stderr)
+	}
+	// A model whose SynthCT has other classes cannot join it.
+	m, err := u2net.Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := m.Config
+	cfg.Domains = []u2net.Domain{{Name: "SynthCT", InChannels: 1, Classes: 2}}
+	other, err := u2net.New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPath := filepath.Join(dir, "two-classes.safetensors")
+	if err := other.Save(otherPath); err != nil {
+		t.Fatal(err)
+	}
+	// Nor one whose plan names the classes otherwise.
+	var plan preprocess.Plan
+	if err := json.Unmarshal(m.Config.Domains[0].Plan, &plan); err != nil {
+		t.Fatal(err)
+	}
+	plan.Labels = []string{"background", "organ_b", "organ_a"}
+	if m.Config.Domains[0].Plan, err = json.Marshal(plan); err != nil {
+		t.Fatal(err)
+	}
+	renamedPath := filepath.Join(dir, "renamed.safetensors")
+	if err := m.Save(renamedPath); err != nil {
+		t.Fatal(err)
+	}
 
 	// Under a memory limit too small for the window asked for, predict on
 	// a Vulkan device uses a smaller window and says so.
@@ -93,6 +130,10 @@ func TestTrainResumePredictEval(t *testing.T) {
 		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "no", "such", "x.nii.gz"), "--device", "cpu"}, 1, "--output"},
 		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", filepath.Join(data, "SynthMR", "imagesTs"), "--output", filepath.Join(dir, "mr"), "--device", "cpu"}, 1, "channel"},
 		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--memory-limit", "lots"}, 2, "-memory-limit"},
+		{[]string{"predict", "--model", model, "--model", otherPath, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--device", "cpu"}, 1,
+			"domain SynthCT has 2 classes in " + otherPath + " but 3 in " + model},
+		{[]string{"predict", "--model", model, "--model", renamedPath, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--device", "cpu"}, 1,
+			`labels ["background" "organ_b" "organ_a"] in ` + renamedPath},
 		{[]string{"train", "--out", filepath.Join(dir, "r2")}, 2, "--data"},
 		{[]string{"train", "--data", ct, "--out", filepath.Join(dir, "r3"), "--patch", "15,16,16", "--pools", "2,2,2", "--device", "cpu"}, 1, "--patch"},
 		{[]string{"train", "--data", filepath.Join(dir, "missing"), "--out", filepath.Join(dir, "r4"), "--device", "cpu"}, 1, "missing"},

@@ -19,8 +19,7 @@ import (
 // Options tune prediction.
 type Options struct {
 	// Patch is the window; zero means the whole (padded) volume as one
-	// window when the domain has no plan, else the plan's median shape
-	// rounded down to the network's stride.
+	// window when the domain has no plan, else DefaultPatch.
 	Patch   [3]int
 	Overlap float64 // between neighbouring windows; 0 means 0.5
 	Batch   int     // windows per forward pass; 0 means 1
@@ -232,6 +231,62 @@ func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt
 		return nil, err
 	}
 	return &Output{Labels: argmax(probs, d.Classes), Probs: probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}, nil
+}
+
+// Member is one model of an ensemble: its net, and the index in its model
+// of the domain to segment.
+type Member struct {
+	Net *u2net.Net
+	Dom int
+}
+
+// Ensemble segments vol with each member in turn, each with its own plan
+// and window, and averages their probabilities in the input's geometry
+// before the argmax: models trained on other folds or with other seeds vote
+// with equal weight. The members' domains must have the same classes. With
+// several members, each frees its graphs once done, so that the next finds
+// the device's memory free. Output.Window is the first member's window and
+// Output.Windows counts the windows of all.
+func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Options) (*Output, error) {
+	if len(members) == 0 {
+		return nil, fmt.Errorf("an ensemble needs at least one model")
+	}
+	first := members[0].Net.Model.Config.Domains[members[0].Dom]
+	var sum *Output
+	for i, m := range members {
+		d := m.Net.Model.Config.Domains[m.Dom]
+		if d.Classes != first.Classes {
+			return nil, fmt.Errorf("model %d of the ensemble: domain %s has %d classes, model 1's domain %s has %d",
+				i+1, d.Name, d.Classes, first.Name, first.Classes)
+		}
+		out, err := Volume(ctx, m.Net, m.Dom, vol, opt)
+		if err != nil {
+			if len(members) > 1 {
+				err = fmt.Errorf("model %d of the ensemble: %w", i+1, err)
+			}
+			return nil, err
+		}
+		if len(members) == 1 {
+			return out, nil
+		}
+		if err := m.Net.FreeGraphs(); err != nil {
+			return nil, err
+		}
+		if sum == nil {
+			sum = out
+			continue
+		}
+		for j, v := range out.Probs {
+			sum.Probs[j] += v
+		}
+		sum.Windows += out.Windows
+	}
+	scale := 1 / float32(len(members))
+	for j := range sum.Probs {
+		sum.Probs[j] *= scale
+	}
+	sum.Labels = argmax(sum.Probs, sum.Classes)
+	return sum, nil
 }
 
 func argmax(probs []float32, classes int) []uint8 {

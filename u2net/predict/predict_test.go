@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -81,5 +82,77 @@ func TestWholeVolumeEqualsForward(t *testing.T) {
 	vol.Shape[0] = 1
 	if _, err := Volume(context.Background(), net, 0, vol, Options{}); err == nil {
 		t.Error("an image with the wrong channel count was accepted")
+	}
+}
+
+// An ensemble averages its members' probabilities before the argmax; one
+// member is plain prediction. Members must agree on the classes.
+func TestEnsemble(t *testing.T) {
+	cfg := u2net.DefaultConfig()
+	cfg.BaseChannels = 2
+	cfg.PoolsPerAxis = [3]int{1, 2, 2}
+	cfg.Domains = []u2net.Domain{{Name: "a", InChannels: 1, Classes: 3}}
+	other := cfg
+	other.Domains = []u2net.Domain{{Name: "b", InChannels: 1, Classes: 3}, {Name: "a", InChannels: 1, Classes: 3}}
+	fewer := cfg
+	fewer.Domains = []u2net.Domain{{Name: "a", InChannels: 1, Classes: 2}}
+	var members []Member
+	for i, c := range []u2net.Config{cfg, other, fewer} {
+		m, err := u2net.New(c, uint64(10+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		net, err := u2net.NewNet(m, ops.NewCPU())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer net.Close()
+		members = append(members, Member{Net: net, Dom: len(c.Domains) - 1})
+	}
+	shape := [4]int{1, 4, 8, 12}
+	r := rand.New(rand.NewPCG(2, 2))
+	data := make([]float32, shape[1]*shape[2]*shape[3])
+	for i := range data {
+		data[i] = float32(r.NormFloat64())
+	}
+	vol := &nifti.Volume{Header: nifti.NewHeader(shape, nifti.Identity()), Shape: shape, Data: data}
+	ctx := context.Background()
+	var single [2]*Output
+	for i := range single {
+		out, err := Volume(ctx, members[i].Net, members[i].Dom, vol, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		single[i] = out
+	}
+	one, err := Ensemble(ctx, members[:1], vol, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(one.Probs, single[0].Probs) || !slices.Equal(one.Labels, single[0].Labels) {
+		t.Error("an ensemble of one differs from plain prediction")
+	}
+	two, err := Ensemble(ctx, members[:2], vol, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, len(two.Probs))
+	for i := range want {
+		want[i] = (single[0].Probs[i] + single[1].Probs[i]) * 0.5
+	}
+	if !slices.Equal(two.Probs, want) {
+		t.Error("an ensemble of two is not the mean of its members' probabilities")
+	}
+	if !slices.Equal(two.Labels, argmax(want, 3)) || slices.Equal(two.Labels, single[0].Labels) {
+		t.Error("the ensemble's labels are not the argmax of the mean (or the members agree everywhere)")
+	}
+	if two.Windows != single[0].Windows+single[1].Windows {
+		t.Errorf("%d windows, want %d", two.Windows, single[0].Windows+single[1].Windows)
+	}
+	if _, err := Ensemble(ctx, members, vol, Options{}); err == nil || !strings.Contains(err.Error(), "model 3 of the ensemble: domain a has 2 classes") {
+		t.Errorf("members with other classes: %v", err)
+	}
+	if _, err := Ensemble(ctx, nil, vol, Options{}); err == nil {
+		t.Error("an empty ensemble was accepted")
 	}
 }
