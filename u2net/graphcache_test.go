@@ -320,3 +320,43 @@ func TestDomainsShareTrainingBuffers(t *testing.T) {
 		})
 	}
 }
+
+// FreeGraphs returns a net to its parameters' memory (and the engine's
+// scratch buffers, which persist), and the next pass builds its graph again
+// with the same result.
+func TestFreeGraphs(t *testing.T) {
+	cfg := tinyConfig(ModeUniversal, UpsampleTranspose)
+	m, err := New(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := opstest.GPU(t, vk.Options{})
+	n, err := NewNet(m, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	size := [3]int{8, 16, 16}
+	x, _ := tinyBatch(rand.New(rand.NewPCG(5, 5)), cfg.Domains[0], 1, size)
+	var want []float32
+	var base uint64
+	for round := range 3 {
+		got, err := n.Probabilities(0, 1, size, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held, _ := g.Device().MemoryInUse()
+		if err := n.FreeGraphs(); err != nil {
+			t.Fatal(err)
+		}
+		used, _ := g.Device().MemoryInUse()
+		if len(n.graphs) != 0 || used >= held || (round > 0 && used != base) {
+			t.Errorf("round %d: %d graphs and %d bytes in use after FreeGraphs, %d before; want none and %d", round, len(n.graphs), used, held, base)
+		}
+		if round == 0 {
+			want, base = got, used
+		} else if !slices.Equal(got, want) {
+			t.Errorf("round %d: probabilities after FreeGraphs differ", round)
+		}
+	}
+}
