@@ -24,9 +24,10 @@ type GPU struct {
 	timed   bool
 	// gemmTile, when set, overrides the GEMM tiling (SetGEMMTile).
 	gemmTile *GEMMTile
-	// tuning, when set, overrides the device class that picks the sizes
-	// tuned for CPU devices (cpuTuned): tests run both on one device.
-	tuning *bool
+	// tuning, when not TuneDevice, overrides the device class that picks
+	// the sizes tuned for CPU devices (cpuTuned): tests run both on one
+	// device.
+	tuning Tuning
 	// pwDWMaxBlocks, when set, bounds the blocks of pointwiseDW in place of
 	// its rule: tests take both weight-gradient paths, benchmarks compare
 	// them.
@@ -328,13 +329,32 @@ func (g *GPU) kernel(name string, bindings []vk.Access, push int, spec ...uint32
 	return k, err
 }
 
+// Tuning names the class of device whose kernels and sizes an engine
+// chooses.
+type Tuning int
+
+const (
+	TuneDevice Tuning = iota // the device's own class
+	TuneCPU                  // as for a CPU device such as lavapipe
+	TuneGPU                  // as for a GPU
+)
+
+// SetTuning makes the engine choose its kernels and sizes as for the given
+// class of device from now on, whatever its own: tests take a GPU's code
+// paths on lavapipe (and a CPU device's on a GPU) with it. The classes sum
+// in different orders, so their results differ in rounding.
+func (g *GPU) SetTuning(t Tuning) { g.tuning = t }
+
 // cpuTuned reports whether the kernels take the sizes tuned for CPU
 // devices (lavapipe), which run a few workgroups at a time, one per core,
 // each a SIMD vector at a time between barriers: fewer and larger split
 // reductions, smaller trees. Other devices take the GPU sizes.
 func (g *GPU) cpuTuned() bool {
-	if g.tuning != nil {
-		return *g.tuning
+	switch g.tuning {
+	case TuneCPU:
+		return true
+	case TuneGPU:
+		return false
 	}
 	return g.dev.Info().Type == vk.TypeCPU
 }

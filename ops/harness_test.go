@@ -186,7 +186,7 @@ func checkCases(t *testing.T, cases []opCase) {
 	g := gpuEngine(t)
 	cpu := NewCPU()
 	native := g.cpuTuned()
-	defer func() { g.tuning = nil }()
+	defer g.SetTuning(TuneDevice)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			wantF, wantL, err := runOn(cpu, c)
@@ -196,7 +196,7 @@ func checkCases(t *testing.T, cases []opCase) {
 			// The device's own sizes, then those tuned for the other
 			// class of device (cpuTuned).
 			for _, cpuTuned := range []bool{native, !native} {
-				g.tuning = &cpuTuned
+				g.SetTuning(map[bool]Tuning{true: TuneCPU, false: TuneGPU}[cpuTuned])
 				gotF, gotL, err := runOn(g, c)
 				if err != nil {
 					t.Fatalf("gpu (CPU-tuned %t): %v", cpuTuned, err)

@@ -18,15 +18,29 @@ func openGPU(t testing.TB) *ops.GPU { return opstest.GPU(t, vk.Options{}) }
 
 // The whole network on the GPU engine matches the CPU reference engine:
 // logits, losses and every parameter gradient, in each mode, for two domains
-// with different channel and class counts and anisotropic strides.
+// with different channel and class counts and anisotropic strides; with the
+// kernels and sizes of both classes of device (lavapipe then runs a GPU's
+// code paths, under the validation layer in CI, and a GPU lavapipe's).
 func TestGPUMatchesCPU(t *testing.T) {
 	g := openGPU(t)
-	for _, c := range []struct{ mode, up string }{
-		{ModeUniversal, UpsampleTranspose},
-		{ModeShared, UpsampleNearest},
-		{ModeIndependent, UpsampleTranspose},
+	defer g.SetTuning(ops.TuneDevice)
+	for _, c := range []struct {
+		mode, up string
+		tuning   ops.Tuning
+	}{
+		{ModeUniversal, UpsampleTranspose, ops.TuneDevice},
+		{ModeShared, UpsampleNearest, ops.TuneDevice},
+		{ModeIndependent, UpsampleTranspose, ops.TuneDevice},
+		{ModeUniversal, UpsampleTranspose, ops.TuneCPU},
+		{ModeUniversal, UpsampleTranspose, ops.TuneGPU},
+		{ModeShared, UpsampleNearest, ops.TuneGPU},
 	} {
-		t.Run(c.mode+"-"+c.up, func(t *testing.T) {
+		name := c.mode + "-" + c.up
+		if c.tuning != ops.TuneDevice {
+			name += map[ops.Tuning]string{ops.TuneCPU: "-cpu-sizes", ops.TuneGPU: "-gpu-sizes"}[c.tuning]
+		}
+		t.Run(name, func(t *testing.T) {
+			g.SetTuning(c.tuning)
 			m, err := New(tinyConfig(c.mode, c.up), 13)
 			if err != nil {
 				t.Fatal(err)
