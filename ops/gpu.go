@@ -38,7 +38,10 @@ type GPU struct {
 	// depthwise convolution take their direct kernels (directGEMM,
 	// directDepthwise): tests take both paths, benchmarks compare.
 	directOn *bool
-	timings  []vk.Timing
+	// fusedNormOn, when set, overrides whether an instance norm runs as
+	// norm_fused (fusedNorm): benchmarks compare the two on a device.
+	fusedNormOn *bool
+	timings     []vk.Timing
 
 	scratch map[string]*vk.Buffer
 	// retired buffers may still be read by recorded work: they are released

@@ -197,6 +197,9 @@ func (g *GPU) normApply(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tensor
 // two more dispatches, each waiting for the one before (the deep levels of
 // the reference's network, 16³ and smaller, have some 25 norms).
 func (g *GPU) fusedNorm(np *normPlan, groups int) bool {
+	if g.fusedNormOn != nil {
+		return *g.fusedNormOn
+	}
 	if !g.cpuTuned() {
 		return np.push.Chunks == 1
 	}

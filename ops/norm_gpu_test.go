@@ -310,6 +310,44 @@ func BenchmarkInstanceNorm(b *testing.B) {
 	}
 }
 
+// BenchmarkInstanceNormSmallPlanes compares norm_fused (one dispatch, what
+// GPUs take for planes of one statistics chunk) with the chunked passes
+// (three) at the deep levels of the reference's network (base 16, 128³,
+// batch 2), forward and backward.
+func BenchmarkInstanceNormSmallPlanes(b *testing.B) {
+	g := gpuEngine(b)
+	defer func() { g.fusedNormOn = nil }()
+	for _, s := range []struct {
+		name string
+		p    ref.NormParams
+	}{
+		{"2x128x16^3", ref.NormParams{N: 2, C: 128, Size: ref.Dims3{16, 16, 16}}},
+		{"2x256x8^3", ref.NormParams{N: 2, C: 256, Size: ref.Dims3{8, 8, 8}}},
+		{"2x512x4^3", ref.NormParams{N: 2, C: 512, Size: ref.Dims3{4, 4, 4}}},
+	} {
+		p := s.p
+		p.Eps, p.Residual, p.LeakyReLU, p.Slope = ref.DefaultNormEps, true, true, ref.DefaultSlope
+		r := rand.New(rand.NewPCG(51, 52))
+		n := p.InputLen()
+		tensors := []tensorSpec{input("x", normInput(r, n)), input("r", randn(r, n)), input("gamma", randn(r, p.C)),
+			input("beta", randn(r, p.C)), input("dy", randn(r, n)), output("y", n), output("mean", p.StatsLen()),
+			output("invStd", p.StatsLen()), output("dx", n), output("dr", n), output("dgamma", p.C), output("dbeta", p.C)}
+		for _, fused := range []bool{true, false} {
+			path := map[bool]string{true: "fused", false: "chunked"}[fused]
+			b.Run(s.name+"/"+path, func(b *testing.B) {
+				g.fusedNormOn = &fused
+				benchCase(b, g, opCase{tensors: tensors, run: func(e Engine, t map[string]*Tensor) error {
+					if err := e.InstanceNorm3d(p, t["x"], t["r"], t["gamma"], t["beta"], t["y"], t["mean"], t["invStd"]); err != nil {
+						return err
+					}
+					return e.InstanceNorm3dBackward(p, t["x"], t["r"], t["gamma"], t["beta"], t["mean"], t["invStd"],
+						t["dy"], t["dx"], t["dr"], t["dgamma"], t["dbeta"])
+				}})
+			})
+		}
+	}
+}
+
 // TestDepthwiseNormProfile logs the median GPU time of each kernel of the
 // DESIGN.md §8 shapes when U2NET_PROFILE is set (on a real GPU; lavapipe
 // would take minutes).
