@@ -81,12 +81,7 @@ func TestVolumeFitsMemoryLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	shape := [4]int{1, 10, 44, 40}
-	r := rand.New(rand.NewPCG(5, 5))
-	data := make([]float32, shape[1]*shape[2]*shape[3])
-	for i := range data {
-		data[i] = float32(r.NormFloat64())
-	}
-	vol := &nifti.Volume{Header: nifti.NewHeader(shape, nifti.Identity()), Shape: shape, Data: data}
+	vol := randomVolume(rand.New(rand.NewPCG(5, 5)), shape)
 
 	// Each engine twice: without a limit, and with 60% of what the whole
 	// volume needs there.

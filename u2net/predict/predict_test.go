@@ -21,23 +21,10 @@ func TestWholeVolumeEqualsForward(t *testing.T) {
 	cfg.BaseChannels = 2
 	cfg.PoolsPerAxis = [3]int{1, 2, 2}
 	cfg.Domains = []u2net.Domain{{Name: "a", InChannels: 2, Classes: 3}}
-	m, err := u2net.New(cfg, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	net, err := u2net.NewNet(m, ops.NewCPU())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer net.Close()
+	net := cpuNet(t, cfg, 3)
 	shape := [4]int{2, 4, 8, 12} // already a multiple of the strides: no padding
-	r := rand.New(rand.NewPCG(1, 1))
-	data := make([]float32, shape[0]*shape[1]*shape[2]*shape[3])
-	for i := range data {
-		data[i] = float32(r.NormFloat64())
-	}
-	h := nifti.NewHeader(shape, nifti.Identity())
-	vol := &nifti.Volume{Header: h, Shape: shape, Data: data}
+	vol := randomVolume(rand.New(rand.NewPCG(1, 1)), shape)
+	data := vol.Data
 	out, err := Volume(context.Background(), net, 0, vol, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -98,24 +85,9 @@ func TestEnsemble(t *testing.T) {
 	fewer.Domains = []u2net.Domain{{Name: "a", InChannels: 1, Classes: 2}}
 	var members []Member
 	for i, c := range []u2net.Config{cfg, other, fewer} {
-		m, err := u2net.New(c, uint64(10+i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		net, err := u2net.NewNet(m, ops.NewCPU())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer net.Close()
-		members = append(members, Member{Net: net, Dom: len(c.Domains) - 1})
+		members = append(members, Member{Net: cpuNet(t, c, uint64(10+i)), Dom: len(c.Domains) - 1})
 	}
-	shape := [4]int{1, 4, 8, 12}
-	r := rand.New(rand.NewPCG(2, 2))
-	data := make([]float32, shape[1]*shape[2]*shape[3])
-	for i := range data {
-		data[i] = float32(r.NormFloat64())
-	}
-	vol := &nifti.Volume{Header: nifti.NewHeader(shape, nifti.Identity()), Shape: shape, Data: data}
+	vol := randomVolume(rand.New(rand.NewPCG(2, 2)), [4]int{1, 4, 8, 12})
 	ctx := context.Background()
 	var single [2]*Output
 	for i := range single {
@@ -155,4 +127,30 @@ func TestEnsemble(t *testing.T) {
 	if _, err := Ensemble(ctx, nil, vol, Options{}); err == nil {
 		t.Error("an empty ensemble was accepted")
 	}
+}
+
+// cpuNet returns a net of a new model of cfg on the reference engine,
+// closed when the test ends.
+func cpuNet(t *testing.T, cfg u2net.Config, seed uint64) *u2net.Net {
+	t.Helper()
+	m, err := u2net.New(cfg, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := u2net.NewNet(m, ops.NewCPU())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(net.Close)
+	return net
+}
+
+// randomVolume returns a volume of shape [C, D, H, W] of N(0, 1) values
+// with the identity affine.
+func randomVolume(r *rand.Rand, shape [4]int) *nifti.Volume {
+	data := make([]float32, shape[0]*shape[1]*shape[2]*shape[3])
+	for i := range data {
+		data[i] = float32(r.NormFloat64())
+	}
+	return &nifti.Volume{Header: nifti.NewHeader(shape, nifti.Identity()), Shape: shape, Data: data}
 }
