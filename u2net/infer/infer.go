@@ -35,7 +35,9 @@ import (
 // W fastest); the result must be [n][K][patch]: class PROBABILITIES (each
 // voxel's K values non-negative and summing to 1, e.g. a softmax), not
 // logits. Wrap a network that returns logits with Softmax. The predictor may
-// keep neither slice after it returns; the returned slice is only read.
+// keep neither slice after it returns. The returned slice is only read, but
+// it is read while the predictor runs on the next windows: later calls must
+// leave it unchanged.
 type Predictor func(batch []float32, n int, patch [3]int) ([]float32, error)
 
 // Options control the sliding window.
@@ -205,43 +207,65 @@ func Predict(ctx context.Context, input []float32, shape [4]int, classes int, pr
 		w    Window
 		flip int
 	}
-	jobs := make([]job, 0, opt.Batch)
-	in := make([]float32, 0, opt.Batch*c*pvox)
+	type batchOut struct {
+		jobs []job
+		out  []float32
+	}
+	// The host stitches batch k while the predictor runs batch k+1 (and the
+	// next windows are cut): on a GPU the host's share then overlaps the
+	// device's. One goroutine stitches the batches in order, so the sums
+	// are those of a serial run, bit for bit.
+	stitch := make(chan batchOut, 1)
+	stitched := make(chan struct{})
 	wscale := float32(1) / float32(len(fl))
-	flush := func() error {
-		if len(jobs) == 0 {
+	go func() {
+		defer close(stitched)
+		for b := range stitch {
+			for i, j := range b.jobs {
+				accumulate(acc, weight, sp, classes, b.out[i*classes*pvox:(i+1)*classes*pvox], j.w, size, j.flip, gauss, wscale)
+			}
+		}
+	}()
+	predictAll := func() error {
+		jobs := make([]job, 0, opt.Batch)
+		in := make([]float32, 0, opt.Batch*c*pvox)
+		flush := func() error {
+			if len(jobs) == 0 {
+				return nil
+			}
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("infer: %w", err)
+			}
+			n := len(jobs)
+			out, err := pred(in, n, size)
+			if err != nil {
+				return fmt.Errorf("infer: predictor on %d windows of %v: %w", n, size, err)
+			}
+			if len(out) != n*classes*pvox {
+				return fmt.Errorf("infer: predictor returned %d values for %d windows of %d classes × %v, want %d", len(out), n, classes, size, n*classes*pvox)
+			}
+			stitch <- batchOut{slices.Clone(jobs), out}
+			jobs = jobs[:0]
+			in = in[:0]
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("infer: %w", err)
-		}
-		n := len(jobs)
-		out, err := pred(in, n, size)
-		if err != nil {
-			return fmt.Errorf("infer: predictor on %d windows of %v: %w", n, size, err)
-		}
-		if len(out) != n*classes*pvox {
-			return fmt.Errorf("infer: predictor returned %d values for %d windows of %d classes × %v, want %d", len(out), n, classes, size, n*classes*pvox)
-		}
-		for i, j := range jobs {
-			accumulate(acc, weight, sp, classes, out[i*classes*pvox:(i+1)*classes*pvox], j.w, size, j.flip, gauss, wscale)
-		}
-		jobs = jobs[:0]
-		in = in[:0]
-		return nil
-	}
-	for _, w := range windows {
-		for _, f := range fl {
-			in = cut(in, input, c, sp, w, size, f)
-			jobs = append(jobs, job{w, f})
-			if len(jobs) == opt.Batch {
-				if err := flush(); err != nil {
-					return nil, err
+		for _, w := range windows {
+			for _, f := range fl {
+				in = cut(in, input, c, sp, w, size, f)
+				jobs = append(jobs, job{w, f})
+				if len(jobs) == opt.Batch {
+					if err := flush(); err != nil {
+						return err
+					}
 				}
 			}
 		}
+		return flush()
 	}
-	if err := flush(); err != nil {
+	err = predictAll()
+	close(stitch)
+	<-stitched
+	if err != nil {
 		return nil, err
 	}
 
