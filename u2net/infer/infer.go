@@ -207,15 +207,55 @@ func Predict(ctx context.Context, input []float32, shape [4]int, classes int, pr
 		w    Window
 		flip int
 	}
-	type batchOut struct {
+	type batch struct {
 		jobs []job
-		out  []float32
+		in   []float32 // the jobs' windows, cut
+		out  []float32 // their probabilities
 	}
-	// The host stitches batch k while the predictor runs batch k+1 (and the
-	// next windows are cut): on a GPU the host's share then overlaps the
-	// device's. One goroutine stitches the batches in order, so the sums
-	// are those of a serial run, bit for bit.
-	stitch := make(chan batchOut, 1)
+	// Three stages run at once, each handing its batches on in order: the
+	// host cuts batch k+1 and stitches batch k−1 while the predictor runs
+	// batch k, so that on a GPU the host's share overlaps the device's.
+	// The sums are those of a serial run, bit for bit. Two input buffers
+	// take turns between the cutter and the predictor.
+	inputs := make(chan batch, 1)
+	spare := make(chan []float32, 2)
+	for range 2 {
+		spare <- make([]float32, 0, opt.Batch*c*pvox)
+	}
+	stop := make(chan struct{}) // the predictor has quit
+	go func() {
+		defer close(inputs)
+		var b batch
+		for _, w := range windows {
+			for _, f := range fl {
+				if b.in == nil {
+					select {
+					case b.in = <-spare:
+						b.in = b.in[:0]
+					case <-stop:
+						return
+					}
+				}
+				b.in = cut(b.in, input, c, sp, w, size, f)
+				b.jobs = append(b.jobs, job{w, f})
+				if len(b.jobs) == opt.Batch {
+					select {
+					case inputs <- b:
+					case <-stop:
+						return
+					}
+					b = batch{}
+				}
+			}
+		}
+		if len(b.jobs) > 0 {
+			select {
+			case inputs <- b:
+			case <-stop:
+			}
+		}
+	}()
+	stitch := make(chan batch, 1)
 	stitched := make(chan struct{})
 	wscale := float32(1) / float32(len(fl))
 	go func() {
@@ -227,42 +267,28 @@ func Predict(ctx context.Context, input []float32, shape [4]int, classes int, pr
 		}
 	}()
 	predictAll := func() error {
-		jobs := make([]job, 0, opt.Batch)
-		in := make([]float32, 0, opt.Batch*c*pvox)
-		flush := func() error {
-			if len(jobs) == 0 {
-				return nil
-			}
+		for b := range inputs {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("infer: %w", err)
 			}
-			n := len(jobs)
-			out, err := pred(in, n, size)
+			n := len(b.jobs)
+			out, err := pred(b.in, n, size)
 			if err != nil {
 				return fmt.Errorf("infer: predictor on %d windows of %v: %w", n, size, err)
 			}
 			if len(out) != n*classes*pvox {
 				return fmt.Errorf("infer: predictor returned %d values for %d windows of %d classes × %v, want %d", len(out), n, classes, size, n*classes*pvox)
 			}
-			stitch <- batchOut{slices.Clone(jobs), out}
-			jobs = jobs[:0]
-			in = in[:0]
-			return nil
+			spare <- b.in
+			b.in, b.out = nil, out
+			stitch <- b
 		}
-		for _, w := range windows {
-			for _, f := range fl {
-				in = cut(in, input, c, sp, w, size, f)
-				jobs = append(jobs, job{w, f})
-				if len(jobs) == opt.Batch {
-					if err := flush(); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		return flush()
+		return nil
 	}
 	err = predictAll()
+	close(stop)
+	for range inputs { // until the cutter has returned
+	}
 	close(stitch)
 	<-stitched
 	if err != nil {
