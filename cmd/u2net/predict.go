@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")
 	mirror := fs.Bool("mirror", false, "test-time augmentation by mirroring")
+	largest := fs.String("largest-component", "", `keep only the largest connected component (26-connected) of these classes, "all" or label values or names separated by commas; their other voxels become background (for structures of one piece: an organ, not a vessel tree or scattered lesions)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -62,6 +64,11 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	models, doms, err := loadEnsemble(modelPaths, *domain, opt.Patch)
 	if err != nil {
 		return err
+	}
+	if *largest != "" {
+		if opt.KeepLargest, err = parseClasses(*largest, models[0], doms[0]); err != nil {
+			return usageError("--largest-component: %v", err)
+		}
 	}
 	pairs, err := inputPairs(*input, *output)
 	if err != nil {
@@ -120,6 +127,44 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s -> %s (%s, %.1f s)\n", p[0], p[1], how, time.Since(start).Seconds())
 	}
 	return nil
+}
+
+// parseClasses reads a list of foreground classes of domain dom of m: "all",
+// or label values or names (those of its plan) separated by commas.
+func parseClasses(list string, m *u2net.Model, dom int) ([]uint8, error) {
+	classes := m.Config.Domains[dom].Classes
+	var names []string
+	if plan, err := predict.Plan(m.Config, dom); err == nil && plan != nil {
+		names = plan.Labels
+	}
+	if strings.TrimSpace(list) == "all" {
+		var all []uint8
+		for c := 1; c < classes; c++ {
+			all = append(all, uint8(c))
+		}
+		return all, nil
+	}
+	var out []uint8
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		c := slices.Index(names, f)
+		if c < 0 {
+			v, err := strconv.Atoi(f)
+			if err != nil {
+				known := "label values"
+				if len(names) > 0 {
+					known = fmt.Sprintf("names %s or values", strings.Join(names[1:], ", "))
+				}
+				return nil, fmt.Errorf("%q is not a class (want all, or %s 1..%d)", f, known, classes-1)
+			}
+			c = v
+		}
+		if c < 1 || c >= classes {
+			return nil, fmt.Errorf("class %d: the domain's foreground classes are 1..%d", c, classes-1)
+		}
+		out = append(out, uint8(c))
+	}
+	return out, nil
 }
 
 // loadEnsemble loads the --model files and finds the domain in each; they

@@ -68,6 +68,13 @@ func TestTrainResumePredictEval(t *testing.T) {
 	if code, stdout, stderr := run("eval", "--pred", pred, "--ref", filepath.Join(ct, "labelsTs")); code != 0 || !strings.Contains(stdout, "mean") {
 		t.Errorf("eval: exit %d: %s %s", code, stdout, stderr)
 	}
+	// Islands removed from chosen classes, by value or by name.
+	for _, classes := range []string{"all", "organ_b,1"} {
+		if code, _, stderr := run("predict", "--model", model, "--domain", "SynthCT", "--input", one[0],
+			"--output", filepath.Join(dir, "largest.nii.gz"), "--largest-component", classes, "--device", "cpu"); code != 0 {
+			t.Errorf("predict --largest-component %s: exit %d: %s", classes, code, stderr)
+		}
+	}
 	// An ensemble: the model and the run's checkpoint, averaged.
 	ckptModel := filepath.Join(runDir, "checkpoint.safetensors")
 	if code, stdout, stderr := run("predict", "--model", model, "--model", ckptModel, "--domain", "SynthCT", "--input", one[0],
@@ -130,6 +137,10 @@ func TestTrainResumePredictEval(t *testing.T) {
 		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "no", "such", "x.nii.gz"), "--device", "cpu"}, 1, "--output"},
 		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", filepath.Join(data, "SynthMR", "imagesTs"), "--output", filepath.Join(dir, "mr"), "--device", "cpu"}, 1, "channel"},
 		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--memory-limit", "lots"}, 2, "-memory-limit"},
+		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--largest-component", "liver"}, 2,
+			`"liver" is not a class (want all, or names organ_a, organ_b or values 1..2)`},
+		{[]string{"predict", "--model", model, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--largest-component", "3"}, 2,
+			"class 3: the domain's foreground classes are 1..2"},
 		{[]string{"predict", "--model", model, "--model", otherPath, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--device", "cpu"}, 1,
 			"domain SynthCT has 2 classes in " + otherPath + " but 3 in " + model},
 		{[]string{"predict", "--model", model, "--model", renamedPath, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--device", "cpu"}, 1,

@@ -24,6 +24,10 @@ type Options struct {
 	Overlap float64 // between neighbouring windows; 0 means 0.5
 	Batch   int     // windows per forward pass; 0 means 1
 	Mirror  bool    // test-time augmentation over the 8 flips
+	// KeepLargest lists the classes of which the labels keep only the
+	// largest 26-connected component (KeepLargestComponents); the
+	// probabilities stay as predicted.
+	KeepLargest []uint8
 	// Log receives a warning when the window or batch is reduced to fit
 	// the device; nil discards it.
 	Log *slog.Logger
@@ -211,7 +215,8 @@ func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt
 		if err != nil {
 			return nil, err
 		}
-		return &Output{Labels: res.Labels, Probs: res.Probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}, nil
+		out := &Output{Labels: res.Labels, Probs: res.Probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}
+		return out, out.postprocess(vol, opt)
 	}
 	c, err := plan.ApplyImage(vol)
 	if err != nil {
@@ -230,7 +235,22 @@ func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt
 	if err != nil {
 		return nil, err
 	}
-	return &Output{Labels: argmax(probs, d.Classes), Probs: probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}, nil
+	out := &Output{Labels: argmax(probs, d.Classes), Probs: probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}
+	return out, out.postprocess(vol, opt)
+}
+
+// postprocess applies to the labels what opt asks for once they are final.
+func (o *Output) postprocess(vol *nifti.Volume, opt Options) error {
+	if len(opt.KeepLargest) == 0 {
+		return nil
+	}
+	for _, c := range opt.KeepLargest {
+		if int(c) >= o.Classes {
+			return fmt.Errorf("largest component of class %d: the domain has classes 0..%d", c, o.Classes-1)
+		}
+	}
+	_, err := KeepLargestComponents(o.Labels, [3]int{vol.Shape[1], vol.Shape[2], vol.Shape[3]}, opt.KeepLargest)
+	return err
 }
 
 // Member is one model of an ensemble: its net, and the index in its model
@@ -252,6 +272,11 @@ func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Opti
 		return nil, fmt.Errorf("an ensemble needs at least one model")
 	}
 	first := members[0].Net.Model.Config.Domains[members[0].Dom]
+	// The members' labels are not the ensemble's: its own are post-processed.
+	memberOpt := opt
+	if len(members) > 1 {
+		memberOpt.KeepLargest = nil
+	}
 	var sum *Output
 	for i, m := range members {
 		d := m.Net.Model.Config.Domains[m.Dom]
@@ -259,7 +284,7 @@ func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Opti
 			return nil, fmt.Errorf("model %d of the ensemble: domain %s has %d classes, model 1's domain %s has %d",
 				i+1, d.Name, d.Classes, first.Name, first.Classes)
 		}
-		out, err := Volume(ctx, m.Net, m.Dom, vol, opt)
+		out, err := Volume(ctx, m.Net, m.Dom, vol, memberOpt)
 		if err != nil {
 			if len(members) > 1 {
 				err = fmt.Errorf("model %d of the ensemble: %w", i+1, err)
@@ -286,7 +311,7 @@ func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Opti
 		sum.Probs[j] *= scale
 	}
 	sum.Labels = argmax(sum.Probs, sum.Classes)
-	return sum, nil
+	return sum, sum.postprocess(vol, opt)
 }
 
 func argmax(probs []float32, classes int) []uint8 {

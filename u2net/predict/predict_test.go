@@ -87,7 +87,7 @@ func TestEnsemble(t *testing.T) {
 	for i, c := range []u2net.Config{cfg, other, fewer} {
 		members = append(members, Member{Net: cpuNet(t, c, uint64(10+i)), Dom: len(c.Domains) - 1})
 	}
-	vol := randomVolume(rand.New(rand.NewPCG(2, 2)), [4]int{1, 4, 8, 12})
+	vol := randomVolume(rand.New(rand.NewPCG(1, 2)), [4]int{1, 8, 16, 24})
 	ctx := context.Background()
 	var single [2]*Output
 	for i := range single {
@@ -117,6 +117,30 @@ func TestEnsemble(t *testing.T) {
 	}
 	if !slices.Equal(two.Labels, argmax(want, 3)) || slices.Equal(two.Labels, single[0].Labels) {
 		t.Error("the ensemble's labels are not the argmax of the mean (or the members agree everywhere)")
+	}
+	// Islands are removed from the final labels: the ensemble's, not its
+	// members'.
+	shape3 := [3]int{vol.Shape[1], vol.Shape[2], vol.Shape[3]}
+	for _, c := range []struct {
+		members []Member
+		plain   []uint8
+	}{{members[:1], single[0].Labels}, {members[:2], two.Labels}} {
+		got, err := Ensemble(ctx, c.members, vol, Options{KeepLargest: []uint8{1, 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := slices.Clone(c.plain)
+		cleared, err := KeepLargestComponents(want, shape3, []uint8{1, 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cleared == 0 || !slices.Equal(got.Labels, want) {
+			t.Errorf("%d member(s) keeping the largest components: %d voxels cleared, labels as expected %t",
+				len(c.members), cleared, slices.Equal(got.Labels, want))
+		}
+	}
+	if _, err := Ensemble(ctx, members[:1], vol, Options{KeepLargest: []uint8{3}}); err == nil || !strings.Contains(err.Error(), "class 3") {
+		t.Errorf("largest component of a class the domain lacks: %v", err)
 	}
 	if two.Windows != single[0].Windows+single[1].Windows {
 		t.Errorf("%d windows, want %d", two.Windows, single[0].Windows+single[1].Windows)
