@@ -439,36 +439,11 @@ func TestParallelStitchingMatchesSerial(t *testing.T) {
 	}
 }
 
-// BenchmarkPredictHost times the host's share of a prediction: cutting the
-// windows, stitching their probabilities and the labels, at the reference's
-// patch (one 128³ window and its mirror along W); the predictor returns a
-// fixed result at no cost.
-func BenchmarkPredictHost(b *testing.B) {
-	const s = 128
-	in := make([]float32, s*s*s)
-	for i := range in {
-		in[i] = float32(i%7) * 0.1
-	}
-	probs := make([]float32, 2*2*s*s*s)
-	for i := range probs {
-		probs[i] = float32(i%5) * 0.2
-	}
-	pred := func(x []float32, n int, p [3]int) ([]float32, error) { return probs[:n*2*p[0]*p[1]*p[2]], nil }
-	opt := Options{Patch: [3]int{s, s, s}, Overlap: 0.5, Batch: 2, Mirror: [3]bool{false, false, true}}
-	for b.Loop() {
-		if _, err := Predict(context.Background(), in, [4]int{1, s, s, s}, 2, pred, opt); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkPredictOverlap predicts 8 windows of 64³ (and their mirrors
-// along W) in batches of 2 with a predictor that waits, as the host waits
-// for a GPU, 0 or 20 ms per batch: the host's stitching of a batch overlaps
-// the wait for the next, so the second takes less than the first plus
-// 8 × 20 ms.
-func BenchmarkPredictOverlap(b *testing.B) {
-	const s, p = 96, 64
+// benchPredict predicts a volume of s³ with windows of p³ (and their
+// mirrors along W) in batches of 2, for 2 classes, with a predictor that
+// waits wait per batch, as the host waits for a GPU, and returns a fixed
+// result.
+func benchPredict(b *testing.B, s, p int, wait time.Duration) {
 	in := make([]float32, s*s*s)
 	for i := range in {
 		in[i] = float32(i%7) * 0.1
@@ -477,18 +452,30 @@ func BenchmarkPredictOverlap(b *testing.B) {
 	for i := range probs {
 		probs[i] = float32(i%5) * 0.2
 	}
+	pred := func(x []float32, n int, q [3]int) ([]float32, error) {
+		time.Sleep(wait)
+		return probs[:n*2*q[0]*q[1]*q[2]], nil
+	}
 	opt := Options{Patch: [3]int{p, p, p}, Overlap: 0.5, Batch: 2, Mirror: [3]bool{false, false, true}}
+	for b.Loop() {
+		if _, err := Predict(context.Background(), in, [4]int{1, s, s, s}, 2, pred, opt); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPredictHost times the host's share of a prediction: cutting the
+// windows, stitching their probabilities and the labels, at the reference's
+// patch (one 128³ window and its mirror along W); the predictor costs
+// nothing.
+func BenchmarkPredictHost(b *testing.B) { benchPredict(b, 128, 128, 0) }
+
+// BenchmarkPredictOverlap predicts 8 windows of 64³ (and their mirrors) in
+// 8 batches whose predictor waits 0 or 20 ms each: the host's cutting and
+// stitching overlap the waits, so the second takes less than the first
+// plus the waits.
+func BenchmarkPredictOverlap(b *testing.B) {
 	for _, wait := range []time.Duration{0, 20 * time.Millisecond} {
-		b.Run(fmt.Sprintf("device-%v", wait), func(b *testing.B) {
-			pred := func(x []float32, n int, q [3]int) ([]float32, error) {
-				time.Sleep(wait)
-				return probs[:n*2*q[0]*q[1]*q[2]], nil
-			}
-			for b.Loop() {
-				if _, err := Predict(context.Background(), in, [4]int{1, s, s, s}, 2, pred, opt); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		b.Run(fmt.Sprintf("device-%v", wait), func(b *testing.B) { benchPredict(b, 96, 64, wait) })
 	}
 }
