@@ -7,18 +7,18 @@
 // norm_combine's and norm_apply's work in turn, re-reading a plane that is
 // still in the core's cache, where a GPU needs thousands of workgroups for
 // large planes; GPUs take it for small planes (one norm_stats chunk).
-//   MODE 0: workgroup nc takes plane nc of x: its mean, then
-//           M2 = Σ (x − mean)² about that mean (two passes), writes mean
-//           and invStd = 1/sqrt(M2/V + eps), then, with OUT_X,
+//   MODE 0: workgroup nc takes plane nc of x: its mean and
+//           M2 = Σ (x − mean)² in one pass (planeStats), writes mean and
+//           invStd = 1/sqrt(M2/V + eps), then, with OUT_X,
 //           y = act(gamma·x̂ + beta (+ r)).
 //   MODE 1: workgroup c takes channel c's planes one sample at a time:
 //           Σ g and Σ g·x̂ (g = dy through the LeakyReLU, x̂ from the saved
 //           statistics), then, with OUT_X, dx as norm_apply's MODE 1 and,
 //           with OUT_R, dr = g; the sums over the samples are dgamma (when
 //           hasA) and dbeta (hasB).
-// Each invocation sums its values in blocks of 16 loads and groups of 16
-// blocks before its running total, which keeps a plane of 10⁶ voxels at
-// about fp32 precision; the invocations meet in a fixed tree in shared
+// MODE 1's invocations sum their values in blocks of 16 loads and groups of
+// 16 blocks before their running totals, which keeps a plane of 10⁶ voxels
+// at about fp32 precision; the invocations meet in a fixed tree in shared
 // memory. The bits are the same on every run.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WG = 8; // a power of two
@@ -92,18 +92,9 @@ vec4 z(uint i, vec4 xh, float ga, float be) {
 
 const vec4 lanes = VEC4 ? vec4(1.0) : vec4(1.0, 0.0, 0.0, 0.0);
 
-// term returns what item i of a plane adds: in MODE 0, x (for the mean) or
-// with m2 (x − st.x)² (for M2); in MODE 1, (g, g·x̂).
-vec2 term(uint i, vec2 st, float ga, float be, bool m2) {
-    vec4 v = xItem(i);
-    if (MODE == 0) {
-        if (!m2) {
-            return vec2(dot(v, lanes), 0.0);
-        }
-        vec4 d = (v - st.x) * lanes;
-        return vec2(dot(d, d), 0.0);
-    }
-    vec4 xh = (v - st.x) * st.y;
+// term returns what item i of a plane adds to MODE 1's sums: (g, g·x̂).
+vec2 term(uint i, vec2 st, float ga, float be) {
+    vec4 xh = (xItem(i) - st.x) * st.y;
     vec4 gv = grad(i);
     if (LEAKY) {
         // Slope where z ≤ 0 (or NaN), as ref and PyTorch do.
@@ -113,7 +104,7 @@ vec2 term(uint i, vec2 st, float ga, float be, bool m2) {
 }
 
 // planeSum returns the workgroup's sum of term over the items [i0, i0 + n).
-vec2 planeSum(uint i0, uint n, vec2 st, float ga, float be, bool m2) {
+vec2 planeSum(uint i0, uint n, vec2 st, float ga, float be) {
     uint lid = gl_LocalInvocationIndex;
     vec2 s = vec2(0.0);
     for (uint g0 = 0; g0 < n; g0 += WG * BLOCK * GROUP) {
@@ -123,7 +114,7 @@ vec2 planeSum(uint i0, uint n, vec2 st, float ga, float be, bool m2) {
             [[unroll]] for (uint k = 0; k < BLOCK; k++) {
                 uint j = b0 + k * WG + lid;
                 if (j < n) {
-                    sb += term(i0 + j, st, ga, be, m2);
+                    sb += term(i0 + j, st, ga, be);
                 }
             }
             sg += sb;
@@ -131,6 +122,60 @@ vec2 planeSum(uint i0, uint n, vec2 st, float ga, float be, bool m2) {
         s += sg;
     }
     return reduce(s);
+}
+
+// chan merges the statistics (count, mean, M2) of two runs of values
+// (Chan et al.), exact for an empty run on either side.
+vec3 chan(vec3 a, vec3 b) {
+    float n = a.x + b.x;
+    if (n == 0.0) {
+        return a;
+    }
+    float d = b.y - a.y;
+    float f = b.x / n;
+    return vec3(n, a.y + d * f, a.z + b.z + d * d * a.x * f);
+}
+
+shared vec3 red3[WG];
+
+// planeStats returns the (count, mean, M2) of the items [i0, i0 + n) of x
+// in one pass over memory: each invocation takes blocks of BLOCK loads,
+// held in registers for a two-pass mean and M2 of the block, and merges
+// them with chan, as the workgroup then merges its invocations, in a fixed
+// tree (lavapipe, 1×8×32³ forward: 0.32-0.39 → 0.29-0.32 ms against a
+// pass for the mean and one for M2).
+vec3 planeStats(uint i0, uint n) {
+    uint lid = gl_LocalInvocationIndex;
+    vec3 s = vec3(0.0);
+    for (uint b0 = 0; b0 < n; b0 += WG * BLOCK) {
+        vec4 v[BLOCK];
+        float sum = 0.0, cnt = 0.0;
+        [[unroll]] for (uint k = 0; k < BLOCK; k++) {
+            uint j = b0 + k * WG + lid;
+            v[k] = j < n ? xItem(i0 + j) : vec4(0.0);
+            sum += dot(v[k], lanes);
+            cnt += j < n ? float(LW) : 0.0;
+        }
+        float m = sum / max(cnt, 1.0);
+        float m2 = 0.0;
+        [[unroll]] for (uint k = 0; k < BLOCK; k++) {
+            uint j = b0 + k * WG + lid;
+            vec4 d = (v[k] - m) * lanes;
+            m2 += j < n ? dot(d, d) : 0.0;
+        }
+        s = chan(s, vec3(cnt, m, m2));
+    }
+    red3[lid] = s;
+    barrier();
+    for (uint h = WG / 2; h > 0; h >>= 1) {
+        if (lid < h) {
+            red3[lid] = chan(red3[lid], red3[lid + h]);
+        }
+        barrier();
+    }
+    vec3 t = red3[0];
+    barrier();
+    return t;
 }
 
 // apply writes the plane's output items [i0, i0 + n): y in MODE 0, dx and
@@ -180,9 +225,8 @@ void main() {
         }
         uint c = g % p.c;
         float ga = gamma[c], be = beta[c];
-        float mu = planeSum(g * n, n, vec2(0.0), ga, be, false).x / float(p.v);
-        float m2 = planeSum(g * n, n, vec2(mu, 0.0), ga, be, true).x;
-        vec2 st = vec2(mu, 1.0 / sqrt(m2 / float(p.v) + p.eps));
+        vec3 s3 = planeStats(g * n, n);
+        vec2 st = vec2(s3.y, 1.0 / sqrt(s3.z / float(p.v) + p.eps));
         if (lid == 0) {
             mean[g] = st.x;
             invStd[g] = st.y;
@@ -199,7 +243,7 @@ void main() {
     vec2 total = vec2(0.0);
     for (uint nc = g; nc < p.nc; nc += p.c) {
         vec2 st = vec2(mean[nc], invStd[nc]);
-        vec2 s = planeSum(nc * n, n, st, ga, be, false);
+        vec2 s = planeSum(nc * n, n, st, ga, be);
         total += s;
         if (APPLY) {
             apply(nc * n, n, st, ga, be, s / float(p.v));
