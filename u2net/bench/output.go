@@ -74,7 +74,8 @@ func WriteText(w io.Writer, reps []*Report) {
 					if len(prof.ks) == 0 {
 						continue
 					}
-					fmt.Fprintf(w, "%s %s: GPU time by kernel (%.1f ms in all):", n.Mode, prof.name, totalMS(prof.ks))
+					fmt.Fprintf(w, "%s %s: GPU time by kernel (%.1f ms in all, %d dispatches):", n.Mode, prof.name,
+						totalMS(prof.ks), totalDispatches(prof.ks))
 					for i, k := range byKernel(prof.ks) {
 						if i == 8 {
 							break

@@ -152,6 +152,16 @@ func totalMS(ks []KernelTime) float64 {
 	return t
 }
 
+// totalDispatches counts the dispatches of a whole profile: each costs a
+// launch, and most a barrier, however little it computes.
+func totalDispatches(ks []KernelTime) int {
+	n := 0
+	for _, k := range ks {
+		n += k.Dispatches
+	}
+	return n
+}
+
 // ScaleResult is the forward time of one volume size, or why the size was
 // skipped (it does not fit the device).
 type ScaleResult struct {
