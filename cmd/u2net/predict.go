@@ -191,8 +191,12 @@ func loadEnsemble(paths []string, domain string, patch [3]int) ([]*u2net.Model, 
 		}
 		d := m.Config.Domains[dom]
 		if len(models) > 0 {
-			if c := models[0].Config.Domains[doms[0]].Classes; d.Classes != c {
-				return nil, nil, fmt.Errorf("--model: domain %s has %d classes in %s but %d in %s", domain, d.Classes, path, c, paths[0])
+			d0 := models[0].Config.Domains[doms[0]]
+			if d.Classes != d0.Classes {
+				return nil, nil, fmt.Errorf("--model: domain %s has %d classes in %s but %d in %s", domain, d.Classes, path, d0.Classes, paths[0])
+			}
+			if d.InChannels != d0.InChannels {
+				return nil, nil, fmt.Errorf("--model: domain %s takes %d channel(s) in %s but %d in %s", domain, d.InChannels, path, d0.InChannels, paths[0])
 			}
 		}
 		plan, err := predict.Plan(m.Config, dom)

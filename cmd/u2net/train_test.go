@@ -96,6 +96,15 @@ func TestTrainResumePredictEval(t *testing.T) {
 	if err := other.Save(otherPath); err != nil {
 		t.Fatal(err)
 	}
+	cfg.Domains = []u2net.Domain{{Name: "SynthCT", InChannels: 2, Classes: 3}}
+	twoChannels, err := u2net.New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twoChannelsPath := filepath.Join(dir, "two-channels.safetensors")
+	if err := twoChannels.Save(twoChannelsPath); err != nil {
+		t.Fatal(err)
+	}
 	// Nor one whose plan names the classes otherwise.
 	var plan preprocess.Plan
 	if err := json.Unmarshal(m.Config.Domains[0].Plan, &plan); err != nil {
@@ -143,6 +152,8 @@ func TestTrainResumePredictEval(t *testing.T) {
 			"class 3: the domain's foreground classes are 1..2"},
 		{[]string{"predict", "--model", model, "--model", otherPath, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--device", "cpu"}, 1,
 			"domain SynthCT has 2 classes in " + otherPath + " but 3 in " + model},
+		{[]string{"predict", "--model", model, "--model", twoChannelsPath, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--device", "cpu"}, 1,
+			"domain SynthCT takes 2 channel(s) in " + twoChannelsPath + " but 1 in " + model},
 		{[]string{"predict", "--model", model, "--model", renamedPath, "--domain", "SynthCT", "--input", one[0], "--output", filepath.Join(dir, "x.nii.gz"), "--device", "cpu"}, 1,
 			`labels ["background" "organ_b" "organ_a"] in ` + renamedPath},
 		{[]string{"train", "--out", filepath.Join(dir, "r2")}, 2, "--data"},
