@@ -148,6 +148,11 @@ func evaluateDomain(ctx context.Context, net *u2net.Net, dir, out string) (domai
 	score := domainScore{Dice: map[string]float64{}, HD95: map[string]float64{}}
 	sumDice := map[int]float64{}
 	sumHD, nHD := map[int]float64{}, map[int]int{}
+	// As predict does: the classes whose largest component training chose.
+	keep, err := predict.PlannedKeepLargest([]predict.Member{{Net: net, Dom: dom}})
+	if err != nil {
+		return score, err
+	}
 	for i, c := range ds.Test {
 		if c.Label == "" {
 			continue
@@ -156,7 +161,7 @@ func evaluateDomain(ctx context.Context, net *u2net.Net, dir, out string) (domai
 		if err != nil {
 			return score, err
 		}
-		o, err := predict.Volume(ctx, net, dom, s.Image, predict.Options{Batch: 2, Mirror: true})
+		o, err := predict.Volume(ctx, net, dom, s.Image, predict.Options{Batch: 2, Mirror: true, KeepLargest: keep})
 		if err != nil {
 			return score, fmt.Errorf("%s case %s: %w", ds.Name, c.ID, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -73,14 +74,31 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 		plan := ""
 		if len(d.Plan) > 0 {
 			plan = ", with preprocessing plan"
-			if p, err := predict.Plan(c, i); err == nil && p.Patch != [3]int{} {
-				plan += fmt.Sprintf(", trained at %d×%d×%d", p.Patch[0], p.Patch[1], p.Patch[2])
+			if p, err := predict.Plan(c, i); err == nil {
+				if p.Patch != [3]int{} {
+					plan += fmt.Sprintf(", trained at %d×%d×%d", p.Patch[0], p.Patch[1], p.Patch[2])
+				}
+				if len(p.KeepLargest) > 0 {
+					var names []string
+					for _, k := range p.KeepLargest {
+						names = append(names, className(p.Labels, k))
+					}
+					plan += ", largest component of " + strings.Join(names, ", ")
+				}
 			}
 		}
 		fmt.Fprintf(tw, "domain %s (%d in, %d classes%s)\t%d\t%s\t\n", d.Name, d.InChannels, d.Classes, plan,
 			counts.PerDomain[d.Name], pct(counts.PerDomain[d.Name]))
 	}
 	return tw.Flush()
+}
+
+// className names class k by the plan's labels where they do, else by k.
+func className(labels []string, k int) string {
+	if k < len(labels) {
+		return labels[k]
+	}
+	return strconv.Itoa(k)
 }
 
 func runImport(args []string, stdout, stderr io.Writer) error {

@@ -39,7 +39,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")
 	mirror := fs.Bool("mirror", false, "test-time augmentation by mirroring")
-	largest := fs.String("largest-component", "", `keep only the largest connected component (26-connected) of these classes, "all" or label values or names separated by commas; their other voxels become background (for structures of one piece: an organ, not a vessel tree or scattered lesions)`)
+	largest := fs.String("largest-component", "", `keep only the largest connected component (26-connected) of these classes, "all", "none" or label values or names separated by commas; their other voxels become background (for structures of one piece: an organ, not a vessel tree or scattered lesions); default: the classes for which training found it raised the validation Dice, as the model's plan records (every model's, for an ensemble)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -65,7 +65,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *largest != "" {
+	if *largest != "" && *largest != "none" {
 		if opt.KeepLargest, err = parseClasses(*largest, models[0], doms[0]); err != nil {
 			return usageError("--largest-component: %v", err)
 		}
@@ -92,6 +92,15 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		}
 		defer net.Close()
 		members[i] = predict.Member{Net: net, Dom: doms[i]}
+	}
+	if *largest == "" {
+		if opt.KeepLargest, err = predict.PlannedKeepLargest(members); err != nil {
+			return err
+		}
+		if len(opt.KeepLargest) > 0 {
+			log.Info("keeping only the largest connected component of some classes, as the model's plan records (--largest-component none keeps all)",
+				"classes", opt.KeepLargest)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -119,6 +119,47 @@ func TestTrainResumePredictEval(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A plan that keeps the largest component of organ_a: predict does so
+	// by default, as --largest-component 1 does with the model, and not
+	// with --largest-component none; info says so.
+	plan.Labels = []string{"background", "organ_a", "organ_b"}
+	plan.KeepLargest = []int{1}
+	if m.Config.Domains[0].Plan, err = json.Marshal(plan); err != nil {
+		t.Fatal(err)
+	}
+	plannedPath := filepath.Join(dir, "planned.safetensors")
+	if err := m.Save(plannedPath); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := run("info", plannedPath); code != 0 || !strings.Contains(stdout, "largest component of organ_a") {
+		t.Errorf("info of a plan keeping a largest component: exit %d: %s %s", code, stdout, stderr)
+	}
+	outputs := map[string]string{}
+	for _, c := range []struct {
+		name, model, flag string
+		logs              bool
+	}{
+		{"planned", plannedPath, "", true},
+		{"flag", model, "1", false},
+		{"none", plannedPath, "none", false},
+		{"plain", model, "", false},
+	} {
+		out := filepath.Join(dir, "keep-"+c.name+".nii.gz")
+		args := []string{"predict", "--model", c.model, "--domain", "SynthCT", "--input", one[0], "--output", out, "--device", "cpu"}
+		if c.flag != "" {
+			args = append(args, "--largest-component", c.flag)
+		}
+		code, _, stderr := run(args...)
+		if code != 0 || strings.Contains(stderr, "keeping only the largest") != c.logs {
+			t.Errorf("predict (%s): exit %d, stderr %s", c.name, code, stderr)
+		}
+		b, _ := os.ReadFile(out)
+		outputs[c.name] = string(b)
+	}
+	if outputs["planned"] != outputs["flag"] || outputs["none"] != outputs["plain"] || outputs["planned"] == outputs["plain"] {
+		t.Error("the plan's largest components are not those of --largest-component, none does not turn them off, or they change nothing")
+	}
+
 	// Under a memory limit too small for the window asked for, predict on
 	// a Vulkan device uses a smaller window and says so.
 	if devs, err := vk.Devices(); (err == nil && len(devs) > 0) || vk.RequireGPU() {

@@ -253,6 +253,32 @@ func (o *Output) postprocess(vol *nifti.Volume, opt Options) error {
 	return err
 }
 
+// PlannedKeepLargest returns the classes of which prediction keeps only the
+// largest connected component by default: those that the plan of every
+// member's domain lists (train chose them on its validation cases).
+func PlannedKeepLargest(members []Member) ([]uint8, error) {
+	count := map[int]int{}
+	for _, m := range members {
+		plan, err := Plan(m.Net.Model.Config, m.Dom)
+		if err != nil {
+			return nil, err
+		}
+		if plan == nil {
+			return nil, nil
+		}
+		for _, c := range plan.KeepLargest {
+			count[c]++
+		}
+	}
+	var out []uint8
+	for c := 1; c < 256; c++ {
+		if count[c] == len(members) && len(members) > 0 {
+			out = append(out, uint8(c))
+		}
+	}
+	return out, nil
+}
+
 // Member is one model of an ensemble: its net, and the index in its model
 // of the domain to segment.
 type Member struct {

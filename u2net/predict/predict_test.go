@@ -2,6 +2,7 @@ package predict
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/nifti"
+	"github.com/u2net-vk/u2net/u2net/preprocess"
 )
 
 // With no plan and no patch, prediction is one window over the whole volume
@@ -177,4 +179,40 @@ func randomVolume(r *rand.Rand, shape [4]int) *nifti.Volume {
 		data[i] = float32(r.NormFloat64())
 	}
 	return &nifti.Volume{Header: nifti.NewHeader(shape, nifti.Identity()), Shape: shape, Data: data}
+}
+
+// The planned largest components of an ensemble are those every member's
+// plan lists; a member without a plan lists none.
+func TestPlannedKeepLargest(t *testing.T) {
+	member := func(keep []int, planned bool) Member {
+		cfg := u2net.DefaultConfig()
+		cfg.BaseChannels = 2
+		cfg.PoolsPerAxis = [3]int{1, 1, 1}
+		cfg.Domains = []u2net.Domain{{Name: "a", InChannels: 1, Classes: 4}}
+		if planned {
+			plan := preprocess.Plan{Version: preprocess.PlanVersion, Domain: "a", Modalities: []string{"MR"},
+				TargetSpacing: [3]float64{1, 1, 1}, Normalization: []preprocess.ChannelNorm{{Scheme: preprocess.SchemeZScore}},
+				Labels: []string{"bg", "x", "y", "z"}, KeepLargest: keep}
+			b, err := json.Marshal(plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Domains[0].Plan = b
+		}
+		return Member{Net: cpuNet(t, cfg, 1), Dom: 0}
+	}
+	for _, c := range []struct {
+		members []Member
+		want    []uint8
+	}{
+		{[]Member{member([]int{1, 3}, true)}, []uint8{1, 3}},
+		{[]Member{member([]int{1, 3}, true), member([]int{3, 2}, true)}, []uint8{3}},
+		{[]Member{member(nil, true)}, nil},
+		{[]Member{member([]int{1}, true), member(nil, false)}, nil},
+	} {
+		got, err := PlannedKeepLargest(c.members)
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("%d member(s): %v (%v), want %v", len(c.members), got, err, c.want)
+		}
+	}
 }

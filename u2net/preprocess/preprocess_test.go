@@ -388,11 +388,14 @@ func TestPlanZScoreAndExactInverse(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	good := Plan{Version: PlanVersion, Domain: "d", Modalities: []string{"CT"}, TargetSpacing: [3]float64{1, 1, 1},
+		Labels: []string{"background", "liver", "tumour"}, KeepLargest: []int{1, 2},
 		Normalization: []ChannelNorm{{Scheme: SchemeCT, ClipLow: -100, ClipHigh: 200, Mean: 50, Std: 20}}}
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	bad := []func(p *Plan){
+		func(p *Plan) { p.KeepLargest = []int{0} },
+		func(p *Plan) { p.KeepLargest = []int{3} },
 		func(p *Plan) { p.Version = 7 },
 		func(p *Plan) { p.TargetSpacing[1] = 0 },
 		func(p *Plan) { p.TargetSpacing[2] = math.NaN() },

@@ -529,7 +529,7 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 		rec := Record{Epoch: epoch, Step: step + 1, Loss: lossSum / float64(lossSteps), LR: r.net.Opt.LR}
 		lossSum, lossSteps = 0, 0
 		if (opt.ValEvery > 0 && epoch%opt.ValEvery == 0) || epoch == opt.Epochs {
-			dice, err := r.validate(ctx)
+			dice, keep, err := r.validate(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -539,6 +539,9 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 				r.best = mean
 				for k, v := range dice {
 					res.BestDice[k] = v
+				}
+				if err := r.setKeepLargest(keep); err != nil {
+					return nil, err
 				}
 				if err := r.saveBest(); err != nil {
 					return nil, err
@@ -594,30 +597,75 @@ func meanOf(m map[string]float64) float64 {
 
 // validate predicts every held-out case with the sliding window and returns
 // each domain's mean foreground Dice.
-func (r *runner) validate(ctx context.Context) (map[string]float64, error) {
+func (r *runner) validate(ctx context.Context) (map[string]float64, map[int][]int, error) {
 	out := map[string]float64{}
+	keep := map[int][]int{}
 	for _, dd := range r.doms {
 		if len(dd.val) == 0 {
 			continue
 		}
-		sum, n := 0.0, 0
+		classes := dd.ds.NumClasses()
+		// Per class, the Dice summed over the cases as predicted and with
+		// only the class's largest component kept.
+		raw, largest := make([]float64, classes), make([]float64, classes)
 		for _, c := range dd.val {
 			labels, err := Segment(ctx, r.net, dd.index, c, r.opt.Patch, r.opt.Batch)
 			if err != nil {
-				return nil, fmt.Errorf("validating %s case %s: %w", dd.ds.Name, c.ID, err)
+				return nil, nil, fmt.Errorf("validating %s case %s: %w", dd.ds.Name, c.ID, err)
 			}
-			for k := 1; k < dd.ds.NumClasses(); k++ {
-				dice, err := metrics.Dice(labels, c.Label, uint8(k))
-				if err != nil {
-					return nil, err
+			shape := [3]int{c.Shape[1], c.Shape[2], c.Shape[3]}
+			kept := make([]uint8, len(labels))
+			for k := 1; k < classes; k++ {
+				if raw[k], err = addDice(raw[k], labels, c.Label, k); err != nil {
+					return nil, nil, err
 				}
-				sum += dice
-				n++
+				copy(kept, labels)
+				if _, err := predict.KeepLargestComponents(kept, shape, []uint8{uint8(k)}); err != nil {
+					return nil, nil, err
+				}
+				if largest[k], err = addDice(largest[k], kept, c.Label, k); err != nil {
+					return nil, nil, err
+				}
 			}
 		}
-		out[dd.ds.Name] = sum / float64(n)
+		sum := 0.0
+		for k := 1; k < classes; k++ {
+			sum += raw[k]
+			if largest[k] > raw[k] {
+				keep[dd.index] = append(keep[dd.index], k)
+			}
+		}
+		out[dd.ds.Name] = sum / float64(len(dd.val)*(classes-1))
 	}
-	return out, nil
+	return out, keep, nil
+}
+
+// addDice returns sum plus the Dice of class k of labels against ref.
+func addDice(sum float64, labels, ref []uint8, k int) (float64, error) {
+	d, err := metrics.Dice(labels, ref, uint8(k))
+	return sum + d, err
+}
+
+// setKeepLargest records in the plans of the validated domains the classes
+// whose largest component alone scored better (prediction's default).
+func (r *runner) setKeepLargest(keep map[int][]int) error {
+	for _, dd := range r.doms {
+		if len(dd.val) == 0 {
+			continue
+		}
+		d := &r.net.Model.Config.Domains[dd.index]
+		var plan preprocess.Plan
+		if err := json.Unmarshal(d.Plan, &plan); err != nil {
+			return fmt.Errorf("domain %s: %w", d.Name, err)
+		}
+		plan.KeepLargest = keep[dd.index]
+		b, err := json.Marshal(plan)
+		if err != nil {
+			return err
+		}
+		d.Plan = b
+	}
+	return nil
 }
 
 // Segment predicts a preprocessed case with the sliding window (Gaussian
