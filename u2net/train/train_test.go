@@ -3,16 +3,21 @@ package train
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/dataset"
 	"github.com/u2net-vk/u2net/u2net/predict"
+	"github.com/u2net-vk/u2net/u2net/preprocess"
 	"github.com/u2net-vk/u2net/u2net/synth"
 )
 
@@ -237,5 +242,68 @@ func TestFormatDice(t *testing.T) {
 		if got := FormatDice(c.dice); got != c.want {
 			t.Errorf("FormatDice(%v) = %q, want %q", c.dice, got, c.want)
 		}
+	}
+}
+
+// Validation scores each class with only its largest component kept too,
+// and the plan records the classes that scored better: here class 1, whose
+// other components the reference labels as background, and not class 2,
+// whose reference is the prediction itself.
+func TestValidationChoosesLargestComponents(t *testing.T) {
+	cfg := u2net.DefaultConfig()
+	cfg.BaseChannels = 2
+	cfg.PoolsPerAxis = [3]int{1, 2, 2}
+	plan := preprocess.Plan{Version: preprocess.PlanVersion, Domain: "a", Modalities: []string{"MR"},
+		TargetSpacing: [3]float64{1, 1, 1}, Normalization: []preprocess.ChannelNorm{{Scheme: preprocess.SchemeZScore}},
+		Labels: []string{"background", "x", "y"}}
+	pj, err := json.Marshal(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Domains = []u2net.Domain{{Name: "a", InChannels: 1, Classes: 3, Plan: pj}}
+	m, err := u2net.New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := u2net.NewNet(m, ops.NewCPU())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	shape := [4]int{1, 8, 16, 16}
+	r := rand.New(rand.NewPCG(1, 3))
+	c := &preprocess.Case{ID: "c", Shape: shape, Image: make([]float32, 8*16*16)}
+	for i := range c.Image {
+		c.Image[i] = float32(r.NormFloat64())
+	}
+	patch := [3]int{8, 16, 16}
+	pred, err := Segment(context.Background(), net, 0, c, patch, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Label = slices.Clone(pred)
+	for _, k := range []uint8{1, 2} {
+		if n, _ := predict.KeepLargestComponents(slices.Clone(pred), [3]int{8, 16, 16}, []uint8{k}); n == 0 {
+			t.Fatalf("test set-up: the prediction has one component of class %d", k)
+		}
+	}
+	if _, err := predict.KeepLargestComponents(c.Label, [3]int{8, 16, 16}, []uint8{1}); err != nil {
+		t.Fatal(err)
+	}
+	run := &runner{opt: Options{Patch: patch, Batch: 1}, net: net, doms: []*domainData{{
+		index: 0, ds: &dataset.Dataset{Name: "a", Labels: plan.Labels}, val: []*preprocess.Case{c}}}}
+	dice, keep, err := run.validate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(keep[0], []int{1}) || !(dice["a"] < 1) {
+		t.Errorf("validation chose %v (mean Dice %v), want class 1 alone", keep, dice)
+	}
+	if err := run.setKeepLargest(keep); err != nil {
+		t.Fatal(err)
+	}
+	got, err := predict.Plan(m.Config, 0)
+	if err != nil || !slices.Equal(got.KeepLargest, []int{1}) {
+		t.Errorf("plan records %v (%v), want [1]", got.KeepLargest, err)
 	}
 }
