@@ -88,23 +88,10 @@ func TestTrainResumePredictEval(t *testing.T) {
 	}
 	cfg := m.Config
 	cfg.Domains = []u2net.Domain{{Name: "SynthCT", InChannels: 1, Classes: 2}}
-	other, err := u2net.New(cfg, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherPath := filepath.Join(dir, "two-classes.safetensors")
-	if err := other.Save(otherPath); err != nil {
-		t.Fatal(err)
-	}
+	otherPath := newModelFile(t, cfg, filepath.Join(dir, "two-classes.safetensors"))
+	// Nor one whose SynthCT takes other channels.
 	cfg.Domains = []u2net.Domain{{Name: "SynthCT", InChannels: 2, Classes: 3}}
-	twoChannels, err := u2net.New(cfg, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	twoChannelsPath := filepath.Join(dir, "two-channels.safetensors")
-	if err := twoChannels.Save(twoChannelsPath); err != nil {
-		t.Fatal(err)
-	}
+	twoChannelsPath := newModelFile(t, cfg, filepath.Join(dir, "two-channels.safetensors"))
 	// Nor one whose plan names the classes otherwise.
 	var plan preprocess.Plan
 	if err := json.Unmarshal(m.Config.Domains[0].Plan, &plan); err != nil {
@@ -214,4 +201,17 @@ func TestTrainResumePredictEval(t *testing.T) {
 	if code, _, stderr := run(append(trainArgs, "--resume")...); code != 1 || !strings.Contains(stderr, "checkpoint.safetensors") {
 		t.Errorf("resume from a truncated checkpoint: exit %d: %s", code, stderr)
 	}
+}
+
+// newModelFile saves a new model of cfg at path and returns path.
+func newModelFile(t *testing.T, cfg u2net.Config, path string) string {
+	t.Helper()
+	m, err := u2net.New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
