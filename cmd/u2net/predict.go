@@ -93,6 +93,10 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		defer net.Close()
 		members[i] = predict.Member{Net: net, Dom: doms[i]}
 	}
+	var classNames []string
+	if plan, err := predict.Plan(models[0].Config, doms[0]); err == nil && plan != nil {
+		classNames = plan.Labels
+	}
 	if *largest == "" {
 		if opt.KeepLargest, err = predict.PlannedKeepLargest(members); err != nil {
 			return err
@@ -133,9 +137,27 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		if len(members) > 1 {
 			how = fmt.Sprintf("%d models, %d windows in all", len(members), out.Windows)
 		}
-		fmt.Fprintf(stdout, "%s -> %s (%s, %.1f s)\n", p[0], p[1], how, time.Since(start).Seconds())
+		fmt.Fprintf(stdout, "%s -> %s (%s, %.1f s): %s\n", p[0], p[1], how, time.Since(start).Seconds(),
+			classVolumes(out.Labels, out.Classes, vol.Header.Spacing(), classNames))
 	}
 	return nil
+}
+
+// classVolumes lists the volume of each foreground class of a label map in
+// millilitres, named as the model's plan names them.
+func classVolumes(labels []uint8, classes int, spacing [3]float64, names []string) string {
+	counts := make([]int, classes)
+	for _, l := range labels {
+		if int(l) < classes {
+			counts[l]++
+		}
+	}
+	ml := spacing[0] * spacing[1] * spacing[2] / 1000 // mm³ per voxel, in mL
+	parts := make([]string, 0, classes-1)
+	for k := 1; k < classes; k++ {
+		parts = append(parts, fmt.Sprintf("%s %.4g mL", className(names, k), float64(counts[k])*ml))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // parseClasses reads a list of foreground classes of domain dom of m: "all",

@@ -48,8 +48,8 @@ func TestTrainResumePredictEval(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("predict: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "->") {
-		t.Errorf("predict output: %s", stdout)
+	if !strings.Contains(stdout, "->") || !strings.Contains(stdout, "): organ_a ") || !strings.Contains(stdout, " mL, organ_b ") {
+		t.Errorf("predict output (want each class's volume): %s", stdout)
 	}
 	one, _ := filepath.Glob(filepath.Join(ct, "imagesTs", "*.nii.gz"))
 	if len(one) == 0 {
