@@ -198,25 +198,28 @@ func DefaultPatch(cfg u2net.Config, p *preprocess.Plan) [3]int {
 
 // Volume segments one image volume of domain dom.
 func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt Options) (*Output, error) {
-	cfg := net.Model.Config
-	d := cfg.Domains[dom]
+	return Ensemble(ctx, []Member{{Net: net, Dom: dom}}, vol, opt)
+}
+
+// probabilities returns the class probabilities of vol in its own geometry
+// as one member predicts them, with its plan and window; Labels is left
+// unset.
+func (m Member) probabilities(ctx context.Context, vol *nifti.Volume, opt Options) (*Output, error) {
+	cfg := m.Net.Model.Config
+	d := cfg.Domains[m.Dom]
 	if vol.Shape[0] != d.InChannels {
 		return nil, fmt.Errorf("the image has %d channel(s); domain %s of the model takes %d", vol.Shape[0], d.Name, d.InChannels)
 	}
-	if err := vol.CheckFinite(); err != nil {
-		return nil, err
-	}
-	plan, err := Plan(cfg, dom)
+	plan, err := Plan(cfg, m.Dom)
 	if err != nil {
 		return nil, err
 	}
 	if plan == nil {
-		res, err := Window(ctx, net, dom, vol.Data, vol.Shape, opt)
+		res, err := Window(ctx, m.Net, m.Dom, vol.Data, vol.Shape, opt)
 		if err != nil {
 			return nil, err
 		}
-		out := &Output{Labels: res.Labels, Probs: res.Probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}
-		return out, out.postprocess(vol, opt)
+		return &Output{Probs: res.Probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}, nil
 	}
 	c, err := plan.ApplyImage(vol)
 	if err != nil {
@@ -225,7 +228,7 @@ func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt
 	if opt.Patch == [3]int{} {
 		opt.Patch = DefaultPatch(cfg, plan)
 	}
-	res, err := Window(ctx, net, dom, c.Image, c.Shape, opt)
+	res, err := Window(ctx, m.Net, m.Dom, c.Image, c.Shape, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -235,29 +238,14 @@ func Volume(ctx context.Context, net *u2net.Net, dom int, vol *nifti.Volume, opt
 	if err != nil {
 		return nil, err
 	}
-	out := &Output{Labels: argmax(probs, d.Classes), Probs: probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}
-	return out, out.postprocess(vol, opt)
-}
-
-// postprocess applies to the labels what opt asks for once they are final.
-func (o *Output) postprocess(vol *nifti.Volume, opt Options) error {
-	if len(opt.KeepLargest) == 0 {
-		return nil
-	}
-	for _, c := range opt.KeepLargest {
-		if int(c) >= o.Classes {
-			return fmt.Errorf("largest component of class %d: the domain has classes 0..%d", c, o.Classes-1)
-		}
-	}
-	_, err := KeepLargestComponents(o.Labels, [3]int{vol.Shape[1], vol.Shape[2], vol.Shape[3]}, opt.KeepLargest)
-	return err
+	return &Output{Probs: probs, Classes: d.Classes, Window: res.Window, Windows: res.Windows}, nil
 }
 
 // PlannedKeepLargest returns the classes of which prediction keeps only the
 // largest connected component by default: those that the plan of every
 // member's domain lists (train chose them on its validation cases).
 func PlannedKeepLargest(members []Member) ([]uint8, error) {
-	count := map[int]int{}
+	var count [256]int
 	for _, m := range members {
 		plan, err := Plan(m.Net.Model.Config, m.Dom)
 		if err != nil {
@@ -271,8 +259,8 @@ func PlannedKeepLargest(members []Member) ([]uint8, error) {
 		}
 	}
 	var out []uint8
-	for c := 1; c < 256; c++ {
-		if count[c] == len(members) && len(members) > 0 {
+	for c := 1; c < 256 && len(members) > 0; c++ {
+		if count[c] == len(members) {
 			out = append(out, uint8(c))
 		}
 	}
@@ -288,20 +276,24 @@ type Member struct {
 
 // Ensemble segments vol with each member in turn, each with its own plan
 // and window, and averages their probabilities in the input's geometry
-// before the argmax: models trained on other folds or with other seeds vote
-// with equal weight. The members' domains must have the same classes. With
-// several members, each frees its graphs once done, so that the next finds
-// the device's memory free. Output.Window is the first member's window and
-// Output.Windows counts the windows of all.
+// before the argmax and the clean-up opt asks for: models trained on other
+// folds or with other seeds vote with equal weight. The members' domains
+// must have the same classes. With several members, each frees its graphs
+// once done, so that the next finds the device's memory free.
+// Output.Window is the first member's window and Output.Windows counts the
+// windows of all.
 func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Options) (*Output, error) {
 	if len(members) == 0 {
 		return nil, fmt.Errorf("an ensemble needs at least one model")
 	}
+	if err := vol.CheckFinite(); err != nil {
+		return nil, err
+	}
 	first := members[0].Net.Model.Config.Domains[members[0].Dom]
-	// The members' labels are not the ensemble's: its own are post-processed.
-	memberOpt := opt
-	if len(members) > 1 {
-		memberOpt.KeepLargest = nil
+	for _, c := range opt.KeepLargest {
+		if int(c) >= first.Classes {
+			return nil, fmt.Errorf("largest component of class %d: the domain has classes 0..%d", c, first.Classes-1)
+		}
 	}
 	var sum *Output
 	for i, m := range members {
@@ -310,34 +302,41 @@ func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Opti
 			return nil, fmt.Errorf("model %d of the ensemble: domain %s has %d classes, model 1's domain %s has %d",
 				i+1, d.Name, d.Classes, first.Name, first.Classes)
 		}
-		out, err := Volume(ctx, m.Net, m.Dom, vol, memberOpt)
+		out, err := m.probabilities(ctx, vol, opt)
 		if err != nil {
 			if len(members) > 1 {
 				err = fmt.Errorf("model %d of the ensemble: %w", i+1, err)
 			}
 			return nil, err
 		}
-		if len(members) == 1 {
-			return out, nil
-		}
-		if err := m.Net.FreeGraphs(); err != nil {
-			return nil, err
-		}
 		if sum == nil {
 			sum = out
-			continue
+		} else {
+			for j, v := range out.Probs {
+				sum.Probs[j] += v
+			}
+			sum.Windows += out.Windows
 		}
-		for j, v := range out.Probs {
-			sum.Probs[j] += v
+		if len(members) > 1 {
+			if err := m.Net.FreeGraphs(); err != nil {
+				return nil, err
+			}
 		}
-		sum.Windows += out.Windows
 	}
-	scale := 1 / float32(len(members))
-	for j := range sum.Probs {
-		sum.Probs[j] *= scale
+	if len(members) > 1 {
+		scale := 1 / float32(len(members))
+		for j := range sum.Probs {
+			sum.Probs[j] *= scale
+		}
 	}
 	sum.Labels = argmax(sum.Probs, sum.Classes)
-	return sum, sum.postprocess(vol, opt)
+	if len(opt.KeepLargest) > 0 {
+		shape := [3]int{vol.Shape[1], vol.Shape[2], vol.Shape[3]}
+		if _, err := KeepLargestComponents(sum.Labels, shape, opt.KeepLargest); err != nil {
+			return nil, err
+		}
+	}
+	return sum, nil
 }
 
 func argmax(probs []float32, classes int) []uint8 {
