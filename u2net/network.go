@@ -91,6 +91,16 @@ func (b *builder) newAct(c int, size ref.Dims3) *act {
 	return a
 }
 
+// value returns the activation's value, nil for no activation. It is read
+// when a step runs: an inference graph gives its activations buffers only
+// once it is complete.
+func (a *act) value() *ops.Tensor {
+	if a == nil {
+		return nil
+	}
+	return a.v
+}
+
 // len returns the activation's elements for batch n.
 func (a *act) len(n int) int { return n * a.c * a.size.Voxels() }
 
@@ -200,12 +210,8 @@ func (b *builder) norm(scope string, x, res *act, leaky bool) *act {
 		LeakyReLU: leaky, Slope: b.slope}
 	g := b.g
 	inputs := []*act{x}
-	// The residual's value is read when the step runs: an inference graph
-	// gives its activations buffers once it is complete.
-	resValue := func() *ops.Tensor { return nil }
 	if res != nil {
 		inputs = append(inputs, res)
-		resValue = func() *ops.Tensor { return res.v }
 	}
 	// A training graph keeps the forward pass's statistics for the
 	// backward pass, which then need not compute them again.
@@ -221,7 +227,7 @@ func (b *builder) norm(scope string, x, res *act, leaky bool) *act {
 		}
 	}
 	g.step(y, inputs, func(e ops.Engine) error {
-		return e.InstanceNorm3d(p, x.v, resValue(), g.val(gamma), g.val(beta), y.v, mean, invStd)
+		return e.InstanceNorm3d(p, x.v, res.value(), g.val(gamma), g.val(beta), y.v, mean, invStd)
 	},
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
@@ -230,7 +236,7 @@ func (b *builder) norm(scope string, x, res *act, leaky bool) *act {
 			if res != nil {
 				dr, doneR = g.gradOut(res)
 			}
-			if err := e.InstanceNorm3dBackward(p, x.v, resValue(), g.val(gamma), g.val(beta), mean, invStd, y.g, dx, dr,
+			if err := e.InstanceNorm3dBackward(p, x.v, res.value(), g.val(gamma), g.val(beta), mean, invStd, y.g, dx, dr,
 				g.grad(gamma), g.grad(beta)); err != nil {
 				return err
 			}
