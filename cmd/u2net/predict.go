@@ -61,12 +61,13 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		}
 		opt.Patch = p
 	}
-	models, doms, err := loadEnsemble(modelPaths, *domain, opt.Patch)
+	models, doms, classNames, err := loadEnsemble(modelPaths, *domain, opt.Patch)
 	if err != nil {
 		return err
 	}
 	if *largest != "" && *largest != "none" {
-		if opt.KeepLargest, err = parseClasses(*largest, models[0], doms[0]); err != nil {
+		classes := models[0].Config.Domains[doms[0]].Classes
+		if opt.KeepLargest, err = parseClasses(*largest, classes, classNames); err != nil {
 			return usageError("--largest-component: %v", err)
 		}
 	}
@@ -92,10 +93,6 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		}
 		defer net.Close()
 		members[i] = predict.Member{Net: net, Dom: doms[i]}
-	}
-	var classNames []string
-	if plan, err := predict.Plan(models[0].Config, doms[0]); err == nil && plan != nil {
-		classNames = plan.Labels
 	}
 	if *largest == "" {
 		if opt.KeepLargest, err = predict.PlannedKeepLargest(members); err != nil {
@@ -160,14 +157,10 @@ func classVolumes(labels []uint8, classes int, spacing [3]float64, names []strin
 	return strings.Join(parts, ", ")
 }
 
-// parseClasses reads a list of foreground classes of domain dom of m: "all",
-// or label values or names (those of its plan) separated by commas.
-func parseClasses(list string, m *u2net.Model, dom int) ([]uint8, error) {
-	classes := m.Config.Domains[dom].Classes
-	var names []string
-	if plan, err := predict.Plan(m.Config, dom); err == nil && plan != nil {
-		names = plan.Labels
-	}
+// parseClasses reads a list of foreground classes of a domain of classes
+// classes named names (nil if unnamed): "all", or label values or names
+// separated by commas.
+func parseClasses(list string, classes int, names []string) ([]uint8, error) {
 	if strings.TrimSpace(list) == "all" {
 		var all []uint8
 		for c := 1; c < classes; c++ {
@@ -200,8 +193,8 @@ func parseClasses(list string, m *u2net.Model, dom int) ([]uint8, error) {
 
 // loadEnsemble loads the --model files and finds the domain in each; they
 // must agree on its classes (and on their names, where their plans give
-// them), and a --patch must suit each.
-func loadEnsemble(paths []string, domain string, patch [3]int) ([]*u2net.Model, []int, error) {
+// them, which it returns), and a --patch must suit each.
+func loadEnsemble(paths []string, domain string, patch [3]int) ([]*u2net.Model, []int, []string, error) {
 	var models []*u2net.Model
 	var doms []int
 	var labels []string // of the first model whose plan names them
@@ -209,41 +202,41 @@ func loadEnsemble(paths []string, domain string, patch [3]int) ([]*u2net.Model, 
 	for _, path := range paths {
 		m, err := u2net.Load(path)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		dom, err := m.Config.DomainIndex(domain)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--domain: %s: %w", path, err)
+			return nil, nil, nil, fmt.Errorf("--domain: %s: %w", path, err)
 		}
 		if patch != [3]int{} {
 			if err := m.Config.CheckInputSize(patch); err != nil {
-				return nil, nil, fmt.Errorf("--patch: %s: %w", path, err)
+				return nil, nil, nil, fmt.Errorf("--patch: %s: %w", path, err)
 			}
 		}
 		d := m.Config.Domains[dom]
 		if len(models) > 0 {
 			d0 := models[0].Config.Domains[doms[0]]
 			if d.Classes != d0.Classes {
-				return nil, nil, fmt.Errorf("--model: domain %s has %d classes in %s but %d in %s", domain, d.Classes, path, d0.Classes, paths[0])
+				return nil, nil, nil, fmt.Errorf("--model: domain %s has %d classes in %s but %d in %s", domain, d.Classes, path, d0.Classes, paths[0])
 			}
 			if d.InChannels != d0.InChannels {
-				return nil, nil, fmt.Errorf("--model: domain %s takes %d channel(s) in %s but %d in %s", domain, d.InChannels, path, d0.InChannels, paths[0])
+				return nil, nil, nil, fmt.Errorf("--model: domain %s takes %d channel(s) in %s but %d in %s", domain, d.InChannels, path, d0.InChannels, paths[0])
 			}
 		}
 		plan, err := predict.Plan(m.Config, dom)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if plan != nil && len(plan.Labels) > 0 {
 			if labels == nil {
 				labels, labelsFrom = plan.Labels, path
 			} else if !slices.Equal(labels, plan.Labels) {
-				return nil, nil, fmt.Errorf("--model: domain %s labels %q in %s but %q in %s", domain, plan.Labels, path, labels, labelsFrom)
+				return nil, nil, nil, fmt.Errorf("--model: domain %s labels %q in %s but %q in %s", domain, plan.Labels, path, labels, labelsFrom)
 			}
 		}
 		models, doms = append(models, m), append(doms, dom)
 	}
-	return models, doms, nil
+	return models, doms, labels, nil
 }
 
 // inputPairs lists (image, output) paths: one file, or every NIfTI file of
