@@ -79,12 +79,7 @@ func TestLoadReportsMismatches(t *testing.T) {
 
 func TestLoadRejectsBadFiles(t *testing.T) {
 	dir := t.TempDir()
-	m, _ := New(tinyConfig(ModeShared, UpsampleNearest), 1)
-	good := filepath.Join(dir, "good.safetensors")
-	if err := m.Save(good); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := os.ReadFile(good)
+	data := savedModelBytes(t, dir, tinyConfig(ModeShared, UpsampleNearest))
 	cases := map[string][]byte{
 		"truncated.safetensors": data[:len(data)/2],
 		"empty.safetensors":     nil,
@@ -107,12 +102,7 @@ func TestLoadRejectsBadFiles(t *testing.T) {
 // an error that names the file, and never panic.
 func TestLoadSurvivesCorruption(t *testing.T) {
 	dir := t.TempDir()
-	m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 1)
-	good := filepath.Join(dir, "good.safetensors")
-	if err := m.Save(good); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := os.ReadFile(good)
+	data := savedModelBytes(t, dir, tinyConfig(ModeUniversal, UpsampleTranspose))
 	r := rand.New(rand.NewPCG(9, 9))
 	p := filepath.Join(dir, "corrupt.safetensors")
 	for i := 0; i < 1000; i++ {
@@ -153,4 +143,23 @@ func TestSaveIsAtomic(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("temporary files left behind: %v", entries)
 	}
+}
+
+// savedModelBytes saves a new model of cfg as dir/good.safetensors and
+// returns the file's bytes.
+func savedModelBytes(t *testing.T, dir string, cfg Config) []byte {
+	t.Helper()
+	m, err := New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "good.safetensors")
+	if err := m.Save(good); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

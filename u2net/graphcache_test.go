@@ -27,15 +27,7 @@ func inferenceGraphs(n *Net) map[[3]int]*graph {
 // graph; an evicted shape is rebuilt with the same result.
 func TestInferenceGraphsBounded(t *testing.T) {
 	cfg := tinyConfig(ModeUniversal, UpsampleTranspose)
-	m, err := New(cfg, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := NewNet(m, ops.NewCPU())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := newTestNet(t, cfg, 1, ops.NewCPU())
 	r := rand.New(rand.NewPCG(3, 3))
 	d := cfg.Domains[0]
 	x, l := tinyBatch(r, d, 1, tinySize)
@@ -326,16 +318,8 @@ func TestDomainsShareTrainingBuffers(t *testing.T) {
 // with the same result.
 func TestFreeGraphs(t *testing.T) {
 	cfg := tinyConfig(ModeUniversal, UpsampleTranspose)
-	m, err := New(cfg, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
 	g := opstest.GPU(t, vk.Options{})
-	n, err := NewNet(m, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := newTestNet(t, cfg, 5, g)
 	size := [3]int{8, 16, 16}
 	x, _ := tinyBatch(rand.New(rand.NewPCG(5, 5)), cfg.Domains[0], 1, size)
 	var want []float32

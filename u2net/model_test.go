@@ -39,6 +39,22 @@ func TestParameterCountsMatchReference(t *testing.T) {
 	}
 }
 
+// newTestNet returns a net of a new model of cfg on engine e, closed when
+// the test ends.
+func newTestNet(t testing.TB, cfg Config, seed uint64, e ops.Engine) *Net {
+	t.Helper()
+	m, err := New(cfg, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := NewNet(m, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
 func tinyConfig(mode, upsample string) Config {
 	c := DefaultConfig()
 	c.Mode = mode
@@ -80,15 +96,8 @@ func TestGradientsFiniteDifferences(t *testing.T) {
 		mode, up := c.mode, c.up
 		{
 			t.Run(fmt.Sprintf("%s-%s-dsloss=%v", mode, up, c.dsLoss), func(t *testing.T) {
-				m, err := New(tinyConfig(mode, up), 7)
-				if err != nil {
-					t.Fatal(err)
-				}
-				net, err := NewNet(m, ops.NewCPU())
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer net.Close()
+				net := newTestNet(t, tinyConfig(mode, up), 7, ops.NewCPU())
+				m := net.Model
 				net.DeepSupervisionLoss = c.dsLoss
 				// LeakyReLU(0.01) makes the loss piecewise smooth with kinks
 				// finer than any usable step (the activations' own gradients
