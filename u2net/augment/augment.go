@@ -1,6 +1,5 @@
 // Package augment applies random spatial and intensity transforms to
-// training patches and feeds batches to the trainer from background
-// goroutines.
+// training patches and builds the trainer's batches.
 //
 // The spatial transform (rotation, scaling, mirroring and an optional smooth
 // elastic deformation) maps each voxel of the output patch to a point of
@@ -9,18 +8,26 @@
 // neighbour at the same points, which keeps them aligned. Intensity
 // transforms (gamma, Gaussian noise) touch the image only. Every random
 // choice comes from a generator seeded by (seed, step, batch position), so
-// batches do not depend on how goroutines are scheduled.
+// batches do not depend on how goroutines are scheduled: the trainer builds
+// them ahead on several at once, and the resampling of one patch spreads
+// over the host's cores.
 package augment
 
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/go-gl/mathgl/mgl64"
 
+	"github.com/u2net-vk/u2net/u2net/internal/par"
 	"github.com/u2net-vk/u2net/u2net/preprocess"
 	"github.com/u2net-vk/u2net/u2net/sample"
 )
+
+// minVoxelsPerWorker keeps the slabs that run in parallel long enough to
+// pay for their goroutines.
+const minVoxelsPerWorker = 1 << 14
 
 // Params sets the probability and range of each transform. Axes are in
 // tensor order (D, H, W) and angles in radians.
@@ -177,30 +184,34 @@ func (t Transform) Apply(c *preprocess.Case, size [3]int) sample.Patch {
 	}
 	m := t.M
 	step := m.Col(2) // change of the source point per step along W
-	i := 0
-	for z := range size[0] {
-		for y := range size[1] {
-			row := m.Mul3x1(mgl64.Vec3{float64(z) - pc[0], float64(y) - pc[1], -pc[2]})
-			for x := range size[2] {
-				var s mgl64.Vec3
-				if t.Elastic != nil {
-					e := t.Elastic.at(z, y, x)
-					s = m.Mul3x1(mgl64.Vec3{float64(z) - pc[0] + e[0], float64(y) - pc[1] + e[1], float64(x) - pc[2] + e[2]})
-				} else {
-					s = row.Add(step.Mul(float64(x)))
-				}
-				sz, sy, sx := s[0]+t.Centre[0], s[1]+t.Centre[1], s[2]+t.Centre[2]
-				trilinear(p.Image[i:], pn, c.Image, vn, nc, d, h, w, sz, sy, sx)
-				if p.Label != nil {
-					lz, ly, lx := int(math.Floor(sz+0.5)), int(math.Floor(sy+0.5)), int(math.Floor(sx+0.5))
-					if lz >= 0 && lz < d && ly >= 0 && ly < h && lx >= 0 && lx < w {
-						p.Label[i] = c.Label[(lz*h+ly)*w+lx]
+	rowLen := size[1] * size[2]
+	// Each voxel is computed alone, so slabs of D run in parallel.
+	par.Ranges(size[0], max(1, minVoxelsPerWorker/rowLen), func(z0, z1 int) {
+		i := z0 * rowLen
+		for z := z0; z < z1; z++ {
+			for y := range size[1] {
+				row := m.Mul3x1(mgl64.Vec3{float64(z) - pc[0], float64(y) - pc[1], -pc[2]})
+				for x := range size[2] {
+					var s mgl64.Vec3
+					if t.Elastic != nil {
+						e := t.Elastic.at(z, y, x)
+						s = m.Mul3x1(mgl64.Vec3{float64(z) - pc[0] + e[0], float64(y) - pc[1] + e[1], float64(x) - pc[2] + e[2]})
+					} else {
+						s = row.Add(step.Mul(float64(x)))
 					}
+					sz, sy, sx := s[0]+t.Centre[0], s[1]+t.Centre[1], s[2]+t.Centre[2]
+					trilinear(p.Image[i:], pn, c.Image, vn, nc, d, h, w, sz, sy, sx)
+					if p.Label != nil {
+						lz, ly, lx := int(math.Floor(sz+0.5)), int(math.Floor(sy+0.5)), int(math.Floor(sx+0.5))
+						if lz >= 0 && lz < d && ly >= 0 && ly < h && lx >= 0 && lx < w {
+							p.Label[i] = c.Label[(lz*h+ly)*w+lx]
+						}
+					}
+					i++
 				}
-				i++
 			}
 		}
-	}
+	})
 	return p
 }
 
@@ -299,20 +310,28 @@ func flip(p *sample.Patch, a int) {
 	d, h, w := p.Shape[1], p.Shape[2], p.Shape[3]
 	stride := [3]int{h * w, w, 1}[a]
 	n := [3]int{d, h, w}[a]
-	vn := d * h * w
-	swap := func(i, j int) {
-		for ch := range p.Shape[0] {
-			o := ch * vn
-			p.Image[o+i], p.Image[o+j] = p.Image[o+j], p.Image[o+i]
-		}
-		if p.Label != nil {
-			p.Label[i], p.Label[j] = p.Label[j], p.Label[i]
-		}
+	// The channels follow each other as further blocks along D.
+	reverseAxis(p.Image, n, stride)
+	if p.Label != nil {
+		reverseAxis(p.Label, n, stride)
 	}
-	for i := range vn {
-		k := (i / stride) % n
-		if k < n/2 {
-			swap(i, i+(n-1-2*k)*stride)
+}
+
+// reverseAxis reverses v, seen as blocks of n runs of stride elements,
+// along the runs of each block.
+func reverseAxis[T any](v []T, n, stride int) {
+	block := n * stride
+	for o := 0; o+block <= len(v); o += block {
+		if stride == 1 {
+			slices.Reverse(v[o : o+block])
+			continue
+		}
+		for k := range n / 2 {
+			lo := v[o+k*stride : o+(k+1)*stride]
+			hi := v[o+(n-1-k)*stride : o+(n-k)*stride]
+			for i := range lo {
+				lo[i], hi[i] = hi[i], lo[i]
+			}
 		}
 	}
 }
@@ -349,9 +368,11 @@ func gamma(v []float32, g float64) {
 	mean /= float64(len(v))
 	sd := stddev(v, mean)
 	r := hi - lo
-	for i, x := range v {
-		v[i] = float32(lo + r*math.Pow((float64(x)-lo)/r, g))
-	}
+	par.Ranges(len(v), minVoxelsPerWorker, func(a, b int) {
+		for i := a; i < b; i++ {
+			v[i] = float32(lo + r*math.Pow((float64(v[i])-lo)/r, g))
+		}
+	})
 	var m2 float64
 	for _, x := range v {
 		m2 += float64(x)
@@ -361,9 +382,11 @@ func gamma(v []float32, g float64) {
 	if sd2 == 0 {
 		return
 	}
-	for i, x := range v {
-		v[i] = float32((float64(x)-m2)/sd2*sd + mean)
-	}
+	par.Ranges(len(v), minVoxelsPerWorker, func(a, b int) {
+		for i := a; i < b; i++ {
+			v[i] = float32((float64(v[i])-m2)/sd2*sd + mean)
+		}
+	})
 }
 
 func stddev(v []float32, mean float64) float64 {

@@ -1,11 +1,12 @@
 package augment
 
 import (
-	"context"
 	"math"
 	"reflect"
+	"runtime"
+	"slices"
+	"sync"
 	"testing"
-	"time"
 
 	"github.com/u2net-vk/u2net/u2net/preprocess"
 	"github.com/u2net-vk/u2net/u2net/sample"
@@ -113,13 +114,43 @@ func TestIdentityAndMirror(t *testing.T) {
 	if reflect.DeepEqual(fast.Label, want.Label) {
 		t.Fatal("mirroring changed nothing")
 	}
-	// Mirroring W maps x to size-1-x.
-	flipped := sample.Extract(c, loc, size)
-	flip(&flipped, 2)
-	for i := range flipped.Label {
-		x := i % size[2]
-		if flipped.Label[i] != want.Label[i-x+size[2]-1-x] {
-			t.Fatalf("flip along W wrong at %d", i)
+}
+
+// TestFlip mirrors random patches of odd and even sizes along each axis:
+// every channel and the label map the voxel (z, y, x) to the mirrored
+// coordinate.
+func TestFlip(t *testing.T) {
+	rng := sample.Rand(3)
+	for _, shape := range [][4]int{{1, 1, 1, 1}, {2, 5, 4, 3}, {3, 6, 7, 2}, {1, 2, 9, 8}} {
+		nc, d, h, w := shape[0], shape[1], shape[2], shape[3]
+		vn := d * h * w
+		orig := sample.Patch{Shape: shape, Image: make([]float32, nc*vn), Label: make([]uint8, vn)}
+		for i := range orig.Image {
+			orig.Image[i] = float32(rng.NormFloat64())
+		}
+		for i := range orig.Label {
+			orig.Label[i] = uint8(rng.IntN(256))
+		}
+		for a := range 3 {
+			got := sample.Patch{Shape: shape, Image: slices.Clone(orig.Image), Label: slices.Clone(orig.Label)}
+			flip(&got, a)
+			for z := range d {
+				for y := range h {
+					for x := range w {
+						m := [3]int{z, y, x}
+						m[a] = [3]int{d, h, w}[a] - 1 - m[a]
+						i, j := (z*h+y)*w+x, (m[0]*h+m[1])*w+m[2]
+						if got.Label[i] != orig.Label[j] {
+							t.Fatalf("shape %v axis %d: label at %v is the original's at %v", shape, a, [3]int{z, y, x}, m)
+						}
+						for ch := range nc {
+							if got.Image[ch*vn+i] != orig.Image[ch*vn+j] {
+								t.Fatalf("shape %v axis %d channel %d: image at %v is not the original's at %v", shape, a, ch, [3]int{z, y, x}, m)
+							}
+						}
+					}
+				}
+			}
 		}
 	}
 }
@@ -161,7 +192,7 @@ func meanSD(v []float32) (float64, float64) {
 	return m, stddev(v, m)
 }
 
-func newTestLoader(t *testing.T, workers, prefetch int) *Loader {
+func newTestLoader(t *testing.T) *Loader {
 	t.Helper()
 	s, err := sample.New([]*preprocess.Case{labelCase([3]int{30, 30, 40}), labelCase([3]int{30, 30, 40})}, [3]int{12, 12, 12}, sample.Options{Seed: 9})
 	if err != nil {
@@ -169,65 +200,43 @@ func newTestLoader(t *testing.T, workers, prefetch int) *Loader {
 	}
 	p := DefaultParams()
 	p.ElasticProb = 0.3
-	l, err := NewLoader(s, LoaderConfig{BatchSize: 3, Params: p, Seed: 4, Workers: workers, Prefetch: prefetch})
+	l, err := NewLoader(s, LoaderConfig{BatchSize: 3, Params: p, Seed: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l
 }
 
+// TestLoaderDeterministic builds the same steps in turn and all at once,
+// in reverse order: a batch depends on its step alone.
 func TestLoaderDeterministic(t *testing.T) {
-	one := newTestLoader(t, 1, 1)
-	four := newTestLoader(t, 4, 3)
-	var a, b []Batch
-	for x := range one.Run(context.Background(), 5, 8) {
-		a = append(a, x)
+	l := newTestLoader(t)
+	const first, n = 5, 8
+	var inTurn [n]Batch
+	for i := range n {
+		inTurn[i] = l.Batch(first + i)
 	}
-	for x := range four.Run(context.Background(), 5, 8) {
-		b = append(b, x)
+	var together [n]Batch
+	var wg sync.WaitGroup
+	for i := n - 1; i >= 0; i-- {
+		wg.Go(func() { together[i] = l.Batch(first + i) })
 	}
-	if len(a) != 8 || len(b) != 8 {
-		t.Fatalf("got %d and %d batches", len(a), len(b))
-	}
-	for i := range a {
-		if a[i].Step != 5+i || !reflect.DeepEqual(a[i], b[i]) {
-			t.Fatalf("batch %d differs between 1 and 4 workers (steps %d, %d)", i, a[i].Step, b[i].Step)
+	wg.Wait()
+	for i := range n {
+		if inTurn[i].Step != first+i || !reflect.DeepEqual(inTurn[i], together[i]) {
+			t.Fatalf("batch %d differs between building in turn and at once (steps %d, %d)", i, inTurn[i].Step, together[i].Step)
 		}
 	}
-	if !reflect.DeepEqual(one.Batch(7), a[2]) {
-		t.Fatal("Batch(7) differs from the background result")
+	if reflect.DeepEqual(inTurn[0].Image, inTurn[1].Image) {
+		t.Fatal("two steps drew the same batch")
 	}
-	if a[0].Shape != [5]int{3, 2, 12, 12, 12} || len(a[0].Image) != 3*2*12*12*12 || len(a[0].Label) != 3*12*12*12 {
-		t.Fatalf("batch shape %v", a[0].Shape)
+	a := inTurn[0]
+	if a.Shape != [5]int{3, 2, 12, 12, 12} || len(a.Image) != 3*2*12*12*12 || len(a.Label) != 3*12*12*12 {
+		t.Fatalf("batch shape %v", a.Shape)
 	}
-	for _, l := range a[0].Label {
+	for _, l := range a.Label {
 		if l > 3 {
 			t.Fatalf("label %d not in the case", l)
-		}
-	}
-}
-
-func TestLoaderCancelAndBound(t *testing.T) {
-	l := newTestLoader(t, 2, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := l.Run(ctx, 0, 0)
-	<-ch
-	time.Sleep(100 * time.Millisecond)
-	// One taken, at most Prefetch waiting, one per worker in hand, one held
-	// by the sender.
-	if made := l.made.Load(); made > 1+2+2+1 {
-		t.Fatalf("%d batches made ahead of a consumer that took one", made)
-	}
-	cancel()
-	done := time.After(5 * time.Second)
-	for {
-		select {
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-		case <-done:
-			t.Fatal("channel not closed after cancel")
 		}
 	}
 }
@@ -236,9 +245,6 @@ func TestNewLoaderErrors(t *testing.T) {
 	s, _ := sample.New([]*preprocess.Case{labelCase([3]int{30, 30, 40})}, [3]int{4, 4, 4}, sample.Options{})
 	if _, err := NewLoader(s, LoaderConfig{}); err == nil {
 		t.Error("batch size 0 accepted")
-	}
-	if _, err := NewLoader(s, LoaderConfig{BatchSize: 1, Workers: -1}); err == nil {
-		t.Error("negative workers accepted")
 	}
 }
 
@@ -251,5 +257,47 @@ func BenchmarkPatch128(b *testing.B) {
 	size := [3]int{128, 128, 128}
 	for i := 0; b.Loop(); i++ {
 		Patch(sample.Rand(uint64(i)), p, c, sample.Location{Start: [3]int{16, 16, 16}}, size)
+	}
+}
+
+// BenchmarkBatch128 builds the reference setting's batches (two 128³
+// patches, the default transforms) as training draws them: a mix of plain
+// mirrored extractions and resampled patches.
+func BenchmarkBatch128(b *testing.B) {
+	c := labelCase([3]int{160, 160, 160})
+	c.Shape[0] = 1
+	c.Image = c.Image[:len(c.Label)]
+	s, err := sample.New([]*preprocess.Case{c}, [3]int{128, 128, 128}, sample.Options{Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := NewLoader(s, LoaderConfig{BatchSize: 2, Params: DefaultParams(), Seed: 2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; b.Loop(); i++ {
+		l.Batch(i)
+	}
+}
+
+// TestParallelSameAsSerial resamples a patch large enough to be split over
+// cores, with every transform on, on one core and on four: the voxels must
+// agree bit for bit.
+func TestParallelSameAsSerial(t *testing.T) {
+	c := labelCase([3]int{50, 60, 64})
+	p := DefaultParams()
+	p.RotateProb, p.ScaleProb, p.ElasticProb, p.GammaProb, p.NoiseProb = 1, 1, 1, 1, 1
+	loc := sample.Location{Start: [3]int{2, 3, 4}}
+	size := [3]int{40, 48, 56}
+	build := func(procs int) sample.Patch {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		return Patch(sample.Rand(7), p, c, loc, size)
+	}
+	serial, parallel := build(1), build(4)
+	if !reflect.DeepEqual(serial, parallel) {
+		t.Fatal("the patch resampled on four cores differs from the one on one core")
+	}
+	if a := agreement(serial); a < 0.5 {
+		t.Fatalf("image and label agree on %.2f of the voxels", a)
 	}
 }

@@ -1,10 +1,7 @@
 package augment
 
 import (
-	"context"
 	"fmt"
-	"runtime"
-	"sync/atomic"
 
 	"github.com/u2net-vk/u2net/u2net/sample"
 )
@@ -14,8 +11,6 @@ type LoaderConfig struct {
 	BatchSize int
 	Params    Params
 	Seed      uint64 // seeds the augmentation (the sampler has its own)
-	Workers   int    // goroutines building batches; 0 means GOMAXPROCS
-	Prefetch  int    // batches made ahead of the consumer; 0 means 2·Workers
 }
 
 // Batch is a stack of augmented patches.
@@ -27,12 +22,12 @@ type Batch struct {
 	Locations []sample.Location
 }
 
-// Loader makes augmented batches from a sampler, in the background.
+// Loader makes augmented batches from a sampler. Batch is safe to call
+// from several goroutines at once, so batches can be built ahead of the
+// trainer in any order.
 type Loader struct {
 	s   *sample.Sampler
 	cfg LoaderConfig
-
-	made atomic.Int64 // batches built, for tests of the queue bound
 }
 
 // NewLoader returns a loader of batches drawn by s.
@@ -40,22 +35,12 @@ func NewLoader(s *sample.Sampler, cfg LoaderConfig) (*Loader, error) {
 	if cfg.BatchSize < 1 {
 		return nil, fmt.Errorf("augment: batch size %d is not positive", cfg.BatchSize)
 	}
-	if cfg.Workers < 0 || cfg.Prefetch < 0 {
-		return nil, fmt.Errorf("augment: workers %d and prefetch %d must not be negative", cfg.Workers, cfg.Prefetch)
-	}
-	if cfg.Workers == 0 {
-		cfg.Workers = runtime.GOMAXPROCS(0)
-	}
-	if cfg.Prefetch == 0 {
-		cfg.Prefetch = 2 * cfg.Workers
-	}
 	return &Loader{s: s, cfg: cfg}, nil
 }
 
-// Batch builds batch number step in the calling goroutine. The result
-// depends only on the sampler, the configuration and step.
+// Batch builds batch number step. The result depends only on the
+// sampler, the configuration and step.
 func (l *Loader) Batch(step int) Batch {
-	l.made.Add(1)
 	size := l.s.Size()
 	cases := l.s.Cases()
 	locs := l.s.Locations(step, l.cfg.BatchSize)
@@ -79,61 +64,4 @@ func (l *Loader) Batch(step int) Batch {
 		}
 	}
 	return b
-}
-
-// Run builds batches first, first+1, … (n of them, or without end when n
-// ≤ 0) on the configured workers and delivers them in step order on the
-// returned channel, which is closed after the last batch or once ctx is
-// cancelled. At most Prefetch batches wait for the consumer.
-func (l *Loader) Run(ctx context.Context, first, n int) <-chan Batch {
-	out := make(chan Batch)
-	type job struct {
-		step int
-		res  chan Batch
-	}
-	jobs := make(chan job)
-	// pending holds the result slots in step order; its capacity bounds the
-	// number of batches built ahead.
-	pending := make(chan chan Batch, l.cfg.Prefetch)
-	for range l.cfg.Workers {
-		go func() {
-			for j := range jobs {
-				j.res <- l.Batch(j.step)
-			}
-		}()
-	}
-	go func() {
-		defer close(jobs)
-		defer close(pending)
-		for i := 0; n <= 0 || i < n; i++ {
-			res := make(chan Batch, 1)
-			select {
-			case pending <- res:
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case jobs <- job{first + i, res}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	go func() {
-		defer close(out)
-		for res := range pending {
-			var b Batch
-			select {
-			case b = <-res:
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case out <- b:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out
 }

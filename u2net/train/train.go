@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/augment"
 	"github.com/u2net-vk/u2net/u2net/dataset"
+	"github.com/u2net-vk/u2net/u2net/internal/par"
 	"github.com/u2net-vk/u2net/u2net/metrics"
 	"github.com/u2net-vk/u2net/u2net/predict"
 	"github.com/u2net-vk/u2net/u2net/preprocess"
@@ -68,7 +70,9 @@ type Options struct {
 	// per-domain parameters of domains not in Init learn.
 	Init         string
 	FreezeShared bool
-	Workers      int // augmentation goroutines; 0: GOMAXPROCS
+	// Workers is the goroutines that preprocess the cases (0: GOMAXPROCS)
+	// and, up to maxBatchWorkers of them, build batches ahead of the steps.
+	Workers int
 	// DeepSupervisionLoss also trains each deep-supervision head against
 	// down-sampled labels, weights halving per level (see u2net.Net).
 	DeepSupervisionLoss bool
@@ -173,7 +177,7 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 			return nil, fmt.Errorf("domain %s: %w", d.ds.Name, err)
 		}
 		if d.loader, err = augment.NewLoader(s, augment.LoaderConfig{
-			BatchSize: opt.Batch, Params: augmentParams(opt), Seed: opt.Seed*31 + uint64(i), Workers: opt.Workers,
+			BatchSize: opt.Batch, Params: augmentParams(opt), Seed: opt.Seed*31 + uint64(i),
 		}); err != nil {
 			return nil, err
 		}
@@ -505,19 +509,28 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 	// The recorded loss is the mean over the epoch's steps (of this run).
 	var lossSum float64
 	var lossSteps int
+	// The next steps' batches are built on the host while the device runs
+	// this one; each depends only on its step, as when built in turn.
+	ahead, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := r.batchWorkers()
+	batches := par.Ordered(ahead, start, total-start, workers, workers, r.batch)
 	for step := start; step < total; step++ {
-		if ctx.Err() != nil || (opt.StopAfter > 0 && step-start >= opt.StopAfter) {
+		var b stepBatch
+		ok := ctx.Err() == nil && (opt.StopAfter <= 0 || step-start < opt.StopAfter)
+		if ok {
+			b, ok = <-batches
+		}
+		if !ok {
 			r.log.Info("interrupted: saving the checkpoint", "step", step)
 			res.Stopped = true
 			res.Steps = step
 			return res, r.checkpoint(step)
 		}
-		dom := step % len(r.doms)
 		r.net.Opt.LR = r.lr(step, total)
-		b := r.doms[dom].loader.Batch(step / len(r.doms))
-		loss, err := r.trainOn(r.doms[dom].index, b)
+		loss, err := r.net.TrainStep(r.doms[b.dom].index, b.shape[0], [3]int{b.shape[2], b.shape[3], b.shape[4]}, b.image, b.labels)
 		if err != nil {
-			return nil, fmt.Errorf("step %d (%s): %w", step, r.doms[dom].ds.Name, err)
+			return nil, fmt.Errorf("step %d (%s): %w", step, r.doms[b.dom].ds.Name, err)
 		}
 		bar.step(step+1, loss.Total())
 		lossSum += loss.Total()
@@ -565,13 +578,35 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 	return res, nil
 }
 
-func (r *runner) trainOn(dom int, b augment.Batch) (u2net.Losses, error) {
+// maxBatchWorkers bounds the batches built at once: each resamples its
+// patches on all cores already, and every one ahead holds a batch.
+const maxBatchWorkers = 4
+
+func (r *runner) batchWorkers() int {
+	w := r.opt.Workers
+	if w <= 0 {
+		w = runtime.GOMAXPROCS(0)
+	}
+	return min(w, maxBatchWorkers)
+}
+
+// stepBatch is one step's input: the domains take turns, each drawing its
+// own batches in order.
+type stepBatch struct {
+	dom    int // index into runner.doms
+	shape  [5]int
+	image  []float32
+	labels []int32
+}
+
+func (r *runner) batch(step int) stepBatch {
+	dom := step % len(r.doms)
+	b := r.doms[dom].loader.Batch(step / len(r.doms))
 	labels := make([]int32, len(b.Label))
 	for i, l := range b.Label {
 		labels[i] = int32(l)
 	}
-	size := [3]int{b.Shape[2], b.Shape[3], b.Shape[4]}
-	return r.net.TrainStep(dom, b.Shape[0], size, b.Image, labels)
+	return stepBatch{dom: dom, shape: b.Shape, image: b.Image, labels: labels}
 }
 
 // lr returns the learning rate of a step: constant for Adam unless

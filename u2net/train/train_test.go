@@ -120,7 +120,8 @@ func TestResumeTakesTheRunsOptions(t *testing.T) {
 }
 
 // A run stopped after three steps and resumed ends with the same weights as
-// an uninterrupted run.
+// an uninterrupted run, whatever the number of goroutines building its
+// batches ahead.
 func TestResumeEqualsUninterrupted(t *testing.T) {
 	data := synthData(t)
 	ctx := context.Background()
@@ -133,7 +134,7 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	parts := tinyOptions(data, filepath.Join(t.TempDir(), "parts"))
-	parts.StopAfter = 3
+	parts.StopAfter, parts.Workers = 3, 3
 	if res, err := Run(ctx, parts, ops.NewCPU(), quiet, nil); err != nil || !res.Stopped {
 		t.Fatalf("first part: %+v, %v", res, err)
 	}
