@@ -225,6 +225,10 @@ const (
 	// splitkMaxLanes bounds the invocations that share one element of
 	// conv_splitk's sum (a power of two dividing elementwiseWG).
 	splitkMaxLanes = 64
+	// splitkWGCPU is conv_splitk's workgroup on a CPU device, which sums
+	// each element in one lane: small, so that few elements still spread
+	// over the cores.
+	splitkWGCPU = 64
 )
 
 // convGEMM records conv_gemm in the given mode. a, b and c are the A, B and
@@ -341,19 +345,24 @@ func (g *GPU) splitSum2(op, label string, part, out1 *vk.Buffer, n1 int, out2 *v
 		out2, n2 = g.discard(), 0
 	}
 	n := n1 + n2
-	// Lanes per element: enough that the sum, too, reaches the invocation
-	// target when the elements are few.
-	target := tuned(g, gemmSplitTarget, gemmSplitTargetCPU)
+	// Lanes per element on a GPU: enough that the sum, too, reaches the
+	// invocation target when the elements are few. A CPU device sums each
+	// element in one lane: lavapipe runs the lanes' shared-memory tree
+	// slowly (the weight gradient of a 3³ conv from 8 to 16 channels at
+	// 16³, 64 splits of 3472 sums: 7.6-8.1 ms with 2 lanes, 0.4-0.7 ms with
+	// one; the universal step at base 8, 32³: 99-108 → 90-94 ms).
+	target := gemmSplitTarget
 	lanes := 1
-	for lanes < splitkMaxLanes && 2*lanes <= splits && n*lanes < target {
+	for !g.cpuTuned() && lanes < splitkMaxLanes && 2*lanes <= splits && n*lanes < target {
 		lanes *= 2
 	}
-	sum, err := g.kernel("conv_splitk", []vk.Access{g.input(false), vk.Write, vk.Write}, 20, elementwiseWG, 1, 1, uint32(lanes))
+	wg := tuned(g, elementwiseWG, splitkWGCPU)
+	sum, err := g.kernel("conv_splitk", []vk.Access{g.input(false), vk.Write, vk.Write}, 20, uint32(wg), 1, 1, uint32(lanes))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	push := [5]uint32{uint32(n), uint32(splits), uint32(stride), uint32(offset), uint32(n1)}
-	return g.dispatchAs(op, label, sum, vk.Grid1D(n, elementwiseWG/lanes), push, part, out1, out2)
+	return g.dispatchAs(op, label, sum, vk.Grid1D(n, wg/lanes), push, part, out1, out2)
 }
 
 // bufOrNil is the buffer of an optional tensor, nil when absent.
