@@ -74,6 +74,13 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// flagGiven reports whether the flag name was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: u2net <command> [flags] [arguments]")
 	fmt.Fprintln(w)

@@ -39,7 +39,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&opt.LR, "lr", 0, "learning rate (default: the optimizer's)")
 	fs.BoolVar(&opt.PolyDecay, "poly-decay", false, "decay the learning rate polynomially with Adam too (SGD always does)")
 	fs.IntVar(&opt.ValEvery, "val-every", 5, "validate every this many epochs")
-	fs.Float64Var(&opt.ValFraction, "val-fraction", 0.2, "share of each dataset's training cases held out for validation")
+	fs.Float64Var(&opt.ValFraction, "val-fraction", 0.2, "share of each dataset's training cases held out for validation (the last ones)")
+	fs.IntVar(&opt.Folds, "folds", 0, "split each dataset's training cases into this many folds, the same for every run, and validate on --fold instead of --val-fraction")
+	fs.IntVar(&opt.Fold, "fold", 0, "the fold held out for validation, from 0 to --folds minus 1")
 	fs.BoolVar(&opt.Resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.StringVar(&opt.Init, "init", "", "start from this model; datasets of new domains add them")
 	fs.BoolVar(&opt.FreezeShared, "freeze-shared", false, "keep the shared parameters fixed (adapt to new domains only)")
@@ -51,6 +53,12 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return usageError("unexpected arguments %v", fs.Args())
 	}
 	opt.Data, opt.Seed = data, *seed
+	if opt.Folds != 0 {
+		if flagGiven(fs, "val-fraction") {
+			return usageError("--val-fraction and --folds both choose the validation cases: give one")
+		}
+		opt.ValFraction = 0
+	}
 	var err error
 	if *patch != "" {
 		if opt.Patch, err = parseTriple("--patch", *patch); err != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -41,6 +42,7 @@ const (
 	MetricsFile    = "metrics.jsonl"
 	ProgressFile   = "progress.png"
 	OptionsFile    = "options.json"
+	SplitFile      = "split.json" // each domain's training and validation case IDs
 )
 
 // Options configure a training run.
@@ -64,7 +66,12 @@ type Options struct {
 	WeightDecay float64
 	ValEvery    int     // validate every this many epochs; 0: only after the last
 	ValFraction float64 // share of each dataset's training cases held out
-	ValCases    int     // at most this many validation cases per domain (0: all held out)
+	// Folds, when at least 2, splits each dataset's training cases into
+	// this many folds and holds out fold Fold (from 0) in place of
+	// ValFraction: the folds of a dataset are the same for every run, so
+	// models trained on each fold validate on cases none of the others
+	// left out, and predict can ensemble them.
+	Folds, Fold int
 	Resume      bool
 	// Init starts from a trained model; with FreezeShared only the
 	// per-domain parameters of domains not in Init learn.
@@ -185,6 +192,9 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	if err := WriteJSON(filepath.Join(opt.Out, OptionsFile), opt); err != nil {
 		return nil, err
 	}
+	if err := WriteJSON(filepath.Join(opt.Out, SplitFile), splits(doms)); err != nil {
+		return nil, err
+	}
 	log.Info("training", "device", e.Name(), "mode", cfg.Mode, "domains", len(doms), "patch", opt.Patch,
 		"pools", cfg.PoolsPerAxis, "batch", opt.Batch, "parameters", model.Counts().Total, "start_step", start)
 
@@ -213,6 +223,12 @@ func (o *Options) validate() error {
 		return fmt.Errorf("--batch %d must be at least 1", o.Batch)
 	case o.ValFraction < 0 || o.ValFraction >= 1:
 		return fmt.Errorf("validation fraction %g must be in [0, 1)", o.ValFraction)
+	case o.Folds < 0 || o.Folds == 1:
+		return fmt.Errorf("--folds %d: want at least 2 (or 0 for a held-out fraction)", o.Folds)
+	case o.Folds >= 2 && (o.Fold < 0 || o.Fold >= o.Folds):
+		return fmt.Errorf("--fold %d out of range: with %d folds it is 0 to %d", o.Fold, o.Folds, o.Folds-1)
+	case o.Folds == 0 && o.Fold != 0:
+		return fmt.Errorf("--fold %d needs --folds", o.Fold)
 	}
 	for a, p := range o.Patch {
 		if p < 0 || p > 1024 {
@@ -258,18 +274,10 @@ func prepare(ctx context.Context, opt Options, log *slog.Logger) ([]*domainData,
 		if err != nil {
 			return nil, fmt.Errorf("planning %s: %w", dir, err)
 		}
-		cases := ds.Training
-		nval := 0
-		if len(cases) >= 2 {
-			nval = max(1, int(math.Round(opt.ValFraction*float64(len(cases)))))
-			if opt.ValFraction == 0 {
-				nval = 0
-			}
+		trainCases, valCases, err := holdOut(ds, opt)
+		if err != nil {
+			return nil, err
 		}
-		if opt.ValCases > 0 {
-			nval = min(nval, opt.ValCases)
-		}
-		trainCases, valCases := cases[:len(cases)-nval], cases[len(cases)-nval:]
 		tr, err := plan.LoadAll(ctx, ds, trainCases, cache, opt.Workers)
 		if err != nil {
 			return nil, err
@@ -278,11 +286,73 @@ func prepare(ctx context.Context, opt Options, log *slog.Logger) ([]*domainData,
 		if err != nil {
 			return nil, err
 		}
-		log.Info("dataset", "domain", ds.Name, "training", len(tr), "validation", len(va),
-			"spacing", plan.TargetSpacing, "median_shape", plan.MedianShape)
+		attrs := []any{"domain", ds.Name, "training", len(tr), "validation", len(va)}
+		if opt.Folds >= 2 {
+			attrs = append(attrs, "fold", fmt.Sprintf("%d of %d", opt.Fold, opt.Folds))
+		}
+		log.Info("dataset", append(attrs, "spacing", plan.TargetSpacing, "median_shape", plan.MedianShape)...)
 		doms = append(doms, &domainData{ds: ds, plan: plan, train: tr, val: va})
 	}
 	return doms, nil
+}
+
+// foldSeed fixes the order in which cases are dealt into folds: the same
+// for every run, whatever its seed.
+const foldSeed = 0x5eed_f01d
+
+// holdOut splits the training cases of ds into those trained on and those
+// validated on, both in the dataset's order: with folds, fold opt.Fold of a
+// fixed shuffle (fold sizes differ by at most one); otherwise the last
+// opt.ValFraction of them (at least one of two or more).
+func holdOut(ds *dataset.Dataset, opt Options) (train, val []dataset.Case, err error) {
+	cases := ds.Training
+	if opt.Folds >= 2 {
+		n := len(cases)
+		if n < opt.Folds {
+			return nil, nil, fmt.Errorf("dataset %s: %d training cases cannot make %d folds", ds.Root, n, opt.Folds)
+		}
+		perm := rand.New(rand.NewPCG(foldSeed, uint64(n))).Perm(n)
+		lo, hi := opt.Fold*n/opt.Folds, (opt.Fold+1)*n/opt.Folds
+		held := make([]bool, n)
+		for _, i := range perm[lo:hi] {
+			held[i] = true
+		}
+		for i, c := range cases {
+			if held[i] {
+				val = append(val, c)
+			} else {
+				train = append(train, c)
+			}
+		}
+		return train, val, nil
+	}
+	nval := 0
+	if len(cases) >= 2 && opt.ValFraction > 0 {
+		nval = max(1, int(math.Round(opt.ValFraction*float64(len(cases)))))
+	}
+	return cases[:len(cases)-nval], cases[len(cases)-nval:], nil
+}
+
+// Split names the cases of one domain that a run trains and validates on.
+type Split struct {
+	Domain     string   `json:"domain"`
+	Training   []string `json:"training"`
+	Validation []string `json:"validation"`
+}
+
+func splits(doms []*domainData) []Split {
+	ids := func(cases []*preprocess.Case) []string {
+		out := make([]string, len(cases))
+		for i, c := range cases {
+			out[i] = c.ID
+		}
+		return out
+	}
+	var out []Split
+	for _, d := range doms {
+		out = append(out, Split{Domain: d.ds.Name, Training: ids(d.train), Validation: ids(d.val)})
+	}
+	return out
 }
 
 // choosePatch returns the patch: as given, or per axis the smallest median

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -306,5 +308,146 @@ func TestValidationChoosesLargestComponents(t *testing.T) {
 	got, err := predict.Plan(m.Config, 0)
 	if err != nil || !slices.Equal(got.KeepLargest, []int{1}) {
 		t.Errorf("plan records %v (%v), want [1]", got.KeepLargest, err)
+	}
+}
+
+// TestHoldOut splits datasets of awkward sizes: the folds' validation cases
+// cover every case exactly once, in sizes that differ by at most one, the
+// rest train, both keep the dataset's order, and the same options give the
+// same split.
+func TestHoldOut(t *testing.T) {
+	newDataset := func(n int) *dataset.Dataset {
+		ds := &dataset.Dataset{Root: "/data/Task09_Spleen"}
+		for i := range n {
+			ds.Training = append(ds.Training, dataset.Case{ID: fmt.Sprintf("case_%02d", i)})
+		}
+		return ds
+	}
+	ids := func(cases []dataset.Case) []string {
+		var out []string
+		for _, c := range cases {
+			out = append(out, c.ID)
+		}
+		return out
+	}
+	for _, c := range []struct{ n, folds int }{{2, 2}, {3, 2}, {5, 5}, {7, 3}, {10, 5}, {13, 4}, {41, 5}} {
+		ds := newDataset(c.n)
+		seen := map[string]int{}
+		sizes := map[int]bool{}
+		var first []string
+		for fold := range c.folds {
+			opt := Options{Folds: c.folds, Fold: fold, ValFraction: 0.5}
+			tr, va, err := holdOut(ds, opt)
+			if err != nil {
+				t.Fatalf("%+v fold %d: %v", c, fold, err)
+			}
+			if len(tr)+len(va) != c.n {
+				t.Fatalf("%+v fold %d: %d training + %d validation cases of %d", c, fold, len(tr), len(va), c.n)
+			}
+			if !slices.IsSorted(ids(tr)) || !slices.IsSorted(ids(va)) {
+				t.Fatalf("%+v fold %d: split out of the dataset's order: %v, %v", c, fold, ids(tr), ids(va))
+			}
+			for _, id := range ids(va) {
+				seen[id]++
+				if slices.Contains(ids(tr), id) {
+					t.Fatalf("%+v fold %d: %s both trains and validates", c, fold, id)
+				}
+			}
+			sizes[len(va)] = true
+			_, again, _ := holdOut(ds, opt)
+			if !slices.Equal(ids(va), ids(again)) {
+				t.Fatalf("%+v fold %d: the same options held out %v, then %v", c, fold, ids(va), ids(again))
+			}
+			if fold == 0 {
+				first = ids(va)
+			}
+		}
+		if len(seen) != c.n {
+			t.Errorf("%+v: %d of %d cases validated in some fold", c, len(seen), c.n)
+		}
+		for id, k := range seen {
+			if k != 1 {
+				t.Errorf("%+v: %s validated in %d folds", c, id, k)
+			}
+		}
+		lo, hi := c.n/c.folds, (c.n+c.folds-1)/c.folds
+		for s := range sizes {
+			if s != lo && s != hi {
+				t.Errorf("%+v: a fold of %d cases, want %d or %d", c, s, lo, hi)
+			}
+		}
+		if c.n >= 10 && slices.Equal(first, ids(ds.Training[:len(first)])) {
+			t.Errorf("%+v: fold 0 is the first cases in order, not a shuffle", c)
+		}
+	}
+	// Without folds: the last share of the cases, at least one of two.
+	for _, c := range []struct {
+		n        int
+		fraction float64
+		val      int
+	}{{1, 0.2, 0}, {2, 0.2, 1}, {10, 0.2, 2}, {10, 0, 0}, {7, 0.34, 2}} {
+		tr, va, err := holdOut(newDataset(c.n), Options{ValFraction: c.fraction})
+		if err != nil || len(va) != c.val || len(tr) != c.n-c.val || (c.val > 0 && va[c.val-1].ID != fmt.Sprintf("case_%02d", c.n-1)) {
+			t.Errorf("%d cases, fraction %g: training %v, validation %v, %v; want the last %d to validate", c.n, c.fraction, ids(tr), ids(va), err, c.val)
+		}
+	}
+	if _, _, err := holdOut(newDataset(3), Options{Folds: 4, Fold: 0}); err == nil || !strings.Contains(err.Error(), "Task09_Spleen") || !strings.Contains(err.Error(), "3 training cases") {
+		t.Errorf("4 folds of 3 cases: %v, want an error naming the dataset and its 3 cases", err)
+	}
+}
+
+func TestFoldOptionsValidated(t *testing.T) {
+	base := tinyOptions([]string{"d"}, "o")
+	for _, c := range []struct {
+		folds, fold int
+		want        string
+	}{{1, 0, "--folds 1"}, {-2, 0, "--folds -2"}, {5, 5, "--fold 5 out of range"}, {5, -1, "--fold -1 out of range"}, {0, 2, "--fold 2 needs --folds"}} {
+		opt := base
+		opt.Folds, opt.Fold = c.folds, c.fold
+		if err := opt.validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("folds %d, fold %d: %v, want %q", c.folds, c.fold, err, c.want)
+		}
+	}
+}
+
+// A run on fold 1 of 3 trains on the other folds' cases and says which in
+// its split file.
+func TestRunWritesItsFold(t *testing.T) {
+	data := synthData(t)
+	opt := tinyOptions(data, filepath.Join(t.TempDir(), "run"))
+	opt.Folds, opt.Fold, opt.StopAfter = 3, 1, 1
+	if _, err := Run(context.Background(), opt, ops.NewCPU(), quiet, nil); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(opt.Out, SplitFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Split
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(data) {
+		t.Fatalf("split file %s names %d domains, want %d", raw, len(got), len(data))
+	}
+	for i, dir := range data {
+		ds, err := dataset.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, va, err := holdOut(ds, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Split{Domain: ds.Name}
+		for _, c := range tr {
+			want.Training = append(want.Training, c.ID)
+		}
+		for _, c := range va {
+			want.Validation = append(want.Validation, c.ID)
+		}
+		if !reflect.DeepEqual(got[i], want) {
+			t.Errorf("split of %s: %+v, want %+v", ds.Name, got[i], want)
+		}
 	}
 }
