@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync/atomic"
 
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/u2net/internal/par"
 )
 
 // Optimizer configures training updates.
@@ -676,16 +678,21 @@ func (n *Net) run(dom, batch int, size [3]int, x []float32, labels []int32, upda
 
 // firstOutside returns the index of the first label outside 0..classes-1,
 // or -1. It counts without branching first (a third of the time of an
-// early-exit loop over a 2×128³ batch) and looks for the index only then.
+// early-exit loop over a 2×128³ batch), on all cores, and looks for the
+// index only then.
 func firstOutside(labels []int32, classes int) int {
 	c := uint32(classes)
-	bad := 0
-	for _, l := range labels {
-		if uint32(l) >= c { // negative labels wrap above
-			bad++
+	var bad atomic.Int64
+	par.Ranges(len(labels), 1<<18, func(lo, hi int) {
+		n := 0
+		for _, l := range labels[lo:hi] {
+			if uint32(l) >= c { // negative labels wrap above
+				n++
+			}
 		}
-	}
-	if bad == 0 {
+		bad.Add(int64(n))
+	})
+	if bad.Load() == 0 {
 		return -1
 	}
 	for i, l := range labels {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -200,11 +201,17 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestFirstOutside(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	// Large enough to be counted in parallel, bad only in the last range.
+	large := make([]int32, 1<<20)
+	large[len(large)-3], large[len(large)-1] = 7, -1
 	for _, c := range []struct {
 		labels  []int32
 		classes int
 		want    int
 	}{
+		{large, 2, len(large) - 3},
+		{large[:len(large)-3], 2, -1},
 		{nil, 2, -1},
 		{[]int32{0, 1, 1, 0}, 2, -1},
 		{[]int32{0, 1, 2, 0}, 2, 2},

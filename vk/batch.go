@@ -437,7 +437,7 @@ func (s *Slot) Write(data any) error {
 
 func (s *Slot) write(src []byte) {
 	for i, st := range s.parts {
-		copy(st.host(), src[i*stagingBlockSize:])
+		hostCopy(st.host(), src[i*stagingBlockSize:])
 	}
 }
 
@@ -644,7 +644,7 @@ func (b *Batch) Run() error {
 		break
 	}
 	for _, dl := range b.downloads {
-		copy(dl.dst, dl.staging.host())
+		hostCopy(dl.dst, dl.staging.host())
 	}
 	if b.timed {
 		if err := b.readTimings(); err != nil {
