@@ -585,11 +585,17 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 	defer cancel()
 	workers := r.batchWorkers()
 	batches := par.Ordered(ahead, start, total-start, workers, workers, r.batch)
+	// Each epoch's log line gives the wall time per step and the share of
+	// it spent waiting for batches: a host too slow for its device shows.
+	epochStart := time.Now()
+	var waited time.Duration
 	for step := start; step < total; step++ {
 		var b stepBatch
 		ok := ctx.Err() == nil && (opt.StopAfter <= 0 || step-start < opt.StopAfter)
 		if ok {
+			t := time.Now()
 			b, ok = <-batches
+			waited += time.Since(t)
 		}
 		if !ok {
 			r.log.Info("interrupted: saving the checkpoint", "step", step)
@@ -610,9 +616,15 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 			continue
 		}
 		rec := Record{Epoch: epoch, Step: step + 1, Loss: lossSum / float64(lossSteps), LR: r.net.Opt.LR}
-		lossSum, lossSteps = 0, 0
+		stepping := time.Since(epochStart)
+		attrs := []any{"epoch", epoch, "step", step + 1, "loss", fmt.Sprintf("%.4f", rec.Loss),
+			"ms_per_step", fmt.Sprintf("%.1f", float64(stepping.Microseconds())/1e3/float64(lossSteps)),
+			"waiting_for_batches", fmt.Sprintf("%.0f%%", 100*waited.Seconds()/max(stepping.Seconds(), 1e-9))}
+		lossSum, lossSteps, waited = 0, 0, 0
 		if (opt.ValEvery > 0 && epoch%opt.ValEvery == 0) || epoch == opt.Epochs {
+			valStart := time.Now()
 			dice, keep, err := r.validate(ctx)
+			attrs = append(attrs, "validation", time.Since(valStart).Round(time.Millisecond))
 			if err != nil {
 				return nil, err
 			}
@@ -637,11 +649,11 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 		if err := r.checkpoint(step + 1); err != nil {
 			return nil, err
 		}
-		attrs := []any{"epoch", epoch, "step", step + 1, "loss", fmt.Sprintf("%.4f", rec.Loss)}
 		if rec.Dice != nil {
 			attrs = append(attrs, "dice", FormatDice(rec.Dice))
 		}
 		r.log.Info("epoch", attrs...)
+		epochStart = time.Now()
 	}
 	bar.finish()
 	res.Steps = total
