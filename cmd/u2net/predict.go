@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/u2net-vk/u2net/u2net/nifti"
 	"github.com/u2net-vk/u2net/u2net/predict"
 	"github.com/u2net-vk/u2net/u2net/report"
+	"github.com/u2net-vk/u2net/u2net/train"
 )
 
 func init() {
@@ -39,6 +42,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")
 	mirror := fs.Bool("mirror", false, "test-time augmentation by mirroring")
+	split := fs.String("split", "", "a training run's split.json: with a folder --input (the dataset's imagesTr), predict only the cases that run validated on for --domain (cross-validation: each fold's model its own fold)")
 	largest := fs.String("largest-component", "", `keep only the largest connected component (26-connected) of these classes, "all", "none" or label values or names separated by commas; their other voxels become background (for structures of one piece: an organ, not a vessel tree or scattered lesions); default: the classes for which training found it raised the validation Dice, as the model's plan records (every model's, for an ensemble)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -71,7 +75,13 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 			return usageError("--largest-component: %v", err)
 		}
 	}
-	pairs, err := inputPairs(*input, *output)
+	var only []string
+	if *split != "" {
+		if only, err = validationCases(*split, *domain); err != nil {
+			return err
+		}
+	}
+	pairs, err := inputPairs(*input, *output, only)
 	if err != nil {
 		return err
 	}
@@ -239,12 +249,40 @@ func loadEnsemble(paths []string, domain string, patch [3]int) ([]*u2net.Model, 
 	return models, doms, labels, nil
 }
 
+// validationCases reads the IDs of the cases a run's split file validates
+// domain on.
+func validationCases(path, domain string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--split: %w", err)
+	}
+	var splits []train.Split
+	if err := json.Unmarshal(raw, &splits); err != nil {
+		return nil, fmt.Errorf("--split %s: %w", path, err)
+	}
+	var names []string
+	for _, s := range splits {
+		if s.Domain == domain {
+			if len(s.Validation) == 0 {
+				return nil, fmt.Errorf("--split %s validates no case of domain %s", path, domain)
+			}
+			return s.Validation, nil
+		}
+		names = append(names, s.Domain)
+	}
+	return nil, fmt.Errorf("--split %s has no domain %s (it has %s)", path, domain, strings.Join(names, ", "))
+}
+
 // inputPairs lists (image, output) paths: one file, or every NIfTI file of
-// a folder into an output folder under the same names.
-func inputPairs(input, output string) ([][2]string, error) {
+// a folder into an output folder under the same names; with only, the
+// files of a folder named by those case IDs, each of which must be there.
+func inputPairs(input, output string, only []string) ([][2]string, error) {
 	st, err := os.Stat(input)
 	if err != nil {
 		return nil, fmt.Errorf("--input: %w", err)
+	}
+	if only != nil && !st.IsDir() {
+		return nil, usageError("--split picks cases from a folder: --input %s is a file", input)
 	}
 	if !st.IsDir() {
 		if dir := filepath.Dir(output); dir != "." {
@@ -258,13 +296,28 @@ func inputPairs(input, output string) ([][2]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--input: %w", err)
 	}
+	wanted := map[string]bool{}
+	for _, id := range only {
+		wanted[id] = true
+	}
 	var pairs [][2]string
 	for _, e := range entries {
 		n := e.Name()
 		if e.IsDir() || !(strings.HasSuffix(n, ".nii") || strings.HasSuffix(n, ".nii.gz")) || strings.HasPrefix(n, ".") {
 			continue
 		}
+		if only != nil {
+			id := strings.TrimSuffix(strings.TrimSuffix(n, ".gz"), ".nii")
+			if !wanted[id] {
+				continue
+			}
+			delete(wanted, id)
+		}
 		pairs = append(pairs, [2]string{filepath.Join(input, n), filepath.Join(output, n)})
+	}
+	if len(wanted) > 0 {
+		missing := slices.Sorted(maps.Keys(wanted))
+		return nil, fmt.Errorf("--input: %s lacks the validation case(s) %s of --split", input, strings.Join(missing, ", "))
 	}
 	if len(pairs) == 0 {
 		return nil, fmt.Errorf("--input: %s holds no .nii or .nii.gz files", input)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,4 +215,55 @@ func newModelFile(t *testing.T, cfg u2net.Config, path string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Cross-validation end to end: a model per fold, each predicting the cases
+// its fold held out into one folder, which then covers every training case
+// for eval against labelsTr.
+func TestCrossValidation(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if code, _, stderr := run("synth", "--out", data, "--seed", "3", "--cases", "3", "--test-cases", "1", "--size", "16"); code != 0 {
+		t.Fatalf("synth: %s", stderr)
+	}
+	ct := filepath.Join(data, "SynthCT")
+	cv := filepath.Join(dir, "cv")
+	const folds = 3
+	for fold := range folds {
+		runDir := filepath.Join(dir, fmt.Sprint("fold", fold))
+		if code, _, stderr := run("train", "--data", ct, "--out", runDir, "--device", "cpu", "--epochs", "1", "--steps-per-epoch", "1",
+			"--patch", "16,16,16", "--batch", "1", "--base-channels", "2", "--folds", fmt.Sprint(folds), "--fold", fmt.Sprint(fold)); code != 0 {
+			t.Fatalf("train fold %d: exit %d: %s", fold, code, stderr)
+		}
+		code, stdout, stderr := run("predict", "--model", filepath.Join(runDir, "model.safetensors"), "--domain", "SynthCT",
+			"--input", filepath.Join(ct, "imagesTr"), "--split", filepath.Join(runDir, "split.json"), "--output", cv, "--device", "cpu")
+		if code != 0 || strings.Count(stdout, " -> ") != 1 {
+			t.Fatalf("predict fold %d: exit %d (want one case of three): %s %s", fold, code, stdout, stderr)
+		}
+	}
+	if code, stdout, stderr := run("eval", "--pred", cv, "--ref", filepath.Join(ct, "labelsTr")); code != 0 || !strings.Contains(stdout, "mean") {
+		t.Errorf("eval of the folds' predictions: exit %d: %s %s", code, stdout, stderr)
+	}
+
+	split := filepath.Join(dir, "fold0", "split.json")
+	other := filepath.Join(dir, "other.json")
+	os.WriteFile(other, []byte(`[{"domain": "SynthCT", "training": ["a"], "validation": ["synthct_001", "nosuch_case"]}]`), 0o644)
+	mr := filepath.Join(dir, "mr.json")
+	os.WriteFile(mr, []byte(`[{"domain": "SynthMR", "training": ["a"], "validation": ["b"]}, {"domain": "SynthVessel"}]`), 0o644)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--domain", "SynthCT", "--split", mr}, 1, "has no domain SynthCT (it has SynthMR, SynthVessel)"},
+		{[]string{"--domain", "SynthCT", "--split", split, "--input", filepath.Join(ct, "imagesTr", "synthct_001.nii.gz"), "--output", filepath.Join(dir, "x.nii.gz")}, 2, "--split picks cases from a folder"},
+		{[]string{"--domain", "SynthCT", "--split", filepath.Join(dir, "none.json")}, 1, "none.json"},
+		{[]string{"--domain", "SynthCT", "--split", other}, 1, "lacks the validation case(s) nosuch_case of --split"},
+	} {
+		args := append([]string{"predict", "--model", filepath.Join(dir, "fold0", "model.safetensors"), "--input", filepath.Join(ct, "imagesTr"),
+			"--output", filepath.Join(dir, "x"), "--device", "cpu"}, c.args...)
+		if code, _, stderr := run(args...); code != c.code || !strings.Contains(stderr, c.want) {
+			t.Errorf("u2net %s: exit %d, stderr %q; want exit %d and %q", strings.Join(args, " "), code, stderr, c.code, c.want)
+		}
+	}
 }
