@@ -16,11 +16,7 @@ import (
 // The user's path end to end on tiny synthetic data with the CPU engine:
 // synth, train, resume, predict a folder, evaluate.
 func TestTrainResumePredictEval(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	if code, _, stderr := run("synth", "--out", data, "--seed", "2", "--cases", "3", "--test-cases", "1", "--size", "16"); code != 0 {
-		t.Fatalf("synth: %s", stderr)
-	}
+	dir, data := synthData(t, 2)
 	ct := filepath.Join(data, "SynthCT")
 	runDir := filepath.Join(dir, "run")
 	trainArgs := []string{"train", "--data", ct, "--out", runDir, "--device", "cpu", "--epochs", "2", "--steps-per-epoch", "1",
@@ -204,6 +200,18 @@ func TestTrainResumePredictEval(t *testing.T) {
 	}
 }
 
+// synthData writes tiny synthetic domains (3 training cases and 1 test case
+// each, 16³) into a new temporary folder dir, under data.
+func synthData(t *testing.T, seed int) (dir, data string) {
+	t.Helper()
+	dir = t.TempDir()
+	data = filepath.Join(dir, "data")
+	if code, _, stderr := run("synth", "--out", data, "--seed", fmt.Sprint(seed), "--cases", "3", "--test-cases", "1", "--size", "16"); code != 0 {
+		t.Fatalf("synth: %s", stderr)
+	}
+	return dir, data
+}
+
 // newModelFile saves a new model of cfg at path and returns path.
 func newModelFile(t *testing.T, cfg u2net.Config, path string) string {
 	t.Helper()
@@ -221,11 +229,7 @@ func newModelFile(t *testing.T, cfg u2net.Config, path string) string {
 // its fold held out into one folder, which then covers every training case
 // for eval against labelsTr.
 func TestCrossValidation(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	if code, _, stderr := run("synth", "--out", data, "--seed", "3", "--cases", "3", "--test-cases", "1", "--size", "16"); code != 0 {
-		t.Fatalf("synth: %s", stderr)
-	}
+	dir, data := synthData(t, 3)
 	ct := filepath.Join(data, "SynthCT")
 	cv := filepath.Join(dir, "cv")
 	const folds = 3
