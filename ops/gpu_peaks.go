@@ -15,6 +15,10 @@ type Peaks struct {
 	GFLOPs   float64 // fp32 FMA throughput, two FLOPs per FMA, 1e9
 }
 
+// benchFLOPsPerIter is the FLOPs of one loop iteration of bench.comp's
+// FMA kernel: four vec4 FMAs of two FLOPs per lane.
+const benchFLOPsPerIter = 4 * 4 * 2
+
 type pushBench struct {
 	N uint32
 	A float32
@@ -85,6 +89,6 @@ func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 	}
 	return Peaks{
 		CopyGBps: float64(32*n) / tc.Seconds() / 1e9,
-		GFLOPs:   float64(nf) * iter * 16 / tf.Seconds() / 1e9,
+		GFLOPs:   float64(nf) * iter * benchFLOPsPerIter / tf.Seconds() / 1e9,
 	}, nil
 }

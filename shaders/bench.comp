@@ -1,8 +1,10 @@
 #version 450
 // bench: micro-kernels that measure a device's peaks for the benchmark
-// report. MODE 0 copies vec4s (memory bandwidth); MODE 1 runs eight
-// independent FMA chains per invocation (fp32 arithmetic throughput) and
-// stores their sum so the work cannot be removed.
+// report. MODE 0 copies vec4s (memory bandwidth); MODE 1 runs sixteen
+// independent FMA chains per invocation, four vec4s (fp32 arithmetic
+// throughput: enough chains that a CPU device's SIMD lanes never wait for
+// the previous FMA's result), and stores their sum so the work cannot be
+// removed.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;
 layout(constant_id = 2) const uint ITER = 1024;
@@ -23,11 +25,15 @@ void main() {
         y[i] = x[i];
         return;
     }
-    vec4 s0 = x[i], s1 = s0 + 1.0;
+    // Each chain s ← s·a + c tends to c / (1 − a): finite for a < 1.
+    vec4 c0 = x[i], c1 = c0 + 1.0, c2 = c0 + 2.0, c3 = c0 + 3.0;
+    vec4 s0 = c0, s1 = c1, s2 = c2, s3 = c3;
     vec4 b = vec4(p.a);
     for (uint k = 0; k < ITER; k++) {
-        s0 = fma(s0, b, s1);
-        s1 = fma(s1, b, s0);
+        s0 = fma(s0, b, c0);
+        s1 = fma(s1, b, c1);
+        s2 = fma(s2, b, c2);
+        s3 = fma(s3, b, c3);
     }
-    y[i] = s0 + s1;
+    y[i] = (s0 + s1) + (s2 + s3);
 }
