@@ -387,16 +387,18 @@ func (g *graph) addLoss(cfg Config, classes int) error {
 // by an integer factor does.
 func (h *lossHead) downsample(labels []int32, n int, size [3]int) {
 	s := h.a.size
-	for b := 0; b < n; b++ {
-		for z := 0; z < s[0]; z++ {
+	// Planes (b, z) of the head, on all cores: a training step waits.
+	par.Ranges(n*s[0], max(1, (1<<16)/(s[1]*s[2])), func(lo, hi int) {
+		for bz := lo; bz < hi; bz++ {
+			b, z := bz/s[0], bz%s[0]
 			for y := 0; y < s[1]; y++ {
 				for x := 0; x < s[2]; x++ {
 					src := ((b*size[0]+z*h.factor[0])*size[1]+y*h.factor[1])*size[2] + x*h.factor[2]
-					h.host[((b*s[0]+z)*s[1]+y)*s[2]+x] = labels[src]
+					h.host[(bz*s[1]+y)*s[2]+x] = labels[src]
 				}
 			}
 		}
-	}
+	})
 }
 
 func (n *Net) checkInput(dom, batch int, size [3]int, x []float32) error {

@@ -266,3 +266,40 @@ func TestProbabilitiesAreSoftmaxOfLogits(t *testing.T) {
 		t.Errorf("short input: %v", err)
 	}
 }
+
+// A head's labels are the input's at every factor-th voxel, on any number
+// of cores (the second case is large enough to be split).
+func TestHeadDownsample(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	const n = 2
+	for _, c := range []struct{ size, factor [3]int }{
+		{[3]int{8, 12, 64}, [3]int{2, 4, 2}},
+		{[3]int{32, 128, 128}, [3]int{2, 2, 2}},
+	} {
+		size, factor := c.size, c.factor
+		head := [3]int{size[0] / factor[0], size[1] / factor[1], size[2] / factor[2]}
+		labels := make([]int32, n*size[0]*size[1]*size[2])
+		for i := range labels {
+			labels[i] = int32(i)
+		}
+		h := &lossHead{a: &act{size: head}, factor: factor, host: make([]int32, n*head[0]*head[1]*head[2])}
+		for i := range h.host {
+			h.host[i] = -1
+		}
+		h.downsample(labels, n, size)
+		i := 0
+		for b := range n {
+			for z := range head[0] {
+				for y := range head[1] {
+					for x := range head[2] {
+						want := ((b*size[0]+z*factor[0])*size[1]+y*factor[1])*size[2] + x*factor[2]
+						if h.host[i] != int32(want) {
+							t.Fatalf("%v by %v: head voxel %v of sample %d holds input voxel %d, want %d", size, factor, [3]int{z, y, x}, b, h.host[i], want)
+						}
+						i++
+					}
+				}
+			}
+		}
+	}
+}
