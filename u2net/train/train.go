@@ -1,7 +1,8 @@
 // Package train trains a U²-Net over several Decathlon datasets: it plans
-// and caches the preprocessing, samples augmented patches in the
-// background, steps through the domains round-robin, validates on held-out
-// cases, and keeps the best model and an exactly resumable checkpoint.
+// and caches the preprocessing, builds augmented batches ahead of the steps
+// on the host's cores, steps through the domains round-robin, validates on
+// held-out cases (a share of each dataset, or one fold of a fixed K-fold
+// split), and keeps the best model and an exactly resumable checkpoint.
 package train
 
 import (

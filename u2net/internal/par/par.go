@@ -1,4 +1,5 @@
-// Package par splits loops over the host's cores.
+// Package par splits loops over the host's cores and runs ordered
+// pipelines of independent work items on them.
 package par
 
 import (
