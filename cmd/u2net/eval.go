@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"gonum.org/v1/gonum/stat"
+
 	"github.com/u2net-vk/u2net/u2net/dataset"
 	"github.com/u2net-vk/u2net/u2net/metrics"
 	"github.com/u2net-vk/u2net/u2net/nifti"
@@ -45,12 +47,20 @@ type evalMean struct {
 	HD95Excluded map[string]int `json:"hd95_excluded"`
 }
 
+// evalSD is the sample standard deviation over the cases (of those with a
+// finite HD95 for HD95), null where fewer than two cases count.
+type evalSD struct {
+	Dice map[string]*float64 `json:"dice"`
+	HD95 map[string]*float64 `json:"hd95"`
+}
+
 type evalReport struct {
 	Classes []int `json:"classes"` // the foreground classes scored
 	// ClassNames names the classes by label value when a dataset.json did.
 	ClassNames map[string]string `json:"class_names,omitempty"`
 	Cases      []evalCase        `json:"cases"`
 	Mean       evalMean          `json:"mean"`
+	SD         evalSD            `json:"sd"`
 }
 
 // className is how the table names class c: its name where known.
@@ -160,26 +170,25 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 			ec.HD95[k] = evalFinite(r.HD95)
 		}
 	}
+	rep.SD = evalSD{Dice: map[string]*float64{}, HD95: map[string]*float64{}}
 	for _, c := range rep.Classes {
 		k := strconv.Itoa(c)
-		var dsum, hsum float64
-		var hn int
+		var dice, hd []float64
 		for i := range results {
 			r := results[i][c-1]
-			dsum += r.Dice
+			dice = append(dice, r.Dice)
 			if math.IsNaN(r.HD95) {
 				rep.Mean.HD95Excluded[k]++
 				continue
 			}
-			hsum += r.HD95
-			hn++
+			hd = append(hd, r.HD95)
 		}
-		rep.Mean.Dice[k] = dsum / float64(len(results))
-		if hn > 0 {
-			rep.Mean.HD95[k] = evalFinite(hsum / float64(hn))
-		} else {
-			rep.Mean.HD95[k] = nil
+		rep.Mean.Dice[k] = stat.Mean(dice, nil)
+		rep.Mean.HD95[k] = nil
+		if len(hd) > 0 {
+			rep.Mean.HD95[k] = evalFinite(stat.Mean(hd, nil))
 		}
+		rep.SD.Dice[k], rep.SD.HD95[k] = sampleSD(dice), sampleSD(hd)
 	}
 
 	printEvalTable(stdout, &rep, results)
@@ -360,12 +369,31 @@ func printEvalTable(w io.Writer, rep *evalReport, results [][]metrics.Result) {
 		fmt.Fprintf(tw, "%.4f\t%s\t", rep.Mean.Dice[k], evalFmtHD(rep.Mean.HD95[k]))
 	}
 	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "%-*s\t", width, "sd")
+	for _, c := range rep.Classes {
+		k := strconv.Itoa(c)
+		dice := "-"
+		if v := rep.SD.Dice[k]; v != nil {
+			dice = strconv.FormatFloat(*v, 'f', 4, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t", dice, evalFmtHD(rep.SD.HD95[k]))
+	}
+	fmt.Fprintln(tw)
 	tw.Flush()
 	for _, c := range rep.Classes {
 		if n := rep.Mean.HD95Excluded[strconv.Itoa(c)]; n > 0 {
 			fmt.Fprintf(w, "hd95 mean of class %s leaves out %d of %d case(s) where only one of prediction and reference has the class (HD95 undefined, shown as -)\n", rep.className(c), n, len(rep.Cases))
 		}
 	}
+}
+
+// sampleSD is the standard deviation of v with n−1 in the denominator, or
+// nil for fewer than two values.
+func sampleSD(v []float64) *float64 {
+	if len(v) < 2 {
+		return nil
+	}
+	return evalFinite(stat.StdDev(v, nil))
 }
 
 func evalFmtHD(v *float64) string {

@@ -73,6 +73,7 @@ func TestEvalCommand(t *testing.T) {
 			"dice 1", "hd95 2 (mm)",
 			"case_a  0.6667", // 2·18/54 for class 1
 			"mean    0.8333",
+			"sd      0.2357", // (1 − 2/3)/√2
 			"hd95 mean of class 2 leaves out 1 of 2 case(s)",
 			"1 prediction(s) without a reference ignored: case_c",
 		} {
@@ -96,6 +97,10 @@ func TestEvalCommand(t *testing.T) {
 				HD95         map[string]*float64
 				HD95Excluded map[string]int `json:"hd95_excluded"`
 			}
+			SD struct {
+				Dice map[string]*float64
+				HD95 map[string]*float64
+			}
 		}
 		if err := json.Unmarshal(b, &rep); err != nil {
 			t.Fatalf("%v in %s", err, b)
@@ -117,6 +122,12 @@ func TestEvalCommand(t *testing.T) {
 		if math.Abs(m.Dice["1"]-5.0/6) > 1e-9 || !approx(m.HD95["1"], 1) || m.Dice["2"] != 0.5 || !approx(m.HD95["2"], 0) ||
 			m.HD95Excluded["2"] != 1 || m.HD95Excluded["1"] != 0 {
 			t.Errorf("mean: %+v (hd95 1 %v, 2 %v)", m, m.HD95["1"], m.HD95["2"])
+		}
+		// Sample standard deviations over the two cases; class 2 has one
+		// finite HD95, too few.
+		sd := rep.SD
+		if !approx(sd.Dice["1"], (1-2.0/3)/math.Sqrt2) || !approx(sd.HD95["1"], math.Sqrt2) || !approx(sd.Dice["2"], 1/math.Sqrt2) || sd.HD95["2"] != nil {
+			t.Errorf("sd: dice %v %v, hd95 %v %v", sd.Dice["1"], sd.Dice["2"], sd.HD95["1"], sd.HD95["2"])
 		}
 	}
 }
