@@ -15,12 +15,17 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/u2net-vk/u2net/u2net/dataset"
 )
 
 // cacheMagic starts every cache file; its last byte is the format version.
-const cacheMagic = "U2NPREP1"
+const cacheMagic = "U2NPREP2"
+
+// cacheAlign is the alignment of the image within a cache file, so that a
+// mapped file serves the image in place as float32s.
+const cacheAlign = 8
 
 // Key returns the cache key of a case under this plan: a hash of the plan,
 // the case ID and the path, size and modification time of its files. It
@@ -166,12 +171,16 @@ type cacheMeta struct {
 	Geometry Geometry `json:"geometry"`
 }
 
-// The cache file is: magic, uint32 JSON length, JSON, float32 image,
-// uint8 label, uint32 CRC-32 of everything before it (little-endian).
+// The cache file is: magic, uint32 JSON length, JSON (padded with spaces so
+// that the image starts at a multiple of cacheAlign), float32 image, uint8
+// label, uint32 CRC-32 of everything before it (little-endian).
 func writeCache(path string, c *Case) (err error) {
 	meta, err := json.Marshal(cacheMeta{ID: c.ID, Shape: c.Shape, HasLabel: c.Label != nil, Geometry: c.Geometry})
 	if err != nil {
 		return err
+	}
+	for (len(cacheMagic)+4+len(meta))%cacheAlign != 0 {
+		meta = append(meta, ' ')
 	}
 	var b bytes.Buffer
 	b.Grow(len(meta) + 4*len(c.Image) + len(c.Label) + 16)
@@ -211,11 +220,29 @@ func writeCache(path string, c *Case) (err error) {
 	return nil
 }
 
+// readCache returns the case of a cache file. Where the host can, the file
+// is mapped into memory (privately: writes to the case stay in the process)
+// and the case's image and label are views of it, so that the cases of a
+// training run live in the page cache, which the kernel can reclaim, rather
+// than on the heap; the mapping lasts as long as the process. Cache files
+// are replaced by renaming, never rewritten in place, so a mapped file keeps
+// its contents.
 func readCache(path string) (*Case, error) {
-	b, err := os.ReadFile(path)
+	b, unmap, err := mapFile(path)
 	if err != nil {
 		return nil, err
 	}
+	c, err := decodeCache(b, path)
+	if err != nil {
+		unmap()
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeCache checks and decodes the bytes of a cache file; the case refers
+// to b where the layout allows.
+func decodeCache(b []byte, path string) (*Case, error) {
 	corrupt := fmt.Errorf("preprocess: cache file %s is corrupt", path)
 	if len(b) < len(cacheMagic)+8 || string(b[:len(cacheMagic)]) != cacheMagic {
 		return nil, corrupt
@@ -224,36 +251,48 @@ func readCache(path string) (*Case, error) {
 	if crc32.ChecksumIEEE(body) != sum {
 		return nil, corrupt
 	}
-	body = body[len(cacheMagic):]
-	n := int(binary.LittleEndian.Uint32(body))
-	body = body[4:]
-	if n > len(body) {
+	off := len(cacheMagic)
+	n := int(binary.LittleEndian.Uint32(body[off:]))
+	off += 4
+	if n > len(body)-off {
 		return nil, corrupt
 	}
 	var m cacheMeta
-	if err := json.Unmarshal(body[:n], &m); err != nil {
+	if err := json.Unmarshal(body[off:off+n], &m); err != nil {
 		return nil, corrupt
 	}
-	body = body[n:]
-	vox := m.Shape[1] * m.Shape[2] * m.Shape[3]
+	off += n
 	for _, s := range m.Shape {
 		if s < 1 || s > 1<<15 {
 			return nil, corrupt
 		}
 	}
-	want := 4 * m.Shape[0] * vox
+	vox := m.Shape[1] * m.Shape[2] * m.Shape[3]
+	nImage := m.Shape[0] * vox
+	want := 4 * nImage
 	if m.HasLabel {
 		want += vox
 	}
-	if len(body) != want {
+	if len(body)-off != want {
 		return nil, corrupt
 	}
-	c := &Case{ID: m.ID, Shape: m.Shape, Geometry: m.Geometry, Image: make([]float32, m.Shape[0]*vox)}
-	for i := range c.Image {
-		c.Image[i] = math.Float32frombits(binary.LittleEndian.Uint32(body[4*i:]))
+	c := &Case{ID: m.ID, Shape: m.Shape, Geometry: m.Geometry}
+	img := body[off : off+4*nImage]
+	if hostLittleEndian && uintptr(unsafe.Pointer(unsafe.SliceData(img)))%4 == 0 {
+		c.Image = unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(img))), nImage)
+	} else {
+		c.Image = make([]float32, nImage)
+		for i := range c.Image {
+			c.Image[i] = math.Float32frombits(binary.LittleEndian.Uint32(img[4*i:]))
+		}
 	}
 	if m.HasLabel {
-		c.Label = append([]uint8(nil), body[4*len(c.Image):]...)
+		lab := off + 4*nImage
+		c.Label = body[lab : lab+vox : lab+vox]
 	}
 	return c, nil
 }
+
+// hostLittleEndian reports whether float32s in memory have the cache
+// file's byte order.
+var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1

@@ -2,14 +2,18 @@ package preprocess
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/u2net-vk/u2net/u2net/dataset"
 	"github.com/u2net-vk/u2net/u2net/nifti"
@@ -467,7 +471,7 @@ func TestCache(t *testing.T) {
 	if len(old) != 1 {
 		t.Fatalf("entries of cb: %v", old)
 	}
-	os.WriteFile(old[0], []byte("U2NPREP1garbage"), 0o644)
+	os.WriteFile(old[0], []byte(cacheMagic+"garbage"), 0o644)
 	got, err := q.Load(ds, c1, dir)
 	if err != nil || got.ID != "cb" {
 		t.Fatalf("corrupt entry: %v", err)
@@ -479,5 +483,58 @@ func TestCache(t *testing.T) {
 	}
 	if _, err := p.LoadAll(context.Background(), ds, ds.Training, dir, 2); err == nil {
 		t.Fatal("LoadAll hid an error")
+	}
+}
+
+// Cache files of IDs of every length round-trip exactly, with the image
+// aligned for mapping; a case read back may be written to without changing
+// the file, and a file with a flipped byte is refused.
+func TestCacheFileLayout(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 1; n <= 9; n++ {
+		c := &Case{ID: strings.Repeat("x", n), Shape: [4]int{2, 3, 4, 5}, Image: make([]float32, 2*60), Label: make([]uint8, 60),
+			Geometry: Geometry{Shape: [3]int{3, 4, 5}}}
+		for i := range c.Image {
+			c.Image[i] = float32(rng.NormFloat64())
+		}
+		for i := range c.Label {
+			c.Label[i] = uint8(rng.IntN(4))
+		}
+		path := filepath.Join(dir, c.ID+".u2p")
+		if err := writeCache(path, c); err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := os.ReadFile(path)
+		if off := len(cacheMagic) + 4 + int(binary.LittleEndian.Uint32(raw[len(cacheMagic):])); off%cacheAlign != 0 {
+			t.Errorf("ID of %d bytes: image at offset %d", n, off)
+		}
+		// Decoded in place: the image is a view of the file's bytes.
+		off := len(cacheMagic) + 4 + int(binary.LittleEndian.Uint32(raw[len(cacheMagic):]))
+		buf := slices.Clone(raw)
+		view, err := decodeCache(buf, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hostLittleEndian && unsafe.Pointer(unsafe.SliceData(view.Image)) != unsafe.Pointer(&buf[off]) {
+			t.Errorf("ID of %d bytes: the image is a copy, not a view of the file's bytes", n)
+		}
+		got, err := readCache(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, c) {
+			t.Fatalf("ID of %d bytes: the case read back differs", n)
+		}
+		got.Image[0], got.Label[0] = 42, 9
+		again, err := readCache(path)
+		if err != nil || again.Image[0] != c.Image[0] || again.Label[0] != c.Label[0] {
+			t.Fatalf("ID of %d bytes: writing to a case read back changed its file (%v)", n, err)
+		}
+		raw[len(raw)/2] ^= 1
+		os.WriteFile(path, raw, 0o644)
+		if _, err := readCache(path); err == nil || !strings.Contains(err.Error(), "corrupt") {
+			t.Errorf("ID of %d bytes: a flipped byte read as %v", n, err)
+		}
 	}
 }
