@@ -2,6 +2,7 @@ package sample
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/u2net-vk/u2net/u2net/preprocess"
@@ -142,5 +143,51 @@ func TestNewErrors(t *testing.T) {
 	bad.Label = bad.Label[:10]
 	if _, err := New([]*preprocess.Case{&bad}, [3]int{2, 2, 2}, Options{}); err == nil {
 		t.Error("inconsistent case accepted")
+	}
+}
+
+func TestSpread(t *testing.T) {
+	v := make([]int32, 100)
+	for i := range v {
+		v[i] = int32(3 * i)
+	}
+	for _, c := range []struct {
+		n    int
+		want []int32
+	}{
+		{100, v}, {200, v},
+		{4, []int32{0, 75, 150, 225}},
+		{3, []int32{0, 99, 198}},
+		{1, []int32{0}},
+	} {
+		if got := spread(v, c.n); !slices.Equal(got, c.want) {
+			t.Errorf("spread of 100 to %d: %v, want %v", c.n, got, c.want)
+		}
+	}
+}
+
+// A class with more voxels than a sampler lists still centres every
+// foreground patch on one of its voxels.
+func TestLargeForegroundCapped(t *testing.T) {
+	shape := [3]int{40, 50, 50} // 100 000 voxels, the back 70% foreground
+	n := shape[0] * shape[1] * shape[2]
+	c := &preprocess.Case{ID: "big", Shape: [4]int{1, shape[0], shape[1], shape[2]}, Image: make([]float32, n), Label: make([]uint8, n)}
+	for i := 3 * n / 10; i < n; i++ {
+		c.Label[i] = 1
+	}
+	s, err := New([]*preprocess.Case{c}, [3]int{8, 8, 8}, Options{Seed: 1, ForegroundFraction: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(s.fg[0][0]); got != maxForegroundVoxels {
+		t.Fatalf("%d foreground voxels listed, want %d", got, maxForegroundVoxels)
+	}
+	for step := range 50 {
+		for _, l := range s.Locations(step, 2) {
+			v := l.Voxel
+			if !l.Foreground || c.Label[(v[0]*shape[1]+v[1])*shape[2]+v[2]] != 1 {
+				t.Fatalf("step %d: location %+v is not centred on the foreground", step, l)
+			}
+		}
 	}
 }
