@@ -104,6 +104,11 @@ func (p *Plan) Load(ds *dataset.Dataset, c dataset.Case, dir string) (*Case, err
 			os.Remove(f)
 		}
 	}
+	// The case as the cache serves it (mapped where the host can), so that
+	// a first run does not keep its cases on the heap either.
+	if mapped, err := readCache(path); err == nil {
+		return mapped, nil
+	}
 	return pc, nil
 }
 
