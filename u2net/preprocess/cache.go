@@ -38,17 +38,26 @@ func (p *Plan) Key(c dataset.Case) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", cacheMagic, pj, c.ID)
 	for _, f := range []string{c.Image, c.Label} {
-		if f == "" {
-			io.WriteString(h, "-\x00")
-			continue
+		if err := hashFile(h, c.ID, f); err != nil {
+			return "", err
 		}
-		st, err := os.Stat(f)
-		if err != nil {
-			return "", fmt.Errorf("preprocess: case %s: %w", c.ID, err)
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", f, st.Size(), st.ModTime().UnixNano())
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// hashFile writes the path, size and modification time of file f of case
+// id into h ("-" for no file).
+func hashFile(h io.Writer, id, f string) error {
+	if f == "" {
+		io.WriteString(h, "-\x00")
+		return nil
+	}
+	st, err := os.Stat(f)
+	if err != nil {
+		return fmt.Errorf("preprocess: case %s: %w", id, err)
+	}
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00", f, st.Size(), st.ModTime().UnixNano())
+	return nil
 }
 
 // cachePath returns the cache file of case c under key.
@@ -179,7 +188,7 @@ type cacheMeta struct {
 // The cache file is: magic, uint32 JSON length, JSON (padded with spaces so
 // that the image starts at a multiple of cacheAlign), float32 image, uint8
 // label, uint32 CRC-32 of everything before it (little-endian).
-func writeCache(path string, c *Case) (err error) {
+func writeCache(path string, c *Case) error {
 	meta, err := json.Marshal(cacheMeta{ID: c.ID, Shape: c.Shape, HasLabel: c.Label != nil, Geometry: c.Geometry})
 	if err != nil {
 		return err
@@ -199,13 +208,22 @@ func writeCache(path string, c *Case) (err error) {
 	b.Write(buf)
 	b.Write(c.Label)
 	binary.Write(&b, binary.LittleEndian, crc32.ChecksumIEEE(b.Bytes()))
-
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := writeFileAtomic(path, func(w io.Writer) error { _, err := w.Write(b.Bytes()); return err }); err != nil {
 		return fmt.Errorf("preprocess: cache: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*.u2p")
+	return nil
+}
+
+// writeFileAtomic writes path through a temporary file in its folder
+// (created if missing) that replaces it only once complete: a reader sees
+// the old file or the new one, and a mapped old file keeps its contents.
+func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
-		return fmt.Errorf("preprocess: cache: %w", err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -213,16 +231,13 @@ func writeCache(path string, c *Case) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if _, err = f.Write(b.Bytes()); err != nil {
-		return fmt.Errorf("preprocess: cache: writing %s: %w", path, err)
+	if err = write(f); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err = f.Close(); err != nil {
-		return fmt.Errorf("preprocess: cache: writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("preprocess: cache: %w", err)
-	}
-	return nil
+	return os.Rename(f.Name(), path)
 }
 
 // readCache returns the case of a cache file. Where the host can, the file

@@ -15,13 +15,21 @@
 package preprocess
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/u2net-vk/u2net/u2net/dataset"
+	"github.com/u2net-vk/u2net/u2net/internal/par"
 	"github.com/u2net-vk/u2net/u2net/nifti"
 )
 
@@ -80,6 +88,13 @@ type PlanOptions struct {
 	// SamplesPerCase bounds the foreground intensities each case contributes
 	// to the CT statistics (taken at an even stride); 0 means 20000.
 	SamplesPerCase int
+	// Workers is how many cases are read at once (0: one); the plan is the
+	// same for any number.
+	Workers int
+	// CacheDir, when set, keeps the plan there under a key of the options
+	// and the training cases' files (paths, sizes, modification times), so
+	// that planning unchanged data again reads no image.
+	CacheDir string
 }
 
 // Validate checks a plan read from a model file.
@@ -120,7 +135,16 @@ func (p *Plan) Validate() error {
 // isCT reports whether a modality name denotes CT.
 func isCT(modality string) bool { return strings.EqualFold(strings.TrimSpace(modality), "CT") }
 
-// NewPlan computes the plan of a dataset from its training cases.
+// caseStats is what planning takes from one training case.
+type caseStats struct {
+	spacing [3]float64
+	shape   [3]int      // of the non-zero box
+	fg      [][]float64 // sampled foreground intensities per CT channel
+	err     error
+}
+
+// NewPlan computes the plan of a dataset from its training cases, or takes
+// it from opt.CacheDir.
 func NewPlan(ds *dataset.Dataset, opt PlanOptions) (*Plan, error) {
 	if opt.SamplesPerCase <= 0 {
 		opt.SamplesPerCase = 20000
@@ -128,22 +152,93 @@ func NewPlan(ds *dataset.Dataset, opt PlanOptions) (*Plan, error) {
 	if len(ds.Training) == 0 {
 		return nil, fmt.Errorf("preprocess: dataset %s has no training cases", ds.Root)
 	}
-	nc := len(ds.Modalities)
-	fg := make([][]float64, nc) // sampled foreground intensities per CT channel
-	var spacings [][3]float64
-	var shapes [][3]int
-	for _, c := range ds.Training {
-		s, err := ds.Load(c)
+	var path string
+	if opt.CacheDir != "" {
+		key, err := planKey(ds, opt)
 		if err != nil {
 			return nil, err
 		}
+		path = filepath.Join(opt.CacheDir, safeName(ds.Name), "plan-"+key+".json")
+		if p, err := readPlan(path); err == nil && p.Domain == ds.Name {
+			return p, nil
+		}
+	}
+	p, err := computePlan(ds, opt)
+	if err != nil {
+		return nil, err
+	}
+	if path != "" {
+		if err := writeFileAtomic(path, func(w io.Writer) error { return json.NewEncoder(w).Encode(p) }); err != nil {
+			return nil, fmt.Errorf("preprocess: caching the plan of %s: %w", ds.Root, err)
+		}
+	}
+	return p, nil
+}
+
+// planKey hashes what a plan depends on: the plan version, the options and
+// every training case's files.
+func planKey(ds *dataset.Dataset, opt PlanOptions) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "plan\x00%d\x00%d\x00%s\x00%q\x00%q\x00", PlanVersion, opt.SamplesPerCase, ds.Name, ds.Modalities, ds.Labels)
+	for _, c := range ds.Training {
+		io.WriteString(h, c.ID+"\x00")
+		if err := hashFile(h, c.ID, c.Image); err != nil {
+			return "", err
+		}
+		if err := hashFile(h, c.ID, c.Label); err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+func readPlan(path string) (*Plan, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var p Plan
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// computePlan reads every training case, opt.Workers at a time, and
+// combines their statistics in the dataset's order.
+func computePlan(ds *dataset.Dataset, opt PlanOptions) (*Plan, error) {
+	nc := len(ds.Modalities)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	workers := max(opt.Workers, 1)
+	stats := par.Ordered(ctx, 0, len(ds.Training), workers, workers, func(i int) caseStats {
+		s, err := ds.Load(ds.Training[i])
+		if err != nil {
+			return caseStats{err: err}
+		}
 		box, _ := nonZeroBox(s.Image.Data, s.Image.Shape)
-		spacings = append(spacings, s.Image.Header.SpacingDHW())
-		shapes = append(shapes, box.Shape())
+		cs := caseStats{spacing: s.Image.Header.SpacingDHW(), shape: box.Shape(), fg: make([][]float64, nc)}
 		for ch := range nc {
 			if isCT(ds.Modalities[ch]) {
-				fg[ch] = append(fg[ch], sampleForeground(s.Image.Channel(ch), s.Label, opt.SamplesPerCase)...)
+				cs.fg[ch] = sampleForeground(s.Image.Channel(ch), s.Label, opt.SamplesPerCase)
 			}
+		}
+		return cs
+	})
+	fg := make([][]float64, nc) // sampled foreground intensities per CT channel
+	var spacings [][3]float64
+	var shapes [][3]int
+	for cs := range stats {
+		if cs.err != nil {
+			return nil, cs.err
+		}
+		spacings = append(spacings, cs.spacing)
+		shapes = append(shapes, cs.shape)
+		for ch := range nc {
+			fg[ch] = append(fg[ch], cs.fg[ch]...)
 		}
 	}
 	p := &Plan{

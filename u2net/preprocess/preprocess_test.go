@@ -538,3 +538,43 @@ func TestCacheFileLayout(t *testing.T) {
 		}
 	}
 }
+
+// Planning on several goroutines gives the sequential plan; a cached plan
+// is served without reading the images, until a case's file changes.
+func TestPlanWorkersAndCache(t *testing.T) {
+	ds := makeDataset(t, "CT", append(slices.Clone(threeCases), threeCases...))
+	want, err := NewPlan(ds, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, workers := range []int{3, 8} {
+		got, err := NewPlan(ds, PlanOptions{Workers: workers, CacheDir: dir})
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%d workers: %+v, %v; want the sequential plan %+v", workers, got, err, want)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, ds.Name, "plan-*.json"))
+	if len(files) != 1 {
+		t.Fatalf("plan cache files %v", files)
+	}
+	// Zeroed images of unchanged size and time stamp go unnoticed: the plan
+	// comes from the cache.
+	c := ds.Training[2]
+	st, _ := os.Stat(c.Image)
+	os.WriteFile(c.Image, make([]byte, st.Size()), 0o644)
+	os.Chtimes(c.Image, st.ModTime(), st.ModTime())
+	if got, err := NewPlan(ds, PlanOptions{Workers: 2, CacheDir: dir}); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("cached plan: %+v, %v", got, err)
+	}
+	// A corrupt cache file is planned again, as is a changed case (which
+	// now fails to load).
+	os.WriteFile(files[0], []byte("{"), 0o644)
+	if got, err := NewPlan(ds, PlanOptions{CacheDir: dir}); err == nil {
+		t.Fatalf("a corrupt plan cache and a zeroed image gave %+v", got)
+	}
+	os.Chtimes(c.Image, st.ModTime(), st.ModTime().Add(time.Second))
+	if _, err := NewPlan(ds, PlanOptions{Workers: 2, CacheDir: dir}); err == nil || !strings.Contains(err.Error(), c.ID) {
+		t.Fatalf("a changed case was not read again: %v", err)
+	}
+}

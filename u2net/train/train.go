@@ -78,8 +78,9 @@ type Options struct {
 	// per-domain parameters of domains not in Init learn.
 	Init         string
 	FreezeShared bool
-	// Workers is the goroutines that preprocess the cases (0: GOMAXPROCS)
-	// and, up to maxBatchWorkers of them, build batches ahead of the steps.
+	// Workers is the goroutines that plan and preprocess the datasets (0:
+	// up to maxPreprocessWorkers, one per core) and, up to maxBatchWorkers
+	// of them, build batches ahead of the steps.
 	Workers int
 	// DeepSupervisionLoss also trains each deep-supervision head against
 	// down-sampled labels, weights halving per level (see u2net.Net).
@@ -265,13 +266,17 @@ func optimizer(o Options) u2net.Optimizer {
 // cases and preprocesses everything through the cache.
 func prepare(ctx context.Context, opt Options, log *slog.Logger) ([]*domainData, error) {
 	cache := filepath.Join(opt.Out, "cache")
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = min(runtime.GOMAXPROCS(0), maxPreprocessWorkers)
+	}
 	var doms []*domainData
 	for _, dir := range opt.Data {
 		ds, err := dataset.Open(dir)
 		if err != nil {
 			return nil, err
 		}
-		plan, err := preprocess.NewPlan(ds, preprocess.PlanOptions{})
+		plan, err := preprocess.NewPlan(ds, preprocess.PlanOptions{Workers: workers, CacheDir: cache})
 		if err != nil {
 			return nil, fmt.Errorf("planning %s: %w", dir, err)
 		}
@@ -279,11 +284,11 @@ func prepare(ctx context.Context, opt Options, log *slog.Logger) ([]*domainData,
 		if err != nil {
 			return nil, err
 		}
-		tr, err := plan.LoadAll(ctx, ds, trainCases, cache, opt.Workers)
+		tr, err := plan.LoadAll(ctx, ds, trainCases, cache, workers)
 		if err != nil {
 			return nil, err
 		}
-		va, err := plan.LoadAll(ctx, ds, valCases, cache, opt.Workers)
+		va, err := plan.LoadAll(ctx, ds, valCases, cache, workers)
 		if err != nil {
 			return nil, err
 		}
@@ -660,6 +665,10 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 	res.Steps = total
 	return res, nil
 }
+
+// maxPreprocessWorkers bounds the cases read at once by default: each holds
+// a whole image and its resampled copy (some 1 GB for a large CT).
+const maxPreprocessWorkers = 8
 
 // maxBatchWorkers bounds the batches built at once: each resamples its
 // patches on all cores already, and every one ahead holds a batch.
