@@ -64,7 +64,11 @@ func cropChannels[T any](src []T, c int, s [3]int, b Box) []T {
 
 // uncropChannels places each of the c channels of src (box b's shape) into
 // a volume of channel shape s; voxels outside the box get fill(channel).
+// A box of the whole volume returns src itself.
 func uncropChannels[T any](src []T, c int, s [3]int, b Box, fill func(ch int) T) []T {
+	if b.Lo == [3]int{} && b.Hi == s {
+		return src
+	}
 	bs := b.Shape()
 	n := s[0] * s[1] * s[2]
 	bn := bs[0] * bs[1] * bs[2]

@@ -426,13 +426,11 @@ func (p *Plan) apply(img *nifti.Volume, label []uint8) (*Case, error) {
 	}
 	g.Resampled = ResampledShape(cs, g.Spacing, p.TargetSpacing)
 	rn := g.Resampled[0] * g.Resampled[1] * g.Resampled[2]
-	out := &Case{Shape: [4]int{nc, g.Resampled[0], g.Resampled[1], g.Resampled[2]}, Image: make([]float32, 0, nc*rn), Geometry: g}
+	out := &Case{Shape: [4]int{nc, g.Resampled[0], g.Resampled[1], g.Resampled[2]}, Image: make([]float32, nc*rn), Geometry: g}
 	for ch := range nc {
-		r, err := ResampleLinear(cropped[ch*cn:(ch+1)*cn], cs, g.Resampled)
-		if err != nil {
+		if err := resampleLinearInto(out.Image[ch*rn:(ch+1)*rn], cropped[ch*cn:(ch+1)*cn], cs, g.Resampled); err != nil {
 			return nil, err
 		}
-		out.Image = append(out.Image, r...)
 	}
 	if label != nil {
 		var err error
@@ -499,13 +497,12 @@ func RestoreProbabilities(probs []float32, classes int, g Geometry) ([]float32, 
 		return nil, err
 	}
 	cs := g.Crop.Shape()
-	cropped := make([]float32, 0, classes*cs[0]*cs[1]*cs[2])
+	cn := cs[0] * cs[1] * cs[2]
+	cropped := make([]float32, classes*cn)
 	for k := range classes {
-		r, err := ResampleLinear(probs[k*rn:(k+1)*rn], g.Resampled, cs)
-		if err != nil {
+		if err := resampleLinearInto(cropped[k*cn:(k+1)*cn], probs[k*rn:(k+1)*rn], g.Resampled, cs); err != nil {
 			return nil, err
 		}
-		cropped = append(cropped, r...)
 	}
 	return uncropChannels(cropped, classes, g.Shape, g.Crop, func(ch int) float32 {
 		if ch == 0 {

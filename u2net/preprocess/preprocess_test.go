@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -576,5 +577,80 @@ func TestPlanWorkersAndCache(t *testing.T) {
 	os.Chtimes(c.Image, st.ModTime(), st.ModTime().Add(time.Second))
 	if _, err := NewPlan(ds, PlanOptions{Workers: 2, CacheDir: dir}); err == nil || !strings.Contains(err.Error(), c.ID) {
 		t.Fatalf("a changed case was not read again: %v", err)
+	}
+}
+
+// Resampling large enough to be spread over cores gives, on four, the
+// result of one, along every axis and in both directions.
+func TestResampleParallelSameAsSerial(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	from := [3]int{30, 41, 50}
+	src := make([]float32, from[0]*from[1]*from[2])
+	lab := make([]uint8, len(src))
+	for i := range src {
+		src[i] = float32(rng.NormFloat64())
+		lab[i] = uint8(rng.IntN(5))
+	}
+	for _, to := range [][3]int{{64, 70, 90}, {15, 83, 25}, {30, 41, 111}} {
+		run := func(procs int) ([]float32, []uint8) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			l, err := ResampleLinear(src, from, to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := ResampleNearest(lab, from, to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l, n
+		}
+		l1, n1 := run(1)
+		l4, n4 := run(4)
+		if !slices.Equal(l1, l4) || !slices.Equal(n1, n4) {
+			t.Errorf("%v → %v: resampling on four cores differs from one", from, to)
+		}
+	}
+}
+
+// BenchmarkRestoreProbabilities resamples three classes' probabilities of a
+// 160×200×200 network grid back onto a 300×512×512 image.
+func BenchmarkRestoreProbabilities(b *testing.B) {
+	g := Geometry{Shape: [3]int{300, 512, 512}, Crop: Box{Hi: [3]int{300, 512, 512}}, Resampled: [3]int{160, 200, 200}}
+	probs := make([]float32, 3*160*200*200)
+	for b.Loop() {
+		if _, err := RestoreProbabilities(probs, 3, g); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// With a crop box of the whole image, restoring is resampling alone.
+func TestRestoreWholeVolume(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	g := Geometry{Shape: [3]int{5, 6, 7}, Crop: Box{Hi: [3]int{5, 6, 7}}, Resampled: [3]int{4, 8, 7}}
+	rn := 4 * 8 * 7
+	probs := make([]float32, 2*rn)
+	labels := make([]uint8, rn)
+	for i := range probs {
+		probs[i] = rng.Float32()
+	}
+	for i := range labels {
+		labels[i] = uint8(rng.IntN(2))
+	}
+	var want []float32
+	for k := range 2 {
+		r, err := ResampleLinear(probs[k*rn:(k+1)*rn], g.Resampled, g.Shape)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r...)
+	}
+	got, err := RestoreProbabilities(probs, 2, g)
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("probabilities: %v; differ from resampling each class", err)
+	}
+	wantLabels, _ := ResampleNearest(labels, g.Resampled, g.Shape)
+	if gotLabels, err := RestoreLabels(labels, g); err != nil || !slices.Equal(gotLabels, wantLabels) {
+		t.Fatalf("labels: %v; differ from resampling", err)
 	}
 }

@@ -3,6 +3,8 @@ package preprocess
 import (
 	"fmt"
 	"math"
+
+	"github.com/u2net-vk/u2net/u2net/internal/par"
 )
 
 // axisMap holds, for each output index along one axis, the two input
@@ -58,29 +60,50 @@ func ResampleLinear(src []float32, from, to [3]int) ([]float32, error) {
 	if err := checkShapes(from, to, len(src)); err != nil {
 		return nil, err
 	}
-	if from == to {
-		return append([]float32(nil), src...), nil
+	dst := make([]float32, to[0]*to[1]*to[2])
+	if err := resampleLinearInto(dst, src, from, to); err != nil {
+		return nil, err
 	}
-	// Three separable passes, W then H then D.
-	cur, shape := src, from
-	for axis := 2; axis >= 0; axis-- {
-		if shape[axis] == to[axis] {
-			continue
-		}
-		next := shape
-		next[axis] = to[axis]
-		cur = linearPass(cur, shape, next, axis)
-		shape = next
-	}
-	if len(cur) > 0 && &cur[0] == &src[0] {
-		cur = append([]float32(nil), cur...)
-	}
-	return cur, nil
+	return dst, nil
 }
 
-func linearPass(src []float32, from, to [3]int, axis int) []float32 {
+// resampleLinearInto is ResampleLinear into dst (to's voxels), which the
+// last pass writes directly.
+func resampleLinearInto(dst, src []float32, from, to [3]int) error {
+	if err := checkShapes(from, to, len(src)); err != nil {
+		return err
+	}
+	if len(dst) != to[0]*to[1]*to[2] {
+		return fmt.Errorf("preprocess: resampling to %v needs %d values, got %d", to, to[0]*to[1]*to[2], len(dst))
+	}
+	// Three separable passes, W then H then D; the last writes dst.
+	var axes []int
+	for axis := 2; axis >= 0; axis-- {
+		if from[axis] != to[axis] {
+			axes = append(axes, axis)
+		}
+	}
+	if len(axes) == 0 {
+		copy(dst, src)
+		return nil
+	}
+	cur, shape := src, from
+	for i, axis := range axes {
+		next := shape
+		next[axis] = to[axis]
+		out := dst
+		if i < len(axes)-1 {
+			out = make([]float32, next[0]*next[1]*next[2])
+		}
+		linearPass(out, cur, shape, next, axis)
+		cur, shape = out, next
+	}
+	return nil
+}
+
+// linearPass resamples src (shape from) along one axis into dst (shape to).
+func linearPass(dst, src []float32, from, to [3]int, axis int) {
 	m := linearAxis(from[axis], to[axis])
-	dst := make([]float32, to[0]*to[1]*to[2])
 	// stride of the axis in src, and the outer/inner extents around it
 	inner := 1
 	for a := axis + 1; a < 3; a++ {
@@ -91,21 +114,26 @@ func linearPass(src []float32, from, to [3]int, axis int) []float32 {
 		outer *= from[a]
 	}
 	nIn, nOut := from[axis], to[axis]
-	for o := range outer {
-		s := src[o*nIn*inner : (o+1)*nIn*inner]
-		d := dst[o*nOut*inner : (o+1)*nOut*inner]
-		for k := range nOut {
+	// Each output row (o, k) is computed alone: the rows spread over the
+	// host's cores.
+	par.Ranges(outer*nOut, max(1, minResampleVoxels/inner), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			o, k := r/nOut, r%nOut
+			s := src[o*nIn*inner : (o+1)*nIn*inner]
 			a := s[m.i0[k]*inner : m.i0[k]*inner+inner]
 			b := s[m.i1[k]*inner : m.i1[k]*inner+inner]
 			w := m.w[k]
-			row := d[k*inner : k*inner+inner]
+			row := dst[r*inner : r*inner+inner]
 			for i := range row {
 				row[i] = a[i] + w*(b[i]-a[i])
 			}
 		}
-	}
-	return dst
+	})
 }
+
+// minResampleVoxels is the fewest output voxels a goroutine of a resampling
+// pass computes.
+const minResampleVoxels = 1 << 15
 
 // ResampleNearest resamples a label map of shape from = [D, H, W] to shape to
 // by nearest neighbour, keeping the physical extent like ResampleLinear.
@@ -115,16 +143,16 @@ func ResampleNearest(src []uint8, from, to [3]int) ([]uint8, error) {
 	}
 	iz, iy, ix := nearestAxis(from[0], to[0]), nearestAxis(from[1], to[1]), nearestAxis(from[2], to[2])
 	dst := make([]uint8, to[0]*to[1]*to[2])
-	i := 0
-	for _, z := range iz {
-		for _, y := range iy {
+	par.Ranges(to[0]*to[1], max(1, minResampleVoxels/to[2]), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			z, y := iz[r/to[1]], iy[r%to[1]]
 			row := src[(z*from[1]+y)*from[2]:]
-			for _, x := range ix {
-				dst[i] = row[x]
-				i++
+			out := dst[r*to[2] : (r+1)*to[2]]
+			for i, x := range ix {
+				out[i] = row[x]
 			}
 		}
-	}
+	})
 	return dst, nil
 }
 
