@@ -12,6 +12,7 @@ import (
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/infer"
+	"github.com/u2net-vk/u2net/u2net/internal/par"
 	"github.com/u2net-vk/u2net/u2net/nifti"
 	"github.com/u2net-vk/u2net/u2net/preprocess"
 )
@@ -312,9 +313,11 @@ func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Opti
 		if sum == nil {
 			sum = out
 		} else {
-			for j, v := range out.Probs {
-				sum.Probs[j] += v
-			}
+			par.Ranges(len(out.Probs), minHostItems, func(lo, hi int) {
+				for j := lo; j < hi; j++ {
+					sum.Probs[j] += out.Probs[j]
+				}
+			})
 			sum.Windows += out.Windows
 		}
 		if len(members) > 1 {
@@ -325,9 +328,11 @@ func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Opti
 	}
 	if len(members) > 1 {
 		scale := 1 / float32(len(members))
-		for j := range sum.Probs {
-			sum.Probs[j] *= scale
-		}
+		par.Ranges(len(sum.Probs), minHostItems, func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				sum.Probs[j] *= scale
+			}
+		})
 	}
 	sum.Labels = argmax(sum.Probs, sum.Classes)
 	if len(opt.KeepLargest) > 0 {
@@ -339,16 +344,22 @@ func Ensemble(ctx context.Context, members []Member, vol *nifti.Volume, opt Opti
 	return sum, nil
 }
 
+// minHostItems is the fewest voxels a goroutine of the host's per-voxel
+// loops takes: the loops over a whole image spread over the cores.
+const minHostItems = 1 << 16
+
 func argmax(probs []float32, classes int) []uint8 {
 	n := len(probs) / classes
 	out := make([]uint8, n)
-	for i := range out {
-		best := probs[i]
-		for k := 1; k < classes; k++ {
-			if v := probs[k*n+i]; v > best {
-				best, out[i] = v, uint8(k)
+	par.Ranges(n, minHostItems, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			best := probs[i]
+			for k := 1; k < classes; k++ {
+				if v := probs[k*n+i]; v > best {
+					best, out[i] = v, uint8(k)
+				}
 			}
 		}
-	}
+	})
 	return out
 }

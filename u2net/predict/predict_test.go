@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -213,6 +214,30 @@ func TestPlannedKeepLargest(t *testing.T) {
 		got, err := PlannedKeepLargest(c.members)
 		if err != nil || !slices.Equal(got, c.want) {
 			t.Errorf("%d member(s): %v (%v), want %v", len(c.members), got, err, c.want)
+		}
+	}
+}
+
+// argmax over an image large enough to be split over cores picks, for
+// every voxel, the first class of the highest probability.
+func TestArgmaxLarge(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	const n, classes = 200003, 3
+	rng := rand.New(rand.NewPCG(7, 8))
+	probs := make([]float32, classes*n)
+	for i := range probs {
+		probs[i] = float32(rng.IntN(4)) // ties too
+	}
+	got := argmax(probs, classes)
+	for i := range n {
+		want := 0
+		for k := 1; k < classes; k++ {
+			if probs[k*n+i] > probs[want*n+i] {
+				want = k
+			}
+		}
+		if int(got[i]) != want {
+			t.Fatalf("voxel %d: class %d, want %d", i, got[i], want)
 		}
 	}
 }
