@@ -130,6 +130,11 @@ func LoadFile(path string) (*Model, File, error) {
 	if err != nil {
 		return nil, File{}, fmt.Errorf("loading model: %w", err)
 	}
+	return decodeModel(data, path)
+}
+
+// decodeModel is LoadFile of the bytes data of the file path.
+func decodeModel(data []byte, path string) (*Model, File, error) {
 	_, header, err := safetensors.ReadMetadata(data)
 	if err != nil {
 		return nil, File{}, fmt.Errorf("loading model %s: not a readable safetensors file (truncated or corrupt?): %w", path, err)

@@ -147,7 +147,7 @@ func TestSaveIsAtomic(t *testing.T) {
 
 // savedModelBytes saves a new model of cfg as dir/good.safetensors and
 // returns the file's bytes.
-func savedModelBytes(t *testing.T, dir string, cfg Config) []byte {
+func savedModelBytes(t testing.TB, dir string, cfg Config) []byte {
 	t.Helper()
 	m, err := New(cfg, 1)
 	if err != nil {
