@@ -69,9 +69,9 @@ type Options struct {
 	ValFraction float64 // share of each dataset's training cases held out
 	// Folds, when at least 2, splits each dataset's training cases into
 	// this many folds and holds out fold Fold (from 0) in place of
-	// ValFraction: the folds of a dataset are the same for every run, so
-	// models trained on each fold validate on cases none of the others
-	// left out, and predict can ensemble them.
+	// ValFraction. The folds of a dataset are the same for every run: the
+	// runs of all folds hold out each case exactly once, and their models
+	// make an ensemble for predict.
 	Folds, Fold int
 	Resume      bool
 	// Init starts from a trained model; with FreezeShared only the
