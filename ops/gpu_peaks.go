@@ -50,8 +50,11 @@ func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 		return Peaks{}, err
 	}
 	defer y.Release()
-	// The FMA kernel needs enough invocations to fill the device, not bytes.
-	nf := min(n, 1<<20)
+	// The FMA kernel needs enough invocations to fill the device, not bytes:
+	// a CPU device is full with far fewer (lavapipe, 2 cores: the 23
+	// dispatches of 2^20 took 30 s, of 2^14 under a second, at the same
+	// GFLOP/s).
+	nf := min(n, tuned(g, 1<<20, 1<<14))
 	// Warm-up and timed dispatches go back to back into one batch, so the
 	// clocks are at their sustained speed when the timed ones run.
 	const warm = 20
