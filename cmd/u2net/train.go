@@ -45,6 +45,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&opt.Resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.StringVar(&opt.Init, "init", "", "start from this model; datasets of new domains add them")
 	fs.BoolVar(&opt.FreezeShared, "freeze-shared", false, "keep the shared parameters fixed (adapt to new domains only)")
+	fs.IntVar(&opt.Workers, "workers", 0, "cases planned and preprocessed at once, each holding a whole image (default: one per core, at most 8); batches built ahead use up to 4 of them")
 	fs.BoolVar(&opt.DeepSupervisionLoss, "ds-loss", true, "also train the deep-supervision heads on down-sampled labels (weights halving per level)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -53,6 +54,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return usageError("unexpected arguments %v", fs.Args())
 	}
 	opt.Data, opt.Seed = data, *seed
+	if opt.Workers < 0 {
+		return usageError("--workers %d: want 0 (automatic) or more", opt.Workers)
+	}
 	if opt.Folds != 0 {
 		if flagGiven(fs, "val-fraction") {
 			return usageError("--val-fraction and --folds both choose the validation cases: give one")
