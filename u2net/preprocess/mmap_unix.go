@@ -9,7 +9,8 @@ import (
 )
 
 // mapFile maps the file at path into memory, privately and writable (copy
-// on write), and returns its bytes and a function that unmaps them.
+// on write), or failing that reads it, and returns its bytes and a
+// function that releases a mapping.
 func mapFile(path string) ([]byte, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -26,7 +27,10 @@ func mapFile(path string) ([]byte, func(), error) {
 	}
 	b, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE)
 	if err != nil {
-		return nil, nil, fmt.Errorf("preprocess: mapping %s: %w", path, err)
+		// A host that will not map it (strict overcommit, say) still
+		// reads it.
+		b, err := os.ReadFile(path)
+		return b, func() {}, err
 	}
 	return b, func() { syscall.Munmap(b) }, nil
 }
