@@ -589,11 +589,8 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 	// this one; each depends only on its step, as when built in turn.
 	ahead, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var batches <-chan stepBatch
-	if start < total { // n ≤ 0 would ask for batches without end
-		workers := r.batchWorkers()
-		batches = par.Ordered(ahead, start, total-start, workers, workers, r.batch)
-	}
+	workers := r.batchWorkers()
+	batches := par.Ordered(ahead, start, total-start, workers, workers, r.batch)
 	// Each epoch's log line gives the wall time per step and the share of
 	// it spent waiting for batches: a host too slow for its device shows.
 	epochStart := time.Now()

@@ -2,8 +2,8 @@ package par
 
 import "context"
 
-// Ordered calls f(first), f(first+1), … (n calls, or without end when
-// n ≤ 0) on workers goroutines and delivers the results in order on the
+// Ordered calls f(first), f(first+1), … (n calls; none when n ≤ 0) on
+// workers goroutines and delivers the results in order on the
 // returned channel, which is closed after the last one or once ctx is
 // cancelled. At most ahead+1 results are made (or being made) before the
 // consumer takes them, which bounds the memory a slow consumer costs; the
@@ -30,7 +30,7 @@ func Ordered[T any](ctx context.Context, first, n, workers, ahead int, f func(i 
 	go func() {
 		defer close(jobs)
 		defer close(pending)
-		for i := 0; n <= 0 || i < n; i++ {
+		for i := 0; i < n; i++ {
 			res := make(chan T, 1)
 			select {
 			case pending <- res:

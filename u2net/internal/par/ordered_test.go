@@ -9,7 +9,7 @@ import (
 
 func TestOrderedDeliversInOrder(t *testing.T) {
 	for _, c := range []struct{ first, n, workers, ahead int }{
-		{0, 1, 1, 1}, {5, 20, 1, 1}, {5, 20, 4, 3}, {3, 17, 7, 16}, {0, 9, 0, 0},
+		{0, 1, 1, 1}, {5, 20, 1, 1}, {5, 20, 4, 3}, {3, 17, 7, 16}, {0, 9, 0, 0}, {4, 0, 2, 2}, {4, -3, 2, 2},
 	} {
 		var got []int
 		// Later indices finish sooner, so the order is the pipeline's doing.
@@ -19,7 +19,7 @@ func TestOrderedDeliversInOrder(t *testing.T) {
 		}) {
 			got = append(got, v)
 		}
-		if len(got) != c.n {
+		if len(got) != max(c.n, 0) {
 			t.Fatalf("%+v: %d results, want %d", c, len(got), c.n)
 		}
 		for k, v := range got {
@@ -34,7 +34,7 @@ func TestOrderedBoundAndCancel(t *testing.T) {
 	const ahead = 3
 	var made atomic.Int32
 	ctx, cancel := context.WithCancel(context.Background())
-	ch := Ordered(ctx, 0, 0, 4, ahead, func(i int) int { made.Add(1); return i })
+	ch := Ordered(ctx, 0, 1000, 4, ahead, func(i int) int { made.Add(1); return i })
 	if v := <-ch; v != 0 {
 		t.Fatalf("first result %d", v)
 	}
