@@ -197,8 +197,13 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	if err := WriteJSON(filepath.Join(opt.Out, SplitFile), splits(doms)); err != nil {
 		return nil, err
 	}
-	log.Info("training", "device", e.Name(), "mode", cfg.Mode, "domains", len(doms), "patch", opt.Patch,
-		"pools", cfg.PoolsPerAxis, "batch", opt.Batch, "parameters", model.Counts().Total, "start_step", start)
+	attrs := []any{"device", e.Name(), "mode", cfg.Mode, "domains", len(doms), "patch", opt.Patch,
+		"pools", cfg.PoolsPerAxis, "batch", opt.Batch, "parameters", model.Counts().Total, "start_step", start}
+	// The activations and gradients of a step, which the domains share.
+	if b, err := net.PlanBytes(doms[0].index, opt.Batch, opt.Patch, true); err == nil {
+		attrs = append(attrs, "step_memory", fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)))
+	}
+	log.Info("training", attrs...)
 
 	r := &runner{opt: opt, net: net, doms: doms, log: log, best: best, progress: progress}
 	return r.loop(ctx, start)
