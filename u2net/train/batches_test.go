@@ -53,3 +53,38 @@ func BenchmarkBatchesAhead(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkScoreCase scores one validation case of 150×200×200 voxels with
+// two foreground classes (Dice as predicted and with each class's largest
+// component), the host's work per case that validation overlaps with the
+// device segmenting the next.
+func BenchmarkScoreCase(b *testing.B) {
+	shape := [3]int{150, 200, 200}
+	n := shape[0] * shape[1] * shape[2]
+	c := &preprocess.Case{Shape: [4]int{1, shape[0], shape[1], shape[2]}, Label: make([]uint8, n)}
+	labels := make([]uint8, n)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for z := range shape[0] {
+		for y := range shape[1] {
+			for x := range shape[2] {
+				i := (z*shape[1]+y)*shape[2] + x
+				dz, dy, dx := z-75, y-100, x-100
+				if dz*dz+dy*dy+dx*dx < 60*60 {
+					c.Label[i] = 1
+					if dx > 20 {
+						c.Label[i] = 2
+					}
+				}
+				labels[i] = c.Label[i]
+				if rng.IntN(50) == 0 { // scattered errors: many small components
+					labels[i] = uint8(rng.IntN(3))
+				}
+			}
+		}
+	}
+	for b.Loop() {
+		if sc := scoreCase(labels, c, 3); sc.err != nil {
+			b.Fatal(sc.err)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/u2net-vk/u2net/ops"
@@ -728,7 +729,11 @@ func meanOf(m map[string]float64) float64 {
 }
 
 // validate predicts every held-out case with the sliding window and returns
-// each domain's mean foreground Dice.
+// each domain's mean foreground Dice, and per domain the classes whose
+// largest component alone scored better. Each case is scored on the host
+// (Dice per class, as predicted and with only the class's largest
+// component) while the device segments the next; the sums add the cases
+// in order.
 func (r *runner) validate(ctx context.Context) (map[string]float64, map[int][]int, error) {
 	out := map[string]float64{}
 	keep := map[int][]int{}
@@ -737,27 +742,34 @@ func (r *runner) validate(ctx context.Context) (map[string]float64, map[int][]in
 			continue
 		}
 		classes := dd.ds.NumClasses()
+		scores := make([]caseScore, len(dd.val))
+		var wg sync.WaitGroup
+		// At most one case per core waits to be scored, each holding its
+		// labels.
+		slots := make(chan struct{}, runtime.GOMAXPROCS(0))
+		for i, c := range dd.val {
+			labels, err := Segment(ctx, r.net, dd.index, c, r.opt.Patch, r.opt.Batch)
+			if err != nil {
+				wg.Wait()
+				return nil, nil, fmt.Errorf("validating %s case %s: %w", dd.ds.Name, c.ID, err)
+			}
+			slots <- struct{}{}
+			wg.Go(func() {
+				scores[i] = scoreCase(labels, c, classes)
+				<-slots
+			})
+		}
+		wg.Wait()
 		// Per class, the Dice summed over the cases as predicted and with
 		// only the class's largest component kept.
 		raw, largest := make([]float64, classes), make([]float64, classes)
-		for _, c := range dd.val {
-			labels, err := Segment(ctx, r.net, dd.index, c, r.opt.Patch, r.opt.Batch)
-			if err != nil {
-				return nil, nil, fmt.Errorf("validating %s case %s: %w", dd.ds.Name, c.ID, err)
+		for i, sc := range scores {
+			if sc.err != nil {
+				return nil, nil, fmt.Errorf("validating %s case %s: %w", dd.ds.Name, dd.val[i].ID, sc.err)
 			}
-			shape := [3]int{c.Shape[1], c.Shape[2], c.Shape[3]}
-			kept := make([]uint8, len(labels))
 			for k := 1; k < classes; k++ {
-				if raw[k], err = addDice(raw[k], labels, c.Label, k); err != nil {
-					return nil, nil, err
-				}
-				copy(kept, labels)
-				if _, err := predict.KeepLargestComponents(kept, shape, []uint8{uint8(k)}); err != nil {
-					return nil, nil, err
-				}
-				if largest[k], err = addDice(largest[k], kept, c.Label, k); err != nil {
-					return nil, nil, err
-				}
+				raw[k] += sc.raw[k]
+				largest[k] += sc.largest[k]
 			}
 		}
 		sum := 0.0
@@ -770,6 +782,32 @@ func (r *runner) validate(ctx context.Context) (map[string]float64, map[int][]in
 		out[dd.ds.Name] = sum / float64(len(dd.val)*(classes-1))
 	}
 	return out, keep, nil
+}
+
+// caseScore is one validation case's Dice per class, as predicted and with
+// only the class's largest component.
+type caseScore struct {
+	raw, largest []float64
+	err          error
+}
+
+func scoreCase(labels []uint8, c *preprocess.Case, classes int) caseScore {
+	sc := caseScore{raw: make([]float64, classes), largest: make([]float64, classes)}
+	shape := [3]int{c.Shape[1], c.Shape[2], c.Shape[3]}
+	kept := make([]uint8, len(labels))
+	for k := 1; k < classes; k++ {
+		if sc.raw[k], sc.err = addDice(0, labels, c.Label, k); sc.err != nil {
+			return sc
+		}
+		copy(kept, labels)
+		if _, sc.err = predict.KeepLargestComponents(kept, shape, []uint8{uint8(k)}); sc.err != nil {
+			return sc
+		}
+		if sc.largest[k], sc.err = addDice(0, kept, c.Label, k); sc.err != nil {
+			return sc
+		}
+	}
+	return sc
 }
 
 // addDice returns sum plus the Dice of class k of labels against ref.
