@@ -1,6 +1,9 @@
 package predict
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // KeepLargestComponents keeps, of each of the given classes of a label map
 // [D][H][W], only its largest 26-connected component (the first met in
@@ -15,37 +18,58 @@ func KeepLargestComponents(labels []uint8, shape [3]int, classes []uint8) (int, 
 		return 0, fmt.Errorf("predict: %d labels for a label map of shape %v", len(labels), shape)
 	}
 	var chosen [256]bool
+	var list []uint8
 	for _, c := range classes {
-		chosen[c] = c != 0
-	}
-	var best [256]int // largest size per class
-	var seed [256]int // a voxel of that component
-	seen := newBitset(n)
-	var queue []int
-	for i, c := range labels {
-		if !chosen[c] || seen.has(i) {
-			continue
-		}
-		var size int
-		queue, size = flood(labels, shape, i, seen, queue)
-		if size > best[c] {
-			best[c], seed[c] = size, i
+		if c != 0 && !chosen[c] {
+			chosen[c] = true
+			list = append(list, c)
 		}
 	}
-	keep := newBitset(n)
-	for c := 1; c < 256; c++ {
-		if best[c] > 0 {
-			queue, _ = flood(labels, shape, seed[c], keep, queue)
-		}
+	// Each class is searched on its own goroutine, reading labels only;
+	// the voxels are cleared once all are done.
+	keep := make([]bitset, len(list))
+	var wg sync.WaitGroup
+	for j, c := range list {
+		wg.Go(func() { keep[j] = largestComponent(labels, shape, c) })
+	}
+	wg.Wait()
+	var keepOf [256]bitset
+	for j, c := range list {
+		keepOf[c] = keep[j]
 	}
 	cleared := 0
 	for i, c := range labels {
-		if chosen[c] && !keep.has(i) {
+		if chosen[c] && !keepOf[c].has(i) {
 			labels[i] = 0
 			cleared++
 		}
 	}
 	return cleared, nil
+}
+
+// largestComponent returns the voxels of the largest 26-connected component
+// of class c (the first met in memory order among equals); none when the
+// class is absent.
+func largestComponent(labels []uint8, shape [3]int, c uint8) bitset {
+	n := len(labels)
+	seen := newBitset(n)
+	var queue []int
+	best, seed := 0, -1
+	for i, l := range labels {
+		if l != c || seen.has(i) {
+			continue
+		}
+		var size int
+		queue, size = flood(labels, shape, i, seen, queue)
+		if size > best {
+			best, seed = size, i
+		}
+	}
+	keep := newBitset(n)
+	if seed >= 0 {
+		flood(labels, shape, seed, keep, queue)
+	}
+	return keep
 }
 
 // flood marks in mark the 26-connected component of start's class that
