@@ -45,6 +45,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&opt.Resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.StringVar(&opt.Init, "init", "", "start from this model; datasets of new domains add them")
 	fs.BoolVar(&opt.FreezeShared, "freeze-shared", false, "keep the shared parameters fixed (adapt to new domains only)")
+	fs.StringVar(&opt.Cache, "cache", "", "folder of the preprocessed cases and plans (default: RUN/cache); runs on the same datasets, such as the folds of a cross-validation, can share one")
 	fs.IntVar(&opt.Workers, "workers", 0, "cases planned and preprocessed at once, each holding a whole image (default: one per core, at most 8); batches built ahead use up to 4 of them")
 	fs.BoolVar(&opt.DeepSupervisionLoss, "ds-loss", true, "also train the deep-supervision heads on down-sampled labels (weights halving per level)")
 	if err := parseFlags(fs, args); err != nil {

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/preprocess"
@@ -231,13 +233,37 @@ func newModelFile(t *testing.T, cfg u2net.Config, path string) string {
 func TestCrossValidation(t *testing.T) {
 	dir, data := synthData(t, 3)
 	ct := filepath.Join(data, "SynthCT")
-	cv := filepath.Join(dir, "cv")
+	cv, cache := filepath.Join(dir, "cv"), filepath.Join(dir, "cache")
 	const folds = 3
+	// The folds share one preprocessing cache: the first fills it, the
+	// others only read it.
+	cached := func() map[string]time.Time {
+		files, _ := filepath.Glob(filepath.Join(cache, "SynthCT", "*"))
+		out := map[string]time.Time{}
+		for _, f := range files {
+			if st, err := os.Stat(f); err == nil {
+				out[f] = st.ModTime()
+			}
+		}
+		return out
+	}
+	var first map[string]time.Time
 	for fold := range folds {
 		runDir := filepath.Join(dir, fmt.Sprint("fold", fold))
 		if code, _, stderr := run("train", "--data", ct, "--out", runDir, "--device", "cpu", "--epochs", "1", "--steps-per-epoch", "1",
-			"--patch", "16,16,16", "--batch", "1", "--base-channels", "2", "--folds", fmt.Sprint(folds), "--fold", fmt.Sprint(fold)); code != 0 {
+			"--patch", "16,16,16", "--batch", "1", "--base-channels", "2", "--folds", fmt.Sprint(folds), "--fold", fmt.Sprint(fold), "--cache", cache); code != 0 {
 			t.Fatalf("train fold %d: exit %d: %s", fold, code, stderr)
+		}
+		if fold == 0 {
+			first = cached()
+			if len(first) != 1+3 {
+				t.Fatalf("shared cache after fold 0: %v, want a plan and 3 cases", first)
+			}
+		} else if !reflect.DeepEqual(cached(), first) {
+			t.Fatalf("fold %d changed the shared cache: %v, was %v", fold, cached(), first)
+		}
+		if _, err := os.Stat(filepath.Join(runDir, "cache")); err == nil {
+			t.Errorf("fold %d made a cache of its own beside --cache", fold)
 		}
 		code, stdout, stderr := run("predict", "--model", filepath.Join(runDir, "model.safetensors"), "--domain", "SynthCT",
 			"--input", filepath.Join(ct, "imagesTr"), "--split", filepath.Join(runDir, "split.json"), "--output", cv, "--device", "cpu")

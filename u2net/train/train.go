@@ -79,6 +79,11 @@ type Options struct {
 	// per-domain parameters of domains not in Init learn.
 	Init         string
 	FreezeShared bool
+	// Cache is the folder of the preprocessing plans and preprocessed
+	// cases ("": RUN/cache). Entries are keyed by the plan and the cases'
+	// files, so runs on the same datasets (the folds of a
+	// cross-validation) can share one and preprocess once.
+	Cache string
 	// Workers is the goroutines that plan and preprocess the datasets (0:
 	// up to maxPreprocessWorkers, one per core) and, up to maxBatchWorkers
 	// of them, build batches ahead of the steps.
@@ -271,7 +276,10 @@ func optimizer(o Options) u2net.Optimizer {
 // prepare opens every dataset, plans its preprocessing, holds out validation
 // cases and preprocesses everything through the cache.
 func prepare(ctx context.Context, opt Options, log *slog.Logger) ([]*domainData, error) {
-	cache := filepath.Join(opt.Out, "cache")
+	cache := opt.Cache
+	if cache == "" {
+		cache = filepath.Join(opt.Out, "cache")
+	}
 	workers := opt.Workers
 	if workers <= 0 {
 		workers = min(runtime.GOMAXPROCS(0), maxPreprocessWorkers)
@@ -540,10 +548,11 @@ func resumeOptions(opt *Options, log *slog.Logger) {
 		opt.Patch = prev.Patch
 	}
 	// What a resumed run may change without changing its steps: where it
-	// reads and writes, how long it runs, how many goroutines augment.
+	// reads and writes (its cache included), how long it runs, how many
+	// goroutines preprocess and augment.
 	a, b := *opt, prev
 	for _, o := range []*Options{&a, &b} {
-		o.Data, o.Out, o.Epochs, o.ValEvery, o.Resume, o.Init, o.Workers, o.StopAfter = nil, "", 0, 0, false, "", 0, 0
+		o.Data, o.Out, o.Epochs, o.ValEvery, o.Resume, o.Init, o.Workers, o.StopAfter, o.Cache = nil, "", 0, 0, false, "", 0, 0, ""
 		aug := augmentParams(*o)
 		o.Augment = &aug
 	}
