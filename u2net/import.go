@@ -21,11 +21,8 @@ func ImportTorch(path string, cfg Config) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Mode != ModeUniversal && cfg.Mode != ModeShared {
-		return nil, fmt.Errorf("import: mode %q: the reference's state_dict layout is known for universal and shared modes", cfg.Mode)
-	}
-	if cfg.Upsample != UpsampleNearest {
-		return nil, fmt.Errorf(`import: the reference up-samples with nearest interpolation; set "upsample": "nearest" in the config`)
+	if err := checkTorchLayout(cfg); err != nil {
+		return nil, fmt.Errorf("import: %w", err)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -69,6 +66,47 @@ func ImportTorch(path string, cfg Config) (*Model, error) {
 		return nil, fmt.Errorf("import %s: %d problem(s) against the config:\n  %s", path, len(problems), strings.Join(problems, "\n  "))
 	}
 	return m, nil
+}
+
+// checkTorchLayout reports why cfg has no state_dict layout of the
+// reference's, if it has none.
+func checkTorchLayout(cfg Config) error {
+	if cfg.Mode != ModeUniversal && cfg.Mode != ModeShared {
+		return fmt.Errorf("mode %q: the reference's state_dict layout is known for universal and shared modes", cfg.Mode)
+	}
+	if cfg.Upsample != UpsampleNearest {
+		return fmt.Errorf(`the reference up-samples with nearest interpolation; a model with "upsample": %q has no counterpart in it`, cfg.Upsample)
+	}
+	return nil
+}
+
+// ExportTorch writes the model's parameters as the reference PyTorch
+// implementation's state_dict, in safetensors (keys exactly as PyTorch names
+// them, float32): what ImportTorch reads, and what the reference's
+// load_state_dict takes after safetensors.torch.load_file. Only models the
+// reference can express export: universal or shared, nearest up-sampling.
+func (m *Model) ExportTorch(path string) error {
+	if err := checkTorchLayout(m.Config); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	views := map[string]f32View{}
+	for _, p := range m.Params {
+		key, err := torchName(m.Config, p.Name)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		v := m.Values[p.Name]
+		if len(v) != p.Len() {
+			return fmt.Errorf("export: parameter %s has %d values, want %d", p.Name, len(v), p.Len())
+		}
+		shape := make([]uint64, len(p.Shape))
+		for i, s := range p.Shape {
+			shape[i] = uint64(s)
+		}
+		views[key] = f32View{shape, f32Bytes(v)}
+	}
+	meta := map[string]string{"format": "pt"}
+	return writeAtomic(path, func(w *os.File) error { return safetensors.SerializeToWriter(views, meta, w) })
 }
 
 // torchValues decodes a float32 or float64 tensor of the expected shape.

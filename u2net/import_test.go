@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -120,5 +121,67 @@ func TestImportRefusesMismatches(t *testing.T) {
 	cfg.Upsample = UpsampleTranspose
 	if _, err := ImportTorch(path, cfg); err == nil || !strings.Contains(err.Error(), "nearest") {
 		t.Errorf("import with transpose up-sampling: %v", err)
+	}
+}
+
+// An exported model is the reference's state_dict, key for key and shape for
+// shape, and imports back to the same values.
+func TestExportTorchRoundTrip(t *testing.T) {
+	for _, mode := range []string{ModeUniversal, ModeShared} {
+		m, err := New(referenceConfig(mode), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "state.safetensors")
+		if err := m.ExportTorch(path); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := safetensors.Deserialize(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := referenceKeys(t, mode)
+		if got := st.Names(); len(got) != len(want) {
+			t.Errorf("%s: %d tensors exported, the reference has %d", mode, len(got), len(want))
+		}
+		for name, shape := range want {
+			tv, ok := st.Tensor(name)
+			if !ok || !slices.Equal(tv.Shape(), shape) || tv.DType() != safetensors.F32 {
+				t.Errorf("%s: %s exported as %v, want float32 %v", mode, name, tv, shape)
+			}
+		}
+		back, err := ImportTorch(path, m.Config)
+		if err != nil {
+			t.Fatalf("%s: importing the export: %v", mode, err)
+		}
+		for _, p := range m.Params {
+			if !slices.Equal(back.Values[p.Name], m.Values[p.Name]) {
+				t.Fatalf("%s: %s changed on the way out and back", mode, p.Name)
+			}
+		}
+	}
+	for _, c := range []struct {
+		mode, upsample, want string
+	}{
+		{ModeUniversal, UpsampleTranspose, "nearest"},
+		{ModeIndependent, UpsampleNearest, `mode "independent"`},
+	} {
+		cfg := referenceConfig(ModeUniversal)
+		cfg.Mode, cfg.Upsample = c.mode, c.upsample
+		m, err := New(cfg, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "x.safetensors")
+		if err := m.ExportTorch(path); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("export of a %s model with %s up-sampling: %v, want an error naming %q", c.mode, c.upsample, err, c.want)
+		}
+		if _, err := os.Stat(path); err == nil {
+			t.Errorf("a refused export left %s", path)
+		}
 	}
 }

@@ -12,11 +12,13 @@ import (
 
 	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/predict"
+	"github.com/u2net-vk/u2net/u2net/train"
 )
 
 func init() {
 	register(command{name: "info", short: "print a model's config and parameter counts", run: runInfo})
 	register(command{name: "import", short: "convert a reference PyTorch state_dict into a model file", run: runImport})
+	register(command{name: "export", short: "write a model's parameters as the reference PyTorch implementation's state_dict", run: runExport})
 }
 
 func runInfo(args []string, stdout, stderr io.Writer) error {
@@ -135,5 +137,32 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s: %d parameters\n", *out, m.Counts().Total)
+	return nil
+}
+
+func runExport(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("export", "--model MODEL.safetensors --torch STATE.safetensors [--config CONFIG.json]", stderr)
+	model := fs.String("model", "", "model file to export")
+	torch := fs.String("torch", "", "state_dict to write, in safetensors (keys as the reference's PyTorch modules name them)")
+	configPath := fs.String("config", "", "also write the model's config JSON here (import reads it back)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *model == "" || *torch == "" || fs.NArg() > 0 {
+		return usageError("--model and --torch are required")
+	}
+	m, err := u2net.Load(*model)
+	if err != nil {
+		return err
+	}
+	if err := m.ExportTorch(*torch); err != nil {
+		return fmt.Errorf("%s: %w", *model, err)
+	}
+	if *configPath != "" {
+		if err := train.WriteJSON(*configPath, m.Config); err != nil {
+			return fmt.Errorf("--config: %w", err)
+		}
+	}
+	fmt.Fprintf(stdout, "wrote %s: %d tensors, %d parameters\n", *torch, len(m.Params), m.Counts().Total)
 	return nil
 }
