@@ -1,6 +1,8 @@
 package u2net
 
 import (
+	"bytes"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"codeberg.org/sbinet/npyio"
+	"github.com/nlpodyssey/safetensors"
 
 	"github.com/u2net-vk/u2net/ops"
 )
@@ -334,4 +337,76 @@ func checkDomainAgainstPyTorch(t *testing.T, net *Net, dom int, dir string) {
 	}
 	t.Logf("%d gradients: worst relative L2 error %.3g (%s); largest zero-by-construction gradient %.3g",
 		len(used), worst, worstName, worstZero)
+}
+
+// The reference implementation itself (huangmozhilv/u2net_torch, universal
+// mode) through the fixtures in testdata/reference/universal, made by
+// testdata/reference/make_fixtures.py: its state_dict, imported as a user
+// imports one, gives the logits that the reference's own forward pass
+// computes (float64) for every domain, within the float32 rounding of the
+// whole network (torchLogitsTol). This ties the import's key mapping and the
+// network's wiring to the reference's code, not to a description of it.
+func TestReferenceImplementation(t *testing.T) {
+	dir := filepath.Join("..", "testdata", "reference", "universal")
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatalf("fixture missing (run testdata/reference/make_fixtures.py): %v", err)
+	}
+	cfg, err := ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ImportTorch(filepath.Join(dir, "state.safetensors"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Exported again, it is the reference's state_dict byte for byte.
+	exported := filepath.Join(t.TempDir(), "state.safetensors")
+	if err := m.ExportTorch(exported); err != nil {
+		t.Fatal(err)
+	}
+	ref, out := readSafetensors(t, filepath.Join(dir, "state.safetensors")), readSafetensors(t, exported)
+	refNames, outNames := slices.Clone(ref.Names()), slices.Clone(out.Names())
+	slices.Sort(refNames)
+	slices.Sort(outNames)
+	if !slices.Equal(refNames, outNames) {
+		t.Errorf("exported keys differ from the reference's state_dict")
+	}
+	for _, name := range refNames {
+		a, _ := ref.Tensor(name)
+		b, ok := out.Tensor(name)
+		if !ok || !slices.Equal(a.Shape(), b.Shape()) || !bytes.Equal(a.Data(), b.Data()) {
+			t.Errorf("exported %s differs from the reference's", name)
+		}
+	}
+	net, err := NewNet(m, ops.NewCPU())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	for dom := range cfg.Domains {
+		x := readNPY(t, filepath.Join(dir, fmt.Sprintf("input_%d.npy", dom)))
+		want := readNPY(t, filepath.Join(dir, fmt.Sprintf("logits_%d.npy", dom)))
+		size := [3]int{x.shape[2], x.shape[3], x.shape[4]}
+		got, err := net.Forward(dom, x.shape[0], size, x.float32s())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := relL2of64(got, want.f); !(e < torchLogitsTol) {
+			t.Errorf("domain %s: logits differ from the reference's by %.2g (relative L2), want below %g", cfg.Domains[dom].Name, e, torchLogitsTol)
+		}
+	}
+}
+
+func readSafetensors(t *testing.T, path string) safetensors.SafeTensors {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := safetensors.Deserialize(data)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return st
 }
