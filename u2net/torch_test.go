@@ -344,8 +344,9 @@ func checkDomainAgainstPyTorch(t *testing.T, net *Net, dom int, dir string) {
 // testdata/reference/make_fixtures.py: its state_dict, imported as a user
 // imports one, gives the logits that the reference's own forward pass
 // computes (float64) for every domain, within the float32 rounding of the
-// whole network (torchLogitsTol). This ties the import's key mapping and the
-// network's wiring to the reference's code, not to a description of it.
+// whole network (torchLogitsTol), on the CPU engine and the GPU. This ties
+// the import's key mapping and the network's wiring to the reference's
+// code, not to a description of it.
 func TestReferenceImplementation(t *testing.T) {
 	dir := filepath.Join("..", "testdata", "reference", "universal")
 	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
@@ -379,22 +380,24 @@ func TestReferenceImplementation(t *testing.T) {
 			t.Errorf("exported %s differs from the reference's", name)
 		}
 	}
-	net, err := NewNet(m, ops.NewCPU())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer net.Close()
-	for dom := range cfg.Domains {
-		x := readNPY(t, filepath.Join(dir, fmt.Sprintf("input_%d.npy", dom)))
-		want := readNPY(t, filepath.Join(dir, fmt.Sprintf("logits_%d.npy", dom)))
-		size := [3]int{x.shape[2], x.shape[3], x.shape[4]}
-		got, err := net.Forward(dom, x.shape[0], size, x.float32s())
+	for _, e := range []ops.Engine{ops.NewCPU(), openGPU(t)} {
+		net, err := NewNet(m, e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e := relL2of64(got, want.f); !(e < torchLogitsTol) {
-			t.Errorf("domain %s: logits differ from the reference's by %.2g (relative L2), want below %g", cfg.Domains[dom].Name, e, torchLogitsTol)
+		for dom := range cfg.Domains {
+			x := readNPY(t, filepath.Join(dir, fmt.Sprintf("input_%d.npy", dom)))
+			want := readNPY(t, filepath.Join(dir, fmt.Sprintf("logits_%d.npy", dom)))
+			size := [3]int{x.shape[2], x.shape[3], x.shape[4]}
+			got, err := net.Forward(dom, x.shape[0], size, x.float32s())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := relL2of64(got, want.f); !(d < torchLogitsTol) {
+				t.Errorf("%s, domain %s: logits differ from the reference's by %.2g (relative L2), want below %g", e.Name(), cfg.Domains[dom].Name, d, torchLogitsTol)
+			}
 		}
+		net.Close()
 	}
 }
 
