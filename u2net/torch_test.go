@@ -181,14 +181,7 @@ func biasBeforeNorm(name string) bool {
 // parameter values, checking that the names and shapes agree both ways.
 func loadTorchModel(t *testing.T, dir string) *Model {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		t.Fatalf("fixture missing (run testdata/model/make_fixtures.py): %v", err)
-	}
-	cfg, err := ParseConfig(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := fixtureConfig(t, dir, "testdata/model/make_fixtures.py")
 	m, err := New(cfg, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -349,14 +342,7 @@ func checkDomainAgainstPyTorch(t *testing.T, net *Net, dom int, dir string) {
 // code, not to a description of it.
 func TestReferenceImplementation(t *testing.T) {
 	dir := filepath.Join("..", "testdata", "reference", "universal")
-	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		t.Fatalf("fixture missing (run testdata/reference/make_fixtures.py): %v", err)
-	}
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := fixtureConfig(t, dir, "testdata/reference/make_fixtures.py")
 	m, err := ImportTorch(filepath.Join(dir, "state.safetensors"), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -412,4 +398,19 @@ func readSafetensors(t *testing.T, path string) safetensors.SafeTensors {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return st
+}
+
+// fixtureConfig reads the config.json of a fixture folder that the script
+// maker writes.
+func fixtureConfig(t *testing.T, dir, maker string) Config {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatalf("fixture missing (run %s): %v", maker, err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
