@@ -26,7 +26,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"devices", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"devices", "extra"}, 2, "unexpected arguments: extra"},
 		{[]string{"version", "--x"}, 2, "flag provided but not defined"},
-		{[]string{"train", "--data", "d", "--out", "o", "--folds", "5", "--val-fraction", "0.1"}, 2, "--val-fraction and --folds both choose"},
+		{[]string{"train", "--data", "d", "--out", "o", "--folds", "5", "--val-fraction", "0.1"}, 2, "--val-fraction and --folds or --split both choose"},
 		{[]string{"train", "--data", "d", "--out", "o", "--workers", "-1"}, 2, "--workers -1"},
 	}
 	for _, c := range cases {

@@ -41,7 +41,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&opt.ValEvery, "val-every", 5, "validate every this many epochs")
 	fs.Float64Var(&opt.ValFraction, "val-fraction", 0.2, "share of each dataset's training cases held out for validation (the last ones)")
 	fs.IntVar(&opt.Folds, "folds", 0, "split each dataset's training cases into this many folds, the same for every run, and validate on --fold instead of --val-fraction")
-	fs.IntVar(&opt.Fold, "fold", 0, "the fold held out for validation, from 0 to --folds minus 1")
+	fs.IntVar(&opt.Fold, "fold", 0, "the fold held out for validation, from 0 to --folds minus 1 (or the fold of a --split fold file)")
+	fs.StringVar(&opt.Split, "split", "", "take each dataset's validation cases from this file: a run's split.json, or the reference implementation's fold_splits.json (datasets by folder name, with --fold)")
 	fs.BoolVar(&opt.Resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.StringVar(&opt.Init, "init", "", "start from this model; datasets of new domains add them")
 	fs.BoolVar(&opt.FreezeShared, "freeze-shared", false, "keep the shared parameters fixed (adapt to new domains only)")
@@ -58,9 +59,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if opt.Workers < 0 {
 		return usageError("--workers %d: want 0 (automatic) or more", opt.Workers)
 	}
-	if opt.Folds != 0 {
+	if opt.Folds != 0 || opt.Split != "" {
 		if flagGiven(fs, "val-fraction") {
-			return usageError("--val-fraction and --folds both choose the validation cases: give one")
+			return usageError("--val-fraction and --folds or --split both choose the validation cases: give one")
 		}
 		opt.ValFraction = 0
 	}

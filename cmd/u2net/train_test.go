@@ -274,6 +274,16 @@ func TestCrossValidation(t *testing.T) {
 	if code, stdout, stderr := run("eval", "--pred", cv, "--ref", filepath.Join(ct, "labelsTr")); code != 0 || !strings.Contains(stdout, "mean") {
 		t.Errorf("eval of the folds' predictions: exit %d: %s %s", code, stdout, stderr)
 	}
+	// A run given fold 1's split file holds out the same cases.
+	again := filepath.Join(dir, "again")
+	if code, _, stderr := run("train", "--data", ct, "--out", again, "--device", "cpu", "--epochs", "1", "--steps-per-epoch", "1",
+		"--patch", "16,16,16", "--batch", "1", "--base-channels", "2", "--split", filepath.Join(dir, "fold1", "split.json"), "--cache", cache); code != 0 {
+		t.Fatalf("train --split: exit %d: %s", code, stderr)
+	}
+	want, _ := os.ReadFile(filepath.Join(dir, "fold1", "split.json"))
+	if got, _ := os.ReadFile(filepath.Join(again, "split.json")); string(got) != string(want) {
+		t.Errorf("train --split fold1/split.json held out\n%s\nwant\n%s", got, want)
+	}
 
 	split := filepath.Join(dir, "fold0", "split.json")
 	other := filepath.Join(dir, "other.json")

@@ -74,7 +74,13 @@ type Options struct {
 	// runs of all folds hold out each case exactly once, and their models
 	// make an ensemble for predict.
 	Folds, Fold int
-	Resume      bool
+	// Split, when set, names a file that fixes each dataset's validation
+	// cases, in place of Folds and ValFraction: a run's split.json
+	// (domains by name), or a fold file of the reference implementation
+	// (fold_splits.json: datasets by folder name, then "fold<Fold>", then
+	// "train" and "val" case IDs), which reproduces its cross-validation.
+	Split  string
+	Resume bool
 	// Init starts from a trained model; with FreezeShared only the
 	// per-domain parameters of domains not in Init learn.
 	Init         string
@@ -240,8 +246,12 @@ func (o *Options) validate() error {
 		return fmt.Errorf("--folds %d: want at least 2 (or 0 for a held-out fraction)", o.Folds)
 	case o.Folds >= 2 && (o.Fold < 0 || o.Fold >= o.Folds):
 		return fmt.Errorf("--fold %d out of range: with %d folds it is 0 to %d", o.Fold, o.Folds, o.Folds-1)
-	case o.Folds == 0 && o.Fold != 0:
-		return fmt.Errorf("--fold %d needs --folds", o.Fold)
+	case o.Folds == 0 && o.Split == "" && o.Fold != 0:
+		return fmt.Errorf("--fold %d needs --folds or --split", o.Fold)
+	case o.Split != "" && o.Folds != 0:
+		return errors.New("--split and --folds both choose the validation cases: give one")
+	case o.Fold < 0:
+		return fmt.Errorf("--fold %d must not be negative", o.Fold)
 	}
 	for a, p := range o.Patch {
 		if p < 0 || p > 1024 {
@@ -307,8 +317,11 @@ func prepare(ctx context.Context, opt Options, log *slog.Logger) ([]*domainData,
 			return nil, err
 		}
 		attrs := []any{"domain", ds.Name, "training", len(tr), "validation", len(va)}
-		if opt.Folds >= 2 {
+		switch {
+		case opt.Folds >= 2:
 			attrs = append(attrs, "fold", fmt.Sprintf("%d of %d", opt.Fold, opt.Folds))
+		case opt.Split != "":
+			attrs = append(attrs, "split", opt.Split)
 		}
 		log.Info("dataset", append(attrs, "spacing", plan.TargetSpacing, "median_shape", plan.MedianShape)...)
 		doms = append(doms, &domainData{ds: ds, plan: plan, train: tr, val: va})
@@ -326,6 +339,28 @@ const foldSeed = 0x5eed_f01d
 // opt.ValFraction of them (at least one of two or more).
 func holdOut(ds *dataset.Dataset, opt Options) (train, val []dataset.Case, err error) {
 	cases := ds.Training
+	if opt.Split != "" {
+		ids, err := splitValidation(opt.Split, ds, opt.Fold)
+		if err != nil {
+			return nil, nil, err
+		}
+		held := map[string]bool{}
+		for _, id := range ids {
+			held[id] = true
+		}
+		for _, c := range cases {
+			if held[c.ID] {
+				val = append(val, c)
+				delete(held, c.ID)
+			} else {
+				train = append(train, c)
+			}
+		}
+		if len(held) > 0 {
+			return nil, nil, fmt.Errorf("--split %s: dataset %s has no training case %s", opt.Split, ds.Root, strings.Join(slices.Sorted(maps.Keys(held)), ", "))
+		}
+		return train, val, nil
+	}
 	if opt.Folds >= 2 {
 		n := len(cases)
 		if n < opt.Folds {
@@ -351,6 +386,41 @@ func holdOut(ds *dataset.Dataset, opt Options) (train, val []dataset.Case, err e
 		nval = max(1, int(math.Round(opt.ValFraction*float64(len(cases)))))
 	}
 	return cases[:len(cases)-nval], cases[len(cases)-nval:], nil
+}
+
+// splitValidation returns the validation case IDs that the split file path
+// gives dataset ds: a run's split.json names the domain, a reference fold
+// file the dataset's folder and the fold.
+func splitValidation(path string, ds *dataset.Dataset, fold int) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--split: %w", err)
+	}
+	var ours []Split
+	if err := json.Unmarshal(raw, &ours); err == nil {
+		for _, s := range ours {
+			if s.Domain == ds.Name {
+				return s.Validation, nil
+			}
+		}
+		return nil, fmt.Errorf("--split %s names no domain %s", path, ds.Name)
+	}
+	var ref map[string]map[string]struct {
+		Train []string `json:"train"`
+		Val   []string `json:"val"`
+	}
+	if err := json.Unmarshal(raw, &ref); err != nil {
+		return nil, fmt.Errorf("--split %s: neither a run's split.json nor a fold file of the reference: %w", path, err)
+	}
+	folds, ok := ref[filepath.Base(filepath.Clean(ds.Root))]
+	if !ok {
+		return nil, fmt.Errorf("--split %s has no dataset %s (its keys are dataset folder names)", path, filepath.Base(filepath.Clean(ds.Root)))
+	}
+	f, ok := folds[fmt.Sprint("fold", fold)]
+	if !ok {
+		return nil, fmt.Errorf("--split %s has no fold%d for dataset %s", path, fold, filepath.Base(filepath.Clean(ds.Root)))
+	}
+	return f.Val, nil
 }
 
 // Split names the cases of one domain that a run trains and validates on.

@@ -451,3 +451,60 @@ func TestRunWritesItsFold(t *testing.T) {
 		}
 	}
 }
+
+// A split file fixes the validation cases: a run's split.json by domain
+// name, or the reference implementation's fold file by dataset folder and
+// fold.
+func TestHoldOutSplitFile(t *testing.T) {
+	dir := t.TempDir()
+	ds := &dataset.Dataset{Root: filepath.Join(dir, "Task02_Heart"), Name: "Heart"}
+	for i := range 6 {
+		ds.Training = append(ds.Training, dataset.Case{ID: fmt.Sprintf("la_%03d", i)})
+	}
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(text), 0o644)
+		return p
+	}
+	ours := write("split.json", `[{"domain": "Liver", "validation": ["x"]}, {"domain": "Heart", "training": [], "validation": ["la_004", "la_001"]}]`)
+	ref := write("fold_splits.json", `{"Task02_Heart": {"fold0": {"train": [], "val": ["la_000"]}, "fold1": {"train": [], "val": ["la_005", "la_002"]}}}`)
+	for _, c := range []struct {
+		split string
+		fold  int
+		val   []string
+	}{
+		{ours, 0, []string{"la_001", "la_004"}},
+		{ref, 0, []string{"la_000"}},
+		{ref, 1, []string{"la_002", "la_005"}},
+	} {
+		tr, va, err := holdOut(ds, Options{Split: c.split, Fold: c.fold})
+		var got []string
+		for _, v := range va {
+			got = append(got, v.ID)
+		}
+		if err != nil || !slices.Equal(got, c.val) || len(tr)+len(va) != 6 {
+			t.Errorf("%s fold %d: validation %v (%d training), %v; want %v", filepath.Base(c.split), c.fold, got, len(tr), err, c.val)
+		}
+	}
+	other := &dataset.Dataset{Root: filepath.Join(dir, "Task05_Prostate"), Name: "Prostate", Training: ds.Training}
+	for _, c := range []struct {
+		ds    *dataset.Dataset
+		split string
+		fold  int
+		want  string
+	}{
+		{other, ours, 0, "names no domain Prostate"},
+		{other, ref, 0, "has no dataset Task05_Prostate"},
+		{ds, ref, 3, "has no fold3 for dataset Task02_Heart"},
+		{ds, write("bad.json", `[{"domain": "Heart", "validation": ["la_009"]}]`), 0, "has no training case la_009"},
+		{ds, write("junk.json", `"fold"`), 0, "neither a run's split.json nor a fold file"},
+		{ds, filepath.Join(dir, "none.json"), 0, "none.json"},
+	} {
+		if _, _, err := holdOut(c.ds, Options{Split: c.split, Fold: c.fold}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s with %s fold %d: %v, want %q", c.ds.Name, filepath.Base(c.split), c.fold, err, c.want)
+		}
+	}
+	if err := (&Options{Data: []string{"d"}, Out: "o", Epochs: 1, StepsPerEpoch: 1, Batch: 1, Split: ours, Folds: 5}).validate(); err == nil {
+		t.Error("--split with --folds accepted")
+	}
+}
