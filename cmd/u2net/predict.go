@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -42,7 +41,8 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")
 	mirror := fs.Bool("mirror", false, "test-time augmentation by mirroring")
-	split := fs.String("split", "", "a training run's split.json: with a folder --input (the dataset's imagesTr), predict only the cases that run validated on for --domain (cross-validation: each fold's model its own fold)")
+	split := fs.String("split", "", "a training run's split.json: with a folder --input (the dataset's imagesTr), predict only the cases that run validated on for --domain (cross-validation: each fold's model its own fold); or the reference implementation's fold_splits.json, with --fold")
+	fold := fs.Int("fold", 0, "with a reference fold file as --split, the fold whose validation cases to predict")
 	largest := fs.String("largest-component", "", `keep only the largest connected component (26-connected) of these classes, "all", "none" or label values or names separated by commas; their other voxels become background (for structures of one piece: an organ, not a vessel tree or scattered lesions); default: the classes for which training found it raised the validation Dice, as the model's plan records (every model's, for an ensemble)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -77,7 +77,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	}
 	var only []string
 	if *split != "" {
-		if only, err = validationCases(*split, *domain); err != nil {
+		if only, err = validationCases(*split, *domain, *input, *fold); err != nil {
 			return err
 		}
 	}
@@ -249,28 +249,19 @@ func loadEnsemble(paths []string, domain string, patch [3]int) ([]*u2net.Model, 
 	return models, doms, labels, nil
 }
 
-// validationCases reads the IDs of the cases a run's split file validates
-// domain on.
-func validationCases(path, domain string) ([]string, error) {
-	raw, err := os.ReadFile(path)
+// validationCases reads the IDs of the cases a split file validates for
+// domain: a run's split.json, or a reference fold file whose dataset is the
+// folder above input (a dataset's imagesTr).
+func validationCases(path, domain, input string, fold int) ([]string, error) {
+	folder := filepath.Base(filepath.Dir(filepath.Clean(input)))
+	ids, err := train.ValidationCases(path, domain, folder, fold)
 	if err != nil {
-		return nil, fmt.Errorf("--split: %w", err)
+		return nil, err
 	}
-	var splits []train.Split
-	if err := json.Unmarshal(raw, &splits); err != nil {
-		return nil, fmt.Errorf("--split %s: %w", path, err)
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("--split %s validates no case of domain %s", path, domain)
 	}
-	var names []string
-	for _, s := range splits {
-		if s.Domain == domain {
-			if len(s.Validation) == 0 {
-				return nil, fmt.Errorf("--split %s validates no case of domain %s", path, domain)
-			}
-			return s.Validation, nil
-		}
-		names = append(names, s.Domain)
-	}
-	return nil, fmt.Errorf("--split %s has no domain %s (it has %s)", path, domain, strings.Join(names, ", "))
+	return ids, nil
 }
 
 // inputPairs lists (image, output) paths: one file, or every NIfTI file of

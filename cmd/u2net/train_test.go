@@ -285,6 +285,14 @@ func TestCrossValidation(t *testing.T) {
 		t.Errorf("train --split fold1/split.json held out\n%s\nwant\n%s", got, want)
 	}
 
+	// A fold file of the reference implementation: datasets by folder name.
+	refFolds := filepath.Join(dir, "fold_splits.json")
+	os.WriteFile(refFolds, []byte(`{"SynthCT": {"fold2": {"train": ["synthct_000"], "val": ["synthct_001"]}}}`), 0o644)
+	refOut := filepath.Join(dir, "refcv")
+	if code, stdout, stderr := run("predict", "--model", filepath.Join(dir, "fold0", "model.safetensors"), "--domain", "SynthCT",
+		"--input", filepath.Join(ct, "imagesTr"), "--split", refFolds, "--fold", "2", "--output", refOut, "--device", "cpu"); code != 0 || strings.Count(stdout, " -> ") != 1 || !strings.Contains(stdout, "synthct_001") {
+		t.Errorf("predict with a reference fold file: exit %d: %s %s", code, stdout, stderr)
+	}
 	split := filepath.Join(dir, "fold0", "split.json")
 	other := filepath.Join(dir, "other.json")
 	os.WriteFile(other, []byte(`[{"domain": "SynthCT", "training": ["a"], "validation": ["synthct_001", "nosuch_case"]}]`), 0o644)

@@ -340,7 +340,7 @@ const foldSeed = 0x5eed_f01d
 func holdOut(ds *dataset.Dataset, opt Options) (train, val []dataset.Case, err error) {
 	cases := ds.Training
 	if opt.Split != "" {
-		ids, err := splitValidation(opt.Split, ds, opt.Fold)
+		ids, err := ValidationCases(opt.Split, ds.Name, filepath.Base(filepath.Clean(ds.Root)), opt.Fold)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -388,22 +388,25 @@ func holdOut(ds *dataset.Dataset, opt Options) (train, val []dataset.Case, err e
 	return cases[:len(cases)-nval], cases[len(cases)-nval:], nil
 }
 
-// splitValidation returns the validation case IDs that the split file path
-// gives dataset ds: a run's split.json names the domain, a reference fold
-// file the dataset's folder and the fold.
-func splitValidation(path string, ds *dataset.Dataset, fold int) ([]string, error) {
+// ValidationCases returns the validation case IDs that the split file path
+// gives a dataset: a run's split.json names it by domain, a fold file of the
+// reference implementation (fold_splits.json) by its folder's name and the
+// fold.
+func ValidationCases(path, domain, folder string, fold int) ([]string, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("--split: %w", err)
 	}
 	var ours []Split
 	if err := json.Unmarshal(raw, &ours); err == nil {
+		var names []string
 		for _, s := range ours {
-			if s.Domain == ds.Name {
+			if s.Domain == domain {
 				return s.Validation, nil
 			}
+			names = append(names, s.Domain)
 		}
-		return nil, fmt.Errorf("--split %s names no domain %s", path, ds.Name)
+		return nil, fmt.Errorf("--split %s has no domain %s (it has %s)", path, domain, strings.Join(names, ", "))
 	}
 	var ref map[string]map[string]struct {
 		Train []string `json:"train"`
@@ -412,13 +415,13 @@ func splitValidation(path string, ds *dataset.Dataset, fold int) ([]string, erro
 	if err := json.Unmarshal(raw, &ref); err != nil {
 		return nil, fmt.Errorf("--split %s: neither a run's split.json nor a fold file of the reference: %w", path, err)
 	}
-	folds, ok := ref[filepath.Base(filepath.Clean(ds.Root))]
+	folds, ok := ref[folder]
 	if !ok {
-		return nil, fmt.Errorf("--split %s has no dataset %s (its keys are dataset folder names)", path, filepath.Base(filepath.Clean(ds.Root)))
+		return nil, fmt.Errorf("--split %s has no dataset %s (its keys are dataset folder names)", path, folder)
 	}
 	f, ok := folds[fmt.Sprint("fold", fold)]
 	if !ok {
-		return nil, fmt.Errorf("--split %s has no fold%d for dataset %s", path, fold, filepath.Base(filepath.Clean(ds.Root)))
+		return nil, fmt.Errorf("--split %s has no fold%d for dataset %s", path, fold, folder)
 	}
 	return f.Val, nil
 }

@@ -493,7 +493,7 @@ func TestHoldOutSplitFile(t *testing.T) {
 		fold  int
 		want  string
 	}{
-		{other, ours, 0, "names no domain Prostate"},
+		{other, ours, 0, "has no domain Prostate (it has Liver, Heart)"},
 		{other, ref, 0, "has no dataset Task05_Prostate"},
 		{ds, ref, 3, "has no fold3 for dataset Task02_Heart"},
 		{ds, write("bad.json", `[{"domain": "Heart", "validation": ["la_009"]}]`), 0, "has no training case la_009"},
