@@ -1,7 +1,7 @@
 package preprocess
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -196,19 +196,29 @@ func writeCache(path string, c *Case) error {
 	for (len(cacheMagic)+4+len(meta))%cacheAlign != 0 {
 		meta = append(meta, ' ')
 	}
-	var b bytes.Buffer
-	b.Grow(len(meta) + 4*len(c.Image) + len(c.Label) + 16)
-	b.WriteString(cacheMagic)
-	binary.Write(&b, binary.LittleEndian, uint32(len(meta)))
-	b.Write(meta)
-	buf := make([]byte, 4*len(c.Image))
-	for i, v := range c.Image {
-		binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+	// Streamed through the checksum in blocks: a large case is not copied
+	// whole (a 450 MB image would take twice that again).
+	write := func(f io.Writer) error {
+		crc := crc32.NewIEEE()
+		w := bufio.NewWriterSize(io.MultiWriter(f, crc), 1<<20)
+		w.WriteString(cacheMagic)
+		binary.Write(w, binary.LittleEndian, uint32(len(meta)))
+		w.Write(meta)
+		var block [4096]byte
+		for i := 0; i < len(c.Image); i += len(block) / 4 {
+			n := min(len(block)/4, len(c.Image)-i)
+			for j, v := range c.Image[i : i+n] {
+				binary.LittleEndian.PutUint32(block[4*j:], math.Float32bits(v))
+			}
+			w.Write(block[:4*n])
+		}
+		w.Write(c.Label)
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		return binary.Write(f, binary.LittleEndian, crc.Sum32())
 	}
-	b.Write(buf)
-	b.Write(c.Label)
-	binary.Write(&b, binary.LittleEndian, crc32.ChecksumIEEE(b.Bytes()))
-	if err := writeFileAtomic(path, func(w io.Writer) error { _, err := w.Write(b.Bytes()); return err }); err != nil {
+	if err := writeFileAtomic(path, write); err != nil {
 		return fmt.Errorf("preprocess: cache: %w", err)
 	}
 	return nil
