@@ -351,9 +351,8 @@ func (g *GPU) splitSum2(op, label string, part, out1 *vk.Buffer, n1 int, out2 *v
 	// slowly (the weight gradient of a 3³ conv from 8 to 16 channels at
 	// 16³, 64 splits of 3472 sums: 7.6-8.1 ms with 2 lanes, 0.4-0.7 ms with
 	// one; the universal step at base 8, 32³: 99-108 → 90-94 ms).
-	target := gemmSplitTarget
 	lanes := 1
-	for !g.cpuTuned() && lanes < splitkMaxLanes && 2*lanes <= splits && n*lanes < target {
+	for !g.cpuTuned() && lanes < splitkMaxLanes && 2*lanes <= splits && n*lanes < gemmSplitTarget {
 		lanes *= 2
 	}
 	wg := tuned(g, elementwiseWG, splitkWGCPU)

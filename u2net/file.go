@@ -66,15 +66,11 @@ func (m *Model) SaveFile(path string, f File) error {
 	meta["config"] = string(cfg)
 	views := map[string]f32View{}
 	for _, p := range m.Params {
-		v := m.Values[p.Name]
-		if len(v) != p.Len() {
-			return fmt.Errorf("saving %s: parameter %s has %d values, want %d", path, p.Name, len(v), p.Len())
+		v, err := m.view(p)
+		if err != nil {
+			return fmt.Errorf("saving %s: %w", path, err)
 		}
-		shape := make([]uint64, len(p.Shape))
-		for i, s := range p.Shape {
-			shape[i] = uint64(s)
-		}
-		views[p.Name] = f32View{shape, f32Bytes(v)}
+		views[p.Name] = v
 	}
 	for name, v := range f.State {
 		if !strings.HasPrefix(name, StatePrefix) {
@@ -83,6 +79,19 @@ func (m *Model) SaveFile(path string, f File) error {
 		views[name] = f32View{[]uint64{uint64(len(v))}, f32Bytes(v)}
 	}
 	return writeAtomic(path, func(w *os.File) error { return safetensors.SerializeToWriter(views, meta, w) })
+}
+
+// view is parameter p's values as a float32 tensor of its shape.
+func (m *Model) view(p *Param) (f32View, error) {
+	v := m.Values[p.Name]
+	if len(v) != p.Len() {
+		return f32View{}, fmt.Errorf("parameter %s has %d values, want %d", p.Name, len(v), p.Len())
+	}
+	shape := make([]uint64, len(p.Shape))
+	for i, s := range p.Shape {
+		shape[i] = uint64(s)
+	}
+	return f32View{shape, f32Bytes(v)}, nil
 }
 
 // writeAtomic writes a file through write into a temporary file next to

@@ -95,15 +95,11 @@ func (m *Model) ExportTorch(path string) error {
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		v := m.Values[p.Name]
-		if len(v) != p.Len() {
-			return fmt.Errorf("export: parameter %s has %d values, want %d", p.Name, len(v), p.Len())
+		v, err := m.view(p)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
 		}
-		shape := make([]uint64, len(p.Shape))
-		for i, s := range p.Shape {
-			shape[i] = uint64(s)
-		}
-		views[key] = f32View{shape, f32Bytes(v)}
+		views[key] = v
 	}
 	meta := map[string]string{"format": "pt"}
 	return writeAtomic(path, func(w *os.File) error { return safetensors.SerializeToWriter(views, meta, w) })

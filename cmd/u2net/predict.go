@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/u2net-vk/u2net/u2net"
+	"github.com/u2net-vk/u2net/u2net/dataset"
 	"github.com/u2net-vk/u2net/u2net/nifti"
 	"github.com/u2net-vk/u2net/u2net/predict"
 	"github.com/u2net-vk/u2net/u2net/report"
@@ -298,7 +299,7 @@ func inputPairs(input, output string, only []string) ([][2]string, error) {
 			continue
 		}
 		if only != nil {
-			id := strings.TrimSuffix(strings.TrimSuffix(n, ".gz"), ".nii")
+			id := dataset.CaseID(n)
 			if !wanted[id] {
 				continue
 			}

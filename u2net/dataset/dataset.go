@@ -160,7 +160,7 @@ func Open(root string) (*Dataset, error) {
 		if err != nil {
 			return nil, fail(`"training"[%d] label: %v`, i, err)
 		}
-		c := Case{ID: caseID(img), Image: img, Label: lab}
+		c := Case{ID: CaseID(img), Image: img, Label: lab}
 		if err := addID(c.ID, t.Image); err != nil {
 			return nil, err
 		}
@@ -171,7 +171,7 @@ func Open(root string) (*Dataset, error) {
 		if err != nil {
 			return nil, fail(`"test"[%d]: %v`, i, err)
 		}
-		c := Case{ID: caseID(img), Image: img}
+		c := Case{ID: CaseID(img), Image: img}
 		if err := addID(c.ID, t); err != nil {
 			return nil, err
 		}
@@ -216,7 +216,9 @@ func (d *Dataset) resolve(p string) (string, error) {
 	return filepath.Join(d.Root, filepath.FromSlash(clean)), nil
 }
 
-func caseID(p string) string {
+// CaseID is the ID of the case of an image file: its name without .nii or
+// .nii.gz.
+func CaseID(p string) string {
 	b := filepath.Base(p)
 	b = strings.TrimSuffix(b, ".gz")
 	return strings.TrimSuffix(b, ".nii")

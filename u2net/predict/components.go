@@ -27,16 +27,12 @@ func KeepLargestComponents(labels []uint8, shape [3]int, classes []uint8) (int, 
 	}
 	// Each class is searched on its own goroutine, reading labels only;
 	// the voxels are cleared once all are done.
-	keep := make([]bitset, len(list))
+	var keepOf [256]bitset
 	var wg sync.WaitGroup
-	for j, c := range list {
-		wg.Go(func() { keep[j] = largestComponent(labels, shape, c) })
+	for _, c := range list {
+		wg.Go(func() { keepOf[c] = largestComponent(labels, shape, c) })
 	}
 	wg.Wait()
-	var keepOf [256]bitset
-	for j, c := range list {
-		keepOf[c] = keep[j]
-	}
 	cleared := 0
 	for i, c := range labels {
 		if chosen[c] && !keepOf[c].has(i) {

@@ -334,58 +334,53 @@ func prepare(ctx context.Context, opt Options, log *slog.Logger) ([]*domainData,
 const foldSeed = 0x5eed_f01d
 
 // holdOut splits the training cases of ds into those trained on and those
-// validated on, both in the dataset's order: with folds, fold opt.Fold of a
-// fixed shuffle (fold sizes differ by at most one); otherwise the last
-// opt.ValFraction of them (at least one of two or more).
+// validated on, both in the dataset's order: with a split file, the cases
+// it names; with folds, fold opt.Fold of a fixed shuffle (fold sizes differ
+// by at most one); otherwise the last opt.ValFraction of them (at least one
+// of two or more).
 func holdOut(ds *dataset.Dataset, opt Options) (train, val []dataset.Case, err error) {
 	cases := ds.Training
-	if opt.Split != "" {
+	n := len(cases)
+	held := make([]bool, n)
+	switch {
+	case opt.Split != "":
 		ids, err := ValidationCases(opt.Split, ds.Name, filepath.Base(filepath.Clean(ds.Root)), opt.Fold)
 		if err != nil {
 			return nil, nil, err
 		}
-		held := map[string]bool{}
+		unknown := map[string]bool{}
 		for _, id := range ids {
-			held[id] = true
+			unknown[id] = true
 		}
-		for _, c := range cases {
-			if held[c.ID] {
-				val = append(val, c)
-				delete(held, c.ID)
-			} else {
-				train = append(train, c)
-			}
+		for i, c := range cases {
+			held[i] = unknown[c.ID]
+			delete(unknown, c.ID)
 		}
-		if len(held) > 0 {
-			return nil, nil, fmt.Errorf("--split %s: dataset %s has no training case %s", opt.Split, ds.Root, strings.Join(slices.Sorted(maps.Keys(held)), ", "))
+		if len(unknown) > 0 {
+			return nil, nil, fmt.Errorf("--split %s: dataset %s has no training case %s", opt.Split, ds.Root, strings.Join(slices.Sorted(maps.Keys(unknown)), ", "))
 		}
-		return train, val, nil
-	}
-	if opt.Folds >= 2 {
-		n := len(cases)
+	case opt.Folds >= 2:
 		if n < opt.Folds {
 			return nil, nil, fmt.Errorf("dataset %s: %d training cases cannot make %d folds", ds.Root, n, opt.Folds)
 		}
 		perm := rand.New(rand.NewPCG(foldSeed, uint64(n))).Perm(n)
-		lo, hi := opt.Fold*n/opt.Folds, (opt.Fold+1)*n/opt.Folds
-		held := make([]bool, n)
-		for _, i := range perm[lo:hi] {
+		for _, i := range perm[opt.Fold*n/opt.Folds : (opt.Fold+1)*n/opt.Folds] {
 			held[i] = true
 		}
-		for i, c := range cases {
-			if held[i] {
-				val = append(val, c)
-			} else {
-				train = append(train, c)
-			}
+	case n >= 2 && opt.ValFraction > 0:
+		nval := max(1, int(math.Round(opt.ValFraction*float64(n))))
+		for i := n - nval; i < n; i++ {
+			held[i] = true
 		}
-		return train, val, nil
 	}
-	nval := 0
-	if len(cases) >= 2 && opt.ValFraction > 0 {
-		nval = max(1, int(math.Round(opt.ValFraction*float64(len(cases)))))
+	for i, c := range cases {
+		if held[i] {
+			val = append(val, c)
+		} else {
+			train = append(train, c)
+		}
 	}
-	return cases[:len(cases)-nval], cases[len(cases)-nval:], nil
+	return train, val, nil
 }
 
 // ValidationCases returns the validation case IDs that the split file path
@@ -875,27 +870,25 @@ type caseScore struct {
 
 func scoreCase(labels []uint8, c *preprocess.Case, classes int) caseScore {
 	sc := caseScore{raw: make([]float64, classes), largest: make([]float64, classes)}
-	shape := [3]int{c.Shape[1], c.Shape[2], c.Shape[3]}
-	kept := make([]uint8, len(labels))
+	// A class's Dice sees only its own voxels, so one map with every
+	// class's largest component kept serves them all.
+	kept := slices.Clone(labels)
+	all := make([]uint8, 0, classes-1)
 	for k := 1; k < classes; k++ {
-		if sc.raw[k], sc.err = addDice(0, labels, c.Label, k); sc.err != nil {
+		all = append(all, uint8(k))
+	}
+	if _, sc.err = predict.KeepLargestComponents(kept, [3]int{c.Shape[1], c.Shape[2], c.Shape[3]}, all); sc.err != nil {
+		return sc
+	}
+	for k := 1; k < classes; k++ {
+		if sc.raw[k], sc.err = metrics.Dice(labels, c.Label, uint8(k)); sc.err != nil {
 			return sc
 		}
-		copy(kept, labels)
-		if _, sc.err = predict.KeepLargestComponents(kept, shape, []uint8{uint8(k)}); sc.err != nil {
-			return sc
-		}
-		if sc.largest[k], sc.err = addDice(0, kept, c.Label, k); sc.err != nil {
+		if sc.largest[k], sc.err = metrics.Dice(kept, c.Label, uint8(k)); sc.err != nil {
 			return sc
 		}
 	}
 	return sc
-}
-
-// addDice returns sum plus the Dice of class k of labels against ref.
-func addDice(sum float64, labels, ref []uint8, k int) (float64, error) {
-	d, err := metrics.Dice(labels, ref, uint8(k))
-	return sum + d, err
 }
 
 // setKeepLargest records in the plans of the validated domains the classes
