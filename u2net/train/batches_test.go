@@ -14,7 +14,7 @@ import (
 
 // BenchmarkBatchesAhead feeds 8 steps of the reference setting (two 128³
 // patches a batch, default augmentation) to a device simulated by an 80 ms
-// wait per step, the step time measured on an H200: "inTurn" builds each
+// wait per step (a fast GPU's step at that setting): "inTurn" builds each
 // batch before its step, "ahead" as the trainer does, while earlier steps
 // run.
 func BenchmarkBatchesAhead(b *testing.B) {
