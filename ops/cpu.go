@@ -227,6 +227,51 @@ func (c *CPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, d
 	return ref.DepthwiseConv3dBackward(p, f(x), f(w), f(dy), f(dx), f(dw), f(db))
 }
 
+// DepthwiseConv3dJoined implements Engine: the reference convolves the
+// concatenation, built here.
+func (c *CPU) DepthwiseConv3dJoined(p ref.DepthwiseParams, split int, x1, x2, w, b, y *Tensor) error {
+	const op = "DepthwiseConv3dJoined"
+	cp, err := checkJoined(c, op, p, split, x1, x2, nil, nil)
+	if err != nil {
+		return err
+	}
+	if err := c.owned(op, w, b, y); err != nil {
+		return err
+	}
+	x := make([]float32, p.InputLen())
+	if err := ref.Concat(cp, [][]float32{f(x1), f(x2)}, x); err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	return ref.DepthwiseConv3d(p, x, f(w), f(b), f(y))
+}
+
+// DepthwiseConv3dJoinedBackward implements Engine.
+func (c *CPU) DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1, x2, w, dy, dx1, dx2, dw, db *Tensor) error {
+	const op = "DepthwiseConv3dJoinedBackward"
+	cp, err := checkJoined(c, op, p, split, x1, x2, dx1, dx2)
+	if err != nil {
+		return err
+	}
+	if err := c.owned(op, w, dy, dw, db); err != nil {
+		return err
+	}
+	x := make([]float32, p.InputLen())
+	if err := ref.Concat(cp, [][]float32{f(x1), f(x2)}, x); err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	var dx []float32
+	if dx1 != nil {
+		dx = make([]float32, p.InputLen())
+	}
+	if err := ref.DepthwiseConv3dBackward(p, x, f(w), f(dy), dx, f(dw), f(db)); err != nil {
+		return err
+	}
+	if dx == nil {
+		return nil
+	}
+	return ref.Split(cp, dx, [][]float32{f(dx1), f(dx2)})
+}
+
 // PointwiseConv3d implements Engine.
 func (c *CPU) PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error {
 	if err := c.owned("PointwiseConv3d", x, w, b, y); err != nil {

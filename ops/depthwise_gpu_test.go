@@ -296,3 +296,206 @@ func BenchmarkDepthwiseDirect(b *testing.B) {
 		}
 	}
 }
+
+// joinedShapes split the input of depthwise shapes in two: one channel on
+// either side, batches above one (whose parts interleave differently from
+// the concatenation), kernels for both the direct and the tile kernels.
+var joinedShapes = []struct {
+	n, c, split, k int
+	size           ref.Dims3
+}{
+	{1, 2, 1, 3, ref.Dims3{1, 1, 2}},
+	{3, 5, 1, 3, ref.Dims3{1, 5, 7}},
+	{3, 5, 4, 3, ref.Dims3{1, 5, 7}},
+	{2, 17, 8, 3, ref.Dims3{3, 3, 3}},
+	{2, 6, 3, 5, ref.Dims3{5, 6, 7}},
+	{2, 3, 2, 3, ref.Dims3{17, 19, 23}},
+	{2, 5, 2, 7, ref.Dims3{9, 10, 11}},
+	{2, 7, 3, 3, ref.Dims3{5, 7, 4}},
+	{2, 64, 32, 3, ref.Dims3{3, 6, 8}},
+}
+
+// joinedTensors are a joined case's tensors: the parts of x, and with
+// backward those of dx.
+func joinedTensors(r *rand.Rand, p ref.DepthwiseParams, split int) (x1, x2, w, b, dy []float32) {
+	v := p.N * p.Size.Voxels()
+	return randn(r, v*split), randn(r, v*(p.C-split)), randn(r, p.WeightLen()), randn(r, p.BiasLen()),
+		randn(r, p.OutputLen())
+}
+
+func TestDepthwiseJoinedGPU(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	var cases []opCase
+	for _, s := range joinedShapes {
+		p := ref.DepthwiseParams{N: s.n, C: s.c, Size: s.size, Kernel: s.k}
+		x1, x2, w, b, dy := joinedTensors(r, p, s.split)
+		split := s.split
+		name := fmt.Sprintf("N%d-C%d-split%d-%v-k%d", s.n, s.c, s.split, s.size, s.k)
+		cases = append(cases,
+			opCase{name + "/fwd", []tensorSpec{input("x1", x1), input("x2", x2), input("w", w), input("b", b),
+				output("y", p.OutputLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3dJoined(p, split, t["x1"], t["x2"], t["w"], t["b"], t["y"])
+				}, depthwiseTol},
+			opCase{name + "/bwd", []tensorSpec{input("x1", x1), input("x2", x2), input("w", w), input("dy", dy),
+				output("dx1", len(x1)), output("dx2", len(x2)), output("dw", p.WeightLen()), output("db", p.BiasLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3dJoinedBackward(p, split, t["x1"], t["x2"], t["w"], t["dy"],
+						t["dx1"], t["dx2"], t["dw"], t["db"])
+				}, depthwiseDWTol},
+			opCase{name + "/bwd-dw-only", []tensorSpec{input("x1", x1), input("x2", x2), input("w", w),
+				input("dy", dy), output("dw", p.WeightLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3dJoinedBackward(p, split, t["x1"], t["x2"], t["w"], t["dy"],
+						nil, nil, t["dw"], nil)
+				}, depthwiseDWTol},
+		)
+	}
+	checkCases(t, cases)
+}
+
+// A joined convolution runs the same kernels in the same order as one of
+// the built concatenation, so on the GPU its results must be the same bits
+// as Concat then DepthwiseConv3d (and, backward, Split after it), under
+// both device classes' kernels.
+func TestDepthwiseJoinedMatchesConcat(t *testing.T) {
+	g := gpuEngine(t)
+	defer g.SetTuning(TuneDevice)
+	r := rand.New(rand.NewPCG(43, 44))
+	for _, s := range joinedShapes {
+		p := ref.DepthwiseParams{N: s.n, C: s.c, Size: s.size, Kernel: s.k}
+		cp := ref.ConcatParams{N: s.n, Channels: []int{s.split, s.c - s.split}, Size: s.size}
+		x1, x2, w, b, dy := joinedTensors(r, p, s.split)
+		ts := []tensorSpec{input("x1", x1), input("x2", x2), input("w", w), input("b", b), input("dy", dy),
+			output("x", p.InputLen()), output("y", p.OutputLen()), output("dx", p.InputLen()),
+			output("dx1", len(x1)), output("dx2", len(x2)), output("dw", p.WeightLen()), output("db", p.BiasLen())}
+		built := func(e Engine, t map[string]*Tensor) error {
+			parts := func(a, b string) []*Tensor { return []*Tensor{t[a], t[b]} }
+			if err := e.Concat(cp, parts("x1", "x2"), t["x"]); err != nil {
+				return err
+			}
+			if err := e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"]); err != nil {
+				return err
+			}
+			if err := e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"]); err != nil {
+				return err
+			}
+			return e.Split(cp, t["dx"], parts("dx1", "dx2"))
+		}
+		joined := func(e Engine, t map[string]*Tensor) error {
+			if err := e.DepthwiseConv3dJoined(p, s.split, t["x1"], t["x2"], t["w"], t["b"], t["y"]); err != nil {
+				return err
+			}
+			return e.DepthwiseConv3dJoinedBackward(p, s.split, t["x1"], t["x2"], t["w"], t["dy"],
+				t["dx1"], t["dx2"], t["dw"], t["db"])
+		}
+		for _, tuning := range []Tuning{TuneCPU, TuneGPU} {
+			g.SetTuning(tuning)
+			want, _, err := runOn(g, opCase{tensors: ts, run: built})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := runOn(g, opCase{tensors: ts, run: joined})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []string{"y", "dx1", "dx2", "dw", "db"} {
+				for i, v := range got[n] {
+					if math.Float32bits(v) != math.Float32bits(want[n][i]) {
+						t.Errorf("%v split %d, tuning %d: %s[%d] = %v, built concatenation gives %v",
+							s.size, s.split, tuning, n, i, v, want[n][i])
+						break
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestDepthwiseJoinedErrors(t *testing.T) {
+	p := ref.DepthwiseParams{N: 2, C: 3, Size: ref.Dims3{2, 3, 4}, Kernel: 3}
+	v := p.N * p.Size.Voxels()
+	for _, e := range []Engine{gpuEngine(t), NewCPU()} {
+		alloc := func(n int) *Tensor {
+			x, err := e.Alloc(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.Free(x) })
+			return x
+		}
+		x1, x2, w, b, y := alloc(v), alloc(2*v), alloc(p.WeightLen()), alloc(p.BiasLen()), alloc(p.OutputLen())
+		cases := []struct {
+			name, op, want string
+			err            error
+		}{
+			{"split 0", "DepthwiseConv3dJoined", "split 0",
+				e.DepthwiseConv3dJoined(p, 0, x1, x2, w, b, y)},
+			{"split C", "DepthwiseConv3dJoined", "split 3",
+				e.DepthwiseConv3dJoined(p, 3, x1, x2, w, b, y)},
+			{"parts swapped", "DepthwiseConv3dJoined", "x1 has",
+				e.DepthwiseConv3dJoined(p, 1, x2, x1, w, b, y)},
+			{"missing x2", "DepthwiseConv3dJoined", "x2 is missing",
+				e.DepthwiseConv3dJoined(p, 1, x1, nil, w, b, y)},
+			{"one gradient part", "DepthwiseConv3dJoinedBackward", "dx1 and dx2",
+				e.DepthwiseConv3dJoinedBackward(p, 1, x1, x2, w, y, x1, nil, w, b)},
+			{"short dx2", "DepthwiseConv3dJoinedBackward", "dx2 has",
+				e.DepthwiseConv3dJoinedBackward(p, 1, x1, x2, w, y, x1, x1, w, b)},
+		}
+		for _, c := range cases {
+			if c.err == nil {
+				t.Errorf("%s: %s: accepted", e.Name(), c.name)
+			} else if msg := c.err.Error(); !strings.Contains(msg, "ops."+c.op+":") || !strings.Contains(msg, c.want) {
+				t.Errorf("%s: %s: error %q does not name ops.%s and %q", e.Name(), c.name, msg, c.op, c.want)
+			}
+		}
+		if err := e.Sync(); err != nil {
+			t.Errorf("%s: Sync after refused calls: %v", e.Name(), err)
+		}
+	}
+}
+
+// BenchmarkDepthwiseJoined times a decoder's first depthwise convolution,
+// forward and backward, on the concatenation of its two inputs: built by
+// Concat (and its gradient split by Split), against read in place. The
+// shapes are the network's level 0 at base 8, 32³, and the DESIGN.md §8
+// shape (2×32×64³) as two halves.
+func BenchmarkDepthwiseJoined(b *testing.B) {
+	g := gpuEngine(b)
+	for _, p := range []ref.DepthwiseParams{
+		{N: 1, C: 16, Size: ref.Dims3{32, 32, 32}, Kernel: 3},
+		{N: 2, C: 32, Size: ref.Dims3{64, 64, 64}, Kernel: 3},
+	} {
+		split := p.C / 2
+		cp := ref.ConcatParams{N: p.N, Channels: []int{split, p.C - split}, Size: p.Size}
+		r := rand.New(rand.NewPCG(45, 46))
+		x1, x2, w, bias, dy := joinedTensors(r, p, split)
+		ts := []tensorSpec{input("x1", x1), input("x2", x2), input("w", w), input("b", bias), input("dy", dy),
+			output("x", p.InputLen()), output("y", p.OutputLen()), output("dx", p.InputLen()),
+			output("dx1", len(x1)), output("dx2", len(x2)), output("dw", p.WeightLen()), output("db", p.BiasLen())}
+		name := fmt.Sprintf("%dx%dx%d^3", p.N, p.C, p.Size[0])
+		b.Run(name+"/concat", func(b *testing.B) {
+			benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+				if err := e.Concat(cp, []*Tensor{t["x1"], t["x2"]}, t["x"]); err != nil {
+					return err
+				}
+				if err := e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"]); err != nil {
+					return err
+				}
+				if err := e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"]); err != nil {
+					return err
+				}
+				return e.Split(cp, t["dx"], []*Tensor{t["dx1"], t["dx2"]})
+			}})
+		})
+		b.Run(name+"/joined", func(b *testing.B) {
+			benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+				if err := e.DepthwiseConv3dJoined(p, split, t["x1"], t["x2"], t["w"], t["b"], t["y"]); err != nil {
+					return err
+				}
+				return e.DepthwiseConv3dJoinedBackward(p, split, t["x1"], t["x2"], t["w"], t["dy"],
+					t["dx1"], t["dx2"], t["dw"], t["db"])
+			}})
+		})
+	}
+}

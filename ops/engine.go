@@ -113,6 +113,14 @@ type Engine interface {
 
 	DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error
 	DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, db *Tensor) error
+	// DepthwiseConv3dJoined is DepthwiseConv3d of the channel concatenation
+	// of x1 (its first split channels) and x2 (the other p.C − split), read
+	// in place: the concatenation is never built, which saves a decoder
+	// both its copy and its memory.
+	DepthwiseConv3dJoined(p ref.DepthwiseParams, split int, x1, x2, w, b, y *Tensor) error
+	// DepthwiseConv3dJoinedBackward is its backward pass: the input's
+	// gradient is written as its two parts, dx1 and dx2 (both or neither).
+	DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1, x2, w, dy, dx1, dx2, dw, db *Tensor) error
 	PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error
 	PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, db *Tensor) error
 	Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error
@@ -240,4 +248,23 @@ func checkSavedStats(e Engine, op string, p ref.NormParams, mean, invStd *Tensor
 			op, mean != nil, invStd != nil)
 	}
 	return checkArgs(e, op, p, opt("mean", mean, p.StatsLen()), opt("invStd", invStd, p.StatsLen()))
+}
+
+// checkJoined validates a joined depthwise convolution's split, its input
+// parts and, optionally, their gradients (both or neither), and returns
+// the concatenation of the parts.
+func checkJoined(e Engine, op string, p ref.DepthwiseParams, split int, x1, x2, dx1, dx2 *Tensor) (ref.ConcatParams, error) {
+	cp := ref.ConcatParams{N: p.N, Channels: []int{split, p.C - split}, Size: p.Size}
+	if err := p.Validate(); err != nil {
+		return cp, fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if split < 1 || split >= p.C {
+		return cp, fmt.Errorf("ops.%s: split %d must leave channels to both parts of the %d", op, split, p.C)
+	}
+	if (dx1 == nil) != (dx2 == nil) {
+		return cp, fmt.Errorf("ops.%s: give both parts of the input gradient, dx1 and dx2, or neither (dx1 given: %t, dx2 given: %t)",
+			op, dx1 != nil, dx2 != nil)
+	}
+	n1, n2 := p.N*split*p.Size.Voxels(), p.N*(p.C-split)*p.Size.Voxels()
+	return cp, checkArgs(e, op, nil, in("x1", x1, n1), in("x2", x2, n2), opt("dx1", dx1, n1), opt("dx2", dx2, n2))
 }

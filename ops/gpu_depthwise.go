@@ -12,6 +12,10 @@ import (
 // shaders/depthwise_dw.comp and depthwise_dw_sum.comp the weight gradient as
 // a two-pass split reduction; ChannelSum the bias gradient. CPU devices
 // take shaders/depthwise_direct.comp for all three (gpu_depthwise_direct.go).
+// Every kernel also reads its input x, or writes its output (the input
+// gradient), as the two parts of a channel concatenation: a decoder's
+// depthwise convolution of its up-sampled path and skip connection never
+// builds their concatenation.
 
 // dwTile is the output tile of one workgroup: TW×TH invocations, each
 // computing TD voxels along D.
@@ -70,14 +74,40 @@ func (g *GPU) chooseTile(op string, size ref.Dims3, td int, halo func(dwTile) in
 	return t, nil
 }
 
+// dwPlanes is a depthwise kernel's input or output: one tensor, or with
+// second set the channel concatenation of first (its first split
+// channels) and second, which the kernels read or write in place.
+type dwPlanes struct {
+	first, second *Tensor
+	split         int
+}
+
+func onePlanes(t *Tensor) dwPlanes { return dwPlanes{first: t} }
+
+// dwJoin returns a kernel's JOIN specialization (0 none, 1 the input
+// joined, 2 the output), the split it pushes (all channels when none), and
+// the buffers of the second parts' bindings: when not joined, the input's
+// own buffer again and a sink.
+func (g *GPU) dwJoin(c int, x, y dwPlanes) (join uint32, split int, x2, y2 *vk.Buffer) {
+	join, split, x2, y2 = 0, c, x.first.gpu.buf, g.discard()
+	switch {
+	case x.second != nil:
+		join, split, x2 = 1, x.split, x.second.gpu.buf
+	case y.second != nil:
+		join, split, y2 = 2, y.split, y.second.gpu.buf
+	}
+	return join, split, x2, y2
+}
+
 type pushDepthwise struct {
 	Planes, C, D, H, W     uint32
 	TilesX, TilesY, TilesZ uint32
+	Split                  uint32
 }
 
 // depthwiseConv records y = conv(x, w) + b, or with flip the input gradient
-// conv(x, flip(w)) without bias.
-func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor, flip bool) error {
+// conv(x, flip(w)) without bias; x or y may be joined.
+func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool) error {
 	if g.directDepthwise(p) {
 		return g.depthwiseDirect(op, p, x, w, b, y, flip)
 	}
@@ -97,14 +127,15 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x, w, b, y *Tensor
 	// The bias is a specialization constant: read under a push-constant
 	// condition it cost lavapipe 25% of the kernel's time (3.8 against
 	// 3.0 ms at 1×8×32³).
-	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 32,
-		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx))
+	join, split, x2, y2 := g.dwJoin(p.C, x, y)
+	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write, vk.Read, vk.Write}, 36,
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx), join)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	push := pushDepthwise{uint32(p.N * p.C), uint32(p.C), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
-		uint32(tl[0]), uint32(tl[1]), uint32(tl[2])}
-	return g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
+		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(split)}
+	return g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.first.gpu.buf, w.gpu.buf, g.buf(b), y.first.gpu.buf, x2, y2)
 }
 
 // depthwiseTX is how many outputs along W each invocation of the depthwise
@@ -134,13 +165,26 @@ func (g *GPU) DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error {
 		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
-	return g.depthwiseConv(op, p, x, w, b, y, false)
+	return g.depthwiseConv(op, p, onePlanes(x), w, b, onePlanes(y), false)
+}
+
+// DepthwiseConv3dJoined implements Engine.
+func (g *GPU) DepthwiseConv3dJoined(p ref.DepthwiseParams, split int, x1, x2, w, b, y *Tensor) error {
+	const op = "DepthwiseConv3dJoined"
+	if _, err := checkJoined(g, op, p, split, x1, x2, nil, nil); err != nil {
+		return err
+	}
+	if err := checkArgs(g, op, nil, in("w", w, p.WeightLen()), opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
+		return err
+	}
+	return g.depthwiseConv(op, p, dwPlanes{x1, x2, split}, w, b, onePlanes(y), false)
 }
 
 type pushDepthwiseDW struct {
 	N, C, D, H, W            uint32
 	TilesX, TilesY, TilesZ   uint32
 	Blocks, Chunks, PerChunk uint32
+	Split                    uint32
 }
 
 type pushDepthwiseDWSum struct {
@@ -155,8 +199,27 @@ func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, d
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}
-	if dx != nil {
-		if err := g.depthwiseConv(op, p, dy, w, nil, dx, true); err != nil {
+	return g.depthwiseBackward(op, p, onePlanes(x), w, dy, onePlanes(dx), dw, db)
+}
+
+// DepthwiseConv3dJoinedBackward implements Engine.
+func (g *GPU) DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1, x2, w, dy, dx1, dx2, dw, db *Tensor) error {
+	const op = "DepthwiseConv3dJoinedBackward"
+	if _, err := checkJoined(g, op, p, split, x1, x2, dx1, dx2); err != nil {
+		return err
+	}
+	if err := checkArgs(g, op, nil, in("w", w, p.WeightLen()), in("dy", dy, p.OutputLen()),
+		opt("dw", dw, p.WeightLen()), opt("db", db, p.BiasLen())); err != nil {
+		return err
+	}
+	return g.depthwiseBackward(op, p, dwPlanes{x1, x2, split}, w, dy, dwPlanes{dx1, dx2, split}, dw, db)
+}
+
+// depthwiseBackward records the gradients asked for (dx.first, dw, db not
+// nil); x and dx may be joined.
+func (g *GPU) depthwiseBackward(op string, p ref.DepthwiseParams, x dwPlanes, w, dy *Tensor, dx dwPlanes, dw, db *Tensor) error {
+	if dx.first != nil {
+		if err := g.depthwiseConv(op, p, onePlanes(dy), w, nil, dx, true); err != nil {
 			return err
 		}
 	}
@@ -174,8 +237,9 @@ func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, d
 }
 
 // depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted)
-// (depthwise_dw, depthwise_dw_sum) and, when db is not nil, of db = Σ dy.
-func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, db *Tensor) error {
+// (depthwise_dw, depthwise_dw_sum) and, when db is not nil, of db = Σ dy;
+// x may be joined.
+func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, dy, dw, db *Tensor) error {
 	if g.directDepthwise(p) {
 		return g.depthwiseDirectWeightGrad(op, p, x, dy, dw, db)
 	}
@@ -214,8 +278,9 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 	perChunk := dwCeil(perChannel, chunks)
 	chunks = dwCeil(perChannel, perChunk)
 
-	first, err := g.kernel("depthwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write}, 44,
-		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh), uint32(tx))
+	join, split, x2, _ := g.dwJoin(c, x, dwPlanes{})
+	first, err := g.kernel("depthwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write, vk.Read}, 48,
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh), uint32(tx), join)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -229,8 +294,8 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, d
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	push := pushDepthwiseDW{uint32(p.N), uint32(c), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
-		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(blocks), uint32(chunks), uint32(perChunk)}
-	if err := g.dispatch(op, first, vk.Grid1D(groups, 1), push, x.gpu.buf, dy.gpu.buf, partial); err != nil {
+		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(blocks), uint32(chunks), uint32(perChunk), uint32(split)}
+	if err := g.dispatch(op, first, vk.Grid1D(groups, 1), push, x.first.gpu.buf, dy.gpu.buf, partial, x2); err != nil {
 		return err
 	}
 	sum := pushDepthwiseDWSum{uint32(c), uint32(k * k * k), uint32(tb), uint32(blocks), uint32(chunks), b32(db != nil)}

@@ -50,6 +50,7 @@ func (g *GPU) directDepthwise(p ref.DepthwiseParams) bool {
 
 type pushDepthwiseDirect struct {
 	Size, Blocks, Split [4]uint32
+	Join                uint32
 }
 
 // directDWBlock is the block of an invocation: TY rows × TX voxels, at
@@ -60,15 +61,17 @@ func directDWBlock(size ref.Dims3, vox int) (ty, tx int) {
 }
 
 // depthwiseDirect records depthwise_direct's convolution: y = conv(x, w) + b,
-// or with flip conv(x, flip(w)) without bias.
-func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x, w, b, y *Tensor, flip bool) error {
+// or with flip conv(x, flip(w)) without bias; x or y may be joined.
+func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool) error {
 	ty, tx := directDWBlock(p.Size, directDWVox)
 	td := directDWPlanes(p)
 	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
 	invocs := p.N * p.C * ceilDiv(p.Size[0], td) * bh * bw
 	vec4 := p.Size[2]%4 == 0
-	kern, err := g.kernel("depthwise_direct", []vk.Access{g.input(vec4), g.input(false), vk.Read, vk.Write}, 48,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(vec4), uint32(td))
+	join, split, x2, y2 := g.dwJoin(p.C, x, y)
+	kern, err := g.kernel("depthwise_direct",
+		[]vk.Access{g.input(vec4), g.input(false), vk.Read, vk.Write, g.input(vec4), vk.Write}, 52,
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(vec4), uint32(td), join)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -76,14 +79,16 @@ func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x, w, b, y *Tens
 		Size:   dims4(p.Size, p.Size.Voxels()),
 		Blocks: [4]uint32{uint32(bw), uint32(bh), uint32(p.N * p.C), uint32(p.C)},
 		Split:  [4]uint32{0, 0, 0, uint32(invocs)},
+		Join:   uint32(split),
 	}
-	return g.dispatch(op, kern, vk.Grid1D(invocs, directWG), push, x.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf)
+	return g.dispatch(op, kern, vk.Grid1D(invocs, directWG), push,
+		x.first.gpu.buf, w.gpu.buf, g.buf(b), y.first.gpu.buf, x2, y2)
 }
 
 // depthwiseDirectWeightGrad records depthwise_direct's weight-gradient pass
 // and depthwise_dw_sum, which adds its chunks into dw and, when not nil,
-// db.
-func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x, dy, dw, db *Tensor) error {
+// db; x may be joined.
+func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, dy, dw, db *Tensor) error {
 	ty, tx := directDWBlock(p.Size, directDWGradVox)
 	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
 	td := directDWPlanes(p)
@@ -94,8 +99,10 @@ func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x, dy,
 	invocs := p.C * chunks
 	taps := p.Kernel * p.Kernel * p.Kernel
 	vec4 := p.Size[2]%4 == 0
-	kern, err := g.kernel("depthwise_direct", []vk.Access{g.input(vec4), g.input(vec4), vk.Read, vk.Write}, 48,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(vec4), uint32(td))
+	join, split, x2, y2 := g.dwJoin(p.C, x, dwPlanes{})
+	kern, err := g.kernel("depthwise_direct",
+		[]vk.Access{g.input(vec4), g.input(vec4), vk.Read, vk.Write, g.input(vec4), vk.Write}, 52,
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(vec4), uint32(td), join)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -111,8 +118,10 @@ func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x, dy,
 		Size:   dims4(p.Size, p.Size.Voxels()),
 		Blocks: [4]uint32{uint32(bw), uint32(bh), uint32(p.N * p.C), uint32(p.C)},
 		Split:  [4]uint32{uint32(chunks), uint32(perChunk), uint32(items), uint32(invocs)},
+		Join:   uint32(split),
 	}
-	if err := g.dispatch(op, kern, vk.Grid1D(invocs, directWG), push, x.gpu.buf, dy.gpu.buf, g.dummy, partial); err != nil {
+	if err := g.dispatch(op, kern, vk.Grid1D(invocs, directWG), push,
+		x.first.gpu.buf, dy.gpu.buf, g.dummy, partial, x2, y2); err != nil {
 		return err
 	}
 	n := p.C * taps

@@ -13,6 +13,12 @@
 // it reads feeds up to K·min(K, TX) of those outputs, so shared-memory reads
 // stay few per FMA.
 // The grid is flattened: workgroup g covers plane g / tiles, tile g % tiles.
+//
+// With JOIN one side is the channel concatenation of two tensors, read or
+// written in place (the joined tensor is never built): the first p.split
+// channels are in one, the others in the second. JOIN 1 joins the input
+// (x, x2): a convolution of a concatenation; JOIN 2 the output (y, y2): the
+// input gradient of one.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;  // tile height, = workgroup y
@@ -22,6 +28,7 @@ layout(constant_id = 4) const uint K = 3;   // odd kernel size
 layout(constant_id = 5) const bool FLIP = false;
 layout(constant_id = 6) const bool BIAS = false; // b is read (never with FLIP)
 layout(constant_id = 7) const uint TX = 1;  // outputs per invocation along W
+layout(constant_id = 8) const uint JOIN = 0; // 0 none, 1 input, 2 output
 
 const uint TW = WX * TX; // tile width
 
@@ -42,11 +49,14 @@ layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Wt { float w[]; };
 layout(std430, binding = 2) readonly buffer B { float b[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, binding = 4) readonly buffer X2 { float x2[]; };  // JOIN 1
+layout(std430, binding = 5) writeonly buffer Y2 { float y2[]; }; // JOIN 2
 layout(push_constant) uniform Push {
     uint planes; // N·C
     uint c;      // channels (of y)
     uint d, h, w;
     uint tilesX, tilesY, tilesZ;
+    uint split;  // JOIN: channels of the first part
 } p;
 
 shared float tile[HALO];
@@ -67,7 +77,12 @@ void main() {
     uint ch = plane % p.c;
     uint lid = gl_LocalInvocationIndex;
     uint vol = p.d * p.h * p.w;
-    uint base = plane * vol;
+    // A joined side's plane is at partBase in part 2 when second.
+    bool second = JOIN != 0 && ch >= p.split;
+    uint n = plane / p.c;
+    uint partBase = second ? (n * (p.c - p.split) + ch - p.split) * vol : (n * p.split + ch) * vol;
+    uint xBase = JOIN == 1 ? partBase : plane * vol;
+    uint yBase = JOIN == 2 ? partBase : plane * vol;
 
     if (live) {
         // Every load of the halo is issued before the first store, from a
@@ -84,7 +99,8 @@ void main() {
             int gy = y0 + int(hy) - PAD;
             int gx = x0 + int(hx) - PAD;
             bool inside = gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w);
-            hv[k] = x[inside ? base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : base];
+            uint at = inside ? xBase + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : xBase;
+            hv[k] = JOIN == 1 && second ? x2[at] : x[at];
             hv[k] = inside ? hv[k] : 0.0;
         }
         [[unroll]] for (uint k = 0; k < NL; k++) {
@@ -174,7 +190,12 @@ void main() {
             [[unroll]] for (uint j = 0; j < TD; j++) {
                 uint oz = uint(z0) + j;
                 if (oz < p.d) {
-                    y[base + (oz * p.h + oy) * p.w + ox] = acc[t * TD + j];
+                    uint at = yBase + (oz * p.h + oy) * p.w + ox;
+                    if (JOIN == 2 && second) {
+                        y2[at] = acc[t * TD + j];
+                    } else {
+                        y[at] = acc[t * TD + j];
+                    }
                 }
             }
         }

@@ -24,6 +24,11 @@
 // K³ + 1 sums. Out-of-range positions are read at clamped addresses and
 // replaced by 0. The sums run in a fixed order: the results are
 // bit-reproducible.
+//
+// With JOIN one side is the channel concatenation of two tensors, read or
+// written in place: the first p.split channels are in one, the others in
+// the second. JOIN 1 joins x (x, xb), in both modes; JOIN 2 MODE 0's
+// output (dst, dstb): the input gradient of a concatenation.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 16;
 layout(constant_id = 1) const int K = 3; // odd kernel size
@@ -39,6 +44,7 @@ layout(constant_id = 7) const bool VEC4 = false;
 // Blocks span TD output planes, which share the loads of their common
 // source planes (each meets them through different kd).
 layout(constant_id = 8) const int TD = 1;
+layout(constant_id = 9) const uint JOIN = 0; // 0 none, 1 x, 2 MODE 0's output
 
 const int P = K / 2;
 const int KKK = K * K * K;
@@ -54,16 +60,27 @@ INPUT(0, x)  // MODE 0: x (or dy); 1: x
 INPUT(1, wt) // MODE 0: w; 1: dy
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // MODE 0: y; 1: partials
+INPUT(4, xb) // JOIN 1: x's second part
+layout(std430, binding = 5) writeonly buffer DstB { float dstb[]; }; // JOIN 2: y's second part
 
 layout(push_constant) uniform Push {
     uvec4 size;   // d, h, w, voxels per plane
     uvec4 blocks; // blocks along w, along h; planes (N·C); channels C
     uvec4 split;  // MODE 1: chunks per channel, items per chunk, items per channel; w: invocations
+    uint join;    // JOIN: channels of the first part
 } p;
 
+// joined returns where plane (n, ch) of a joined tensor starts in its part,
+// and whether that is the second.
+uint joined(uint n, uint ch, out bool second) {
+    second = ch >= p.join;
+    uint c = p.blocks.w;
+    return (second ? n * (c - p.join) + ch - p.join : n * p.join + ch) * p.size.w;
+}
+
 // segment loads the TX + K − 1 source voxels from w0 − P on of row (d, h)
-// of the plane at base, zero outside the volume.
-void segment(uint base, int d, int h, int w0, out float seg[SEG]) {
+// of the plane at base (in xb when second), zero outside the volume.
+void segment(bool second, uint base, int d, int h, int w0, out float seg[SEG]) {
     int sw = int(p.size.z);
     int row = int(base) + (d * int(p.size.y) + h) * sw;
     if (VEC4) {
@@ -72,7 +89,8 @@ void segment(uint base, int d, int h, int w0, out float seg[SEG]) {
         int row4 = row / 4, last4 = sw / 4 - 1, first4 = (w0 - PA) / 4;
         vec4 v[NV];
         [[unroll]] for (int k = 0; k < NV; k++) {
-            v[k] = x4(uint(row4 + clamp(first4 + k, 0, last4)));
+            uint at = uint(row4 + clamp(first4 + k, 0, last4));
+            v[k] = second ? xb4(at) : x4(at);
         }
         [[unroll]] for (int s = 0; s < SEG; s++) {
             int iw = w0 - P + s;
@@ -82,7 +100,8 @@ void segment(uint base, int d, int h, int w0, out float seg[SEG]) {
     }
     [[unroll]] for (int s = 0; s < SEG; s++) {
         int iw = w0 - P + s;
-        float v = x(uint(row + clamp(iw, 0, sw - 1)));
+        uint at = uint(row + clamp(iw, 0, sw - 1));
+        float v = second ? xb(at) : x(at);
         seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
     }
 }
@@ -97,7 +116,10 @@ void conv(uint inv) {
     uint plane = r / dblocks;
     uint ch = plane % p.blocks.w;
     int w0 = int(bw) * TX;
-    uint base = plane * p.size.w;
+    bool second = false;
+    uint part = JOIN != 0 ? joined(plane / p.blocks.w, ch, second) : 0;
+    uint xBase = JOIN == 1 ? part : plane * p.size.w;
+    uint yBase = JOIN == 2 ? part : plane * p.size.w;
     int sd = int(p.size.x), sh = int(p.size.y);
 
     float acc[TD][TY][TX];
@@ -133,7 +155,7 @@ void conv(uint inv) {
                 continue;
             }
             float seg[SEG];
-            segment(base, gd, gh, w0, seg);
+            segment(JOIN == 1 && second, xBase, gd, gh, w0, seg);
             [[unroll]] for (int j = 0; j < TD; j++) {
                 if (q - j < 0 || q - j >= K) {
                     continue;
@@ -159,10 +181,14 @@ void conv(uint inv) {
             if (h0 + i >= sh) {
                 break;
             }
-            uint row = base + (uint(od0 + j) * p.size.y + uint(h0 + i)) * p.size.z;
+            uint row = yBase + (uint(od0 + j) * p.size.y + uint(h0 + i)) * p.size.z;
             [[unroll]] for (int t = 0; t < TX; t++) {
                 if (w0 + t < int(p.size.z)) {
-                    dst[row + uint(w0 + t)] = acc[j][i][t];
+                    if (JOIN == 2 && second) {
+                        dstb[row + uint(w0 + t)] = acc[j][i][t];
+                    } else {
+                        dst[row + uint(w0 + t)] = acc[j][i][t];
+                    }
                 }
             }
         }
@@ -195,7 +221,9 @@ void weightGrad(uint inv) {
         int od0 = int(r % dblocks) * TD;
         uint n = r / dblocks;
         int w0 = int(bw) * TX;
-        uint base = (n * p.blocks.w + ch) * p.size.w;
+        uint base = (n * p.blocks.w + ch) * p.size.w; // dy's plane
+        bool second = false;
+        uint xBase = JOIN == 1 ? joined(n, ch, second) : base;
 
         float g[TD][TY][TX];
         [[unroll]] for (int j = 0; j < TD; j++) {
@@ -233,7 +261,7 @@ void weightGrad(uint inv) {
                     continue;
                 }
                 float seg[SEG];
-                segment(base, gd, gh, w0, seg);
+                segment(JOIN == 1 && second, xBase, gd, gh, w0, seg);
                 [[unroll]] for (int j = 0; j < TD; j++) {
                     int kd = q - j;
                     if (kd < 0 || kd >= K) {

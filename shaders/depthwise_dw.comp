@@ -15,6 +15,9 @@
 // columns of TD output voxels and keeps TB + 1 running sums in registers. At the end a
 // fixed two-level tree sums the invocations, RG sums at a time, in the same
 // shared memory, which is SH floats (the larger of the halo and RG·WG).
+//
+// With JOIN, x is the channel concatenation of two tensors, read in place:
+// the first p.split channels are in x, the others in x2.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;
@@ -25,6 +28,7 @@ layout(constant_id = 5) const uint KDB = 3; // kernel planes per block
 layout(constant_id = 6) const uint RG = 27; // taps per reduction round
 layout(constant_id = 7) const uint SH = 6912;
 layout(constant_id = 8) const uint TX = 1; // output columns per invocation along W
+layout(constant_id = 9) const bool JOIN = false;
 
 const uint TW = WX * TX; // tile width
 
@@ -44,6 +48,7 @@ const uint SEG = WG / S;  // values each of them adds
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer DY { float dy[]; };
 layout(std430, binding = 2) writeonly buffer P { float partial[]; };
+layout(std430, binding = 3) readonly buffer X2 { float x2[]; }; // JOIN
 layout(push_constant) uniform Push {
     uint n, c;
     uint d, h, w;
@@ -51,6 +56,7 @@ layout(push_constant) uniform Push {
     uint blocks;        // kernel-plane blocks per channel
     uint chunks;        // tile chunks per (channel, block)
     uint tilesPerChunk;
+    uint split;         // JOIN: channels of x
 } p;
 
 shared float sh[SH];
@@ -86,7 +92,9 @@ void main() {
         uint ty = t / p.tilesX;
         uint tx = t - ty * p.tilesX;
         int x0 = int(tx * TW), y0 = int(ty * TH), z0 = int(tz * TD);
-        uint base = (nb * p.c + ch) * vol; // x's and dy's plane
+        uint base = (nb * p.c + ch) * vol; // dy's plane
+        bool second = JOIN && ch >= p.split;
+        uint xBase = !JOIN ? base : second ? (nb * (p.c - p.split) + ch - p.split) * vol : (nb * p.split + ch) * vol;
 
         // The tile's x halo and dy column are loaded into registers, every
         // load issued from a clamped address before the barrier that waits
@@ -102,7 +110,8 @@ void main() {
             int gy = y0 + int(hy) - PAD;
             int gx = x0 + int(hx) - PAD;
             bool inside = gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w);
-            hv[k] = x[inside ? base + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : base];
+            uint at = inside ? xBase + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : xBase;
+            hv[k] = second ? x2[at] : x[at];
             hv[k] = inside ? hv[k] : 0.0;
         }
         uint oy = uint(y0) + ly;

@@ -132,17 +132,41 @@ func (b *builder) conv(scope string, perDomain bool, x *act, cout int, k, s, bef
 	return y
 }
 
-// depthwise is a per-channel k³ convolution with bias, same padding.
-func (b *builder) depthwise(scope string, x *act) *act {
+// depthwise is a per-channel k³ convolution with bias, same padding, of x
+// or, when x2 is not nil, of the channel concatenation of x and x2, which
+// it reads in place.
+func (b *builder) depthwise(scope string, x, x2 *act) *act {
 	const k = 3
-	w := b.param(scope, true, "weight", kindWeight, k*k*k, x.c, 1, k, k, k)
-	bias := b.param(scope, true, "bias", kindBias, k*k*k, x.c)
-	y := b.newAct(x.c, x.size)
+	c := x.c
+	if x2 != nil {
+		c += x2.c
+	}
+	w := b.param(scope, true, "weight", kindWeight, k*k*k, c, 1, k, k, k)
+	bias := b.param(scope, true, "bias", kindBias, k*k*k, c)
+	y := b.newAct(c, x.size)
 	if b.declare || b.err != nil {
 		return y
 	}
-	p := ref.DepthwiseParams{N: b.n, C: x.c, Size: x.size, Kernel: k}
+	p := ref.DepthwiseParams{N: b.n, C: c, Size: x.size, Kernel: k}
 	g := b.g
+	if x2 != nil {
+		g.step(y, []*act{x, x2}, func(e ops.Engine) error {
+			return e.DepthwiseConv3dJoined(p, x.c, x.v, x2.v, g.val(w), g.val(bias), y.v)
+		},
+			func(e ops.Engine) error {
+				dx, done := g.gradOut(x)
+				dx2, done2 := g.gradOut(x2)
+				if err := e.DepthwiseConv3dJoinedBackward(p, x.c, x.v, x2.v, g.val(w), y.g, dx, dx2,
+					g.grad(w), g.grad(bias)); err != nil {
+					return err
+				}
+				if err := done(e); err != nil {
+					return err
+				}
+				return done2(e)
+			})
+		return y
+	}
 	g.step(y, []*act{x}, func(e ops.Engine) error { return e.DepthwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x)
@@ -319,15 +343,20 @@ func (b *builder) concat(x1, x2 *act) *act {
 // unit is the network's conv unit (cin → cout) and the activation that
 // follows it everywhere, act(res + unit(x)) where res (the residual block's
 // input) is not nil; the residual and the activation are fused into the
-// unit's last norm.
+// unit's last norm. When x2 is not nil the unit's input is the channel
+// concatenation of x and x2: the universal unit's depthwise convolution
+// reads the two in place, the dense units concatenate them.
 // Universal: [D] depthwise 3³ → [D] IN → act → [S] pointwise → [D] IN.
 // Shared and independent: dense conv k³ → [D] IN.
-func (b *builder) unit(scope string, x *act, cout, k int, res *act) *act {
+func (b *builder) unit(scope string, x, x2 *act, cout, k int, res *act) *act {
 	if b.cfg.Mode == ModeUniversal {
-		h := b.depthwise(scope+".dw", x)
+		h := b.depthwise(scope+".dw", x, x2)
 		h = b.norm(scope+".dwnorm", h, nil, true)
 		h = b.pointwise(scope+".pw", false, h, cout)
 		return b.norm(scope+".norm", h, res, true)
+	}
+	if x2 != nil {
+		x = b.concat(x, x2)
 	}
 	pad := ref.Dims3{k / 2, k / 2, k / 2}
 	h := b.conv(scope+".conv", false, x, cout, ref.Dims3{k, k, k}, ref.Dims3{1, 1, 1}, pad, pad)
@@ -353,8 +382,8 @@ func (b *builder) define(x *act) *act {
 		if cfg.Residual {
 			res = h
 		}
-		a := b.unit(scope+".u1", h, c, 3, nil)
-		skips[i] = b.unit(scope+".u2", a, c, 3, res)
+		a := b.unit(scope+".u1", h, nil, c, 3, nil)
+		skips[i] = b.unit(scope+".u2", a, nil, c, 3, res)
 		if i == L-1 {
 			break
 		}
@@ -383,15 +412,14 @@ func (b *builder) define(x *act) *act {
 			up = b.convTranspose(scope+".up.tconv", deeper, c, s)
 			up = b.norm(scope+".up.norm", up, nil, true)
 		} else {
-			up = b.unit(scope+".up", b.upsample(deeper, s), c, 3, nil)
+			up = b.unit(scope+".up", b.upsample(deeper, s), nil, c, 3, nil)
 		}
-		h := b.concat(up, skips[i])
-		h = b.unit(scope+".u1", h, c, 3, nil)
+		h := b.unit(scope+".u1", up, skips[i], c, 3, nil)
 		k := 3
 		if cfg.Mode != ModeUniversal {
 			k = 1 // the reference's dense decoders end with a 1×1×1 unit
 		}
-		h = b.unit(scope+".u2", h, c, k, nil)
+		h = b.unit(scope+".u2", h, nil, c, k, nil)
 		outs[i] = h
 		deeper = h
 	}
