@@ -79,7 +79,7 @@ func (c *CPU) AllocPacked(lens []int) (*Tensor, []*Tensor, error) {
 
 // Free implements Engine.
 func (c *CPU) Free(t *Tensor) {
-	if t == nil || (t.f == nil && t.l == nil) {
+	if t == nil || t.accumulate || (t.f == nil && t.l == nil) {
 		return
 	}
 	if !t.part {
@@ -152,8 +152,30 @@ func (c *CPU) owned(op string, ts ...*Tensor) error {
 		if t != nil && t.owner != c {
 			return fmt.Errorf("ops.%s: a tensor belongs to another engine", op)
 		}
+		if t != nil && t.accumulate {
+			return fmt.Errorf("ops.%s: an accumulating view (ops.Accumulate) is given where only input gradients take one", op)
+		}
 	}
 	return nil
+}
+
+// gradInto returns where a backward method writes the input gradient dx,
+// which may be an accumulating view, and a function to call afterwards:
+// dx's own elements, or a scratch slice that the function then adds to
+// them.
+func (c *CPU) gradInto(op string, dx *Tensor) ([]float32, func(), error) {
+	if dx == nil || !dx.accumulate {
+		return f(dx), func() {}, c.owned(op, dx)
+	}
+	if dx.owner != c {
+		return nil, nil, fmt.Errorf("ops.%s: a tensor belongs to another engine", op)
+	}
+	tmp := make([]float32, dx.n)
+	return tmp, func() {
+		for i, v := range tmp {
+			dx.f[i] += v
+		}
+	}, nil
 }
 
 // Fill implements Engine.
@@ -221,10 +243,19 @@ func (c *CPU) DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error {
 
 // DepthwiseConv3dBackward implements Engine.
 func (c *CPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, db *Tensor) error {
-	if err := c.owned("DepthwiseConv3dBackward", x, w, dy, dx, dw, db); err != nil {
+	const op = "DepthwiseConv3dBackward"
+	if err := c.owned(op, x, w, dy, dw, db); err != nil {
 		return err
 	}
-	return ref.DepthwiseConv3dBackward(p, f(x), f(w), f(dy), f(dx), f(dw), f(db))
+	into, added, err := c.gradInto(op, dx)
+	if err != nil {
+		return err
+	}
+	if err := ref.DepthwiseConv3dBackward(p, f(x), f(w), f(dy), into, f(dw), f(db)); err != nil {
+		return err
+	}
+	added()
+	return nil
 }
 
 // DepthwiseConv3dJoined implements Engine: the reference convolves the
@@ -269,7 +300,14 @@ func (c *CPU) DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1
 	if dx == nil {
 		return nil
 	}
-	return ref.Split(cp, dx, [][]float32{f(dx1), f(dx2)})
+	into1, added1, _ := c.gradInto(op, dx1)
+	into2, added2, _ := c.gradInto(op, dx2)
+	if err := ref.Split(cp, dx, [][]float32{into1, into2}); err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	added1()
+	added2()
+	return nil
 }
 
 // PointwiseConv3d implements Engine.
@@ -298,10 +336,19 @@ func (c *CPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 
 // Conv3dBackward implements Engine.
 func (c *CPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error {
-	if err := c.owned("Conv3dBackward", x, w, dy, dx, dw, db); err != nil {
+	const op = "Conv3dBackward"
+	if err := c.owned(op, x, w, dy, dw, db); err != nil {
 		return err
 	}
-	return ref.Conv3dBackward(p, f(x), f(w), f(dy), f(dx), f(dw), f(db))
+	into, added, err := c.gradInto(op, dx)
+	if err != nil {
+		return err
+	}
+	if err := ref.Conv3dBackward(p, f(x), f(w), f(dy), into, f(dw), f(db)); err != nil {
+		return err
+	}
+	added()
+	return nil
 }
 
 // ConvTranspose3d implements Engine.

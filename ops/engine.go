@@ -60,6 +60,25 @@ type Tensor struct {
 	l     []int32   // CPU engine, labels
 	part  bool      // CPU engine: a part of a packed tensor, freed with it
 	gpu   gpuTensor // GPU engine
+	// accumulate marks a view made by Accumulate.
+	accumulate bool
+}
+
+// Accumulate returns a view of t through which the backward methods that
+// take it add their input gradient to t's contents instead of overwriting
+// them: dx of Conv3dBackward and DepthwiseConv3dBackward, dx1 and dx2 of
+// DepthwiseConv3dJoinedBackward. A gradient with several contributions is
+// then summed where it is written, where a scratch tensor and an Add would
+// write, read and read again a tensor of its size. The sum is t + the
+// contribution, rounded once: the bits of Add. Every other argument
+// refuses the view; Free ignores it.
+func Accumulate(t *Tensor) *Tensor {
+	if t == nil {
+		return nil
+	}
+	v := *t
+	v.accumulate = true
+	return &v
 }
 
 // Len returns the number of elements.
@@ -178,8 +197,9 @@ func packLayout(lens []int, align int) (offsets []int, total int, err error) {
 }
 
 // checkTensor reports an error unless t belongs to e, has the element type
-// and, when want ≥ 0, want elements. A nil t is an error unless optional.
-func checkTensor(e Engine, op, name string, t *Tensor, dtype DType, want int, optional bool) error {
+// and, when want ≥ 0, want elements. A nil t is an error unless optional,
+// an accumulating view unless accumulates.
+func checkTensor(e Engine, op, name string, t *Tensor, dtype DType, want int, optional, accumulates bool) error {
 	if t == nil {
 		if optional {
 			return nil
@@ -195,6 +215,9 @@ func checkTensor(e Engine, op, name string, t *Tensor, dtype DType, want int, op
 	if want >= 0 && t.n != want {
 		return fmt.Errorf("ops.%s: %s has %d elements, want %d", op, name, t.n, want)
 	}
+	if t.accumulate && !accumulates {
+		return fmt.Errorf("ops.%s: %s is an accumulating view (ops.Accumulate), which only input gradients take", op, name)
+	}
 	return nil
 }
 
@@ -205,11 +228,18 @@ type arg struct {
 	want     int // -1: any length
 	optional bool
 	labels   bool
+	// accumulates: an input gradient, which may be an accumulating view.
+	accumulates bool
 }
 
 func in(name string, t *Tensor, want int) arg { return arg{name: name, t: t, want: want} }
 func opt(name string, t *Tensor, want int) arg {
 	return arg{name: name, t: t, want: want, optional: true}
+}
+
+// grad is an optional input gradient, which may be an accumulating view.
+func grad(name string, t *Tensor, want int) arg {
+	return arg{name: name, t: t, want: want, optional: true, accumulates: true}
 }
 func labels(name string, t *Tensor, want int) arg {
 	return arg{name: name, t: t, want: want, labels: true}
@@ -227,7 +257,7 @@ func checkArgs(e Engine, op string, v interface{ Validate() error }, args ...arg
 		if a.labels {
 			dt = Int32
 		}
-		if err := checkTensor(e, op, a.name, a.t, dt, a.want, a.optional); err != nil {
+		if err := checkTensor(e, op, a.name, a.t, dt, a.want, a.optional, a.accumulates); err != nil {
 			return err
 		}
 	}
@@ -266,5 +296,5 @@ func checkJoined(e Engine, op string, p ref.DepthwiseParams, split int, x1, x2, 
 			op, dx1 != nil, dx2 != nil)
 	}
 	n1, n2 := p.N*split*p.Size.Voxels(), p.N*(p.C-split)*p.Size.Voxels()
-	return cp, checkArgs(e, op, nil, in("x1", x1, n1), in("x2", x2, n2), opt("dx1", dx1, n1), opt("dx2", dx2, n2))
+	return cp, checkArgs(e, op, nil, in("x1", x1, n1), in("x2", x2, n2), grad("dx1", dx1, n1), grad("dx2", dx2, n2))
 }

@@ -76,7 +76,7 @@ type kernelKey struct {
 
 const (
 	maxKernelBindings = 10
-	maxKernelSpec     = 12
+	maxKernelSpec     = 16
 )
 
 // sinkSlots is the number of unwanted-output slots.
@@ -214,7 +214,7 @@ func (g *GPU) AllocPacked(lens []int) (*Tensor, []*Tensor, error) {
 // Free implements Engine. Work already recorded may still use the tensor,
 // so its memory returns to the pool after the next Sync.
 func (g *GPU) Free(t *Tensor) {
-	if t == nil || t.gpu.buf == nil {
+	if t == nil || t.accumulate || t.gpu.buf == nil {
 		return
 	}
 	g.retired = append(g.retired, t.gpu.buf)

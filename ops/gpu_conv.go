@@ -233,14 +233,14 @@ const (
 
 // convGEMM records conv_gemm in the given mode. a, b and c are the A, B and
 // C operands of that mode (see conv_gemm.comp); bias is nil or has an
-// element per output row.
-func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.Buffer) error {
+// element per output row. With acc the product is added to c's contents.
+func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.Buffer, acc bool) error {
 	label := op
 	if g.timed {
 		label = op + productSep + gemmProducts[mode]
 	}
 	if g.directGEMM(geo) {
-		return g.convDirect(op, label, mode, geo, a, b, bias, c)
+		return g.convDirect(op, label, mode, geo, a, b, bias, c, acc)
 	}
 	taps := geo.ks.Voxels()
 	xvox, yvox := geo.xs.Voxels(), geo.ys.Voxels()
@@ -290,8 +290,10 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 	if geo.pointwise() {
 		pw = 1
 	}
-	kern, err := g.kernel("conv_gemm", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}, 128,
-		uint32(t.wg()), 1, 1, uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.TM), uint32(t.TN), mode, pw)
+	// Split, the partials are added to c by conv_splitk.
+	direct := acc && splits == 1
+	kern, err := g.kernel("conv_gemm", []vk.Access{vk.Read, vk.Read, vk.Read, resultAccess(direct)}, 128,
+		uint32(t.wg()), 1, 1, uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.TM), uint32(t.TN), mode, pw, b32(direct))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -312,13 +314,23 @@ func (g *GPU) convGEMM(op string, mode uint32, geo convGeom, a, b, bias, c *vk.B
 		Tiles: [4]uint32{uint32(tilesM), uint32(tilesN), uint32(phases), 0},
 	}
 	grid := [3]uint32{uint32(gx), uint32(gy), 1}
-	return g.dispatchSplit(op, label, kern, grid, push, splits, cLen, a, b, bias, c)
+	return g.dispatchSplit(op, label, kern, grid, push, splits, cLen, a, b, bias, c, acc)
+}
+
+// resultAccess is the access of a kernel's result binding: written, or
+// read and written when the kernel adds to it.
+func resultAccess(acc bool) vk.Access {
+	if acc {
+		return vk.ReadWrite
+	}
+	return vk.Write
 }
 
 // dispatchSplit records k, bound to x, y, z and its result c of n floats:
 // into c when splits is 1, else into splits rows of partials (one per
-// split, n floats apart) that conv_splitk adds in a fixed order.
-func (g *GPU) dispatchSplit(op, label string, k *vk.Kernel, grid [3]uint32, push any, splits, n int, x, y, z, c *vk.Buffer) error {
+// split, n floats apart) that conv_splitk adds in a fixed order. With acc
+// the sums are added to c's contents (when splits is 1, k adds them).
+func (g *GPU) dispatchSplit(op, label string, k *vk.Kernel, grid [3]uint32, push any, splits, n int, x, y, z, c *vk.Buffer, acc bool) error {
 	if splits == 1 {
 		return g.dispatchAs(op, label, k, grid, push, x, y, z, c)
 	}
@@ -329,18 +341,19 @@ func (g *GPU) dispatchSplit(op, label string, k *vk.Kernel, grid [3]uint32, push
 	if err := g.dispatchAs(op, label, k, grid, push, x, y, z, part); err != nil {
 		return err
 	}
-	return g.splitSum(op, label, part, c, n, splits, n, 0)
+	return g.splitSum(op, label, part, c, n, splits, acc)
 }
 
-// splitSum records conv_splitk: out[i] = Σ_s part[offset + s·stride + i]
-// for i < n, s < splits, summed in a fixed order.
-func (g *GPU) splitSum(op, label string, part, out *vk.Buffer, n, splits, stride, offset int) error {
-	return g.splitSum2(op, label, part, out, n, nil, 0, splits, stride, offset)
+// splitSum records conv_splitk: out[i] = Σ_s part[s·n + i] for i < n,
+// s < splits, summed in a fixed order; with acc, added to out[i].
+func (g *GPU) splitSum(op, label string, part, out *vk.Buffer, n, splits int, acc bool) error {
+	return g.splitSum2(op, label, part, out, n, nil, 0, splits, n, 0, acc)
 }
 
 // splitSum2 is splitSum into two results in one dispatch: the first n1
-// sums into out1, the next n2 (when out2 is not nil) into out2.
-func (g *GPU) splitSum2(op, label string, part, out1 *vk.Buffer, n1 int, out2 *vk.Buffer, n2, splits, stride, offset int) error {
+// sums into out1 (with acc, added to it), the next n2 (when out2 is not
+// nil) into out2; split s's partials start at offset + s·stride.
+func (g *GPU) splitSum2(op, label string, part, out1 *vk.Buffer, n1 int, out2 *vk.Buffer, n2, splits, stride, offset int, acc bool) error {
 	if out2 == nil {
 		out2, n2 = g.discard(), 0
 	}
@@ -356,7 +369,8 @@ func (g *GPU) splitSum2(op, label string, part, out1 *vk.Buffer, n1 int, out2 *v
 		lanes *= 2
 	}
 	wg := tuned(g, elementwiseWG, splitkWGCPU)
-	sum, err := g.kernel("conv_splitk", []vk.Access{g.input(false), vk.Write, vk.Write}, 20, uint32(wg), 1, 1, uint32(lanes))
+	sum, err := g.kernel("conv_splitk", []vk.Access{g.input(false), resultAccess(acc), vk.Write}, 20,
+		uint32(wg), 1, 1, uint32(lanes), b32(acc))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -377,7 +391,7 @@ func bufOrNil(t *Tensor) *vk.Buffer {
 // ChannelSum. Absent gradients are skipped.
 func (g *GPU) convBackward(op string, geo convGeom, x, w, dy, dx, dw, db *Tensor) error {
 	if dx != nil {
-		if err := g.convGEMM(op, gemmDgrad, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf); err != nil {
+		if err := g.convGEMM(op, gemmDgrad, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf, dx.accumulate); err != nil {
 			return err
 		}
 	}
@@ -388,7 +402,7 @@ func (g *GPU) convBackward(op string, geo convGeom, x, w, dy, dx, dw, db *Tensor
 		if db != nil && g.directGEMM(geo) {
 			dbDirect, db = db.gpu.buf, nil
 		}
-		if err := g.convGEMM(op, gemmWgrad, geo, dy.gpu.buf, x.gpu.buf, dbDirect, dw.gpu.buf); err != nil {
+		if err := g.convGEMM(op, gemmWgrad, geo, dy.gpu.buf, x.gpu.buf, dbDirect, dw.gpu.buf, false); err != nil {
 			return err
 		}
 	}
@@ -426,7 +440,7 @@ func (g *GPU) PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error {
 	if smallPointwise(p.Cin, p.Cout) {
 		return g.pointwiseSmall(op, p.N, p.Cin, p.Cout, p.Size.Voxels(), false, x.gpu.buf, w.gpu.buf, bufOrNil(b), y.gpu.buf)
 	}
-	return g.convGEMM(op, gemmFwd, pointwiseGeom(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
+	return g.convGEMM(op, gemmFwd, pointwiseGeom(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf, false)
 }
 
 // pointwiseSmallMax bounds the channels of the memory-bound pointwise kernel:
@@ -602,7 +616,7 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 		return err
 	}
 	// A row holds dw's sums and then db's: one dispatch adds both.
-	return g.splitSum2(op, op, part, dw.gpu.buf, p.Cout*p.Cin, bufOrNil(db), p.Cout, chunks, stride, 0)
+	return g.splitSum2(op, op, part, dw.gpu.buf, p.Cout*p.Cin, bufOrNil(db), p.Cout, chunks, stride, 0, false)
 }
 
 // Conv3d implements Engine as an implicit GEMM (M = Cout, N = batch·output
@@ -614,7 +628,7 @@ func (g *GPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
-	return g.convGEMM(op, gemmFwd, convGeomOf(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
+	return g.convGEMM(op, gemmFwd, convGeomOf(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf, false)
 }
 
 // Conv3dBackward implements Engine. dx gathers over the output positions
@@ -625,7 +639,7 @@ func (g *GPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 func (g *GPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error {
 	const op = "Conv3dBackward"
 	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
-		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}
@@ -646,7 +660,7 @@ func (g *GPU) ConvTranspose3d(p ref.ConvTransposeParams, x, w, b, y *Tensor) err
 	if tapsOnly(p) {
 		return g.convTaps(op, p, tapsUp, x, w, b, y)
 	}
-	return g.convGEMM(op, gemmDgrad, transposeGeom(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf)
+	return g.convGEMM(op, gemmDgrad, transposeGeom(p), w.gpu.buf, x.gpu.buf, bufOrNil(b), y.gpu.buf, false)
 }
 
 // convTapsMax bounds the taps of conv_taps: each invocation keeps four
@@ -730,12 +744,12 @@ func (g *GPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, d
 			return err
 		}
 	} else if dx != nil {
-		if err := g.convGEMM(op, gemmFwd, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf); err != nil {
+		if err := g.convGEMM(op, gemmFwd, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf, false); err != nil {
 			return err
 		}
 	}
 	if dw != nil {
-		if err := g.convGEMM(op, gemmWgrad, geo, x.gpu.buf, dy.gpu.buf, nil, dw.gpu.buf); err != nil {
+		if err := g.convGEMM(op, gemmWgrad, geo, x.gpu.buf, dy.gpu.buf, nil, dw.gpu.buf, false); err != nil {
 			return err
 		}
 	}

@@ -61,9 +61,10 @@ type pushDirect struct {
 	CH, Split [4]uint32
 }
 
-// convDirect records conv_direct for one product of geo; a, b, bias and c
-// are convGEMM's operands (bias nil or an element per result channel).
-func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias, c *vk.Buffer) error {
+// convDirect records conv_direct for one product of geo; a, b, bias, c and
+// acc are convGEMM's (bias nil or an element per result channel; acc only
+// with the forward product or the data gradient).
+func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias, c *vk.Buffer, acc bool) error {
 	taps := geo.ks.Voxels()
 	push := pushDirect{
 		XS:  dims4(geo.xs, geo.xs.Voxels()),
@@ -143,9 +144,12 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 		invocs = perSplit * splits
 	}
 	push.CH[3] = uint32(invocs)
-	kern, err := g.kernel("conv_direct", []vk.Access{g.input(src4), g.input(dy4), vk.Read, vk.Write}, 96,
+	if acc && mode == gemmWgrad {
+		return fmt.Errorf("ops.%s: conv_direct cannot add a weight gradient to its result", op)
+	}
+	kern, err := g.kernel("conv_direct", []vk.Access{g.input(src4), g.input(dy4), vk.Read, resultAccess(acc)}, 96,
 		directWG, uint32(cob), uint32(tx), uint32(geo.ks[2]), uint32(geo.ks[1]), uint32(geo.st[2]), uint32(geo.pb[2]),
-		mode, b32(bias != nil), uint32(ty), uint32(max(wkd, 1)), b32(src4), b32(dy4), uint32(cib))
+		mode, b32(bias != nil), uint32(ty), uint32(max(wkd, 1)), b32(src4), b32(dy4), uint32(cib), b32(acc))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -161,10 +165,10 @@ func (g *GPU) convDirect(op, label string, mode uint32, geo convGeom, a, b, bias
 			return err
 		}
 		n := geo.c1 * geo.c0 * taps
-		return g.splitSum2(op, label, part, c, n, bias, geo.c1, splits, partLen, 0)
+		return g.splitSum2(op, label, part, c, n, bias, geo.c1, splits, partLen, 0, false)
 	}
 	if bias == nil {
 		bias = g.dummy
 	}
-	return g.dispatchSplit(op, label, kern, grid, push, splits, partLen, b, a, bias, c)
+	return g.dispatchSplit(op, label, kern, grid, push, splits, partLen, b, a, bias, c, acc)
 }

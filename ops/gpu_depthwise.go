@@ -99,6 +99,19 @@ func (g *GPU) dwJoin(c int, x, y dwPlanes) (join uint32, split int, x2, y2 *vk.B
 	return join, split, x2, y2
 }
 
+// accumulates returns a kernel's ACC specialization for output y (bit 1:
+// its first part is an accumulating view, bit 2: its second) and the
+// accesses of the two parts' bindings.
+func (y dwPlanes) accumulates() (acc uint32, first, second vk.Access) {
+	if y.first != nil && y.first.accumulate {
+		acc |= 1
+	}
+	if y.second != nil && y.second.accumulate {
+		acc |= 2
+	}
+	return acc, resultAccess(acc&1 != 0), resultAccess(acc&2 != 0)
+}
+
 type pushDepthwise struct {
 	Planes, C, D, H, W     uint32
 	TilesX, TilesY, TilesZ uint32
@@ -128,8 +141,9 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *
 	// condition it cost lavapipe 25% of the kernel's time (3.8 against
 	// 3.0 ms at 1×8×32³).
 	join, split, x2, y2 := g.dwJoin(p.C, x, y)
-	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write, vk.Read, vk.Write}, 36,
-		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx), join)
+	acc, y1Access, y2Access := y.accumulates()
+	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, y1Access, vk.Read, y2Access}, 36,
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx), join, acc)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -195,7 +209,7 @@ type pushDepthwiseDWSum struct {
 func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, db *Tensor) error {
 	const op = "DepthwiseConv3dBackward"
 	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
-		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}

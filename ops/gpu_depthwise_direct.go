@@ -69,9 +69,10 @@ func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b
 	invocs := p.N * p.C * ceilDiv(p.Size[0], td) * bh * bw
 	vec4 := p.Size[2]%4 == 0
 	join, split, x2, y2 := g.dwJoin(p.C, x, y)
+	acc, y1Access, y2Access := y.accumulates()
 	kern, err := g.kernel("depthwise_direct",
-		[]vk.Access{g.input(vec4), g.input(false), vk.Read, vk.Write, g.input(vec4), vk.Write}, 52,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(vec4), uint32(td), join)
+		[]vk.Access{g.input(vec4), g.input(false), vk.Read, y1Access, g.input(vec4), y2Access}, 52,
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(vec4), uint32(td), join, acc)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -55,6 +55,9 @@ layout(constant_id = 11) const bool SRC4 = false;
 layout(constant_id = 12) const bool DY4 = false;
 // FWD, DGRAD: source channels per step.
 layout(constant_id = 13) const uint CIB = 1;
+// FWD, DGRAD: the results are added to dst's contents (an input gradient's
+// second contribution) rather than stored over them.
+layout(constant_id = 14) const bool ACC = false;
 
 const uint FWD = 0;
 const uint DGRAD = 1;
@@ -73,7 +76,7 @@ const int DSEG = (TX - 1 + PW + QS) / SW - QS / SW - DLO + 1;
 INPUT(0, src) // FWD, WGRAD: x; DGRAD: y
 INPUT(1, wt)  // FWD, DGRAD: w; WGRAD: y
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
-layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // FWD: y; DGRAD: x; WGRAD: partials
+layout(std430, binding = 3) buffer Dst { float dst[]; }; // FWD: y; DGRAD: x; WGRAD: partials (written only, unless ACC)
 
 layout(push_constant) uniform Push {
     uvec4 xs;   // x spatial d, h, w and voxels
@@ -253,7 +256,8 @@ void fwdOrDgrad(uint inv) {
             uint base = (((b * cRes + co) * rs.x + uint(od)) * rs.y + uint(oh)) * rs.z;
             [[unroll]] for (int j = 0; j < TX; j++) {
                 if (ow0 + j < int(rs.z)) {
-                    dst[base + uint(ow0 + j)] = acc[c][y][j];
+                    uint at = base + uint(ow0 + j);
+                    dst[at] = ACC ? dst[at] + acc[c][y][j] : acc[c][y][j];
                 }
             }
         }

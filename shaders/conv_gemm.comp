@@ -36,6 +36,8 @@
 // out of shared memory, the next step's elements are already being loaded
 // into registers, so the multiply does not wait for global memory.
 // Accumulation is fp32 in a fixed order: results are bit-reproducible.
+// With ACC the results are added to C's contents (an input gradient's second
+// contribution) rather than stored over them.
 //
 // Index math is kept out of the inner loops: a gathered address splits into
 // a voxel part (batch, output position) and a tap part (channel, kernel
@@ -55,6 +57,7 @@ layout(constant_id = 6) const uint TM = 4;
 layout(constant_id = 7) const uint TN = 4;
 layout(constant_id = 8) const uint MODE = 0;
 layout(constant_id = 9) const bool POINTWISE = false;
+layout(constant_id = 10) const bool ACC = false;
 
 const uint FWD = 0;
 const uint DGRAD = 1;
@@ -63,7 +66,11 @@ const uint WGRAD = 2;
 layout(std430, binding = 0) readonly buffer ABuf { float abuf[]; };
 layout(std430, binding = 1) readonly buffer BBuf { float bbuf[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
-layout(std430, binding = 3) writeonly buffer CBuf { float cbuf[]; };
+layout(std430, binding = 3) buffer CBuf { float cbuf[]; }; // written only, unless ACC
+
+void store(uint i, float v) {
+    cbuf[i] = ACC ? cbuf[i] + v : v;
+}
 
 layout(push_constant) uniform Push {
     uvec4 xs;    // x spatial size d, h, w and voxels
@@ -398,14 +405,14 @@ void main() {
             float v = acc[i * TN + j] + bm;
             if (MODE == FWD) {
                 uint b = n / p.ys.w;
-                cbuf[cOff + (b * c1 + m) * p.ys.w + (n - b * p.ys.w)] = v;
+                store(cOff + (b * c1 + m) * p.ys.w + (n - b * p.ys.w), v);
             } else if (MODE == DGRAD) {
                 uint pv = pn.x * pn.y * pn.z;
                 uint b = n / pv;
                 uvec3 i3 = phase + split3(n - b * pv, pn) * stv;
-                cbuf[cOff + (b * c0 + m) * p.xs.w + uint(flat3(ivec3(i3), p.xs.xyz))] = v;
+                store(cOff + (b * c0 + m) * p.xs.w + uint(flat3(ivec3(i3), p.xs.xyz)), v);
             } else {
-                cbuf[cOff + m * N + n] = v;
+                store(cOff + m * N + n, v);
             }
         }
     }

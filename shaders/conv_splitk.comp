@@ -8,16 +8,18 @@
 // fill the device): lane r adds the partials s ≡ r (mod R) in order, then
 // the lanes meet in a fixed tree in shared memory. Deterministic, no
 // atomics; a product of few elements split many ways (a weight gradient)
-// still spreads over many invocations.
+// still spreads over many invocations. With ACC the first result's sums
+// are added to its contents (an input gradient's second contribution).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WG = 256;
 layout(constant_id = 3) const uint R = 1;
+layout(constant_id = 4) const bool ACC = false;
 
 const uint OUT = WG / R; // elements per workgroup
 
 #include "inputs.glsl"
 INPUT(0, part)
-layout(std430, binding = 1) writeonly buffer Out { float outv[]; };
+layout(std430, binding = 1) buffer Out { float outv[]; }; // written only, unless ACC
 layout(std430, binding = 2) writeonly buffer Out2 { float out2[]; };
 layout(push_constant) uniform Push {
     uint n;      // elements of both results
@@ -54,7 +56,7 @@ void main() {
     }
     if (live && r == 0) {
         if (i < p.n1) {
-            outv[i] = s;
+            outv[i] = ACC ? outv[i] + s : s;
         } else {
             out2[i - p.n1] = s;
         }

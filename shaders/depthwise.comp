@@ -19,6 +19,8 @@
 // channels are in one, the others in the second. JOIN 1 joins the input
 // (x, x2): a convolution of a concatenation; JOIN 2 the output (y, y2): the
 // input gradient of one.
+// ACC adds the results to the output's contents (an input gradient's second
+// contribution) rather than storing over them: bit 1 to y's, bit 2 to y2's.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;  // tile height, = workgroup y
@@ -29,6 +31,7 @@ layout(constant_id = 5) const bool FLIP = false;
 layout(constant_id = 6) const bool BIAS = false; // b is read (never with FLIP)
 layout(constant_id = 7) const uint TX = 1;  // outputs per invocation along W
 layout(constant_id = 8) const uint JOIN = 0; // 0 none, 1 input, 2 output
+layout(constant_id = 9) const uint ACC = 0;
 
 const uint TW = WX * TX; // tile width
 
@@ -48,9 +51,9 @@ const bool WREG = KKK <= 27;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Wt { float w[]; };
 layout(std430, binding = 2) readonly buffer B { float b[]; };
-layout(std430, binding = 3) writeonly buffer Y { float y[]; };
-layout(std430, binding = 4) readonly buffer X2 { float x2[]; };  // JOIN 1
-layout(std430, binding = 5) writeonly buffer Y2 { float y2[]; }; // JOIN 2
+layout(std430, binding = 3) buffer Y { float y[]; }; // written only, unless ACC
+layout(std430, binding = 4) readonly buffer X2 { float x2[]; }; // JOIN 1
+layout(std430, binding = 5) buffer Y2 { float y2[]; };          // JOIN 2
 layout(push_constant) uniform Push {
     uint planes; // N·C
     uint c;      // channels (of y)
@@ -191,10 +194,11 @@ void main() {
                 uint oz = uint(z0) + j;
                 if (oz < p.d) {
                     uint at = yBase + (oz * p.h + oy) * p.w + ox;
+                    float v = acc[t * TD + j];
                     if (JOIN == 2 && second) {
-                        y2[at] = acc[t * TD + j];
+                        y2[at] = (ACC & 2) != 0 ? y2[at] + v : v;
                     } else {
-                        y[at] = acc[t * TD + j];
+                        y[at] = (ACC & 1) != 0 ? y[at] + v : v;
                     }
                 }
             }

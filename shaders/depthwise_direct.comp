@@ -29,6 +29,9 @@
 // written in place: the first p.split channels are in one, the others in
 // the second. JOIN 1 joins x (x, xb), in both modes; JOIN 2 MODE 0's
 // output (dst, dstb): the input gradient of a concatenation.
+// In MODE 0, ACC adds the results to the output's contents (an input
+// gradient's second contribution) rather than storing over them: bit 1 to
+// dst's, bit 2 to dstb's.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 16;
 layout(constant_id = 1) const int K = 3; // odd kernel size
@@ -45,6 +48,7 @@ layout(constant_id = 7) const bool VEC4 = false;
 // source planes (each meets them through different kd).
 layout(constant_id = 8) const int TD = 1;
 layout(constant_id = 9) const uint JOIN = 0; // 0 none, 1 x, 2 MODE 0's output
+layout(constant_id = 10) const uint ACC = 0;
 
 const int P = K / 2;
 const int KKK = K * K * K;
@@ -59,9 +63,9 @@ const int NV = (PV + SEG + 3) / 4;
 INPUT(0, x)  // MODE 0: x (or dy); 1: x
 INPUT(1, wt) // MODE 0: w; 1: dy
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
-layout(std430, binding = 3) writeonly buffer Dst { float dst[]; }; // MODE 0: y; 1: partials
+layout(std430, binding = 3) buffer Dst { float dst[]; }; // MODE 0: y; 1: partials (written only, unless ACC)
 INPUT(4, xb) // JOIN 1: x's second part
-layout(std430, binding = 5) writeonly buffer DstB { float dstb[]; }; // JOIN 2: y's second part
+layout(std430, binding = 5) buffer DstB { float dstb[]; }; // JOIN 2: y's second part
 
 layout(push_constant) uniform Push {
     uvec4 size;   // d, h, w, voxels per plane
@@ -184,10 +188,12 @@ void conv(uint inv) {
             uint row = yBase + (uint(od0 + j) * p.size.y + uint(h0 + i)) * p.size.z;
             [[unroll]] for (int t = 0; t < TX; t++) {
                 if (w0 + t < int(p.size.z)) {
+                    uint at = row + uint(w0 + t);
+                    float v = acc[j][i][t];
                     if (JOIN == 2 && second) {
-                        dstb[row + uint(w0 + t)] = acc[j][i][t];
+                        dstb[at] = (ACC & 2) != 0 ? dstb[at] + v : v;
                     } else {
-                        dst[row + uint(w0 + t)] = acc[j][i][t];
+                        dst[at] = (ACC & 1) != 0 ? dst[at] + v : v;
                     }
                 }
             }

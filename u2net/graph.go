@@ -245,15 +245,20 @@ func noop(ops.Engine) error { return nil }
 
 // gradOut returns the tensor a backward step should write a's gradient
 // contribution into, and a function to call afterwards. The first
-// contribution in the backward pass is written in place; later ones go to a
-// scratch tensor that is then added.
-func (g *graph) gradOut(a *act) (*ops.Tensor, func(ops.Engine) error) {
+// contribution in the backward pass is written in place; a later one is
+// added where it is written when the step's method adds (takes an
+// accumulating view, ops.Accumulate), else it goes to a scratch tensor
+// that is then added. Both give the same bits.
+func (g *graph) gradOut(a *act, adds bool) (*ops.Tensor, func(ops.Engine) error) {
 	if !g.training || !a.needGrad {
 		return nil, noop
 	}
 	if !a.gradWritten {
 		a.gradWritten = true
 		return a.g, noop
+	}
+	if adds {
+		return ops.Accumulate(a.g), noop
 	}
 	key := [2]int{a.g.Len(), g.tempSlot}
 	g.tempSlot++

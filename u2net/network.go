@@ -123,7 +123,7 @@ func (b *builder) conv(scope string, perDomain bool, x *act, cout int, k, s, bef
 	g := b.g
 	g.step(y, []*act{x}, func(e ops.Engine) error { return e.Conv3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
-			dx, done := g.gradOut(x)
+			dx, done := g.gradOut(x, true)
 			if err := e.Conv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
 				return err
 			}
@@ -154,8 +154,8 @@ func (b *builder) depthwise(scope string, x, x2 *act) *act {
 			return e.DepthwiseConv3dJoined(p, x.c, x.v, x2.v, g.val(w), g.val(bias), y.v)
 		},
 			func(e ops.Engine) error {
-				dx, done := g.gradOut(x)
-				dx2, done2 := g.gradOut(x2)
+				dx, done := g.gradOut(x, true)
+				dx2, done2 := g.gradOut(x2, true)
 				if err := e.DepthwiseConv3dJoinedBackward(p, x.c, x.v, x2.v, g.val(w), y.g, dx, dx2,
 					g.grad(w), g.grad(bias)); err != nil {
 					return err
@@ -169,7 +169,7 @@ func (b *builder) depthwise(scope string, x, x2 *act) *act {
 	}
 	g.step(y, []*act{x}, func(e ops.Engine) error { return e.DepthwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
-			dx, done := g.gradOut(x)
+			dx, done := g.gradOut(x, true)
 			if err := e.DepthwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
 				return err
 			}
@@ -190,7 +190,7 @@ func (b *builder) pointwise(scope string, perDomain bool, x *act, cout int) *act
 	g := b.g
 	g.step(y, []*act{x}, func(e ops.Engine) error { return e.PointwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
-			dx, done := g.gradOut(x)
+			dx, done := g.gradOut(x, false)
 			if err := e.PointwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
 				return err
 			}
@@ -212,7 +212,7 @@ func (b *builder) convTranspose(scope string, x *act, cout int, s ref.Dims3) *ac
 	g := b.g
 	g.step(y, []*act{x}, func(e ops.Engine) error { return e.ConvTranspose3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
-			dx, done := g.gradOut(x)
+			dx, done := g.gradOut(x, false)
 			if err := e.ConvTranspose3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
 				return err
 			}
@@ -254,11 +254,11 @@ func (b *builder) norm(scope string, x, res *act, leaky bool) *act {
 		return e.InstanceNorm3d(p, x.v, res.value(), g.val(gamma), g.val(beta), y.v, mean, invStd)
 	},
 		func(e ops.Engine) error {
-			dx, done := g.gradOut(x)
+			dx, done := g.gradOut(x, false)
 			var dr *ops.Tensor
 			doneR := noop
 			if res != nil {
-				dr, doneR = g.gradOut(res)
+				dr, doneR = g.gradOut(res, false)
 			}
 			if err := e.InstanceNorm3dBackward(p, x.v, res.value(), g.val(gamma), g.val(beta), mean, invStd, y.g, dx, dr,
 				g.grad(gamma), g.grad(beta)); err != nil {
@@ -282,7 +282,7 @@ func (b *builder) add(x1, x2 *act) *act {
 	g.step(y, []*act{x1, x2}, func(e ops.Engine) error { return e.Add(x1.v, x2.v, y.v) },
 		func(e ops.Engine) error {
 			for _, x := range []*act{x1, x2} {
-				dx, done := g.gradOut(x)
+				dx, done := g.gradOut(x, false)
 				if dx == nil {
 					continue
 				}
@@ -308,7 +308,7 @@ func (b *builder) upsample(x *act, f ref.Dims3) *act {
 	g := b.g
 	g.step(y, []*act{x}, func(e ops.Engine) error { return e.Upsample(p, x.v, y.v) },
 		func(e ops.Engine) error {
-			dx, done := g.gradOut(x)
+			dx, done := g.gradOut(x, false)
 			if err := e.UpsampleBackward(p, y.g, dx); err != nil {
 				return err
 			}
@@ -327,8 +327,8 @@ func (b *builder) concat(x1, x2 *act) *act {
 	g := b.g
 	g.step(y, []*act{x1, x2}, func(e ops.Engine) error { return e.Concat(p, []*ops.Tensor{x1.v, x2.v}, y.v) },
 		func(e ops.Engine) error {
-			d1, done1 := g.gradOut(x1)
-			d2, done2 := g.gradOut(x2)
+			d1, done1 := g.gradOut(x1, false)
+			d2, done2 := g.gradOut(x2, false)
 			if err := e.Split(p, y.g, []*ops.Tensor{d1, d2}); err != nil {
 				return err
 			}
