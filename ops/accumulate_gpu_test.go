@@ -20,6 +20,15 @@ var accumulateConvs = []ref.ConvParams{
 	{N: 1, Cin: 5, Cout: 160, In: d3(5, 6, 7), Kernel: d3(3, 3, 3), Stride: two3, PadAfter: one3},
 }
 
+// accumulateTransposed are transposed convolutions: kernel = stride
+// (conv_taps, both variants; rows whose results are vec4s on a CPU device)
+// and an overlapping kernel (the GEMM's forward product).
+var accumulateTransposed = []ref.ConvTransposeParams{
+	{N: 2, Cin: 7, Cout: 5, In: d3(2, 3, 4), Kernel: two3, Stride: two3},
+	{N: 1, Cin: 6, Cout: 5, In: d3(3, 2, 5), Kernel: d3(1, 2, 2), Stride: d3(1, 2, 2)},
+	{N: 1, Cin: 4, Cout: 5, In: d3(3, 4, 2), Kernel: d3(3, 3, 3), Stride: two3},
+}
+
 // accumulateDepthwise are depthwise shapes for the direct and the tile
 // kernels, joined at split (0: not joined).
 var accumulateDepthwise = []struct {
@@ -55,6 +64,19 @@ func accumulateCases(r *rand.Rand) []accumulateCase {
 			grads: []string{"dx"},
 			run: func(e Engine, t map[string]*Tensor, dx []*Tensor) error {
 				return e.Conv3dBackward(p, t["x"], t["w"], t["dy"], dx[0], t["dw"], t["db"])
+			},
+			tol: gemmTol,
+		})
+	}
+	for _, p := range accumulateTransposed {
+		cases = append(cases, accumulateCase{
+			name: fmt.Sprintf("transposed-%d→%d-%v-k%v-s%v", p.Cin, p.Cout, p.In, p.Kernel, p.Stride),
+			tensors: []tensorSpec{input("x", randn(r, p.InputLen())), input("w", randn(r, p.WeightLen())),
+				input("dy", randn(r, p.OutputLen())), inout("dx", randn(r, p.InputLen())),
+				output("dw", p.WeightLen()), output("db", p.BiasLen())},
+			grads: []string{"dx"},
+			run: func(e Engine, t map[string]*Tensor, dx []*Tensor) error {
+				return e.ConvTranspose3dBackward(p, t["x"], t["w"], t["dy"], dx[0], t["dw"], t["db"])
 			},
 			tol: gemmTol,
 		})

@@ -243,19 +243,9 @@ func (c *CPU) DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error {
 
 // DepthwiseConv3dBackward implements Engine.
 func (c *CPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, db *Tensor) error {
-	const op = "DepthwiseConv3dBackward"
-	if err := c.owned(op, x, w, dy, dw, db); err != nil {
-		return err
-	}
-	into, added, err := c.gradInto(op, dx)
-	if err != nil {
-		return err
-	}
-	if err := ref.DepthwiseConv3dBackward(p, f(x), f(w), f(dy), into, f(dw), f(db)); err != nil {
-		return err
-	}
-	added()
-	return nil
+	return c.backward("DepthwiseConv3dBackward", dx, []*Tensor{x, w, dy, dw, db}, func(dx []float32) error {
+		return ref.DepthwiseConv3dBackward(p, f(x), f(w), f(dy), dx, f(dw), f(db))
+	})
 }
 
 // DepthwiseConv3dJoined implements Engine: the reference convolves the
@@ -336,15 +326,23 @@ func (c *CPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 
 // Conv3dBackward implements Engine.
 func (c *CPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error {
-	const op = "Conv3dBackward"
-	if err := c.owned(op, x, w, dy, dw, db); err != nil {
+	return c.backward("Conv3dBackward", dx, []*Tensor{x, w, dy, dw, db}, func(dx []float32) error {
+		return ref.Conv3dBackward(p, f(x), f(w), f(dy), dx, f(dw), f(db))
+	})
+}
+
+// backward checks a backward method's tensors (others and its input
+// gradient dx, which may be an accumulating view) and runs its reference
+// pass, which writes dx's contribution into the slice it is given.
+func (c *CPU) backward(op string, dx *Tensor, others []*Tensor, run func(dx []float32) error) error {
+	if err := c.owned(op, others...); err != nil {
 		return err
 	}
 	into, added, err := c.gradInto(op, dx)
 	if err != nil {
 		return err
 	}
-	if err := ref.Conv3dBackward(p, f(x), f(w), f(dy), into, f(dw), f(db)); err != nil {
+	if err := run(into); err != nil {
 		return err
 	}
 	added()
@@ -361,10 +359,9 @@ func (c *CPU) ConvTranspose3d(p ref.ConvTransposeParams, x, w, b, y *Tensor) err
 
 // ConvTranspose3dBackward implements Engine.
 func (c *CPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, dw, db *Tensor) error {
-	if err := c.owned("ConvTranspose3dBackward", x, w, dy, dx, dw, db); err != nil {
-		return err
-	}
-	return ref.ConvTranspose3dBackward(p, f(x), f(w), f(dy), f(dx), f(dw), f(db))
+	return c.backward("ConvTranspose3dBackward", dx, []*Tensor{x, w, dy, dw, db}, func(dx []float32) error {
+		return ref.ConvTranspose3dBackward(p, f(x), f(w), f(dy), dx, f(dw), f(db))
+	})
 }
 
 // ChannelSum implements Engine.

@@ -66,8 +66,8 @@ type Tensor struct {
 
 // Accumulate returns a view of t through which the backward methods that
 // take it add their input gradient to t's contents instead of overwriting
-// them: dx of Conv3dBackward and DepthwiseConv3dBackward, dx1 and dx2 of
-// DepthwiseConv3dJoinedBackward. A gradient with several contributions is
+// them: dx of Conv3dBackward, DepthwiseConv3dBackward and
+// ConvTranspose3dBackward, dx1 and dx2 of DepthwiseConv3dJoinedBackward. A gradient with several contributions is
 // then summed where it is written, where a scratch tensor and an Add would
 // write, read and read again a tensor of its size. The sum is t + the
 // contribution, rounded once: the bits of Add. Every other argument

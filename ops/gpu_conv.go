@@ -687,6 +687,7 @@ type pushTaps struct {
 // = stride: going up, y from x (b may be nil); going down, the data
 // gradient dx (into y) from dy (in x), b nil.
 func (g *GPU) convTaps(op string, p ref.ConvTransposeParams, mode uint32, x, w, b, y *Tensor) error {
+	acc := y.accumulate // tapsDown only: the forward pass refuses a view
 	reduced, result := p.Cin, p.Cout
 	if mode == tapsDown {
 		reduced, result = p.Cout, p.Cin
@@ -695,8 +696,9 @@ func (g *GPU) convTaps(op string, p ref.ConvTransposeParams, mode uint32, x, w, 
 	total := p.N * vox
 	push := pushTaps{In: dims4(p.In, vox), Cin: uint32(p.Cin), Cout: uint32(p.Cout), Groups: uint32(ceilDiv(result, 4)),
 		Total: uint32(total)}
-	spec := []uint32{128, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32)), mode, b32(b != nil), 1}
-	access := []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write}
+	spec := []uint32{128, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32)), mode,
+		b32(b != nil), 1, b32(acc)}
+	access := []vk.Access{vk.Read, vk.Read, vk.Read, resultAccess(acc)}
 	grid := vk.Grid1D(int(push.Groups)*ceilDiv(total, 128), 1)
 	if g.cpuTuned() {
 		// The texel variant: runs of up to tapsVXCPU voxels along w (the
@@ -708,7 +710,7 @@ func (g *GPU) convTaps(op string, p ref.ConvTransposeParams, mode uint32, x, w, 
 		}
 		taps := p.Stride.Voxels()
 		xVec4 := mode == tapsDown && vx*p.Stride[2]%4 == 0
-		access = []vk.Access{g.input(xVec4), g.input(taps%4 == 0), vk.Read, vk.Write}
+		access = []vk.Access{g.input(xVec4), g.input(taps%4 == 0), vk.Read, resultAccess(acc)}
 		spec[0], spec[7] = tapsWGCPU, uint32(vx)
 		grid = vk.Grid1D(ceilDiv(result, tapsCOBCPU)*total/vx, tapsWGCPU)
 	}
@@ -734,7 +736,7 @@ const (
 func (g *GPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, dw, db *Tensor) error {
 	const op = "ConvTranspose3dBackward"
 	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
-		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}
@@ -744,7 +746,7 @@ func (g *GPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, d
 			return err
 		}
 	} else if dx != nil {
-		if err := g.convGEMM(op, gemmFwd, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf, false); err != nil {
+		if err := g.convGEMM(op, gemmFwd, geo, w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf, dx.accumulate); err != nil {
 			return err
 		}
 	}

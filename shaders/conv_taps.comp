@@ -35,6 +35,9 @@ layout(constant_id = 4) const uint CB = 32; // reduced channels per weight stage
 layout(constant_id = 5) const uint MODE = 0;
 layout(constant_id = 6) const bool BIAS = false; // b is read (UP only)
 layout(constant_id = 7) const uint VX = 1;       // texel variant: voxels along w per invocation
+// DOWN: the results are added to dx's contents (an input gradient's second
+// contribution) rather than stored over them.
+layout(constant_id = 8) const bool ACC = false;
 
 const uint UP = 0;
 const uint DOWN = 1;
@@ -44,7 +47,7 @@ const uint T = SD * SH * SW;
 INPUT(0, x) // x, or dy going down
 INPUT(1, w) // [cin, cout, T]
 layout(std430, binding = 2) readonly buffer B { float b[]; };
-layout(std430, binding = 3) writeonly buffer Y { float y[]; };   // y, or dx going down
+layout(std430, binding = 3) buffer Y { float y[]; };   // y, or dx going down (written only, unless ACC)
 layout(std430, binding = 3) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
     uvec4 in3;    // the small side's d, h, w and voxels
@@ -179,7 +182,8 @@ void main() {
     [[unroll]] for (uint k = 0; k < COB; k++) {
         if (o0 + k < p.cin) {
             [[unroll]] for (uint v = 0; v < VX; v++) {
-                y[(bn * p.cin + o0 + k) * vox + i + v] = acc[k * VX + v];
+                uint at = (bn * p.cin + o0 + k) * vox + i + v;
+                y[at] = ACC ? y[at] + acc[k * VX + v] : acc[k * VX + v];
             }
         }
     }
@@ -275,7 +279,8 @@ void main() {
     if (MODE == DOWN) {
         [[unroll]] for (uint k = 0; k < 4; k++) {
             if (o0 + k < p.cin) {
-                y[(bn * p.cin + o0 + k) * vox + i] = acc4[k];
+                uint at = (bn * p.cin + o0 + k) * vox + i;
+                y[at] = ACC ? y[at] + acc4[k] : acc4[k];
             }
         }
         return;

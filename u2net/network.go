@@ -212,7 +212,7 @@ func (b *builder) convTranspose(scope string, x *act, cout int, s ref.Dims3) *ac
 	g := b.g
 	g.step(y, []*act{x}, func(e ops.Engine) error { return e.ConvTranspose3d(p, x.v, g.val(w), g.val(bias), y.v) },
 		func(e ops.Engine) error {
-			dx, done := g.gradOut(x, false)
+			dx, done := g.gradOut(x, true)
 			if err := e.ConvTranspose3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
 				return err
 			}
