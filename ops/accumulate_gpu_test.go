@@ -2,7 +2,6 @@ package ops
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -150,8 +149,6 @@ func TestAccumulateGPU(t *testing.T) {
 // On the GPU an accumulated gradient has the bits of the gradient written
 // to a scratch tensor and then added with Add, which it replaces.
 func TestAccumulateMatchesAdd(t *testing.T) {
-	g := gpuEngine(t)
-	defer g.SetTuning(TuneDevice)
 	for _, c := range accumulateCases(rand.New(rand.NewPCG(53, 54))) {
 		// The scratch gradients of the Add path, one per accumulated one.
 		ts := c.tensors
@@ -178,25 +175,7 @@ func TestAccumulateMatchesAdd(t *testing.T) {
 			return nil
 		}
 		accumulated := func(e Engine, t map[string]*Tensor) error { return c.run(e, t, c.views(t)) }
-		for _, tuning := range []Tuning{TuneCPU, TuneGPU} {
-			g.SetTuning(tuning)
-			want, _, err := runOn(g, opCase{tensors: ts, run: added})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _, err := runOn(g, opCase{tensors: ts, run: accumulated})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, name := range c.grads {
-				for i, v := range got[name] {
-					if math.Float32bits(v) != math.Float32bits(want[name][i]) {
-						t.Errorf("%s, tuning %d: %s[%d] = %v, Add gives %v", c.name, tuning, name, i, v, want[name][i])
-						break
-					}
-				}
-			}
-		}
+		checkSameBits(t, c.name, ts, c.grads, added, accumulated)
 	}
 }
 
@@ -204,14 +183,7 @@ func TestAccumulateMatchesAdd(t *testing.T) {
 func TestAccumulateRefused(t *testing.T) {
 	p := ref.PointwiseParams{N: 1, Cin: 2, Cout: 3, Size: d3(2, 3, 4)}
 	for _, e := range []Engine{gpuEngine(t), NewCPU()} {
-		alloc := func(n int) *Tensor {
-			x, err := e.Alloc(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { e.Free(x) })
-			return x
-		}
+		alloc := allocator(t, e)
 		x, w, b, y := alloc(p.InputLen()), alloc(p.WeightLen()), alloc(p.BiasLen()), alloc(p.OutputLen())
 		cases := []struct {
 			op  string

@@ -165,14 +165,7 @@ func checkBitwiseRepeat(t *testing.T, e Engine, c opCase, runs int) {
 func TestDepthwiseGPUErrors(t *testing.T) {
 	g := gpuEngine(t)
 	p := ref.DepthwiseParams{N: 1, C: 2, Size: ref.Dims3{2, 3, 4}, Kernel: 3}
-	alloc := func(n int) *Tensor {
-		x, err := g.Alloc(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { g.Free(x) })
-		return x
-	}
+	alloc := allocator(t, g)
 	x, w, b, y := alloc(p.InputLen()), alloc(p.WeightLen()), alloc(p.BiasLen()), alloc(p.OutputLen())
 	short := alloc(p.InputLen() - 1)
 	even := p
@@ -359,8 +352,6 @@ func TestDepthwiseJoinedGPU(t *testing.T) {
 // as Concat then DepthwiseConv3d (and, backward, Split after it), under
 // both device classes' kernels.
 func TestDepthwiseJoinedMatchesConcat(t *testing.T) {
-	g := gpuEngine(t)
-	defer g.SetTuning(TuneDevice)
 	r := rand.New(rand.NewPCG(43, 44))
 	for _, s := range joinedShapes {
 		p := ref.DepthwiseParams{N: s.n, C: s.c, Size: s.size, Kernel: s.k}
@@ -389,26 +380,7 @@ func TestDepthwiseJoinedMatchesConcat(t *testing.T) {
 			return e.DepthwiseConv3dJoinedBackward(p, s.split, t["x1"], t["x2"], t["w"], t["dy"],
 				t["dx1"], t["dx2"], t["dw"], t["db"])
 		}
-		for _, tuning := range []Tuning{TuneCPU, TuneGPU} {
-			g.SetTuning(tuning)
-			want, _, err := runOn(g, opCase{tensors: ts, run: built})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _, err := runOn(g, opCase{tensors: ts, run: joined})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, n := range []string{"y", "dx1", "dx2", "dw", "db"} {
-				for i, v := range got[n] {
-					if math.Float32bits(v) != math.Float32bits(want[n][i]) {
-						t.Errorf("%v split %d, tuning %d: %s[%d] = %v, built concatenation gives %v",
-							s.size, s.split, tuning, n, i, v, want[n][i])
-						break
-					}
-				}
-			}
-		}
+		checkSameBits(t, fmt.Sprintf("%v split %d", s.size, s.split), ts, []string{"y", "dx1", "dx2", "dw", "db"}, built, joined)
 	}
 }
 
@@ -416,14 +388,7 @@ func TestDepthwiseJoinedErrors(t *testing.T) {
 	p := ref.DepthwiseParams{N: 2, C: 3, Size: ref.Dims3{2, 3, 4}, Kernel: 3}
 	v := p.N * p.Size.Voxels()
 	for _, e := range []Engine{gpuEngine(t), NewCPU()} {
-		alloc := func(n int) *Tensor {
-			x, err := e.Alloc(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { e.Free(x) })
-			return x
-		}
+		alloc := allocator(t, e)
 		x1, x2, w, b, y := alloc(v), alloc(2*v), alloc(p.WeightLen()), alloc(p.BiasLen()), alloc(p.OutputLen())
 		cases := []struct {
 			name, op, want string

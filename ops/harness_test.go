@@ -180,6 +180,47 @@ func runOn(e Engine, c opCase) (map[string][]float32, map[string][]int32, error)
 	return fl, lb, nil
 }
 
+// allocator returns a function that allocates n floats on e for the
+// test, freed when it ends.
+func allocator(t *testing.T, e Engine) func(n int) *Tensor {
+	return func(n int) *Tensor {
+		x, err := e.Alloc(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Free(x) })
+		return x
+	}
+}
+
+// checkSameBits runs want and got on the GPU engine, under the kernels of
+// both device classes, and fails unless the named outputs have the same
+// bits: got is a path that must change nothing but the work.
+func checkSameBits(t *testing.T, name string, tensors []tensorSpec, outputs []string, want, got func(Engine, map[string]*Tensor) error) {
+	t.Helper()
+	g := gpuEngine(t)
+	defer g.SetTuning(TuneDevice)
+	for _, tuning := range []Tuning{TuneCPU, TuneGPU} {
+		g.SetTuning(tuning)
+		w, _, err := runOn(g, opCase{tensors: tensors, run: want})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _, err := runOn(g, opCase{tensors: tensors, run: got})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range outputs {
+			for i, x := range v[n] {
+				if math.Float32bits(x) != math.Float32bits(w[n][i]) {
+					t.Errorf("%s, tuning %d: %s[%d] = %v, want the bits of %v", name, tuning, n, i, x, w[n][i])
+					break
+				}
+			}
+		}
+	}
+}
+
 // checkCases runs every case on the CPU and the GPU engine and compares.
 func checkCases(t *testing.T, cases []opCase) {
 	t.Helper()

@@ -227,14 +227,7 @@ func TestInstanceNormGPUSavedStats(t *testing.T) {
 func TestInstanceNormGPUErrors(t *testing.T) {
 	g := gpuEngine(t)
 	p := ref.NormParams{N: 1, C: 2, Size: ref.Dims3{2, 3, 4}, Eps: ref.DefaultNormEps}
-	alloc := func(n int) *Tensor {
-		x, err := g.Alloc(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { g.Free(x) })
-		return x
-	}
+	alloc := allocator(t, g)
 	x, y, gamma, beta, st := alloc(p.InputLen()), alloc(p.OutputLen()), alloc(p.C), alloc(p.C), alloc(p.StatsLen())
 	short := alloc(p.InputLen() - 1)
 	res := p
