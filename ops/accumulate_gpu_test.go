@@ -36,6 +36,7 @@ var accumulateDepthwise = []struct {
 }{
 	{ref.DepthwiseParams{N: 2, C: 3, Size: d3(17, 19, 23), Kernel: 3}, 0},
 	{ref.DepthwiseParams{N: 1, C: 2, Size: d3(9, 10, 11), Kernel: 7}, 0},
+	{ref.DepthwiseParams{N: 2, C: 3, Size: d3(6, 10, 12), Kernel: 3, Up: two3}, 0},
 	{ref.DepthwiseParams{N: 2, C: 5, Size: d3(5, 7, 4), Kernel: 3}, 2},
 	{ref.DepthwiseParams{N: 2, C: 5, Size: d3(5, 6, 7), Kernel: 7}, 3},
 }
@@ -78,6 +79,20 @@ func accumulateCases(r *rand.Rand) []accumulateCase {
 				return e.ConvTranspose3dBackward(p, t["x"], t["w"], t["dy"], dx[0], t["dw"], t["db"])
 			},
 			tol: gemmTol,
+		})
+	}
+	for _, p := range []ref.UpsampleParams{
+		{N: 2, C: 3, In: d3(3, 5, 8), Factor: two3},
+		{N: 1, C: 2, In: d3(2, 3, 5), Factor: d3(1, 2, 3)},
+	} {
+		cases = append(cases, accumulateCase{
+			name:    fmt.Sprintf("upsample-%v-x%v", p.In, p.Factor),
+			tensors: []tensorSpec{input("dy", randn(r, p.OutputLen())), inout("dx", randn(r, p.InputLen()))},
+			grads:   []string{"dx"},
+			run: func(e Engine, t map[string]*Tensor, dx []*Tensor) error {
+				return e.UpsampleBackward(p, t["dy"], dx[0])
+			},
+			tol: depthwiseTol,
 		})
 	}
 	for _, s := range accumulateDepthwise {

@@ -428,10 +428,9 @@ func (c *CPU) Upsample(p ref.UpsampleParams, x, y *Tensor) error {
 
 // UpsampleBackward implements Engine.
 func (c *CPU) UpsampleBackward(p ref.UpsampleParams, dy, dx *Tensor) error {
-	if err := c.owned("UpsampleBackward", dy, dx); err != nil {
-		return err
-	}
-	return ref.UpsampleBackward(p, f(dy), f(dx))
+	return c.backward("UpsampleBackward", dx, []*Tensor{dy}, func(dx []float32) error {
+		return ref.UpsampleBackward(p, f(dy), dx)
+	})
 }
 
 // Pad implements Engine.

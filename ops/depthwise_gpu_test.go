@@ -290,6 +290,38 @@ func BenchmarkDepthwiseDirect(b *testing.B) {
 	}
 }
 
+// A depthwise convolution of an up-sampled input: factors of 2 on every
+// axis (the network's), on some, and 3; rows of a multiple of 4 voxels,
+// which depthwise_direct then reads as floats; kernels for the direct and
+// the tile kernels; one voxel along an axis before up-sampling.
+func TestDepthwiseUpGPU(t *testing.T) {
+	r := rand.New(rand.NewPCG(47, 48))
+	var cases []opCase
+	for _, p := range []ref.DepthwiseParams{
+		{N: 2, C: 3, Size: d3(6, 10, 12), Kernel: 3, Up: two3},
+		{N: 1, C: 5, Size: d3(5, 8, 14), Kernel: 3, Up: d3(1, 2, 2)},
+		{N: 3, C: 1, Size: d3(2, 2, 2), Kernel: 3, Up: two3},
+		{N: 1, C: 2, Size: d3(4, 6, 9), Kernel: 5, Up: d3(2, 1, 3)},
+		{N: 2, C: 2, Size: d3(6, 6, 8), Kernel: 7, Up: two3},
+		{N: 1, C: 17, Size: d3(8, 8, 8), Kernel: 3, Up: two3},
+	} {
+		x, w, b, dy := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.BiasLen()), randn(r, p.OutputLen())
+		name := fmt.Sprintf("N%d-C%d-%v-k%d-up%v", p.N, p.C, p.Size, p.Kernel, p.Up)
+		cases = append(cases,
+			opCase{name + "/fwd", []tensorSpec{input("x", x), input("w", w), input("b", b), output("y", p.OutputLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+				}, depthwiseTol},
+			opCase{name + "/bwd", []tensorSpec{input("x", x), input("w", w), input("dy", dy),
+				output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())},
+				func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+				}, depthwiseDWTol},
+		)
+	}
+	checkCases(t, cases)
+}
+
 // joinedShapes split the input of depthwise shapes in two: one channel on
 // either side, batches above one (whose parts interleave differently from
 // the concatenation), kernels for both the direct and the tile kernels.
@@ -406,6 +438,9 @@ func TestDepthwiseJoinedErrors(t *testing.T) {
 				e.DepthwiseConv3dJoinedBackward(p, 1, x1, x2, w, y, x1, nil, w, b)},
 			{"short dx2", "DepthwiseConv3dJoinedBackward", "dx2 has",
 				e.DepthwiseConv3dJoinedBackward(p, 1, x1, x2, w, y, x1, x1, w, b)},
+			{"up-sampled", "DepthwiseConv3dJoined", "cannot be up-sampled",
+				e.DepthwiseConv3dJoined(ref.DepthwiseParams{N: 2, C: 3, Size: ref.Dims3{2, 6, 4}, Kernel: 3, Up: two3},
+					1, x1, x2, w, b, y)},
 		}
 		for _, c := range cases {
 			if c.err == nil {

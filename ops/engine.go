@@ -66,8 +66,9 @@ type Tensor struct {
 
 // Accumulate returns a view of t through which the backward methods that
 // take it add their input gradient to t's contents instead of overwriting
-// them: dx of Conv3dBackward, DepthwiseConv3dBackward and
-// ConvTranspose3dBackward, dx1 and dx2 of DepthwiseConv3dJoinedBackward. A gradient with several contributions is
+// them: dx of Conv3dBackward, DepthwiseConv3dBackward,
+// ConvTranspose3dBackward and UpsampleBackward, dx1 and dx2 of
+// DepthwiseConv3dJoinedBackward. A gradient with several contributions is
 // then summed where it is written, where a scratch tensor and an Add would
 // write, read and read again a tensor of its size. The sum is t + the
 // contribution, rounded once: the bits of Add. Every other argument
@@ -290,6 +291,9 @@ func checkJoined(e Engine, op string, p ref.DepthwiseParams, split int, x1, x2, 
 	}
 	if split < 1 || split >= p.C {
 		return cp, fmt.Errorf("ops.%s: split %d must leave channels to both parts of the %d", op, split, p.C)
+	}
+	if p.UpFactor() != (ref.Dims3{1, 1, 1}) {
+		return cp, fmt.Errorf("ops.%s: a joined input cannot be up-sampled (Up %v)", op, p.Up)
 	}
 	if (dx1 == nil) != (dx2 == nil) {
 		return cp, fmt.Errorf("ops.%s: give both parts of the input gradient, dx1 and dx2, or neither (dx1 given: %t, dx2 given: %t)",

@@ -15,7 +15,10 @@ import (
 // Every kernel also reads its input x, or writes its output (the input
 // gradient), as the two parts of a channel concatenation: a decoder's
 // depthwise convolution of its up-sampled path and skip connection never
-// builds their concatenation.
+// builds their concatenation. The forward pass and the weight gradient also
+// read an input up-sampled by p.Up in place (a decoder's up-sampled path);
+// its data gradient is then computed at the output's size into scratch
+// memory and summed over the up-sampling blocks.
 
 // dwTile is the output tile of one workgroup: TW×TH invocations, each
 // computing TD voxels along D.
@@ -142,8 +145,10 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *
 	// 3.0 ms at 1×8×32³).
 	join, split, x2, y2 := g.dwJoin(p.C, x, y)
 	acc, y1Access, y2Access := y.accumulates()
+	u := p.UpFactor()
 	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, y1Access, vk.Read, y2Access}, 36,
-		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx), join, acc)
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx), join, acc,
+		uint32(u[0]), uint32(u[1]), uint32(u[2]))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -232,7 +237,12 @@ func (g *GPU) DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1
 // depthwiseBackward records the gradients asked for (dx.first, dw, db not
 // nil); x and dx may be joined.
 func (g *GPU) depthwiseBackward(op string, p ref.DepthwiseParams, x dwPlanes, w, dy *Tensor, dx dwPlanes, dw, db *Tensor) error {
-	if dx.first != nil {
+	switch {
+	case dx.first != nil && p.UpFactor() != (ref.Dims3{1, 1, 1}):
+		if err := g.depthwiseUpGrad(op, p, w, dy, dx.first); err != nil {
+			return err
+		}
+	case dx.first != nil:
 		if err := g.depthwiseConv(op, p, onePlanes(dy), w, nil, dx, true); err != nil {
 			return err
 		}
@@ -248,6 +258,25 @@ func (g *GPU) depthwiseBackward(op string, p ref.DepthwiseParams, x dwPlanes, w,
 		}
 	}
 	return nil
+}
+
+// depthwiseUpGrad records the data gradient of a convolution of an
+// up-sampled input: that of the up-sampled input into scratch memory, then
+// summed over each up-sampling block into dx.
+func (g *GPU) depthwiseUpGrad(op string, p ref.DepthwiseParams, w, dy, dx *Tensor) error {
+	full := p
+	full.Up = ref.Dims3{}
+	buf, err := g.scratchBuf("dw-up-grad", full.InputLen())
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	grad := &Tensor{n: full.InputLen(), owner: g, gpu: gpuTensor{buf: buf}}
+	if err := g.depthwiseConv(op, full, onePlanes(dy), w, nil, onePlanes(grad), true); err != nil {
+		return err
+	}
+	up := ref.UpsampleParams{N: p.N, C: p.C, In: p.InputSize(), Factor: p.Up}
+	return g.layout(op, layoutUpsampleBackward, up.InputLen(), up.In[2]%4 == 0, upsampleDims(up), pushLayout{},
+		buf, dx.gpu.buf, dx.accumulate)
 }
 
 // depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted)
@@ -293,8 +322,10 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, 
 	chunks = dwCeil(perChannel, perChunk)
 
 	join, split, x2, _ := g.dwJoin(c, x, dwPlanes{})
+	u := p.UpFactor()
 	first, err := g.kernel("depthwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write, vk.Read}, 48,
-		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh), uint32(tx), join)
+		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh), uint32(tx), join,
+		uint32(u[0]), uint32(u[1]), uint32(u[2]))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

@@ -53,6 +53,12 @@ type pushDepthwiseDirect struct {
 	Join                uint32
 }
 
+// directVec4 reports whether depthwise_direct reads p's rows as vec4s: rows
+// of a multiple of 4 voxels, from an input that is not up-sampled.
+func directVec4(p ref.DepthwiseParams) bool {
+	return p.Size[2]%4 == 0 && p.UpFactor() == (ref.Dims3{1, 1, 1})
+}
+
 // directDWBlock is the block of an invocation: TY rows × TX voxels, at
 // most vox in all.
 func directDWBlock(size ref.Dims3, vox int) (ty, tx int) {
@@ -67,12 +73,14 @@ func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b
 	td := directDWPlanes(p)
 	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
 	invocs := p.N * p.C * ceilDiv(p.Size[0], td) * bh * bw
-	vec4 := p.Size[2]%4 == 0
+	vec4 := directVec4(p)
 	join, split, x2, y2 := g.dwJoin(p.C, x, y)
 	acc, y1Access, y2Access := y.accumulates()
+	u := p.UpFactor()
 	kern, err := g.kernel("depthwise_direct",
 		[]vk.Access{g.input(vec4), g.input(false), vk.Read, y1Access, g.input(vec4), y2Access}, 52,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(vec4), uint32(td), join, acc)
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(vec4), uint32(td), join, acc,
+		uint32(u[0]), uint32(u[1]), uint32(u[2]))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -99,11 +107,13 @@ func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x dwPl
 	chunks = ceilDiv(items, perChunk)
 	invocs := p.C * chunks
 	taps := p.Kernel * p.Kernel * p.Kernel
-	vec4 := p.Size[2]%4 == 0
+	vec4 := directVec4(p)
 	join, split, x2, y2 := g.dwJoin(p.C, x, dwPlanes{})
+	u := p.UpFactor()
 	kern, err := g.kernel("depthwise_direct",
 		[]vk.Access{g.input(vec4), g.input(vec4), vk.Read, vk.Write, g.input(vec4), vk.Write}, 52,
-		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(vec4), uint32(td), join)
+		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(vec4), uint32(td), join, 0,
+		uint32(u[0]), uint32(u[1]), uint32(u[2]))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}

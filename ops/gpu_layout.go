@@ -37,14 +37,14 @@ type layoutDims struct{ In, Out, A [3]uint32 }
 func dims32(d ref.Dims3) [3]uint32 { return [3]uint32{uint32(d[0]), uint32(d[1]), uint32(d[2])} }
 
 // layout records one layout.comp pass that writes n elements of y, four per
-// invocation when vec4.
-func (g *GPU) layout(op string, mode uint32, n int, vec4 bool, dims layoutDims, push pushLayout, x, y *vk.Buffer) error {
+// invocation when vec4; with acc (UpsampleBackward) it adds them to y.
+func (g *GPU) layout(op string, mode uint32, n int, vec4 bool, dims layoutDims, push pushLayout, x, y *vk.Buffer, acc bool) error {
 	// The modes read x as vec4s where they write vec4s, except the
 	// up-sampling and padding ones, which read floats (the up-sampling
 	// gradient vec4s by factors up to 2 along w).
 	reads4 := vec4 && (mode == layoutConcat || mode == layoutSplit || mode == layoutUpsampleBackward && dims.A[2] <= 2)
-	k, err := g.kernel("layout", []vk.Access{g.input(reads4), vk.Write}, 16, layoutWG, b32(vec4), mode,
-		dims.In[0], dims.In[1], dims.In[2], dims.Out[0], dims.Out[1], dims.Out[2], dims.A[0], dims.A[1], dims.A[2])
+	k, err := g.kernel("layout", []vk.Access{g.input(reads4), resultAccess(acc)}, 16, layoutWG, b32(vec4), mode,
+		dims.In[0], dims.In[1], dims.In[2], dims.Out[0], dims.Out[1], dims.Out[2], dims.A[0], dims.A[1], dims.A[2], b32(acc))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -96,7 +96,7 @@ func (g *GPU) concatParts(op string, mode uint32, p ref.ConcatParams, whole *Ten
 		if mode == layoutSplit {
 			x, y = y, x
 		}
-		if err := g.layout(op, mode, p.PartLen(i), vec4, layoutDims{}, push, x, y); err != nil {
+		if err := g.layout(op, mode, p.PartLen(i), vec4, layoutDims{}, push, x, y, false); err != nil {
 			return err
 		}
 		c0 += p.Channels[i]
@@ -133,18 +133,21 @@ func (g *GPU) Upsample(p ref.UpsampleParams, x, y *Tensor) error {
 		return err
 	}
 	vec4 := p.OutputSize()[2]%4 == 0
-	return g.layout(op, layoutUpsample, p.OutputLen(), vec4, upsampleDims(p), pushLayout{}, x.gpu.buf, y.gpu.buf)
+	return g.layout(op, layoutUpsample, p.OutputLen(), vec4, upsampleDims(p), pushLayout{}, x.gpu.buf, y.gpu.buf, false)
 }
 
 // UpsampleBackward implements Engine: each input voxel gathers the sum of
 // its factor block of dy, in a fixed order.
 func (g *GPU) UpsampleBackward(p ref.UpsampleParams, dy, dx *Tensor) error {
 	const op = "UpsampleBackward"
-	if err := checkArgs(g, op, p, in("dy", dy, p.OutputLen()), in("dx", dx, p.InputLen())); err != nil {
+	if err := checkArgs(g, op, p, in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen())); err != nil {
 		return err
 	}
+	if dx == nil {
+		return fmt.Errorf("ops.%s: dx is missing", op)
+	}
 	vec4 := p.In[2]%4 == 0
-	return g.layout(op, layoutUpsampleBackward, p.InputLen(), vec4, upsampleDims(p), pushLayout{}, dy.gpu.buf, dx.gpu.buf)
+	return g.layout(op, layoutUpsampleBackward, p.InputLen(), vec4, upsampleDims(p), pushLayout{}, dy.gpu.buf, dx.gpu.buf, dx.accumulate)
 }
 
 func padDims(p ref.PadParams) layoutDims {
@@ -158,15 +161,18 @@ func (g *GPU) Pad(p ref.PadParams, x, y *Tensor) error {
 		return err
 	}
 	vec4 := p.OutputSize()[2]%4 == 0
-	return g.layout(op, layoutPad, p.OutputLen(), vec4, padDims(p), pushLayout{}, x.gpu.buf, y.gpu.buf)
+	return g.layout(op, layoutPad, p.OutputLen(), vec4, padDims(p), pushLayout{}, x.gpu.buf, y.gpu.buf, false)
 }
 
 // PadBackward implements Engine: dx is the crop of dy.
 func (g *GPU) PadBackward(p ref.PadParams, dy, dx *Tensor) error {
 	const op = "PadBackward"
-	if err := checkArgs(g, op, p, in("dy", dy, p.OutputLen()), in("dx", dx, p.InputLen())); err != nil {
+	if err := checkArgs(g, op, p, in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen())); err != nil {
 		return err
 	}
+	if dx == nil {
+		return fmt.Errorf("ops.%s: dx is missing", op)
+	}
 	vec4 := p.In[2]%4 == 0
-	return g.layout(op, layoutPadBackward, p.InputLen(), vec4, padDims(p), pushLayout{}, dy.gpu.buf, dx.gpu.buf)
+	return g.layout(op, layoutPadBackward, p.InputLen(), vec4, padDims(p), pushLayout{}, dy.gpu.buf, dx.gpu.buf, false)
 }

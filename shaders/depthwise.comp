@@ -21,6 +21,8 @@
 // input gradient of one.
 // ACC adds the results to the output's contents (an input gradient's second
 // contribution) rather than storing over them: bit 1 to y's, bit 2 to y2's.
+// With UD, UH, UW above 1 the input is up-sampled by those factors (nearest)
+// as it is read: x is the volume divided by them (never with FLIP or JOIN).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;  // tile height, = workgroup y
@@ -32,6 +34,9 @@ layout(constant_id = 6) const bool BIAS = false; // b is read (never with FLIP)
 layout(constant_id = 7) const uint TX = 1;  // outputs per invocation along W
 layout(constant_id = 8) const uint JOIN = 0; // 0 none, 1 input, 2 output
 layout(constant_id = 9) const uint ACC = 0;
+layout(constant_id = 10) const uint UD = 1;
+layout(constant_id = 11) const uint UH = 1;
+layout(constant_id = 12) const uint UW = 1;
 
 const uint TW = WX * TX; // tile width
 
@@ -84,7 +89,8 @@ void main() {
     bool second = JOIN != 0 && ch >= p.split;
     uint n = plane / p.c;
     uint partBase = second ? (n * (p.c - p.split) + ch - p.split) * vol : (n * p.split + ch) * vol;
-    uint xBase = JOIN == 1 ? partBase : plane * vol;
+    uint xh = p.h / UH, xw = p.w / UW; // x's plane
+    uint xBase = JOIN == 1 ? partBase : plane * (p.d / UD) * xh * xw;
     uint yBase = JOIN == 2 ? partBase : plane * vol;
 
     if (live) {
@@ -102,7 +108,7 @@ void main() {
             int gy = y0 + int(hy) - PAD;
             int gx = x0 + int(hx) - PAD;
             bool inside = gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w);
-            uint at = inside ? xBase + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : xBase;
+            uint at = inside ? xBase + (uint(gz) / UD * xh + uint(gy) / UH) * xw + uint(gx) / UW : xBase;
             hv[k] = JOIN == 1 && second ? x2[at] : x[at];
             hv[k] = inside ? hv[k] : 0.0;
         }

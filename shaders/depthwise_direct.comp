@@ -31,7 +31,9 @@
 // output (dst, dstb): the input gradient of a concatenation.
 // In MODE 0, ACC adds the results to the output's contents (an input
 // gradient's second contribution) rather than storing over them: bit 1 to
-// dst's, bit 2 to dstb's.
+// dst's, bit 2 to dstb's. With UD, UH, UW above 1, x is up-sampled by those
+// factors (nearest) as it is read: it is the volume divided by them (never
+// with FLIP, JOIN or VEC4).
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 16;
 layout(constant_id = 1) const int K = 3; // odd kernel size
@@ -49,6 +51,9 @@ layout(constant_id = 7) const bool VEC4 = false;
 layout(constant_id = 8) const int TD = 1;
 layout(constant_id = 9) const uint JOIN = 0; // 0 none, 1 x, 2 MODE 0's output
 layout(constant_id = 10) const uint ACC = 0;
+layout(constant_id = 11) const int UD = 1;
+layout(constant_id = 12) const int UH = 1;
+layout(constant_id = 13) const int UW = 1;
 
 const int P = K / 2;
 const int KKK = K * K * K;
@@ -86,7 +91,7 @@ uint joined(uint n, uint ch, out bool second) {
 // of the plane at base (in xb when second), zero outside the volume.
 void segment(bool second, uint base, int d, int h, int w0, out float seg[SEG]) {
     int sw = int(p.size.z);
-    int row = int(base) + (d * int(p.size.y) + h) * sw;
+    int row = int(base) + (d / UD * (int(p.size.y) / UH) + h / UH) * (sw / UW);
     if (VEC4) {
         // Clamped vec4s hold only positions outside the row, which the
         // selection below replaces by 0.
@@ -104,7 +109,7 @@ void segment(bool second, uint base, int d, int h, int w0, out float seg[SEG]) {
     }
     [[unroll]] for (int s = 0; s < SEG; s++) {
         int iw = w0 - P + s;
-        uint at = uint(row + clamp(iw, 0, sw - 1));
+        uint at = uint(row + clamp(iw, 0, sw - 1) / UW);
         float v = second ? xb(at) : x(at);
         seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
     }
@@ -122,7 +127,8 @@ void conv(uint inv) {
     int w0 = int(bw) * TX;
     bool second = false;
     uint part = JOIN != 0 ? joined(plane / p.blocks.w, ch, second) : 0;
-    uint xBase = JOIN == 1 ? part : plane * p.size.w;
+    uint xVol = p.size.x / UD * (p.size.y / UH) * (p.size.z / UW); // x's plane
+    uint xBase = JOIN == 1 ? part : plane * xVol;
     uint yBase = JOIN == 2 ? part : plane * p.size.w;
     int sd = int(p.size.x), sh = int(p.size.y);
 
@@ -229,7 +235,7 @@ void weightGrad(uint inv) {
         int w0 = int(bw) * TX;
         uint base = (n * p.blocks.w + ch) * p.size.w; // dy's plane
         bool second = false;
-        uint xBase = JOIN == 1 ? joined(n, ch, second) : base;
+        uint xBase = JOIN == 1 ? joined(n, ch, second) : (n * p.blocks.w + ch) * (p.size.x / UD * (p.size.y / UH) * (p.size.z / UW));
 
         float g[TD][TY][TX];
         [[unroll]] for (int j = 0; j < TD; j++) {

@@ -17,7 +17,9 @@
 // shared memory, which is SH floats (the larger of the halo and RG·WG).
 //
 // With JOIN, x is the channel concatenation of two tensors, read in place:
-// the first p.split channels are in x, the others in x2.
+// the first p.split channels are in x, the others in x2. With UD, UH, UW
+// above 1, x is up-sampled by those factors (nearest) as it is read: it is
+// the volume divided by them (never with JOIN).
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;
@@ -29,6 +31,9 @@ layout(constant_id = 6) const uint RG = 27; // taps per reduction round
 layout(constant_id = 7) const uint SH = 6912;
 layout(constant_id = 8) const uint TX = 1; // output columns per invocation along W
 layout(constant_id = 9) const bool JOIN = false;
+layout(constant_id = 10) const uint UD = 1;
+layout(constant_id = 11) const uint UH = 1;
+layout(constant_id = 12) const uint UW = 1;
 
 const uint TW = WX * TX; // tile width
 
@@ -94,7 +99,9 @@ void main() {
         int x0 = int(tx * TW), y0 = int(ty * TH), z0 = int(tz * TD);
         uint base = (nb * p.c + ch) * vol; // dy's plane
         bool second = JOIN && ch >= p.split;
-        uint xBase = !JOIN ? base : second ? (nb * (p.c - p.split) + ch - p.split) * vol : (nb * p.split + ch) * vol;
+        uint xh = p.h / UH, xw = p.w / UW; // x's plane
+        uint xBase = !JOIN ? (nb * p.c + ch) * (p.d / UD) * xh * xw
+                           : second ? (nb * (p.c - p.split) + ch - p.split) * vol : (nb * p.split + ch) * vol;
 
         // The tile's x halo and dy column are loaded into registers, every
         // load issued from a clamped address before the barrier that waits
@@ -110,7 +117,7 @@ void main() {
             int gy = y0 + int(hy) - PAD;
             int gx = x0 + int(hx) - PAD;
             bool inside = gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w);
-            uint at = inside ? xBase + (uint(gz) * p.h + uint(gy)) * p.w + uint(gx) : xBase;
+            uint at = inside ? xBase + (uint(gz) / UD * xh + uint(gy) / UH) * xw + uint(gx) / UW : xBase;
             hv[k] = second ? x2[at] : x[at];
             hv[k] = inside ? hv[k] : 0.0;
         }

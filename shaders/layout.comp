@@ -36,8 +36,11 @@ const uint LW = VEC4 ? 4 : 1;
 
 #include "inputs.glsl"
 INPUT(0, x)
-layout(std430, binding = 1) writeonly buffer Y { float y[]; };
-layout(std430, binding = 1) writeonly buffer Y4 { vec4 y4[]; };
+// Mode 3 (the host asks no other): ACC adds the results to y's contents
+// (an input gradient's second contribution) rather than storing over them.
+layout(constant_id = 12) const bool ACC = false;
+layout(std430, binding = 1) buffer Y { float y[]; };   // written only, unless ACC
+layout(std430, binding = 1) buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
     uint items; // invocations that do work
     uint block, stride, offset; // concat and split, in elements
@@ -45,9 +48,9 @@ layout(push_constant) uniform Push {
 
 void store(uint e, vec4 v) {
     if (VEC4) {
-        y4[e / 4] = v;
+        y4[e / 4] = ACC ? y4[e / 4] + v : v;
     } else {
-        y[e] = v.x;
+        y[e] = ACC ? y[e] + v.x : v.x;
     }
 }
 

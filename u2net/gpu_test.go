@@ -29,11 +29,13 @@ func TestGPUMatchesCPU(t *testing.T) {
 		tuning   ops.Tuning
 	}{
 		{ModeUniversal, UpsampleTranspose, ops.TuneDevice},
+		{ModeUniversal, UpsampleNearest, ops.TuneDevice},
 		{ModeShared, UpsampleNearest, ops.TuneDevice},
 		{ModeIndependent, UpsampleTranspose, ops.TuneDevice},
 		{ModeUniversal, UpsampleTranspose, ops.TuneCPU},
 		{ModeUniversal, UpsampleTranspose, ops.TuneGPU},
 		{ModeShared, UpsampleNearest, ops.TuneGPU},
+		{ModeUniversal, UpsampleNearest, ops.TuneGPU},
 	} {
 		name := c.mode + "-" + c.up
 		if c.tuning != ops.TuneDevice {

@@ -132,22 +132,38 @@ func (b *builder) conv(scope string, perDomain bool, x *act, cout int, k, s, bef
 	return y
 }
 
-// depthwise is a per-channel k³ convolution with bias, same padding, of x
-// or, when x2 is not nil, of the channel concatenation of x and x2, which
-// it reads in place.
-func (b *builder) depthwise(scope string, x, x2 *act) *act {
+// unitIn is a conv unit's input: x, the channel concatenation of x and x2
+// (x first), or x up-sampled by up (nearest).
+type unitIn struct {
+	x, x2 *act
+	up    ref.Dims3 // zero: not up-sampled
+}
+
+// size is the input's spatial size.
+func (in unitIn) size() ref.Dims3 {
+	if in.up == (ref.Dims3{}) {
+		return in.x.size
+	}
+	return ref.Dims3{in.x.size[0] * in.up[0], in.x.size[1] * in.up[1], in.x.size[2] * in.up[2]}
+}
+
+// depthwise is a per-channel k³ convolution with bias, same padding, of its
+// input, which it reads in place: a concatenation is never built, nor an
+// up-sampled tensor.
+func (b *builder) depthwise(scope string, in unitIn) *act {
 	const k = 3
+	x, x2 := in.x, in.x2
 	c := x.c
 	if x2 != nil {
 		c += x2.c
 	}
 	w := b.param(scope, true, "weight", kindWeight, k*k*k, c, 1, k, k, k)
 	bias := b.param(scope, true, "bias", kindBias, k*k*k, c)
-	y := b.newAct(c, x.size)
+	y := b.newAct(c, in.size())
 	if b.declare || b.err != nil {
 		return y
 	}
-	p := ref.DepthwiseParams{N: b.n, C: c, Size: x.size, Kernel: k}
+	p := ref.DepthwiseParams{N: b.n, C: c, Size: in.size(), Kernel: k, Up: in.up}
 	g := b.g
 	if x2 != nil {
 		g.step(y, []*act{x, x2}, func(e ops.Engine) error {
@@ -308,7 +324,7 @@ func (b *builder) upsample(x *act, f ref.Dims3) *act {
 	g := b.g
 	g.step(y, []*act{x}, func(e ops.Engine) error { return e.Upsample(p, x.v, y.v) },
 		func(e ops.Engine) error {
-			dx, done := g.gradOut(x, false)
+			dx, done := g.gradOut(x, true)
 			if err := e.UpsampleBackward(p, y.g, dx); err != nil {
 				return err
 			}
@@ -343,20 +359,23 @@ func (b *builder) concat(x1, x2 *act) *act {
 // unit is the network's conv unit (cin → cout) and the activation that
 // follows it everywhere, act(res + unit(x)) where res (the residual block's
 // input) is not nil; the residual and the activation are fused into the
-// unit's last norm. When x2 is not nil the unit's input is the channel
-// concatenation of x and x2: the universal unit's depthwise convolution
-// reads the two in place, the dense units concatenate them.
+// unit's last norm. The universal unit's depthwise convolution reads a
+// concatenated or up-sampled input in place; the dense units build it.
 // Universal: [D] depthwise 3³ → [D] IN → act → [S] pointwise → [D] IN.
 // Shared and independent: dense conv k³ → [D] IN.
-func (b *builder) unit(scope string, x, x2 *act, cout, k int, res *act) *act {
+func (b *builder) unit(scope string, in unitIn, cout, k int, res *act) *act {
 	if b.cfg.Mode == ModeUniversal {
-		h := b.depthwise(scope+".dw", x, x2)
+		h := b.depthwise(scope+".dw", in)
 		h = b.norm(scope+".dwnorm", h, nil, true)
 		h = b.pointwise(scope+".pw", false, h, cout)
 		return b.norm(scope+".norm", h, res, true)
 	}
-	if x2 != nil {
-		x = b.concat(x, x2)
+	x := in.x
+	switch {
+	case in.x2 != nil:
+		x = b.concat(x, in.x2)
+	case in.up != (ref.Dims3{}):
+		x = b.upsample(x, in.up)
 	}
 	pad := ref.Dims3{k / 2, k / 2, k / 2}
 	h := b.conv(scope+".conv", false, x, cout, ref.Dims3{k, k, k}, ref.Dims3{1, 1, 1}, pad, pad)
@@ -382,8 +401,8 @@ func (b *builder) define(x *act) *act {
 		if cfg.Residual {
 			res = h
 		}
-		a := b.unit(scope+".u1", h, nil, c, 3, nil)
-		skips[i] = b.unit(scope+".u2", a, nil, c, 3, res)
+		a := b.unit(scope+".u1", unitIn{x: h}, c, 3, nil)
+		skips[i] = b.unit(scope+".u2", unitIn{x: a}, c, 3, res)
 		if i == L-1 {
 			break
 		}
@@ -412,14 +431,18 @@ func (b *builder) define(x *act) *act {
 			up = b.convTranspose(scope+".up.tconv", deeper, c, s)
 			up = b.norm(scope+".up.norm", up, nil, true)
 		} else {
-			up = b.unit(scope+".up", b.upsample(deeper, s), nil, c, 3, nil)
+			in := unitIn{x: deeper}
+			if s != (ref.Dims3{1, 1, 1}) {
+				in.up = s
+			}
+			up = b.unit(scope+".up", in, c, 3, nil)
 		}
-		h := b.unit(scope+".u1", up, skips[i], c, 3, nil)
+		h := b.unit(scope+".u1", unitIn{x: up, x2: skips[i]}, c, 3, nil)
 		k := 3
 		if cfg.Mode != ModeUniversal {
 			k = 1 // the reference's dense decoders end with a 1×1×1 unit
 		}
-		h = b.unit(scope+".u2", h, nil, c, k, nil)
+		h = b.unit(scope+".u2", unitIn{x: h}, c, k, nil)
 		outs[i] = h
 		deeper = h
 	}

@@ -3,6 +3,7 @@ package ref
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -81,6 +82,43 @@ func TestDepthwiseEqualsBlockDiagonalDense(t *testing.T) {
 			expectClose(t, "dw", a.dw, diag, crossTol)
 			expectClose(t, "db", a.db, c.db, crossTol)
 		})
+	}
+}
+
+// A depthwise convolution of an up-sampled input is Upsample then the
+// convolution, and its input gradient the convolution's then
+// UpsampleBackward.
+func TestDepthwiseUpIsUpsampleThenConv(t *testing.T) {
+	for _, p := range []DepthwiseParams{
+		{N: 2, C: 3, Size: Dims3{4, 6, 6}, Kernel: 3, Up: Dims3{2, 2, 2}},
+		{N: 1, C: 2, Size: Dims3{3, 4, 6}, Kernel: 5, Up: Dims3{1, 2, 3}},
+		{N: 1, C: 1, Size: Dims3{2, 2, 2}, Kernel: 3, Up: Dims3{2, 2, 2}},
+	} {
+		t.Run(p.String(), func(t *testing.T) {
+			u := UpsampleParams{N: p.N, C: p.C, In: p.InputSize(), Factor: p.Up}
+			plain := p
+			plain.Up = Dims3{}
+			x, w, b := rand32(1, p.InputLen()), rand32(2, p.WeightLen()), rand32(3, p.BiasLen())
+			dy := rand32(4, p.OutputLen())
+			var a, c convResults
+			a.y, a.dx, a.dw, a.db = poisoned[float32](p.OutputLen()), poisoned[float32](len(x)), poisoned[float32](len(w)), poisoned[float32](len(b))
+			c.y, c.dx, c.dw, c.db = poisoned[float32](p.OutputLen()), poisoned[float32](len(x)), poisoned[float32](len(w)), poisoned[float32](len(b))
+			checkNoErr(t, DepthwiseConv3d(p, x, w, b, a.y))
+			checkNoErr(t, DepthwiseConv3dBackward(p, x, w, dy, a.dx, a.dw, a.db))
+			up, dup := poisoned[float32](u.OutputLen()), poisoned[float32](u.OutputLen())
+			checkNoErr(t, Upsample(u, x, up))
+			checkNoErr(t, DepthwiseConv3d(plain, up, w, b, c.y))
+			checkNoErr(t, DepthwiseConv3dBackward(plain, up, w, dy, dup, c.dw, c.db))
+			checkNoErr(t, UpsampleBackward(u, dup, c.dx))
+			expectClose(t, "y", a.y, c.y, crossTol)
+			expectClose(t, "dx", a.dx, c.dx, crossTol)
+			expectClose(t, "dw", a.dw, c.dw, crossTol)
+			expectClose(t, "db", a.db, c.db, crossTol)
+		})
+	}
+	bad := DepthwiseParams{N: 1, C: 1, Size: Dims3{3, 4, 4}, Kernel: 3, Up: Dims3{2, 2, 2}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "not a multiple of the up-sampling factor") {
+		t.Errorf("size 3 up-sampled by 2: error %v", err)
 	}
 }
 

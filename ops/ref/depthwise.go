@@ -6,14 +6,39 @@ import "fmt"
 // per channel (PyTorch's Conv3d with groups = in = out channels), stride 1
 // and zero padding Kernel/2 on every side, so the output has the input's
 // size. Weights are [C, 1, k, k, k]; the bias is [C].
+//
+// With Up set, the input is first up-sampled by those factors per axis
+// (nearest, as by Upsample): the input is Size/Up, and its gradient is the
+// up-sampled input's summed over each block (UpsampleBackward's). A
+// decoder's convolution of its up-sampled path then reads the deeper level
+// in place, the up-sampled tensor never built.
 type DepthwiseParams struct {
 	N, C   int   // batch size and channels
-	Size   Dims3 // spatial size of the input and of the output
+	Size   Dims3 // spatial size of the output, and of the input unless Up
 	Kernel int   // odd kernel size, the same on every axis
+	Up     Dims3 // the input's up-sampling factors; zero: none
 }
 
 func (p DepthwiseParams) String() string {
+	if p.Up != (Dims3{}) {
+		return fmt.Sprintf("DepthwiseParams{N=%d C=%d Size=%v Kernel=%d Up=%v}", p.N, p.C, p.Size, p.Kernel, p.Up)
+	}
 	return fmt.Sprintf("DepthwiseParams{N=%d C=%d Size=%v Kernel=%d}", p.N, p.C, p.Size, p.Kernel)
+}
+
+// UpFactor returns the input's up-sampling factors, 1 on every axis when
+// Up is zero.
+func (p DepthwiseParams) UpFactor() Dims3 {
+	if p.Up == (Dims3{}) {
+		return Dims3{1, 1, 1}
+	}
+	return p.Up
+}
+
+// InputSize returns the spatial size of the input: Size, or Size/Up.
+func (p DepthwiseParams) InputSize() Dims3 {
+	u := p.UpFactor()
+	return Dims3{p.Size[0] / u[0], p.Size[1] / u[1], p.Size[2] / u[2]}
 }
 
 // Validate reports whether the sizes describe a valid depthwise convolution.
@@ -21,6 +46,14 @@ func (p DepthwiseParams) Validate() error {
 	err := firstErr(checkSize("N", p.N), checkSize("C", p.C), p.Size.checkPositive("size"), checkSize("kernel", p.Kernel))
 	if err == nil && p.Kernel%2 == 0 {
 		err = fmt.Errorf("kernel %d is not odd", p.Kernel)
+	}
+	if err == nil && p.Up != (Dims3{}) {
+		err = p.Up.checkPositive("up-sampling factor")
+		for a := 0; err == nil && a < 3; a++ {
+			if p.Size[a]%p.Up[a] != 0 {
+				err = fmt.Errorf("size %v is not a multiple of the up-sampling factor %v", p.Size, p.Up)
+			}
+		}
 	}
 	if err == nil {
 		k := p.Kernel
@@ -35,11 +68,12 @@ func (p DepthwiseParams) Validate() error {
 // OutputSize returns the spatial size of the output, equal to the input's.
 func (p DepthwiseParams) OutputSize() Dims3 { return p.Size }
 
-// InputLen returns the number of elements of the input, N·C·D·H·W.
-func (p DepthwiseParams) InputLen() int { return p.N * p.C * p.Size.Voxels() }
+// InputLen returns the number of elements of the input, N·C·D·H·W of its
+// size.
+func (p DepthwiseParams) InputLen() int { return p.N * p.C * p.InputSize().Voxels() }
 
-// OutputLen returns the number of elements of the output, equal to InputLen.
-func (p DepthwiseParams) OutputLen() int { return p.InputLen() }
+// OutputLen returns the number of elements of the output, N·C·D·H·W.
+func (p DepthwiseParams) OutputLen() int { return p.N * p.C * p.Size.Voxels() }
 
 // WeightLen returns the number of weights, C·k³.
 func (p DepthwiseParams) WeightLen() int { return p.C * p.Kernel * p.Kernel * p.Kernel }
@@ -52,13 +86,16 @@ func (p DepthwiseParams) weightShape() []int {
 }
 
 // taps calls f for every product of the convolution: the flat indices of an
-// input element, a weight and the output element they contribute to.
+// input element, a weight and the output element they contribute to. An
+// up-sampled input's element is the one the up-sampled voxel repeats.
 func (p DepthwiseParams) taps(f func(xi, wi, yi int)) {
 	D, H, W := p.Size[0], p.Size[1], p.Size[2]
+	u, in := p.UpFactor(), p.InputSize()
 	k, pad := p.Kernel, p.Kernel/2
 	for n := 0; n < p.N; n++ {
 		for c := 0; c < p.C; c++ {
 			base := (n*p.C + c) * D * H * W
+			inBase := (n*p.C + c) * in.Voxels()
 			for od := 0; od < D; od++ {
 				for oh := 0; oh < H; oh++ {
 					for ow := 0; ow < W; ow++ {
@@ -78,7 +115,7 @@ func (p DepthwiseParams) taps(f func(xi, wi, yi int)) {
 									if iw < 0 || iw >= W {
 										continue
 									}
-									xi := base + (id*H+ih)*W + iw
+									xi := inBase + (id/u[0]*in[1]+ih/u[1])*in[2] + iw/u[2]
 									wi := ((c*k+kd)*k+kh)*k + kw
 									f(xi, wi, yi)
 								}
@@ -112,5 +149,5 @@ func depthwiseConv3dBackward[T float](p DepthwiseParams, x, w, dy, dx, dw, db []
 }
 
 func (p DepthwiseParams) ioShapes() (in, out []int) {
-	return shape5(p.N, p.C, p.Size), shape5(p.N, p.C, p.Size)
+	return shape5(p.N, p.C, p.InputSize()), shape5(p.N, p.C, p.Size)
 }

@@ -273,6 +273,7 @@ func TestGradientsFiniteDifferences(t *testing.T) {
 		depthwiseGrad(DepthwiseParams{N: 1, C: 17, Size: Dims3{2, 3, 1}, Kernel: 1}),
 		depthwiseGrad(DepthwiseParams{N: 1, C: 3, Size: Dims3{3, 2, 2}, Kernel: 5}),
 		depthwiseGrad(DepthwiseParams{N: 3, C: 17, Size: Dims3{3, 1, 2}, Kernel: 3}),
+		depthwiseGrad(DepthwiseParams{N: 2, C: 3, Size: Dims3{4, 2, 6}, Kernel: 3, Up: Dims3{2, 1, 2}}),
 
 		pointwiseGrad(PointwiseParams{N: 3, Cin: 17, Cout: 3, Size: Dims3{1, 2, 3}}),
 		pointwiseGrad(PointwiseParams{N: 1, Cin: 1, Cout: 1, Size: Dims3{1, 1, 1}}),
