@@ -128,12 +128,7 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *
 		return g.depthwiseDirect(op, p, x, w, b, y, flip)
 	}
 	k := p.Kernel
-	// 8 outputs deep per invocation; 16 on a CPU device, where the deeper
-	// column halves the halo loads per output (lavapipe: forward 12% faster
-	// at 1×8×32³).
-	tile, err := g.chooseTile(op, p.Size, tuned(g, 8, 16), func(t dwTile) int {
-		return (t.tw+k-1)*(t.th+k-1)*(t.td+k-1) + k*k*k
-	})
+	tile, err := g.depthwiseTile(op, p)
 	if err != nil {
 		return err
 	}
@@ -155,6 +150,29 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *
 	push := pushDepthwise{uint32(p.N * p.C), uint32(p.C), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
 		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(split)}
 	return g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.first.gpu.buf, w.gpu.buf, g.buf(b), y.first.gpu.buf, x2, y2)
+}
+
+// depthwiseTile is the tile of depthwise.comp for p: 8 outputs deep per
+// invocation; 16 on a CPU device, where the deeper column halves the halo
+// loads per output (lavapipe: forward 12% faster at 1×8×32³).
+func (g *GPU) depthwiseTile(op string, p ref.DepthwiseParams) (dwTile, error) {
+	k := p.Kernel
+	return g.chooseTile(op, p.Size, tuned(g, 8, 16), func(t dwTile) int {
+		return (t.tw+k-1)*(t.th+k-1)*(t.td+k-1) + k*k*k
+	})
+}
+
+// upBlockSums reports whether the data-gradient kernel of p, a convolution
+// of an up-sampled input, sums the up-sampling blocks itself: its tile (or
+// block) is made of whole blocks.
+func (g *GPU) upBlockSums(op string, p ref.DepthwiseParams) bool {
+	if g.directDepthwise(p) {
+		_, _, _, ok := directDWShape(p, true)
+		return ok
+	}
+	t, err := g.depthwiseTile(op, p)
+	u := p.UpFactor()
+	return err == nil && t.tw%u[2] == 0 && t.th%u[1] == 0 && t.td%u[0] == 0
 }
 
 // depthwiseTX is how many outputs along W each invocation of the depthwise
@@ -261,9 +279,13 @@ func (g *GPU) depthwiseBackward(op string, p ref.DepthwiseParams, x dwPlanes, w,
 }
 
 // depthwiseUpGrad records the data gradient of a convolution of an
-// up-sampled input: that of the up-sampled input into scratch memory, then
-// summed over each up-sampling block into dx.
+// up-sampled input: that of the up-sampled input, summed over each
+// up-sampling block into dx by the kernel itself where its tiles allow,
+// else through scratch memory and UpsampleBackward.
 func (g *GPU) depthwiseUpGrad(op string, p ref.DepthwiseParams, w, dy, dx *Tensor) error {
+	if g.upBlockSums(op, p) {
+		return g.depthwiseConv(op, p, onePlanes(dy), w, nil, onePlanes(dx), true)
+	}
 	full := p
 	full.Up = ref.Dims3{}
 	buf, err := g.scratchBuf("dw-up-grad", full.InputLen())

@@ -59,6 +59,29 @@ func directVec4(p ref.DepthwiseParams) bool {
 	return p.Size[2]%4 == 0 && p.UpFactor() == (ref.Dims3{1, 1, 1})
 }
 
+// directDWUpMax bounds the up-sampling factors whose blocks the data
+// gradient sums in registers (the network's are 2).
+const directDWUpMax = 4
+
+// directDWShape is the block of an invocation of depthwise_direct's
+// convolution for p: TY rows × TX voxels × TD planes. The data gradient of
+// an up-sampled input (flip) takes multiples of the factors, and ok is
+// false where they exceed directDWUpMax.
+func directDWShape(p ref.DepthwiseParams, flip bool) (ty, tx, td int, ok bool) {
+	ty, tx = directDWBlock(p.Size, directDWVox)
+	td = directDWPlanes(p)
+	u := p.UpFactor()
+	if !flip || u == (ref.Dims3{1, 1, 1}) {
+		return ty, tx, td, true
+	}
+	if max(u[0], u[1], u[2]) > directDWUpMax {
+		return 0, 0, 0, false
+	}
+	// The sizes are multiples of the factors, so these fit the volume.
+	multiple := func(n, f int) int { return max(f, n/f*f) }
+	return multiple(ty, u[1]), multiple(tx, u[2]), multiple(td, u[0]), true
+}
+
 // directDWBlock is the block of an invocation: TY rows × TX voxels, at
 // most vox in all.
 func directDWBlock(size ref.Dims3, vox int) (ty, tx int) {
@@ -69,8 +92,10 @@ func directDWBlock(size ref.Dims3, vox int) (ty, tx int) {
 // depthwiseDirect records depthwise_direct's convolution: y = conv(x, w) + b,
 // or with flip conv(x, flip(w)) without bias; x or y may be joined.
 func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool) error {
-	ty, tx := directDWBlock(p.Size, directDWVox)
-	td := directDWPlanes(p)
+	ty, tx, td, ok := directDWShape(p, flip)
+	if !ok {
+		return fmt.Errorf("ops.%s: depthwise_direct cannot sum up-sampling blocks of %v", op, p.Up)
+	}
 	bw, bh := ceilDiv(p.Size[2], tx), ceilDiv(p.Size[1], ty)
 	invocs := p.N * p.C * ceilDiv(p.Size[0], td) * bh * bw
 	vec4 := directVec4(p)

@@ -21,8 +21,11 @@
 // input gradient of one.
 // ACC adds the results to the output's contents (an input gradient's second
 // contribution) rather than storing over them: bit 1 to y's, bit 2 to y2's.
-// With UD, UH, UW above 1 the input is up-sampled by those factors (nearest)
-// as it is read: x is the volume divided by them (never with FLIP or JOIN).
+// UD, UH, UW above 1 make it the convolution of an input up-sampled by
+// those factors (nearest), whose volume is the output's divided by them
+// (never with JOIN): x is up-sampled as it is read; with FLIP, the input
+// gradient of the up-sampled input is summed over each UD×UH×UW block (the
+// tile's sizes are multiples of the factors) into y, through shared memory.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;  // tile height, = workgroup y
@@ -37,6 +40,11 @@ layout(constant_id = 9) const uint ACC = 0;
 layout(constant_id = 10) const uint UD = 1;
 layout(constant_id = 11) const uint UH = 1;
 layout(constant_id = 12) const uint UW = 1;
+const bool UP = UD * UH * UW > 1;
+// The factors x is read with: FLIP reads dy, at the output's size.
+const uint RD = FLIP ? 1 : UD;
+const uint RH = FLIP ? 1 : UH;
+const uint RW = FLIP ? 1 : UW;
 
 const uint TW = WX * TX; // tile width
 
@@ -89,9 +97,9 @@ void main() {
     bool second = JOIN != 0 && ch >= p.split;
     uint n = plane / p.c;
     uint partBase = second ? (n * (p.c - p.split) + ch - p.split) * vol : (n * p.split + ch) * vol;
-    uint xh = p.h / UH, xw = p.w / UW; // x's plane
-    uint xBase = JOIN == 1 ? partBase : plane * (p.d / UD) * xh * xw;
-    uint yBase = JOIN == 2 ? partBase : plane * vol;
+    uint xh = p.h / RH, xw = p.w / RW; // x's plane
+    uint xBase = JOIN == 1 ? partBase : plane * (p.d / RD) * xh * xw;
+    uint yBase = JOIN == 2 ? partBase : plane * (FLIP && UP ? (p.d / UD) * (p.h / UH) * (p.w / UW) : vol);
 
     if (live) {
         // Every load of the halo is issued before the first store, from a
@@ -108,7 +116,7 @@ void main() {
             int gy = y0 + int(hy) - PAD;
             int gx = x0 + int(hx) - PAD;
             bool inside = gz >= 0 && gz < int(p.d) && gy >= 0 && gy < int(p.h) && gx >= 0 && gx < int(p.w);
-            uint at = inside ? xBase + (uint(gz) / UD * xh + uint(gy) / UH) * xw + uint(gx) / UW : xBase;
+            uint at = inside ? xBase + (uint(gz) / RD * xh + uint(gy) / RH) * xw + uint(gx) / RW : xBase;
             hv[k] = JOIN == 1 && second ? x2[at] : x[at];
             hv[k] = inside ? hv[k] : 0.0;
         }
@@ -192,6 +200,40 @@ void main() {
                 }
             }
         }
+    }
+    if (FLIP && UP) { // the block sums
+        // The tile's outputs go to shared memory, where the halo was (live
+        // is the same for the whole workgroup: the barriers are reached by
+        // all of it); each invocation then sums blocks of them.
+        barrier();
+        [[unroll]] for (uint t = 0; t < TX; t++) {
+            [[unroll]] for (uint j = 0; j < TD; j++) {
+                tile[(j * TH + ly) * TW + lx * TX + t] = acc[t * TD + j];
+            }
+        }
+        barrier();
+        const uint BW = TW / UW, BH = TH / UH, BD = TD / UD; // blocks of the tile
+        uint dw = p.w / UW, dh = p.h / UH, dd = p.d / UD;   // y's plane
+        for (uint o = lid; o < BW * BH * BD; o += WG) {
+            uint qd = o / (BW * BH);
+            uint r = o - qd * (BW * BH);
+            uint qh = r / BW;
+            uint qw = r - qh * BW;
+            uint ox = uint(x0) / UW + qw, oyb = uint(y0) / UH + qh, oz = uint(z0) / UD + qd;
+            if (ox < dw && oyb < dh && oz < dd) {
+                float s = 0.0;
+                for (uint a = 0; a < UD; a++) {
+                    for (uint c = 0; c < UH; c++) {
+                        for (uint e = 0; e < UW; e++) {
+                            s += tile[((qd * UD + a) * TH + qh * UH + c) * TW + qw * UW + e];
+                        }
+                    }
+                }
+                uint at = yBase + (oz * dh + oyb) * dw + ox;
+                y[at] = (ACC & 1) != 0 ? y[at] + s : s;
+            }
+        }
+        return;
     }
     [[unroll]] for (uint t = 0; t < TX; t++) {
         uint ox = uint(x0) + lx * TX + t;

@@ -31,9 +31,11 @@
 // output (dst, dstb): the input gradient of a concatenation.
 // In MODE 0, ACC adds the results to the output's contents (an input
 // gradient's second contribution) rather than storing over them: bit 1 to
-// dst's, bit 2 to dstb's. With UD, UH, UW above 1, x is up-sampled by those
-// factors (nearest) as it is read: it is the volume divided by them (never
-// with FLIP, JOIN or VEC4).
+// dst's, bit 2 to dstb's. UD, UH, UW above 1 make it the convolution of an
+// input up-sampled by those factors (nearest), whose volume is the output's
+// divided by them (never with JOIN or VEC4): x is up-sampled as it is read;
+// with FLIP, the input gradient of the up-sampled input is summed over each
+// UD×UH×UW block (TD, TY, TX are multiples of the factors) into dst.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 16;
 layout(constant_id = 1) const int K = 3; // odd kernel size
@@ -54,6 +56,11 @@ layout(constant_id = 10) const uint ACC = 0;
 layout(constant_id = 11) const int UD = 1;
 layout(constant_id = 12) const int UH = 1;
 layout(constant_id = 13) const int UW = 1;
+const bool UP = UD * UH * UW > 1;
+// The factors x is read with: FLIP reads dy, at the output's size.
+const int RD = FLIP ? 1 : UD;
+const int RH = FLIP ? 1 : UH;
+const int RW = FLIP ? 1 : UW;
 
 const int P = K / 2;
 const int KKK = K * K * K;
@@ -91,7 +98,7 @@ uint joined(uint n, uint ch, out bool second) {
 // of the plane at base (in xb when second), zero outside the volume.
 void segment(bool second, uint base, int d, int h, int w0, out float seg[SEG]) {
     int sw = int(p.size.z);
-    int row = int(base) + (d / UD * (int(p.size.y) / UH) + h / UH) * (sw / UW);
+    int row = int(base) + (d / RD * (int(p.size.y) / RH) + h / RH) * (sw / RW);
     if (VEC4) {
         // Clamped vec4s hold only positions outside the row, which the
         // selection below replaces by 0.
@@ -109,7 +116,7 @@ void segment(bool second, uint base, int d, int h, int w0, out float seg[SEG]) {
     }
     [[unroll]] for (int s = 0; s < SEG; s++) {
         int iw = w0 - P + s;
-        uint at = uint(row + clamp(iw, 0, sw - 1) / UW);
+        uint at = uint(row + clamp(iw, 0, sw - 1) / RW);
         float v = second ? xb(at) : x(at);
         seg[s] = (iw >= 0 && iw < sw) ? v : 0.0;
     }
@@ -127,9 +134,8 @@ void conv(uint inv) {
     int w0 = int(bw) * TX;
     bool second = false;
     uint part = JOIN != 0 ? joined(plane / p.blocks.w, ch, second) : 0;
-    uint xVol = p.size.x / UD * (p.size.y / UH) * (p.size.z / UW); // x's plane
-    uint xBase = JOIN == 1 ? part : plane * xVol;
-    uint yBase = JOIN == 2 ? part : plane * p.size.w;
+    uint xBase = JOIN == 1 ? part : plane * (p.size.x / RD * (p.size.y / RH) * (p.size.z / RW));
+    uint yBase = JOIN == 2 ? part : plane * (FLIP && UP ? p.size.x / UD * (p.size.y / UH) * (p.size.z / UW) : p.size.w);
     int sd = int(p.size.x), sh = int(p.size.y);
 
     float acc[TD][TY][TX];
@@ -182,6 +188,35 @@ void conv(uint inv) {
                 }
             }
         }
+    }
+    if (FLIP && UP) { // the block sums
+        int bh = sh / UH, bw = int(p.size.z) / UW; // dst's plane
+        [[unroll]] for (int j = 0; j < TD; j += UD) {
+            if (od0 + j >= sd) {
+                break;
+            }
+            [[unroll]] for (int i = 0; i < TY; i += UH) {
+                if (h0 + i >= sh) {
+                    break;
+                }
+                uint row = yBase + uint(((od0 + j) / UD * bh + (h0 + i) / UH) * bw);
+                [[unroll]] for (int t = 0; t < TX; t += UW) {
+                    if (w0 + t < int(p.size.z)) {
+                        float s = 0.0;
+                        [[unroll]] for (int a = 0; a < UD; a++) {
+                            [[unroll]] for (int b = 0; b < UH; b++) {
+                                [[unroll]] for (int c = 0; c < UW; c++) {
+                                    s += acc[j + a][i + b][t + c];
+                                }
+                            }
+                        }
+                        uint at = row + uint((w0 + t) / UW);
+                        dst[at] = (ACC & 1) != 0 ? dst[at] + s : s;
+                    }
+                }
+            }
+        }
+        return;
     }
     [[unroll]] for (int j = 0; j < TD; j++) {
         if (od0 + j >= sd) {
