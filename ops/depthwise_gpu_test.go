@@ -499,3 +499,48 @@ func BenchmarkDepthwiseJoined(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDepthwiseUp times a decoder's depthwise convolution of its
+// up-sampled path (nearest, factor 2), forward and backward: Upsample then
+// the convolution (and its data gradient then UpsampleBackward), against
+// the convolution reading the deeper level in place. The shapes are the
+// network's level 0 at base 8, 32³, and the DESIGN.md §8 shape.
+func BenchmarkDepthwiseUp(b *testing.B) {
+	g := gpuEngine(b)
+	for _, p := range []ref.DepthwiseParams{
+		{N: 1, C: 16, Size: ref.Dims3{32, 32, 32}, Kernel: 3, Up: two3},
+		{N: 2, C: 32, Size: ref.Dims3{64, 64, 64}, Kernel: 3, Up: two3},
+	} {
+		u := ref.UpsampleParams{N: p.N, C: p.C, In: p.InputSize(), Factor: p.Up}
+		plain := p
+		plain.Up = ref.Dims3{}
+		r := rand.New(rand.NewPCG(49, 50))
+		ts := []tensorSpec{input("x", randn(r, p.InputLen())), input("w", randn(r, p.WeightLen())),
+			input("b", randn(r, p.BiasLen())), input("dy", randn(r, p.OutputLen())),
+			output("up", u.OutputLen()), output("dup", u.OutputLen()), output("y", p.OutputLen()),
+			output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())}
+		name := fmt.Sprintf("%dx%dx%d^3", p.N, p.C, p.Size[0])
+		b.Run(name+"/upsample", func(b *testing.B) {
+			benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+				if err := e.Upsample(u, t["x"], t["up"]); err != nil {
+					return err
+				}
+				if err := e.DepthwiseConv3d(plain, t["up"], t["w"], t["b"], t["y"]); err != nil {
+					return err
+				}
+				if err := e.DepthwiseConv3dBackward(plain, t["up"], t["w"], t["dy"], t["dup"], t["dw"], t["db"]); err != nil {
+					return err
+				}
+				return e.UpsampleBackward(u, t["dup"], t["dx"])
+			}})
+		})
+		b.Run(name+"/in-place", func(b *testing.B) {
+			benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+				if err := e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"]); err != nil {
+					return err
+				}
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+			}})
+		})
+	}
+}
