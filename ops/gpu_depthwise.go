@@ -16,9 +16,9 @@ import (
 // gradient), as the two parts of a channel concatenation: a decoder's
 // depthwise convolution of its up-sampled path and skip connection never
 // builds their concatenation. The forward pass and the weight gradient also
-// read an input up-sampled by p.Up in place (a decoder's up-sampled path);
-// its data gradient is then computed at the output's size into scratch
-// memory and summed over the up-sampling blocks.
+// read an input up-sampled by p.Up in place (a decoder's up-sampled path),
+// whose data gradient kernel sums over the up-sampling blocks as it writes
+// (depthwiseUpGrad).
 
 // dwTile is the output tile of one workgroup: TW×TH invocations, each
 // computing TD voxels along D.
