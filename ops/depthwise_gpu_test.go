@@ -88,6 +88,23 @@ func TestDepthwiseGPU(t *testing.T) {
 	checkCases(t, cases)
 }
 
+// depthwisePasses are the forward and the backward case of p, on random
+// inputs.
+func depthwisePasses(r *rand.Rand, name string, p ref.DepthwiseParams) []opCase {
+	x, w, b, dy := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.BiasLen()), randn(r, p.OutputLen())
+	return []opCase{
+		{name + "/fwd", []tensorSpec{input("x", x), input("w", w), input("b", b), output("y", p.OutputLen())},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+			}, depthwiseTol},
+		{name + "/bwd", []tensorSpec{input("x", x), input("w", w), input("dy", dy),
+			output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+			}, depthwiseDWTol},
+	}
+}
+
 // Two output columns per invocation along W (a CPU device's choice) under
 // the GPU sizes too, in all three kernels, with and without the forward's
 // weights in registers (k 3 and 5),
@@ -104,18 +121,7 @@ func TestDepthwiseOutputsPerInvocation(t *testing.T) {
 		{N: 2, C: 3, Size: ref.Dims3{17, 19, 23}, Kernel: 3},
 		{N: 1, C: 2, Size: ref.Dims3{3, 5, 37}, Kernel: 5},
 	} {
-		x, w, b, dy := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.BiasLen()), randn(r, p.OutputLen())
-		name := fmt.Sprintf("%v-k%d", p.Size, p.Kernel)
-		cases = append(cases,
-			opCase{name + "/fwd", []tensorSpec{input("x", x), input("w", w), input("b", b), output("y", p.OutputLen())},
-				func(e Engine, t map[string]*Tensor) error {
-					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
-				}, depthwiseTol},
-			opCase{name + "/bwd", []tensorSpec{input("x", x), input("w", w), input("dy", dy),
-				output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())},
-				func(e Engine, t map[string]*Tensor) error {
-					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
-				}, depthwiseDWTol})
+		cases = append(cases, depthwisePasses(r, fmt.Sprintf("%v-k%d", p.Size, p.Kernel), p)...)
 	}
 	tx := 2
 	g.dwTX = &tx
@@ -305,19 +311,8 @@ func TestDepthwiseUpGPU(t *testing.T) {
 		{N: 2, C: 2, Size: d3(6, 6, 8), Kernel: 7, Up: two3},
 		{N: 1, C: 17, Size: d3(8, 8, 8), Kernel: 3, Up: two3},
 	} {
-		x, w, b, dy := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.BiasLen()), randn(r, p.OutputLen())
 		name := fmt.Sprintf("N%d-C%d-%v-k%d-up%v", p.N, p.C, p.Size, p.Kernel, p.Up)
-		cases = append(cases,
-			opCase{name + "/fwd", []tensorSpec{input("x", x), input("w", w), input("b", b), output("y", p.OutputLen())},
-				func(e Engine, t map[string]*Tensor) error {
-					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
-				}, depthwiseTol},
-			opCase{name + "/bwd", []tensorSpec{input("x", x), input("w", w), input("dy", dy),
-				output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())},
-				func(e Engine, t map[string]*Tensor) error {
-					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
-				}, depthwiseDWTol},
-		)
+		cases = append(cases, depthwisePasses(r, name, p)...)
 	}
 	checkCases(t, cases)
 }
