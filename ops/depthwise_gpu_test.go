@@ -299,7 +299,8 @@ func BenchmarkDepthwiseDirect(b *testing.B) {
 // A depthwise convolution of an up-sampled input: factors of 2 on every
 // axis (the network's), on some, and 3; rows of a multiple of 4 voxels,
 // which depthwise_direct then reads as floats; kernels for the direct and
-// the tile kernels; one voxel along an axis before up-sampling.
+// the tile kernels; one voxel along an axis before up-sampling; volumes of
+// one tile and of several.
 func TestDepthwiseUpGPU(t *testing.T) {
 	r := rand.New(rand.NewPCG(47, 48))
 	var cases []opCase
@@ -310,6 +311,8 @@ func TestDepthwiseUpGPU(t *testing.T) {
 		{N: 1, C: 2, Size: d3(4, 6, 9), Kernel: 5, Up: d3(2, 1, 3)},
 		{N: 2, C: 2, Size: d3(6, 6, 8), Kernel: 7, Up: two3},
 		{N: 1, C: 17, Size: d3(8, 8, 8), Kernel: 3, Up: two3},
+		// Several tiles (and blocks) along every axis, the last partial.
+		{N: 1, C: 2, Size: d3(10, 20, 36), Kernel: 3, Up: two3},
 	} {
 		name := fmt.Sprintf("N%d-C%d-%v-k%d-up%v", p.N, p.C, p.Size, p.Kernel, p.Up)
 		cases = append(cases, depthwisePasses(r, name, p)...)
