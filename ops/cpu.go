@@ -308,6 +308,14 @@ func (c *CPU) PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error {
 	return ref.PointwiseConv3d(p, f(x), f(w), f(b), f(y))
 }
 
+// PointwiseConv3dNormed implements Engine.
+func (c *CPU) PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, w, b, y *Tensor) error {
+	if err := c.owned("PointwiseConv3dNormed", x, gamma, beta, w, b, y); err != nil {
+		return err
+	}
+	return ref.PointwiseConv3dNormed(p, np, f(x), f(gamma), f(beta), f(w), f(b), f(y))
+}
+
 // PointwiseConv3dBackward implements Engine.
 func (c *CPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, db *Tensor) error {
 	if err := c.owned("PointwiseConv3dBackward", x, w, dy, dx, dw, db); err != nil {

@@ -143,6 +143,10 @@ type Engine interface {
 	DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1, x2, w, dy, dx1, dx2, dw, db *Tensor) error
 	PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error
 	PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, db *Tensor) error
+	// PointwiseConv3dNormed is PointwiseConv3d of InstanceNorm3d(np, x,
+	// gamma, beta) (its LeakyReLU included; no residual), the normalised
+	// tensor never built: an inference pass saves writing and reading it.
+	PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, w, b, y *Tensor) error
 	Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error
 	Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error
 	ConvTranspose3d(p ref.ConvTransposeParams, x, w, b, y *Tensor) error

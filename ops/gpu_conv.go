@@ -456,20 +456,42 @@ const pointwiseSmallItemsCPU = 4
 
 func smallPointwise(cin, cout int) bool { return cin <= pointwiseSmallMax && cout <= pointwiseSmallMax }
 
-type pushPointwise struct{ Items, Total uint32 }
+type pushPointwise struct {
+	Items, Total uint32
+	Slope        float32 // the input norm's LeakyReLU
+}
 
 // pointwiseSmall records pointwise_small.comp: y[n] = w·x[n] + b, or with
 // trans the data gradient x-channels cin → cout through wᵀ (w stored
 // [cin][cout]). bias may be nil.
 func (g *GPU) pointwiseSmall(op string, n, cin, cout, vox int, trans bool, x, w, bias, y *vk.Buffer) error {
+	return g.pointwiseSmallNormed(op, n, cin, cout, vox, trans, x, w, bias, y, nil)
+}
+
+// pwNorm is the instance norm that pointwise_small applies to its input as
+// it reads it: the norm's parameters and statistics.
+type pwNorm struct {
+	p                         ref.NormParams
+	gamma, beta, mean, invStd *vk.Buffer
+}
+
+// pointwiseSmallNormed is pointwiseSmall whose input is normalised by nm as
+// it is read, when nm is not nil.
+func (g *GPU) pointwiseSmallNormed(op string, n, cin, cout, vox int, trans bool, x, w, bias, y *vk.Buffer, nm *pwNorm) error {
 	const wg = 128
 	items, vec4 := vec4Items(vox)
 	vpi := tuned(g, 1, pointwiseSmallItemsCPU)
 	for items%vpi != 0 {
 		vpi--
 	}
-	k, err := g.kernel("pointwise_small", []vk.Access{g.input(vec4), g.input(false), vk.Read, vk.Write}, 8,
-		wg, uint32(cin), uint32(cout), b32(trans), b32(vec4), b32(bias != nil), uint32(vpi))
+	norm := pwNorm{gamma: g.dummy, beta: g.dummy, mean: g.dummy, invStd: g.dummy}
+	if nm != nil {
+		norm = *nm
+	}
+	k, err := g.kernel("pointwise_small",
+		[]vk.Access{g.input(vec4), g.input(false), vk.Read, vk.Write, vk.Read, vk.Read, vk.Read, vk.Read}, 12,
+		wg, uint32(cin), uint32(cout), b32(trans), b32(vec4), b32(bias != nil), uint32(vpi), b32(nm != nil),
+		b32(norm.p.LeakyReLU))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -477,7 +499,52 @@ func (g *GPU) pointwiseSmall(op string, n, cin, cout, vox int, trans bool, x, w,
 		bias = g.dummy
 	}
 	total := n * items
-	return g.dispatch(op, k, vk.Grid1D(total/vpi, wg), pushPointwise{uint32(items), uint32(total)}, x, w, bias, y)
+	push := pushPointwise{uint32(items), uint32(total), float32(norm.p.Slope)}
+	return g.dispatch(op, k, vk.Grid1D(total/vpi, wg), push, x, w, bias, y, norm.gamma, norm.beta, norm.mean, norm.invStd)
+}
+
+// PointwiseConv3dNormed implements Engine: the norm's statistics, then
+// pointwise_small normalising its input as it reads it; a product with
+// many channels (the GEMM's) takes the normalised input from scratch
+// memory.
+func (g *GPU) PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, w, b, y *Tensor) error {
+	const op = "PointwiseConv3dNormed"
+	if err := g.checkNorm(op, np, x, nil, gamma, beta); err != nil {
+		return err
+	}
+	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
+		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
+		return err
+	}
+	if np.N != p.N || np.C != p.Cin || np.Size != p.Size || np.Residual {
+		return fmt.Errorf("ops.%s: %v does not normalise the input of %v without a residual", op, np, p)
+	}
+	plan := g.newNormPlan(op, np)
+	mean, invStd, err := g.statsBufs(&plan, nil, nil)
+	if err != nil {
+		return err
+	}
+	if g.fusedNorm(&plan, int(plan.push.NC)) {
+		err = g.normFused(&plan, 0, plan.push, x, nil, nil, gamma, beta, mean, invStd, g.discard(), g.discard(), nil, nil)
+	} else {
+		err = g.normStats(&plan, x, mean, invStd)
+	}
+	if err != nil {
+		return err
+	}
+	if smallPointwise(p.Cin, p.Cout) {
+		return g.pointwiseSmallNormed(op, p.N, p.Cin, p.Cout, p.Size.Voxels(), false, x.gpu.buf, w.gpu.buf, bufOrNil(b),
+			y.gpu.buf, &pwNorm{np, gamma.gpu.buf, beta.gpu.buf, mean, invStd})
+	}
+	buf, err := g.scratchBuf("pw-normed", p.InputLen())
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	h := &Tensor{n: p.InputLen(), owner: g, gpu: gpuTensor{buf: buf}}
+	if err := g.normApply(&plan, 0, x, nil, nil, gamma, beta, mean, invStd, g.dummy, h, nil); err != nil {
+		return err
+	}
+	return g.convGEMM(op, gemmFwd, pointwiseGeom(p), w.gpu.buf, buf, bufOrNil(b), y.gpu.buf, false)
 }
 
 // PointwiseConv3dBackward implements Engine: dx = wᵀ·dy, dw = Σ dy·xᵀ over

@@ -428,3 +428,98 @@ func TestDepthwiseNormProfile(t *testing.T) {
 		}
 	}
 }
+
+// The pointwise convolution of a normalised input, the normalised tensor
+// never built: few channels (pointwise_small normalises as it reads) and
+// many (the GEMM's, from scratch memory); with and without the LeakyReLU;
+// planes of one statistics chunk and of several; rows of vec4s and not.
+func TestPointwiseNormedGPU(t *testing.T) {
+	r := rand.New(rand.NewPCG(55, 56))
+	var cases []opCase
+	for _, s := range []struct {
+		n, cin, cout int
+		size         ref.Dims3
+		leaky        bool
+	}{
+		{1, 1, 1, ref.Dims3{1, 1, 3}, true},
+		{2, 3, 17, ref.Dims3{3, 4, 5}, true},
+		{2, 16, 16, ref.Dims3{4, 6, 8}, false},
+		{1, 5, 3, ref.Dims3{17, 19, 23}, true},
+		{2, 8, 4, ref.Dims3{16, 16, 20}, true},
+		{1, 70, 65, ref.Dims3{2, 3, 5}, true},
+	} {
+		p := ref.PointwiseParams{N: s.n, Cin: s.cin, Cout: s.cout, Size: s.size}
+		np := ref.NormParams{N: s.n, C: s.cin, Size: s.size, Eps: ref.DefaultNormEps, LeakyReLU: s.leaky, Slope: ref.DefaultSlope}
+		ts := []tensorSpec{input("x", randScaled(r, p.InputLen(), 3)), input("gamma", randn(r, s.cin)),
+			input("beta", randn(r, s.cin)), input("w", randn(r, p.WeightLen())), input("b", randn(r, p.BiasLen())),
+			output("y", p.OutputLen())}
+		cases = append(cases, opCase{fmt.Sprintf("N%d-%d→%d-%v-leaky%t", s.n, s.cin, s.cout, s.size, s.leaky), ts,
+			func(e Engine, t map[string]*Tensor) error {
+				return e.PointwiseConv3dNormed(p, np, t["x"], t["gamma"], t["beta"], t["w"], t["b"], t["y"])
+			}, gemmTol})
+	}
+	checkCases(t, cases)
+}
+
+func TestPointwiseNormedErrors(t *testing.T) {
+	p := ref.PointwiseParams{N: 1, Cin: 2, Cout: 3, Size: ref.Dims3{2, 3, 4}}
+	np := ref.NormParams{N: 1, C: 2, Size: ref.Dims3{2, 3, 4}, Eps: ref.DefaultNormEps}
+	for _, e := range []Engine{gpuEngine(t), NewCPU()} {
+		alloc := allocator(t, e)
+		x, g, w, y := alloc(p.InputLen()), alloc(2), alloc(p.WeightLen()), alloc(p.OutputLen())
+		other := np
+		other.C = 3
+		residual := np
+		residual.Residual = true
+		for _, c := range []struct {
+			name string
+			err  error
+		}{
+			{"channels", e.PointwiseConv3dNormed(p, other, x, g, g, w, nil, y)},
+			{"residual", e.PointwiseConv3dNormed(p, residual, x, g, g, w, nil, y)},
+			{"short y", e.PointwiseConv3dNormed(p, np, x, g, g, w, nil, x)},
+		} {
+			if c.err == nil {
+				t.Errorf("%s: %s: accepted", e.Name(), c.name)
+			} else if !strings.Contains(c.err.Error(), "PointwiseConv3dNormed") {
+				t.Errorf("%s: %s: error %q does not name the operation", e.Name(), c.name, c.err)
+			}
+		}
+		if err := e.Sync(); err != nil {
+			t.Errorf("%s: Sync after refused calls: %v", e.Name(), err)
+		}
+	}
+}
+
+// BenchmarkPointwiseNormed times an inference pass's instance norm (with
+// its LeakyReLU) and the pointwise convolution after it: the normalised
+// tensor built against normalised as the convolution reads it. The shapes
+// are the network's level 0 at base 8, 32³, and the DESIGN.md §8 shape.
+func BenchmarkPointwiseNormed(b *testing.B) {
+	g := gpuEngine(b)
+	for _, s := range []struct {
+		n, c int
+		size ref.Dims3
+	}{{1, 8, ref.Dims3{32, 32, 32}}, {2, 32, ref.Dims3{64, 64, 64}}} {
+		p := ref.PointwiseParams{N: s.n, Cin: s.c, Cout: s.c, Size: s.size}
+		np := ref.NormParams{N: s.n, C: s.c, Size: s.size, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: ref.DefaultSlope}
+		r := rand.New(rand.NewPCG(57, 58))
+		ts := []tensorSpec{input("x", randn(r, p.InputLen())), input("gamma", randn(r, s.c)), input("beta", randn(r, s.c)),
+			input("w", randn(r, p.WeightLen())), input("b", randn(r, s.c)), output("h", p.InputLen()),
+			output("y", p.OutputLen())}
+		name := fmt.Sprintf("%dx%dx%d^3", s.n, s.c, s.size[0])
+		b.Run(name+"/built", func(b *testing.B) {
+			benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+				if err := e.InstanceNorm3d(np, t["x"], nil, t["gamma"], t["beta"], t["h"], nil, nil); err != nil {
+					return err
+				}
+				return e.PointwiseConv3d(p, t["h"], t["w"], t["b"], t["y"])
+			}})
+		})
+		b.Run(name+"/normed", func(b *testing.B) {
+			benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+				return e.PointwiseConv3dNormed(p, np, t["x"], t["gamma"], t["beta"], t["w"], t["b"], t["y"])
+			}})
+		})
+	}
+}

@@ -7,7 +7,10 @@
 // writes all COUT outputs, with the weights in shared memory (the texel
 // variant reads them where it uses them). With TRANS the weights are read
 // as [CIN][COUT], which makes the same kernel the data gradient
-// (dx = wᵀ·dy).
+// (dx = wᵀ·dy). With NORM the input is the instance norm of x, computed as
+// it is read from the norm's statistics (mean, invStd per plane) and
+// parameters, with its LeakyReLU when LEAKY: the same expressions as
+// norm_apply's, so the normalised tensor need not be built.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint CIN = 16;
@@ -19,6 +22,8 @@ layout(constant_id = 5) const bool BIAS = true;
 // applies each weight it reads to VPI items reads it VPI times less often
 // per voxel, which pays on a CPU device.
 layout(constant_id = 6) const uint VPI = 1;
+layout(constant_id = 7) const bool NORM = false;
+layout(constant_id = 8) const bool LEAKY = false;
 
 #include "inputs.glsl"
 INPUT(0, x)
@@ -26,9 +31,14 @@ INPUT(1, w)
 layout(std430, binding = 2) readonly buffer B { float b[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 layout(std430, binding = 3) writeonly buffer Y4 { vec4 y4[]; };
+layout(std430, binding = 4) readonly buffer Gamma { float gamma[]; }; // NORM
+layout(std430, binding = 5) readonly buffer Beta { float beta[]; };
+layout(std430, binding = 6) readonly buffer Mean { float mean[]; };
+layout(std430, binding = 7) readonly buffer InvStd { float invStd[]; };
 layout(push_constant) uniform Push {
-    uint items; // per (sample, channel) plane: voxels, or vec4s with VEC4
-    uint total; // batch × items
+    uint items;  // per (sample, channel) plane: voxels, or vec4s with VEC4
+    uint total;  // batch × items
+    float slope; // NORM and LEAKY: the LeakyReLU's
 } p;
 
 #ifdef TEXEL
@@ -60,6 +70,13 @@ void main() {
         uint at = (n * CIN + ci) * p.items + v;
         [[unroll]] for (uint k = 0; k < VPI; k++) {
             xs[k][ci] = VEC4 ? x4(at + k) : vec4(x(at + k));
+        }
+        if (NORM) {
+            float mu = mean[n * CIN + ci], is = invStd[n * CIN + ci], ga = gamma[ci], be = beta[ci];
+            [[unroll]] for (uint k = 0; k < VPI; k++) {
+                vec4 z = ga * ((xs[k][ci] - mu) * is) + be;
+                xs[k][ci] = LEAKY ? mix(z * p.slope, z, greaterThan(z, vec4(0.0))) : z;
+            }
         }
     }
     for (uint co = 0; co < COUT; co++) {

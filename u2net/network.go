@@ -194,6 +194,30 @@ func (b *builder) depthwise(scope string, in unitIn) *act {
 	return y
 }
 
+// inference reports whether the builder builds an inference graph.
+func (b *builder) inference() bool { return !b.declare && b.g != nil && !b.g.training }
+
+// normedPointwise is norm(normScope, x, nil, true) then pointwise(scope,
+// false, ·, cout) in one step of an inference graph, the normalised tensor
+// never built (PointwiseConv3dNormed). It declares the same parameters.
+func (b *builder) normedPointwise(normScope, scope string, x *act, cout int) *act {
+	gamma := b.param(normScope, true, "weight", kindGamma, 1, x.c)
+	beta := b.param(normScope, true, "bias", kindBeta, 1, x.c)
+	w := b.param(scope, false, "weight", kindWeight, x.c, cout, x.c, 1, 1, 1)
+	bias := b.param(scope, false, "bias", kindBias, x.c, cout)
+	y := b.newAct(cout, x.size)
+	if b.err != nil {
+		return y
+	}
+	np := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: b.slope}
+	p := ref.PointwiseParams{N: b.n, Cin: x.c, Cout: cout, Size: x.size}
+	g := b.g
+	g.step(y, []*act{x}, func(e ops.Engine) error {
+		return e.PointwiseConv3dNormed(p, np, x.v, g.val(gamma), g.val(beta), g.val(w), g.val(bias), y.v)
+	}, func(ops.Engine) error { return fmt.Errorf("u2net: an inference graph has no backward pass") })
+	return y
+}
+
 // pointwise is a 1×1×1 convolution with bias.
 func (b *builder) pointwise(scope string, perDomain bool, x *act, cout int) *act {
 	w := b.param(scope, perDomain, "weight", kindWeight, x.c, cout, x.c, 1, 1, 1)
@@ -366,8 +390,12 @@ func (b *builder) concat(x1, x2 *act) *act {
 func (b *builder) unit(scope string, in unitIn, cout, k int, res *act) *act {
 	if b.cfg.Mode == ModeUniversal {
 		h := b.depthwise(scope+".dw", in)
-		h = b.norm(scope+".dwnorm", h, nil, true)
-		h = b.pointwise(scope+".pw", false, h, cout)
+		if b.inference() {
+			h = b.normedPointwise(scope+".dwnorm", scope+".pw", h, cout)
+		} else {
+			h = b.norm(scope+".dwnorm", h, nil, true)
+			h = b.pointwise(scope+".pw", false, h, cout)
+		}
 		return b.norm(scope+".norm", h, res, true)
 	}
 	x := in.x

@@ -87,3 +87,25 @@ func pointwiseConv3dBackward[T float](p PointwiseParams, x, w, dy, dx, dw, db []
 func (p PointwiseParams) ioShapes() (in, out []int) {
 	return shape5(p.N, p.Cin, p.Size), shape5(p.N, p.Cout, p.Size)
 }
+
+// PointwiseConv3dNormed computes the pointwise convolution of the instance
+// norm of x (np, with its LeakyReLU when set, without a residual): y =
+// PointwiseConv3d(p, InstanceNorm3d(np, x, gamma, beta)). np must describe
+// p's input.
+func PointwiseConv3dNormed(p PointwiseParams, np NormParams, x, gamma, beta, w, b, y []float32) error {
+	const op = "ref.PointwiseConv3dNormed"
+	if err := firstErr(p.Validate(), np.Validate()); err != nil {
+		return wrap(op, err)
+	}
+	if np.N != p.N || np.C != p.Cin || np.Size != p.Size || np.Residual {
+		return fmt.Errorf("%s: %v does not normalise the input of %v without a residual", op, np, p)
+	}
+	h := make([]float32, p.InputLen())
+	if err := InstanceNorm3d(np, x, nil, gamma, beta, h, nil, nil); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := PointwiseConv3d(p, h, w, b, y); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
