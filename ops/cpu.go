@@ -309,11 +309,19 @@ func (c *CPU) PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error {
 }
 
 // PointwiseConv3dNormed implements Engine.
-func (c *CPU) PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, w, b, y *Tensor) error {
-	if err := c.owned("PointwiseConv3dNormed", x, gamma, beta, w, b, y); err != nil {
+func (c *CPU) PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, mean, invStd, w, b, y *Tensor) error {
+	if err := c.owned("PointwiseConv3dNormed", x, gamma, beta, mean, invStd, w, b, y); err != nil {
 		return err
 	}
-	return ref.PointwiseConv3dNormed(p, np, f(x), f(gamma), f(beta), f(w), f(b), f(y))
+	return ref.PointwiseConv3dNormed(p, np, f(x), f(gamma), f(beta), f(mean), f(invStd), f(w), f(b), f(y))
+}
+
+// PointwiseConv3dNormedBackward implements Engine.
+func (c *CPU) PointwiseConv3dNormedBackward(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, mean, invStd, w, dy, dh, dw, db *Tensor) error {
+	if err := c.owned("PointwiseConv3dNormedBackward", x, gamma, beta, mean, invStd, w, dy, dh, dw, db); err != nil {
+		return err
+	}
+	return ref.PointwiseConv3dNormedBackward(p, np, f(x), f(gamma), f(beta), f(mean), f(invStd), f(w), f(dy), f(dh), f(dw), f(db))
 }
 
 // PointwiseConv3dBackward implements Engine.
@@ -382,10 +390,22 @@ func (c *CPU) ChannelSum(n, ch int, size ref.Dims3, x, sums *Tensor) error {
 
 // InstanceNorm3d implements Engine.
 func (c *CPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invStd *Tensor) error {
-	if err := c.owned("InstanceNorm3d", x, r, gamma, beta, y, mean, invStd); err != nil {
+	const op = "InstanceNorm3d"
+	if err := c.owned(op, x, r, gamma, beta, y, mean, invStd); err != nil {
 		return err
 	}
-	return ref.InstanceNorm3d(p, f(x), f(r), f(gamma), f(beta), f(y), f(mean), f(invStd))
+	out := f(y)
+	if y == nil {
+		// The statistics alone: the reference computes y too.
+		if mean == nil || invStd == nil {
+			return fmt.Errorf("ops.%s: y is missing (it may be only with mean and invStd)", op)
+		}
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("ops.%s: %w", op, err)
+		}
+		out = make([]float32, p.OutputLen())
+	}
+	return ref.InstanceNorm3d(p, f(x), f(r), f(gamma), f(beta), out, f(mean), f(invStd))
 }
 
 // InstanceNorm3dBackward implements Engine.

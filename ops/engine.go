@@ -143,16 +143,25 @@ type Engine interface {
 	DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1, x2, w, dy, dx1, dx2, dw, db *Tensor) error
 	PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error
 	PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, db *Tensor) error
-	// PointwiseConv3dNormed is PointwiseConv3d of InstanceNorm3d(np, x,
-	// gamma, beta) (its LeakyReLU included; no residual), the normalised
-	// tensor never built: an inference pass saves writing and reading it.
-	PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, w, b, y *Tensor) error
+	// PointwiseConv3dNormed is PointwiseConv3d of the instance norm of x (np,
+	// its LeakyReLU included; no residual) from the norm's statistics, as
+	// InstanceNorm3d gives them without its output: the normalised tensor is
+	// never built, the convolution normalises x as it reads it, and a
+	// training step need not keep it.
+	PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, mean, invStd, w, b, y *Tensor) error
+	// PointwiseConv3dNormedBackward is its backward pass but for x's
+	// gradient: dh, the normalised input's, which InstanceNorm3dBackward
+	// then takes as its dy; dw and db. Any of the three may be nil.
+	PointwiseConv3dNormedBackward(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, mean, invStd, w, dy, dh, dw, db *Tensor) error
 	Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error
 	Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error
 	ConvTranspose3d(p ref.ConvTransposeParams, x, w, b, y *Tensor) error
 	ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, dw, db *Tensor) error
 	ChannelSum(n, c int, size ref.Dims3, x, sums *Tensor) error
 
+	// InstanceNorm3d normalises x into y and, when they are not nil, writes
+	// its statistics into mean and invStd; with those and y nil it computes
+	// only the statistics.
 	InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invStd *Tensor) error
 	// InstanceNorm3dBackward takes optionally the statistics InstanceNorm3d
 	// saved (mean and invStd, both or neither) for the same x: an engine

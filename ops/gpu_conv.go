@@ -503,48 +503,83 @@ func (g *GPU) pointwiseSmallNormed(op string, n, cin, cout, vox int, trans bool,
 	return g.dispatch(op, k, vk.Grid1D(total/vpi, wg), push, x, w, bias, y, norm.gamma, norm.beta, norm.mean, norm.invStd)
 }
 
-// PointwiseConv3dNormed implements Engine: the norm's statistics, then
-// pointwise_small normalising its input as it reads it; a product with
-// many channels (the GEMM's) takes the normalised input from scratch
-// memory.
-func (g *GPU) PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, w, b, y *Tensor) error {
-	const op = "PointwiseConv3dNormed"
-	if err := g.checkNorm(op, np, x, nil, gamma, beta); err != nil {
+// checkNormed validates the arguments of PointwiseConv3dNormed and its
+// backward pass that they share.
+func (g *GPU) checkNormed(op string, p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, mean, invStd *Tensor, more ...arg) error {
+	if err := g.checkNorm(op, np, x, nil, gamma, beta, in("mean", mean, np.StatsLen()), in("invStd", invStd, np.StatsLen())); err != nil {
 		return err
 	}
-	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
-		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
+	if err := checkArgs(g, op, p, append([]arg{in("x", x, p.InputLen())}, more...)...); err != nil {
 		return err
 	}
 	if np.N != p.N || np.C != p.Cin || np.Size != p.Size || np.Residual {
 		return fmt.Errorf("ops.%s: %v does not normalise the input of %v without a residual", op, np, p)
 	}
+	return nil
+}
+
+// normedInput returns the normalised input of a pointwise convolution whose
+// kernel cannot normalise it as it reads it: built in scratch memory.
+func (g *GPU) normedInput(op string, np ref.NormParams, x, gamma, beta, mean, invStd *Tensor) (*vk.Buffer, error) {
+	buf, err := g.scratchBuf("pw-normed", np.InputLen())
+	if err != nil {
+		return nil, fmt.Errorf("ops.%s: %w", op, err)
+	}
 	plan := g.newNormPlan(op, np)
-	mean, invStd, err := g.statsBufs(&plan, nil, nil)
-	if err != nil {
-		return err
-	}
-	if g.fusedNorm(&plan, int(plan.push.NC)) {
-		err = g.normFused(&plan, 0, plan.push, x, nil, nil, gamma, beta, mean, invStd, g.discard(), g.discard(), nil, nil)
-	} else {
-		err = g.normStats(&plan, x, mean, invStd)
-	}
-	if err != nil {
+	h := &Tensor{n: np.InputLen(), owner: g, gpu: gpuTensor{buf: buf}}
+	return buf, g.normApply(&plan, 0, x, nil, nil, gamma, beta, mean.gpu.buf, invStd.gpu.buf, g.dummy, h, nil)
+}
+
+// PointwiseConv3dNormed implements Engine: pointwise_small normalises its
+// input as it reads it; a product with many channels (the GEMM's) takes
+// the normalised input from scratch memory.
+func (g *GPU) PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, mean, invStd, w, b, y *Tensor) error {
+	const op = "PointwiseConv3dNormed"
+	if err := g.checkNormed(op, p, np, x, gamma, beta, mean, invStd, in("w", w, p.WeightLen()),
+		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
 	if smallPointwise(p.Cin, p.Cout) {
 		return g.pointwiseSmallNormed(op, p.N, p.Cin, p.Cout, p.Size.Voxels(), false, x.gpu.buf, w.gpu.buf, bufOrNil(b),
-			y.gpu.buf, &pwNorm{np, gamma.gpu.buf, beta.gpu.buf, mean, invStd})
+			y.gpu.buf, &pwNorm{np, gamma.gpu.buf, beta.gpu.buf, mean.gpu.buf, invStd.gpu.buf})
 	}
-	buf, err := g.scratchBuf("pw-normed", p.InputLen())
+	h, err := g.normedInput(op, np, x, gamma, beta, mean, invStd)
 	if err != nil {
-		return fmt.Errorf("ops.%s: %w", op, err)
-	}
-	h := &Tensor{n: p.InputLen(), owner: g, gpu: gpuTensor{buf: buf}}
-	if err := g.normApply(&plan, 0, x, nil, nil, gamma, beta, mean, invStd, g.dummy, h, nil); err != nil {
 		return err
 	}
-	return g.convGEMM(op, gemmFwd, pointwiseGeom(p), w.gpu.buf, buf, bufOrNil(b), y.gpu.buf, false)
+	return g.convGEMM(op, gemmFwd, pointwiseGeom(p), w.gpu.buf, h, bufOrNil(b), y.gpu.buf, false)
+}
+
+// PointwiseConv3dNormedBackward implements Engine: dh as
+// PointwiseConv3dBackward's dx; dw and db from pointwise_dw normalising x as
+// it reads it, or from the GEMM on the normalised input in scratch memory.
+func (g *GPU) PointwiseConv3dNormedBackward(p ref.PointwiseParams, np ref.NormParams, x, gamma, beta, mean, invStd, w, dy, dh, dw, db *Tensor) error {
+	const op = "PointwiseConv3dNormedBackward"
+	if err := g.checkNormed(op, p, np, x, gamma, beta, mean, invStd, in("w", w, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), opt("dh", dh, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		opt("db", db, p.BiasLen())); err != nil {
+		return err
+	}
+	if dh != nil {
+		if err := g.pointwiseDataGrad(op, p, w, dy, dh); err != nil {
+			return err
+		}
+	}
+	if dw == nil {
+		if db != nil {
+			return g.ChannelSum(p.N, p.Cout, p.Size, dy, db)
+		}
+		return nil
+	}
+	if g.pointwiseDW(p) {
+		return g.pointwiseWeightGradNormed(op, p, x, dy, dw, db, &pwNorm{np, gamma.gpu.buf, beta.gpu.buf, mean.gpu.buf, invStd.gpu.buf})
+	}
+	h, err := g.normedInput(op, np, x, gamma, beta, mean, invStd)
+	if err != nil {
+		return err
+	}
+	ht := &Tensor{n: p.InputLen(), owner: g, gpu: gpuTensor{buf: h}}
+	return g.convBackward(op, pointwiseGeom(p), ht, w, dy, nil, dw, db)
 }
 
 // PointwiseConv3dBackward implements Engine: dx = wᵀ·dy, dw = Σ dy·xᵀ over
@@ -557,9 +592,8 @@ func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, d
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}
-	if dx != nil && smallPointwise(p.Cin, p.Cout) {
-		// dx = wᵀ·dy with the memory-bound kernel.
-		if err := g.pointwiseSmall(op, p.N, p.Cout, p.Cin, p.Size.Voxels(), true, dy.gpu.buf, w.gpu.buf, nil, dx.gpu.buf); err != nil {
+	if dx != nil {
+		if err := g.pointwiseDataGrad(op, p, w, dy, dx); err != nil {
 			return err
 		}
 		dx = nil
@@ -571,6 +605,15 @@ func (g *GPU) PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, d
 		dw, db = nil, nil
 	}
 	return g.convBackward(op, pointwiseGeom(p), x, w, dy, dx, dw, db)
+}
+
+// pointwiseDataGrad records dx = wᵀ·dy: with the memory-bound kernel when
+// the channels are few, else the GEMM.
+func (g *GPU) pointwiseDataGrad(op string, p ref.PointwiseParams, w, dy, dx *Tensor) error {
+	if smallPointwise(p.Cin, p.Cout) {
+		return g.pointwiseSmall(op, p.N, p.Cout, p.Cin, p.Size.Voxels(), true, dy.gpu.buf, w.gpu.buf, nil, dx.gpu.buf)
+	}
+	return g.convGEMM(op, gemmDgrad, pointwiseGeom(p), w.gpu.buf, dy.gpu.buf, nil, dx.gpu.buf, false)
 }
 
 // pointwiseDWBlock is the largest channel block of pointwise_dw along
@@ -634,11 +677,20 @@ func (g *GPU) pointwiseOwn(p ref.PointwiseParams) bool {
 	return g.cpuTuned() && p.N*items <= pointwiseOwnItems
 }
 
-type pushPointwiseDW struct{ Items, Total, Chunks, PerChunk, Stride, DBAt uint32 }
+type pushPointwiseDW struct {
+	Items, Total, Chunks, PerChunk, Stride, DBAt uint32
+	Slope                                        float32 // the input norm's LeakyReLU
+}
 
 // pointwiseWeightGrad records pointwise_dw and the sums of its chunks into
 // dw and, when not nil, db.
 func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, db *Tensor) error {
+	return g.pointwiseWeightGradNormed(op, p, x, dy, dw, db, nil)
+}
+
+// pointwiseWeightGradNormed is pointwiseWeightGrad whose x is normalised by
+// nm as it is read, when nm is not nil.
+func (g *GPU) pointwiseWeightGradNormed(op string, p ref.PointwiseParams, x, dy, dw, db *Tensor, nm *pwNorm) error {
 	cib, cob := evenBlock(p.Cin, pointwiseDWBlock), evenBlock(p.Cout, pointwiseDWBlock)
 	vox := p.Size.Voxels()
 	items, vec4 := vec4Items(vox)
@@ -669,8 +721,14 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 	if own {
 		groups = ceilDiv(groups, wg)
 	}
-	k, err := g.kernel("pointwise_dw", []vk.Access{g.input(vec4), g.input(vec4), vk.Write}, 24,
-		uint32(wg), uint32(p.Cin), uint32(p.Cout), uint32(cib), uint32(cob), b32(vec4), uint32(rg), uint32(vpi), b32(own))
+	norm := pwNorm{gamma: g.dummy, beta: g.dummy, mean: g.dummy, invStd: g.dummy}
+	if nm != nil {
+		norm = *nm
+	}
+	k, err := g.kernel("pointwise_dw",
+		[]vk.Access{g.input(vec4), g.input(vec4), vk.Write, vk.Read, vk.Read, vk.Read, vk.Read}, 28,
+		uint32(wg), uint32(p.Cin), uint32(p.Cout), uint32(cib), uint32(cob), b32(vec4), uint32(rg), uint32(vpi), b32(own),
+		b32(nm != nil), b32(norm.p.LeakyReLU))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -678,8 +736,10 @@ func (g *GPU) pointwiseWeightGrad(op string, p ref.PointwiseParams, x, dy, dw, d
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	push := pushPointwiseDW{uint32(items), uint32(total), uint32(chunks), uint32(perChunk), uint32(stride), uint32(p.Cout * p.Cin)}
-	if err := g.dispatch(op, k, vk.Grid1D(groups, 1), push, x.gpu.buf, dy.gpu.buf, part); err != nil {
+	push := pushPointwiseDW{uint32(items), uint32(total), uint32(chunks), uint32(perChunk), uint32(stride), uint32(p.Cout * p.Cin),
+		float32(norm.p.Slope)}
+	if err := g.dispatch(op, k, vk.Grid1D(groups, 1), push, x.gpu.buf, dy.gpu.buf, part,
+		norm.gamma, norm.beta, norm.mean, norm.invStd); err != nil {
 		return err
 	}
 	// A row holds dw's sums and then db's: one dispatch adds both.

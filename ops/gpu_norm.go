@@ -266,9 +266,12 @@ func (g *GPU) statsBufs(np *normPlan, mean, invStd *Tensor) (*vk.Buffer, *vk.Buf
 // InstanceNorm3d implements Engine.
 func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invStd *Tensor) error {
 	const op = "InstanceNorm3d"
-	if err := g.checkNorm(op, p, x, r, gamma, beta, in("y", y, p.OutputLen()),
+	if err := g.checkNorm(op, p, x, r, gamma, beta, opt("y", y, p.OutputLen()),
 		opt("mean", mean, p.StatsLen()), opt("invStd", invStd, p.StatsLen())); err != nil {
 		return err
+	}
+	if y == nil && (mean == nil || invStd == nil) {
+		return fmt.Errorf("ops.%s: y is missing (it may be only with mean and invStd)", op)
 	}
 	np := g.newNormPlan(op, p)
 	mb, sb, err := g.statsBufs(&np, mean, invStd)
@@ -276,9 +279,10 @@ func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 		return err
 	}
 	if g.fusedNorm(&np, int(np.push.NC)) {
+		// Without y, norm_fused skips its elementwise pass.
 		return g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), y, nil)
 	}
-	if err := g.normStats(&np, x, mb, sb); err != nil {
+	if err := g.normStats(&np, x, mb, sb); err != nil || y == nil {
 		return err
 	}
 	return g.normApply(&np, 0, x, r, nil, gamma, beta, mb, sb, g.dummy, y, nil)

@@ -430,9 +430,10 @@ func TestDepthwiseNormProfile(t *testing.T) {
 }
 
 // The pointwise convolution of a normalised input, the normalised tensor
-// never built: few channels (pointwise_small normalises as it reads) and
-// many (the GEMM's, from scratch memory); with and without the LeakyReLU;
-// planes of one statistics chunk and of several; rows of vec4s and not.
+// never built, forward and backward: few channels (pointwise_small and
+// pointwise_dw normalise as they read) and many (the GEMM's, from scratch
+// memory); with and without the LeakyReLU; rows of vec4s and not. The
+// statistics are inputs: any positive invStd will do.
 func TestPointwiseNormedGPU(t *testing.T) {
 	r := rand.New(rand.NewPCG(55, 56))
 	var cases []opCase
@@ -446,17 +447,42 @@ func TestPointwiseNormedGPU(t *testing.T) {
 		{2, 16, 16, ref.Dims3{4, 6, 8}, false},
 		{1, 5, 3, ref.Dims3{17, 19, 23}, true},
 		{2, 8, 4, ref.Dims3{16, 16, 20}, true},
+		{2, 32, 16, ref.Dims3{3, 4, 8}, true},
 		{1, 70, 65, ref.Dims3{2, 3, 5}, true},
 	} {
 		p := ref.PointwiseParams{N: s.n, Cin: s.cin, Cout: s.cout, Size: s.size}
 		np := ref.NormParams{N: s.n, C: s.cin, Size: s.size, Eps: ref.DefaultNormEps, LeakyReLU: s.leaky, Slope: ref.DefaultSlope}
+		invStd := randn(r, np.StatsLen())
+		for i, v := range invStd {
+			invStd[i] = float32(math.Abs(float64(v))) + 0.5
+		}
 		ts := []tensorSpec{input("x", randScaled(r, p.InputLen(), 3)), input("gamma", randn(r, s.cin)),
-			input("beta", randn(r, s.cin)), input("w", randn(r, p.WeightLen())), input("b", randn(r, p.BiasLen())),
-			output("y", p.OutputLen())}
-		cases = append(cases, opCase{fmt.Sprintf("N%d-%d→%d-%v-leaky%t", s.n, s.cin, s.cout, s.size, s.leaky), ts,
+			input("beta", randn(r, s.cin)), input("mean", randn(r, np.StatsLen())), input("invStd", invStd),
+			input("w", randn(r, p.WeightLen())), input("b", randn(r, p.BiasLen())), input("dy", randn(r, p.OutputLen()))}
+		name := fmt.Sprintf("N%d-%d→%d-%v-leaky%t", s.n, s.cin, s.cout, s.size, s.leaky)
+		cases = append(cases, opCase{name + "/fwd", append(ts, output("y", p.OutputLen())),
 			func(e Engine, t map[string]*Tensor) error {
-				return e.PointwiseConv3dNormed(p, np, t["x"], t["gamma"], t["beta"], t["w"], t["b"], t["y"])
-			}, gemmTol})
+				return e.PointwiseConv3dNormed(p, np, t["x"], t["gamma"], t["beta"], t["mean"], t["invStd"], t["w"], t["b"], t["y"])
+			}, gemmTol},
+			opCase{name + "/bwd", append(ts, output("dh", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())),
+				func(e Engine, t map[string]*Tensor) error {
+					return e.PointwiseConv3dNormedBackward(p, np, t["x"], t["gamma"], t["beta"], t["mean"], t["invStd"], t["w"],
+						t["dy"], t["dh"], t["dw"], t["db"])
+				}, gemmTol},
+			opCase{name + "/bwd-db-only", append(ts, output("db", p.BiasLen())),
+				func(e Engine, t map[string]*Tensor) error {
+					return e.PointwiseConv3dNormedBackward(p, np, t["x"], t["gamma"], t["beta"], t["mean"], t["invStd"], t["w"],
+						t["dy"], nil, nil, t["db"])
+				}, gemmTol})
+	}
+	// InstanceNorm3d without y: its statistics alone.
+	for _, size := range []ref.Dims3{{2, 3, 4}, {17, 19, 23}} {
+		np := ref.NormParams{N: 2, C: 3, Size: size, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: ref.DefaultSlope}
+		ts := []tensorSpec{input("x", randScaled(r, np.InputLen(), 3)), input("gamma", randn(r, 3)), input("beta", randn(r, 3)),
+			output("mean", np.StatsLen()), output("invStd", np.StatsLen())}
+		cases = append(cases, opCase{fmt.Sprintf("stats-only-%v", size), ts, func(e Engine, t map[string]*Tensor) error {
+			return e.InstanceNorm3d(np, t["x"], nil, t["gamma"], t["beta"], nil, t["mean"], t["invStd"])
+		}, normTol})
 	}
 	checkCases(t, cases)
 }
@@ -472,17 +498,20 @@ func TestPointwiseNormedErrors(t *testing.T) {
 		residual := np
 		residual.Residual = true
 		for _, c := range []struct {
-			name string
-			err  error
+			name, op string
+			err      error
 		}{
-			{"channels", e.PointwiseConv3dNormed(p, other, x, g, g, w, nil, y)},
-			{"residual", e.PointwiseConv3dNormed(p, residual, x, g, g, w, nil, y)},
-			{"short y", e.PointwiseConv3dNormed(p, np, x, g, g, w, nil, x)},
+			{"channels", "PointwiseConv3dNormed", e.PointwiseConv3dNormed(p, other, x, g, g, g, g, w, nil, y)},
+			{"residual", "PointwiseConv3dNormed", e.PointwiseConv3dNormed(p, residual, x, g, g, g, g, w, nil, y)},
+			{"short y", "PointwiseConv3dNormed", e.PointwiseConv3dNormed(p, np, x, g, g, g, g, w, nil, x)},
+			{"short mean", "PointwiseConv3dNormed", e.PointwiseConv3dNormed(p, np, x, g, g, w, g, w, nil, y)},
+			{"short dh", "PointwiseConv3dNormedBackward", e.PointwiseConv3dNormedBackward(p, np, x, g, g, g, g, w, y, y, nil, nil)},
+			{"stats-only without stats", "InstanceNorm3d", e.InstanceNorm3d(np, x, nil, g, g, nil, g, nil)},
 		} {
 			if c.err == nil {
 				t.Errorf("%s: %s: accepted", e.Name(), c.name)
-			} else if !strings.Contains(c.err.Error(), "PointwiseConv3dNormed") {
-				t.Errorf("%s: %s: error %q does not name the operation", e.Name(), c.name, c.err)
+			} else if !strings.Contains(c.err.Error(), c.op) {
+				t.Errorf("%s: %s: error %q does not name %s", e.Name(), c.name, c.err, c.op)
 			}
 		}
 		if err := e.Sync(); err != nil {
@@ -506,7 +535,7 @@ func BenchmarkPointwiseNormed(b *testing.B) {
 		r := rand.New(rand.NewPCG(57, 58))
 		ts := []tensorSpec{input("x", randn(r, p.InputLen())), input("gamma", randn(r, s.c)), input("beta", randn(r, s.c)),
 			input("w", randn(r, p.WeightLen())), input("b", randn(r, s.c)), output("h", p.InputLen()),
-			output("y", p.OutputLen())}
+			output("mean", np.StatsLen()), output("invStd", np.StatsLen()), output("y", p.OutputLen())}
 		name := fmt.Sprintf("%dx%dx%d^3", s.n, s.c, s.size[0])
 		b.Run(name+"/built", func(b *testing.B) {
 			benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
@@ -518,7 +547,10 @@ func BenchmarkPointwiseNormed(b *testing.B) {
 		})
 		b.Run(name+"/normed", func(b *testing.B) {
 			benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
-				return e.PointwiseConv3dNormed(p, np, t["x"], t["gamma"], t["beta"], t["w"], t["b"], t["y"])
+				if err := e.InstanceNorm3d(np, t["x"], nil, t["gamma"], t["beta"], nil, t["mean"], t["invStd"]); err != nil {
+					return err
+				}
+				return e.PointwiseConv3dNormed(p, np, t["x"], t["gamma"], t["beta"], t["mean"], t["invStd"], t["w"], t["b"], t["y"])
 			}})
 		})
 	}

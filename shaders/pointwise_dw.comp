@@ -17,6 +17,10 @@
 // With OWN each invocation instead takes a block and chunk of its own,
 // walks its items VPI at a time and writes its sums there, without a tree.
 // conv_splitk adds the chunks' rows in order.
+// With NORM, x is the instance norm of the tensor bound, computed as it is
+// read from the norm's statistics and parameters (with its LeakyReLU when
+// LEAKY), as pointwise_small's NORM does: the normalised tensor of a
+// training step need not be kept.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 layout(constant_id = 1) const uint CIN = 8;
@@ -29,6 +33,8 @@ layout(constant_id = 7) const uint VPI = 1; // neighbouring items per invocation
 // OWN (CPU devices): each invocation sums its own block and chunk and
 // writes them, with no shared memory or barrier.
 layout(constant_id = 8) const bool OWN = false;
+layout(constant_id = 9) const bool NORM = false;
+layout(constant_id = 10) const bool LEAKY = false;
 
 const uint TB = COB * CIB;
 const uint TBX = TB + COB; // the weights' sums and dy's
@@ -40,6 +46,10 @@ const uint CIBLOCKS = (CIN + CIB - 1) / CIB;
 INPUT(0, x)
 INPUT(1, dy)
 layout(std430, binding = 2) writeonly buffer P { float partial[]; };
+layout(std430, binding = 3) readonly buffer Gamma { float gamma[]; }; // NORM
+layout(std430, binding = 4) readonly buffer Beta { float beta[]; };
+layout(std430, binding = 5) readonly buffer Mean { float mean[]; };
+layout(std430, binding = 6) readonly buffer InvStd { float invStd[]; };
 layout(push_constant) uniform Push {
     uint items;    // per (sample, channel) plane: voxels, or vec4s with VEC4
     uint total;    // batch × items
@@ -47,6 +57,7 @@ layout(push_constant) uniform Push {
     uint perChunk; // items per chunk
     uint stride;   // floats per chunk row of the partials
     uint dbAt;     // where db's sums start in a row
+    float slope;   // NORM and LEAKY: the LeakyReLU's
 } p;
 
 shared float sh[RG * WG];
@@ -64,8 +75,13 @@ void addItems(uint ib, uint i1, uint step, uint ci0, uint co0, inout float acc[T
             uint n = i / p.items;
             uint v = i - n * p.items;
             [[unroll]] for (uint ci = 0; ci < CIB; ci++) {
-                uint at = (n * CIN + min(ci0 + ci, CIN - 1)) * p.items + v;
+                uint c = min(ci0 + ci, CIN - 1);
+                uint at = (n * CIN + c) * p.items + v;
                 vec4 xv = VEC4 ? x4(at) : vec4(x(at), 0.0, 0.0, 0.0);
+                if (NORM) {
+                    vec4 z = gamma[c] * ((xv - mean[n * CIN + c]) * invStd[n * CIN + c]) + beta[c];
+                    xv = LEAKY ? mix(z * p.slope, z, greaterThan(z, vec4(0.0))) : z;
+                }
                 xs[k][ci] = in1 ? xv : vec4(0.0);
             }
             [[unroll]] for (uint co = 0; co < COB; co++) {

@@ -194,27 +194,69 @@ func (b *builder) depthwise(scope string, in unitIn) *act {
 	return y
 }
 
-// inference reports whether the builder builds an inference graph.
-func (b *builder) inference() bool { return !b.declare && b.g != nil && !b.g.training }
-
 // normedPointwise is norm(normScope, x, nil, true) then pointwise(scope,
-// false, ·, cout) in one step of an inference graph, the normalised tensor
-// never built (PointwiseConv3dNormed). It declares the same parameters.
+// false, ·, cout), the normalised tensor never built: the norm computes its
+// statistics only, and the convolution normalises x as it reads it, forward
+// and for its weight gradient (PointwiseConv3dNormed). A training graph
+// then keeps the gradient of the normalised tensor for the one backward
+// step that needs it, not its value for the whole step. It declares the
+// same parameters as the two layers.
 func (b *builder) normedPointwise(normScope, scope string, x *act, cout int) *act {
-	gamma := b.param(normScope, true, "weight", kindGamma, 1, x.c)
-	beta := b.param(normScope, true, "bias", kindBeta, 1, x.c)
-	w := b.param(scope, false, "weight", kindWeight, x.c, cout, x.c, 1, 1, 1)
-	bias := b.param(scope, false, "bias", kindBias, x.c, cout)
-	y := b.newAct(cout, x.size)
-	if b.err != nil {
-		return y
+	gammaP := b.param(normScope, true, "weight", kindGamma, 1, x.c)
+	betaP := b.param(normScope, true, "bias", kindBeta, 1, x.c)
+	wP := b.param(scope, false, "weight", kindWeight, x.c, cout, x.c, 1, 1, 1)
+	biasP := b.param(scope, false, "bias", kindBias, x.c, cout)
+	if b.declare || b.err != nil {
+		return b.newAct(cout, x.size)
 	}
 	np := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: b.slope}
 	p := ref.PointwiseParams{N: b.n, Cin: x.c, Cout: cout, Size: x.size}
 	g := b.g
-	g.step(y, []*act{x}, func(e ops.Engine) error {
-		return e.PointwiseConv3dNormed(p, np, x.v, g.val(gamma), g.val(beta), g.val(w), g.val(bias), y.v)
-	}, func(ops.Engine) error { return fmt.Errorf("u2net: an inference graph has no backward pass") })
+	mean, err := g.alloc(np.StatsLen())
+	var invStd *ops.Tensor
+	if err == nil {
+		invStd, err = g.alloc(np.StatsLen())
+	}
+	if err != nil {
+		b.fail(err)
+		return b.newAct(cout, x.size)
+	}
+	stats := func(e ops.Engine) error {
+		return e.InstanceNorm3d(np, x.v, nil, g.val(gammaP), g.val(betaP), nil, mean, invStd)
+	}
+	conv := func(e ops.Engine, y *act) error {
+		return e.PointwiseConv3dNormed(p, np, x.v, g.val(gammaP), g.val(betaP), mean, invStd, g.val(wP), g.val(biasP), y.v)
+	}
+	if !g.training {
+		y := b.newAct(cout, x.size)
+		g.step(y, []*act{x}, func(e ops.Engine) error {
+			if err := stats(e); err != nil {
+				return err
+			}
+			return conv(e, y)
+		}, func(ops.Engine) error { return fmt.Errorf("u2net: an inference graph has no backward pass") })
+		return y
+	}
+	// h, the normalised tensor, has a gradient but no value.
+	h := &act{c: x.c, size: x.size, needGrad: true}
+	g.acts = append(g.acts, h)
+	g.step(h, []*act{x}, stats, func(e ops.Engine) error {
+		dx, done := g.gradOut(x, false)
+		if err := e.InstanceNorm3dBackward(np, x.v, nil, g.val(gammaP), g.val(betaP), mean, invStd, h.g, dx, nil,
+			g.grad(gammaP), g.grad(betaP)); err != nil {
+			return err
+		}
+		return done(e)
+	})
+	y := b.newAct(cout, x.size)
+	g.step(y, []*act{h}, func(e ops.Engine) error { return conv(e, y) }, func(e ops.Engine) error {
+		dh, done := g.gradOut(h, false)
+		if err := e.PointwiseConv3dNormedBackward(p, np, x.v, g.val(gammaP), g.val(betaP), mean, invStd, g.val(wP), y.g, dh,
+			g.grad(wP), g.grad(biasP)); err != nil {
+			return err
+		}
+		return done(e)
+	})
 	return y
 }
 
@@ -384,18 +426,14 @@ func (b *builder) concat(x1, x2 *act) *act {
 // follows it everywhere, act(res + unit(x)) where res (the residual block's
 // input) is not nil; the residual and the activation are fused into the
 // unit's last norm. The universal unit's depthwise convolution reads a
-// concatenated or up-sampled input in place; the dense units build it.
+// concatenated or up-sampled input in place (the dense units build it),
+// and its pointwise convolution normalises its input as it reads it.
 // Universal: [D] depthwise 3³ → [D] IN → act → [S] pointwise → [D] IN.
 // Shared and independent: dense conv k³ → [D] IN.
 func (b *builder) unit(scope string, in unitIn, cout, k int, res *act) *act {
 	if b.cfg.Mode == ModeUniversal {
 		h := b.depthwise(scope+".dw", in)
-		if b.inference() {
-			h = b.normedPointwise(scope+".dwnorm", scope+".pw", h, cout)
-		} else {
-			h = b.norm(scope+".dwnorm", h, nil, true)
-			h = b.pointwise(scope+".pw", false, h, cout)
-		}
+		h = b.normedPointwise(scope+".dwnorm", scope+".pw", h, cout)
 		return b.norm(scope+".norm", h, res, true)
 	}
 	x := in.x

@@ -89,23 +89,67 @@ func (p PointwiseParams) ioShapes() (in, out []int) {
 }
 
 // PointwiseConv3dNormed computes the pointwise convolution of the instance
-// norm of x (np, with its LeakyReLU when set, without a residual): y =
-// PointwiseConv3d(p, InstanceNorm3d(np, x, gamma, beta)). np must describe
-// p's input.
-func PointwiseConv3dNormed(p PointwiseParams, np NormParams, x, gamma, beta, w, b, y []float32) error {
+// norm of x (np, with its LeakyReLU when set, without a residual) from the
+// norm's statistics mean and invStd (one per plane, as InstanceNorm3d
+// gives them): y = PointwiseConv3d(p, h), h = act(gamma·(x − mean)·invStd +
+// beta). np must describe p's input.
+func PointwiseConv3dNormed(p PointwiseParams, np NormParams, x, gamma, beta, mean, invStd, w, b, y []float32) error {
 	const op = "ref.PointwiseConv3dNormed"
-	if err := firstErr(p.Validate(), np.Validate()); err != nil {
-		return wrap(op, err)
-	}
-	if np.N != p.N || np.C != p.Cin || np.Size != p.Size || np.Residual {
-		return fmt.Errorf("%s: %v does not normalise the input of %v without a residual", op, np, p)
-	}
-	h := make([]float32, p.InputLen())
-	if err := InstanceNorm3d(np, x, nil, gamma, beta, h, nil, nil); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+	h, err := normedInput(op, p, np, x, gamma, beta, mean, invStd)
+	if err != nil {
+		return err
 	}
 	if err := PointwiseConv3d(p, h, w, b, y); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
+}
+
+// PointwiseConv3dNormedBackward computes the gradients of
+// PointwiseConv3dNormed but that of x: dh, the normalised input's (for
+// InstanceNorm3dBackward to take on), dw and db; any may be nil.
+func PointwiseConv3dNormedBackward(p PointwiseParams, np NormParams, x, gamma, beta, mean, invStd, w, dy, dh, dw, db []float32) error {
+	const op = "ref.PointwiseConv3dNormedBackward"
+	h, err := normedInput(op, p, np, x, gamma, beta, mean, invStd)
+	if err != nil {
+		return err
+	}
+	if err := PointwiseConv3dBackward(p, h, w, dy, dh, dw, db); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// normedInput checks np against p and returns h, the normalised input of
+// PointwiseConv3dNormed, each value computed in float64 and rounded once.
+func normedInput(op string, p PointwiseParams, np NormParams, x, gamma, beta, mean, invStd []float32) ([]float32, error) {
+	if err := firstErr(p.Validate(), np.Validate()); err != nil {
+		return nil, wrap(op, err)
+	}
+	if np.N != p.N || np.C != p.Cin || np.Size != p.Size || np.Residual {
+		return nil, fmt.Errorf("%s: %v does not normalise the input of %v without a residual", op, np, p)
+	}
+	if err := firstErr(
+		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.Size)...),
+		checkLen(op, "gamma", len(gamma), np.C),
+		checkLen(op, "beta", len(beta), np.C),
+		checkLen(op, "mean", len(mean), np.N, np.C),
+		checkLen(op, "inverse std", len(invStd), np.N, np.C),
+	); err != nil {
+		return nil, err
+	}
+	vox := p.Size.Voxels()
+	h := make([]float32, len(x))
+	for nc := 0; nc < np.N*np.C; nc++ {
+		c := nc % np.C
+		m, s, ga, be := float64(mean[nc]), float64(invStd[nc]), float64(gamma[c]), float64(beta[c])
+		for i := nc * vox; i < (nc+1)*vox; i++ {
+			z := ga*(float64(x[i])-m)*s + be
+			if np.LeakyReLU && !(z > 0) {
+				z *= np.Slope
+			}
+			h[i] = float32(z)
+		}
+	}
+	return h, nil
 }
