@@ -475,6 +475,15 @@ type pwNorm struct {
 	gamma, beta, mean, invStd *vk.Buffer
 }
 
+// pwNormOrNone returns nm, or without one the dummy buffers for its
+// bindings.
+func (g *GPU) pwNormOrNone(nm *pwNorm) pwNorm {
+	if nm != nil {
+		return *nm
+	}
+	return pwNorm{gamma: g.dummy, beta: g.dummy, mean: g.dummy, invStd: g.dummy}
+}
+
 // pointwiseSmallNormed is pointwiseSmall whose input is normalised by nm as
 // it is read, when nm is not nil.
 func (g *GPU) pointwiseSmallNormed(op string, n, cin, cout, vox int, trans bool, x, w, bias, y *vk.Buffer, nm *pwNorm) error {
@@ -484,10 +493,7 @@ func (g *GPU) pointwiseSmallNormed(op string, n, cin, cout, vox int, trans bool,
 	for items%vpi != 0 {
 		vpi--
 	}
-	norm := pwNorm{gamma: g.dummy, beta: g.dummy, mean: g.dummy, invStd: g.dummy}
-	if nm != nil {
-		norm = *nm
-	}
+	norm := g.pwNormOrNone(nm)
 	k, err := g.kernel("pointwise_small",
 		[]vk.Access{g.input(vec4), g.input(false), vk.Read, vk.Write, vk.Read, vk.Read, vk.Read, vk.Read}, 12,
 		wg, uint32(cin), uint32(cout), b32(trans), b32(vec4), b32(bias != nil), uint32(vpi), b32(nm != nil),
@@ -721,10 +727,7 @@ func (g *GPU) pointwiseWeightGradNormed(op string, p ref.PointwiseParams, x, dy,
 	if own {
 		groups = ceilDiv(groups, wg)
 	}
-	norm := pwNorm{gamma: g.dummy, beta: g.dummy, mean: g.dummy, invStd: g.dummy}
-	if nm != nil {
-		norm = *nm
-	}
+	norm := g.pwNormOrNone(nm)
 	k, err := g.kernel("pointwise_dw",
 		[]vk.Access{g.input(vec4), g.input(vec4), vk.Write, vk.Read, vk.Read, vk.Read, vk.Read}, 28,
 		uint32(wg), uint32(p.Cin), uint32(p.Cout), uint32(cib), uint32(cob), b32(vec4), uint32(rg), uint32(vpi), b32(own),
