@@ -208,6 +208,8 @@ func TestAccumulateRefused(t *testing.T) {
 			{"PointwiseConv3d", e.PointwiseConv3d(p, Accumulate(x), w, b, y)},
 			{"PointwiseConv3dBackward", e.PointwiseConv3dBackward(p, x, w, y, Accumulate(x), w, b)},
 			{"Add", e.Add(x, x, Accumulate(x))},
+			{"PadBackward", e.PadBackward(ref.PadParams{N: 1, C: 2, In: d3(2, 3, 4), Before: d3(1, 0, 0), After: d3(0, 0, 0)},
+				alloc(1*2*3*3*4), Accumulate(x))},
 		}
 		for _, c := range cases {
 			if c.err == nil {

@@ -251,9 +251,10 @@ func opt(name string, t *Tensor, want int) arg {
 	return arg{name: name, t: t, want: want, optional: true}
 }
 
-// grad is an optional input gradient, which may be an accumulating view.
-func grad(name string, t *Tensor, want int) arg {
-	return arg{name: name, t: t, want: want, optional: true, accumulates: true}
+// accumulating marks an input gradient, which may be an accumulating view.
+func (a arg) accumulating() arg {
+	a.accumulates = true
+	return a
 }
 func labels(name string, t *Tensor, want int) arg {
 	return arg{name: name, t: t, want: want, labels: true}
@@ -313,5 +314,5 @@ func checkJoined(e Engine, op string, p ref.DepthwiseParams, split int, x1, x2, 
 			op, dx1 != nil, dx2 != nil)
 	}
 	n1, n2 := p.N*split*p.Size.Voxels(), p.N*(p.C-split)*p.Size.Voxels()
-	return cp, checkArgs(e, op, nil, in("x1", x1, n1), in("x2", x2, n2), grad("dx1", dx1, n1), grad("dx2", dx2, n2))
+	return cp, checkArgs(e, op, nil, in("x1", x1, n1), in("x2", x2, n2), opt("dx1", dx1, n1).accumulating(), opt("dx2", dx2, n2).accumulating())
 }

@@ -769,7 +769,7 @@ func (g *GPU) Conv3d(p ref.ConvParams, x, w, b, y *Tensor) error {
 func (g *GPU) Conv3dBackward(p ref.ConvParams, x, w, dy, dx, dw, db *Tensor) error {
 	const op = "Conv3dBackward"
 	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
-		in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()).accumulating(), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}
@@ -866,7 +866,7 @@ const (
 func (g *GPU) ConvTranspose3dBackward(p ref.ConvTransposeParams, x, w, dy, dx, dw, db *Tensor) error {
 	const op = "ConvTranspose3dBackward"
 	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
-		in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()).accumulating(), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}

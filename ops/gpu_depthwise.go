@@ -232,7 +232,7 @@ type pushDepthwiseDWSum struct {
 func (g *GPU) DepthwiseConv3dBackward(p ref.DepthwiseParams, x, w, dy, dx, dw, db *Tensor) error {
 	const op = "DepthwiseConv3dBackward"
 	if err := checkArgs(g, op, p, in("x", x, p.InputLen()), in("w", w, p.WeightLen()),
-		in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen()), opt("dw", dw, p.WeightLen()),
+		in("dy", dy, p.OutputLen()), opt("dx", dx, p.InputLen()).accumulating(), opt("dw", dw, p.WeightLen()),
 		opt("db", db, p.BiasLen())); err != nil {
 		return err
 	}

@@ -140,11 +140,8 @@ func (g *GPU) Upsample(p ref.UpsampleParams, x, y *Tensor) error {
 // its factor block of dy, in a fixed order.
 func (g *GPU) UpsampleBackward(p ref.UpsampleParams, dy, dx *Tensor) error {
 	const op = "UpsampleBackward"
-	if err := checkArgs(g, op, p, in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen())); err != nil {
+	if err := checkArgs(g, op, p, in("dy", dy, p.OutputLen()), in("dx", dx, p.InputLen()).accumulating()); err != nil {
 		return err
-	}
-	if dx == nil {
-		return fmt.Errorf("ops.%s: dx is missing", op)
 	}
 	vec4 := p.In[2]%4 == 0
 	return g.layout(op, layoutUpsampleBackward, p.InputLen(), vec4, upsampleDims(p), pushLayout{}, dy.gpu.buf, dx.gpu.buf, dx.accumulate)
@@ -167,11 +164,8 @@ func (g *GPU) Pad(p ref.PadParams, x, y *Tensor) error {
 // PadBackward implements Engine: dx is the crop of dy.
 func (g *GPU) PadBackward(p ref.PadParams, dy, dx *Tensor) error {
 	const op = "PadBackward"
-	if err := checkArgs(g, op, p, in("dy", dy, p.OutputLen()), grad("dx", dx, p.InputLen())); err != nil {
+	if err := checkArgs(g, op, p, in("dy", dy, p.OutputLen()), in("dx", dx, p.InputLen())); err != nil {
 		return err
-	}
-	if dx == nil {
-		return fmt.Errorf("ops.%s: dx is missing", op)
 	}
 	vec4 := p.In[2]%4 == 0
 	return g.layout(op, layoutPadBackward, p.InputLen(), vec4, padDims(p), pushLayout{}, dy.gpu.buf, dx.gpu.buf, false)
