@@ -394,18 +394,10 @@ func (c *CPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 	if err := c.owned(op, x, r, gamma, beta, y, mean, invStd); err != nil {
 		return err
 	}
-	out := f(y)
-	if y == nil {
-		// The statistics alone: the reference computes y too.
-		if mean == nil || invStd == nil {
-			return fmt.Errorf("ops.%s: y is missing (it may be only with mean and invStd)", op)
-		}
-		if err := p.Validate(); err != nil {
-			return fmt.Errorf("ops.%s: %w", op, err)
-		}
-		out = make([]float32, p.OutputLen())
+	if y == nil && (mean == nil || invStd == nil) {
+		return fmt.Errorf("ops.%s: y is missing (it may be only with mean and invStd)", op)
 	}
-	return ref.InstanceNorm3d(p, f(x), f(r), f(gamma), f(beta), out, f(mean), f(invStd))
+	return ref.InstanceNorm3d(p, f(x), f(r), f(gamma), f(beta), f(y), f(mean), f(invStd))
 }
 
 // InstanceNorm3dBackward implements Engine.

@@ -475,6 +475,11 @@ type pwNorm struct {
 	gamma, beta, mean, invStd *vk.Buffer
 }
 
+// inputNorm is the norm that the pointwise kernels apply to their input.
+func inputNorm(np ref.NormParams, gamma, beta, mean, invStd *Tensor) *pwNorm {
+	return &pwNorm{np, gamma.gpu.buf, beta.gpu.buf, mean.gpu.buf, invStd.gpu.buf}
+}
+
 // pwNormOrNone returns nm, or without one the dummy buffers for its
 // bindings.
 func (g *GPU) pwNormOrNone(nm *pwNorm) pwNorm {
@@ -547,7 +552,7 @@ func (g *GPU) PointwiseConv3dNormed(p ref.PointwiseParams, np ref.NormParams, x,
 	}
 	if smallPointwise(p.Cin, p.Cout) {
 		return g.pointwiseSmallNormed(op, p.N, p.Cin, p.Cout, p.Size.Voxels(), false, x.gpu.buf, w.gpu.buf, bufOrNil(b),
-			y.gpu.buf, &pwNorm{np, gamma.gpu.buf, beta.gpu.buf, mean.gpu.buf, invStd.gpu.buf})
+			y.gpu.buf, inputNorm(np, gamma, beta, mean, invStd))
 	}
 	h, err := g.normedInput(op, np, x, gamma, beta, mean, invStd)
 	if err != nil {
@@ -578,7 +583,7 @@ func (g *GPU) PointwiseConv3dNormedBackward(p ref.PointwiseParams, np ref.NormPa
 		return nil
 	}
 	if g.pointwiseDW(p) {
-		return g.pointwiseWeightGradNormed(op, p, x, dy, dw, db, &pwNorm{np, gamma.gpu.buf, beta.gpu.buf, mean.gpu.buf, invStd.gpu.buf})
+		return g.pointwiseWeightGradNormed(op, p, x, dy, dw, db, inputNorm(np, gamma, beta, mean, invStd))
 	}
 	h, err := g.normedInput(op, np, x, gamma, beta, mean, invStd)
 	if err != nil {

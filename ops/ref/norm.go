@@ -92,7 +92,8 @@ func (p NormParams) checkInputs(op string, x, r, gamma, beta int) error {
 
 // InstanceNorm3d computes y as described by [NormParams]. The residual r
 // must be nil unless p.Residual. If mean and invStd are not nil they receive,
-// per (sample, channel), the mean of x and 1/sqrt(var(x) + Eps).
+// per (sample, channel), the mean of x and 1/sqrt(var(x) + Eps); y may be
+// nil when only they are wanted.
 func InstanceNorm3d(p NormParams, x, r, gamma, beta, y, mean, invStd []float32) error {
 	return instanceNorm3d(p, x, r, gamma, beta, y, mean, invStd)
 }
@@ -104,6 +105,15 @@ func InstanceNorm3d(p NormParams, x, r, gamma, beta, y, mean, invStd []float32) 
 // forward's inputs.
 func InstanceNorm3dBackward(p NormParams, x, r, gamma, beta, dy, dx, dr, dgamma, dbeta []float32) error {
 	return instanceNorm3dBackward(p, x, r, gamma, beta, dy, dx, dr, dgamma, dbeta)
+}
+
+// activate applies the LeakyReLU, when p has one, to the affine transform's
+// output z: Slope where z ≤ 0 (or NaN), as PyTorch does.
+func (p NormParams) activate(z float64) float64 {
+	if p.LeakyReLU && !(z > 0) {
+		return z * p.Slope
+	}
+	return z
 }
 
 // normStats returns one (sample, channel) plane of x in float64, its mean
@@ -130,7 +140,7 @@ func instanceNorm3d[T float](p NormParams, x, r, gamma, beta, y, mean, invStd []
 	}
 	if err := firstErr(
 		p.checkInputs(op, len(x), len(r), len(gamma), len(beta)),
-		checkLen(op, "output", len(y), shape5(p.N, p.C, p.Size)...),
+		checkOptLen(op, "output", len(y), shape5(p.N, p.C, p.Size)...),
 		checkOptLen(op, "mean", len(mean), p.N, p.C),
 		checkOptLen(op, "inverse std", len(invStd), p.N, p.C),
 	); err != nil {
@@ -141,15 +151,12 @@ func instanceNorm3d[T float](p NormParams, x, r, gamma, beta, y, mean, invStd []
 		c := nc % p.C
 		lo, hi := nc*vox, (nc+1)*vox
 		u, m, is := normStats(p, x[lo:hi])
-		for i, ui := range u {
+		for i, ui := range u[:min(len(u), len(y))] {
 			z := float64(gamma[c])*(ui-m)*is + float64(beta[c])
 			if p.Residual {
 				z += float64(r[lo+i])
 			}
-			if p.LeakyReLU && !(z > 0) {
-				z *= p.Slope
-			}
-			y[lo+i] = T(z)
+			y[lo+i] = T(p.activate(z))
 		}
 		if len(mean) > 0 {
 			mean[nc] = T(m)

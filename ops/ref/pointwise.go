@@ -130,9 +130,7 @@ func normedInput(op string, p PointwiseParams, np NormParams, x, gamma, beta, me
 		return nil, fmt.Errorf("%s: %v does not normalise the input of %v without a residual", op, np, p)
 	}
 	if err := firstErr(
-		checkLen(op, "input", len(x), shape5(p.N, p.Cin, p.Size)...),
-		checkLen(op, "gamma", len(gamma), np.C),
-		checkLen(op, "beta", len(beta), np.C),
+		np.checkInputs(op, len(x), 0, len(gamma), len(beta)),
 		checkLen(op, "mean", len(mean), np.N, np.C),
 		checkLen(op, "inverse std", len(invStd), np.N, np.C),
 	); err != nil {
@@ -144,11 +142,7 @@ func normedInput(op string, p PointwiseParams, np NormParams, x, gamma, beta, me
 		c := nc % np.C
 		m, s, ga, be := float64(mean[nc]), float64(invStd[nc]), float64(gamma[c]), float64(beta[c])
 		for i := nc * vox; i < (nc+1)*vox; i++ {
-			z := ga*(float64(x[i])-m)*s + be
-			if np.LeakyReLU && !(z > 0) {
-				z *= np.Slope
-			}
-			h[i] = float32(z)
+			h[i] = float32(np.activate(ga*(float64(x[i])-m)*s + be))
 		}
 	}
 	return h, nil
