@@ -267,7 +267,7 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 	}
 	if g, ok := e.(*ops.GPU); ok && opt.Tiles.N > 0 {
 		log(fmt.Sprintf("GEMM tilings at %v", opt.Tiles))
-		res, err := tileSweep(g, opt.Tiles, opt.Repeats)
+		res, err := tileSweep(g, opt.Tiles, opt.Repeats, log)
 		if err != nil {
 			return nil, fmt.Errorf("GEMM tilings: %w", err)
 		}
@@ -279,7 +279,9 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 // tileSweep measures the GEMM-family operations at shape s under the
 // built-in tiling and under each candidate the device fits, splitting each
 // call's time by GEMM product so that each product's best tiling shows.
-func tileSweep(g *ops.GPU, s Shape, repeats int) ([]TileResult, error) {
+// Each operation's tensors are made once for all its tilings, and each
+// result is logged as it comes, so a sweep cut short still says something.
+func tileSweep(g *ops.GPU, s Shape, repeats int, log func(string)) ([]TileResult, error) {
 	var list []op
 	for _, o := range levelOps(s) {
 		switch o.name {
@@ -288,26 +290,34 @@ func tileSweep(g *ops.GPU, s Shape, repeats int) ([]TileResult, error) {
 		}
 	}
 	defer g.SetGEMMTile(nil)
-	var out []TileResult
-	run := func(name string) error {
-		for _, o := range list {
-			r, err := tileRun(g, o, repeats)
-			if err != nil {
-				return fmt.Errorf("tile %s, %s %v: %w", name, o.name, o.in, err)
-			}
-			r.Tile = name
-			out = append(out, r)
-		}
-		return nil
-	}
-	if err := run("default"); err != nil {
-		return nil, err
-	}
+	tiles := []*ops.GEMMTile{nil} // nil: the built-in choice
 	for _, t := range g.GEMMTiles() {
-		if err := g.SetGEMMTile(&t); err != nil {
-			return nil, err
+		tiles = append(tiles, &t)
+	}
+	var out []TileResult
+	for _, o := range list {
+		fwd, bwd, free, err := o.setup(g, 2)
+		if err == nil {
+			for _, t := range tiles {
+				name := "default"
+				if t != nil {
+					name = t.String()
+				}
+				if err = g.SetGEMMTile(t); err != nil {
+					break
+				}
+				var r TileResult
+				if r, err = tileRun(g, o, fwd, bwd, repeats); err != nil {
+					err = fmt.Errorf("tile %s, %s %v: %w", name, o.name, o.in, err)
+					break
+				}
+				r.Tile = name
+				log(fmt.Sprintf("tile %s %s: fwd %.3f ms, bwd %.3f ms %v", name, o.name, r.FwdMS, r.BwdMS, r.Products))
+				out = append(out, r)
+			}
 		}
-		if err := run(t.String()); err != nil {
+		free()
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -315,13 +325,8 @@ func tileSweep(g *ops.GPU, s Shape, repeats int) ([]TileResult, error) {
 }
 
 // tileRun times one operation's forward and backward calls by product.
-func tileRun(g *ops.GPU, o op, repeats int) (TileResult, error) {
+func tileRun(g *ops.GPU, o op, fwd, bwd func(int) error, repeats int) (TileResult, error) {
 	r := TileResult{Op: o.name, Shape: o.in.String(), Products: map[string]float64{}}
-	fwd, bwd, free, err := o.setup(g, 2)
-	defer free()
-	if err != nil {
-		return r, err
-	}
 	for _, pass := range []struct {
 		f  func(int) error
 		ms *float64
