@@ -66,10 +66,11 @@ const uint WGRAD = 2;
 layout(std430, binding = 0) readonly buffer ABuf { float abuf[]; };
 layout(std430, binding = 1) readonly buffer BBuf { float bbuf[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
-layout(std430, binding = 3) buffer CBuf { float cbuf[]; }; // written only, unless ACC
+layout(std430, binding = 3) writeonly buffer CBuf { float cbuf[]; };
+layout(std430, binding = 3) readonly buffer CAcc { float cAcc[]; }; // ACC: C's contents
 
 void store(uint i, float v) {
-    cbuf[i] = ACC ? cbuf[i] + v : v;
+    cbuf[i] = ACC ? cAcc[i] + v : v;
 }
 
 layout(push_constant) uniform Push {

@@ -19,7 +19,8 @@ const uint OUT = WG / R; // elements per workgroup
 
 #include "inputs.glsl"
 INPUT(0, part)
-layout(std430, binding = 1) buffer Out { float outv[]; }; // written only, unless ACC
+layout(std430, binding = 1) writeonly buffer Out { float outv[]; };
+layout(std430, binding = 1) readonly buffer OutAcc { float outAcc[]; }; // ACC: the contents
 layout(std430, binding = 2) writeonly buffer Out2 { float out2[]; };
 layout(push_constant) uniform Push {
     uint n;      // elements of both results
@@ -56,7 +57,7 @@ void main() {
     }
     if (live && r == 0) {
         if (i < p.n1) {
-            outv[i] = ACC ? outv[i] + s : s;
+            outv[i] = ACC ? outAcc[i] + s : s;
         } else {
             out2[i - p.n1] = s;
         }

@@ -47,7 +47,8 @@ const uint T = SD * SH * SW;
 INPUT(0, x) // x, or dy going down
 INPUT(1, w) // [cin, cout, T]
 layout(std430, binding = 2) readonly buffer B { float b[]; };
-layout(std430, binding = 3) buffer Y { float y[]; };   // y, or dx going down (written only, unless ACC)
+layout(std430, binding = 3) writeonly buffer Y { float y[]; }; // y, or dx going down
+layout(std430, binding = 3) readonly buffer YAcc { float yAcc[]; }; // ACC: dx's contents
 layout(std430, binding = 3) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform Push {
     uvec4 in3;    // the small side's d, h, w and voxels
@@ -183,7 +184,7 @@ void main() {
         if (o0 + k < p.cin) {
             [[unroll]] for (uint v = 0; v < VX; v++) {
                 uint at = (bn * p.cin + o0 + k) * vox + i + v;
-                y[at] = ACC ? y[at] + acc[k * VX + v] : acc[k * VX + v];
+                y[at] = ACC ? yAcc[at] + acc[k * VX + v] : acc[k * VX + v];
             }
         }
     }
@@ -280,7 +281,7 @@ void main() {
         [[unroll]] for (uint k = 0; k < 4; k++) {
             if (o0 + k < p.cin) {
                 uint at = (bn * p.cin + o0 + k) * vox + i;
-                y[at] = ACC ? y[at] + acc4[k] : acc4[k];
+                y[at] = ACC ? yAcc[at] + acc4[k] : acc4[k];
             }
         }
         return;

@@ -64,9 +64,13 @@ const bool WREG = KKK <= 27;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Wt { float w[]; };
 layout(std430, binding = 2) readonly buffer B { float b[]; };
-layout(std430, binding = 3) buffer Y { float y[]; }; // written only, unless ACC
+// Results are stored through write-only views; ACC reads the contents
+// through read-only views of the same bindings.
+layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, binding = 3) readonly buffer YAcc { float yAcc[]; };
 layout(std430, binding = 4) readonly buffer X2 { float x2[]; }; // JOIN 1
-layout(std430, binding = 5) buffer Y2 { float y2[]; };          // JOIN 2
+layout(std430, binding = 5) writeonly buffer Y2 { float y2[]; }; // JOIN 2
+layout(std430, binding = 5) readonly buffer Y2Acc { float y2Acc[]; };
 layout(push_constant) uniform Push {
     uint planes; // N·C
     uint c;      // channels (of y)
@@ -230,7 +234,7 @@ void main() {
                     }
                 }
                 uint at = yBase + (oz * dh + oyb) * dw + ox;
-                y[at] = (ACC & 1) != 0 ? y[at] + s : s;
+                y[at] = (ACC & 1) != 0 ? yAcc[at] + s : s;
             }
         }
         return;
@@ -244,9 +248,9 @@ void main() {
                     uint at = yBase + (oz * p.h + oy) * p.w + ox;
                     float v = acc[t * TD + j];
                     if (JOIN == 2 && second) {
-                        y2[at] = (ACC & 2) != 0 ? y2[at] + v : v;
+                        y2[at] = (ACC & 2) != 0 ? y2Acc[at] + v : v;
                     } else {
-                        y[at] = (ACC & 1) != 0 ? y[at] + v : v;
+                        y[at] = (ACC & 1) != 0 ? yAcc[at] + v : v;
                     }
                 }
             }

@@ -14,8 +14,11 @@ layout(constant_id = 2) const bool VEC4 = false;
 #include "inputs.glsl"
 INPUT(0, a)
 INPUT(1, b)
-layout(std430, binding = 2) buffer Y { float y[]; };
-layout(std430, binding = 2) buffer Y4 { vec4 y4[]; };
+layout(std430, binding = 2) writeonly buffer Y { float y[]; };
+layout(std430, binding = 2) writeonly buffer Y4 { vec4 y4[]; };
+// axpy reads y too, through read-only views of the same binding.
+layout(std430, binding = 2) readonly buffer YIn { float yIn[]; };
+layout(std430, binding = 2) readonly buffer YIn4 { vec4 yIn4[]; };
 layout(push_constant) uniform Push {
     uint n; // items: elements, or vec4s with VEC4
     float s;
@@ -40,12 +43,12 @@ void main() {
     if (VEC4) {
         vec4 av = a4(i);
         vec4 bv = (MODE == 1 || MODE == 3) ? b4(i) : vec4(0.0);
-        vec4 yv = MODE == 0 ? y4[i] : vec4(0.0);
+        vec4 yv = MODE == 0 ? yIn4[i] : vec4(0.0);
         y4[i] = apply(av, bv, yv);
     } else {
         float av = a(i);
         float bv = (MODE == 1 || MODE == 3) ? b(i) : 0.0;
-        float yv = MODE == 0 ? y[i] : 0.0;
+        float yv = MODE == 0 ? yIn[i] : 0.0;
         y[i] = apply(vec4(av), vec4(bv), vec4(yv)).x;
     }
 }

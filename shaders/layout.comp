@@ -39,8 +39,11 @@ INPUT(0, x)
 // Mode 3 (the host asks no other): ACC adds the results to y's contents
 // (an input gradient's second contribution) rather than storing over them.
 layout(constant_id = 12) const bool ACC = false;
-layout(std430, binding = 1) buffer Y { float y[]; };   // written only, unless ACC
-layout(std430, binding = 1) buffer Y4 { vec4 y4[]; };
+layout(std430, binding = 1) writeonly buffer Y { float y[]; };
+layout(std430, binding = 1) writeonly buffer Y4 { vec4 y4[]; };
+// ACC: the contents, read through read-only views of the same binding.
+layout(std430, binding = 1) readonly buffer YAcc { float yAcc[]; };
+layout(std430, binding = 1) readonly buffer YAcc4 { vec4 yAcc4[]; };
 layout(push_constant) uniform Push {
     uint items; // invocations that do work
     uint block, stride, offset; // concat and split, in elements
@@ -48,9 +51,9 @@ layout(push_constant) uniform Push {
 
 void store(uint e, vec4 v) {
     if (VEC4) {
-        y4[e / 4] = ACC ? y4[e / 4] + v : v;
+        y4[e / 4] = ACC ? yAcc4[e / 4] + v : v;
     } else {
-        y[e] = ACC ? y[e] + v.x : v.x;
+        y[e] = ACC ? yAcc[e] + v.x : v.x;
     }
 }
 
