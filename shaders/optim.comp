@@ -32,24 +32,29 @@ layout(push_constant) uniform Push {
     float bc2Sqrt, eps;
 } p;
 
-// The update, written once for float and vec4 views of the buffers.
+// The update, written once for float and vec4 views of the buffers. Every
+// temporary is precise: a compiler may otherwise fuse a product and a sum
+// into an FMA in one view and not in the other (NVIDIA did), and a
+// parameter group stepped whole (vec4s) would differ in its last bits from
+// the same parameters stepped tensor by tensor (floats).
 #define ADAM(T, P, G, MB, VB)                                        \
     {                                                                \
         T w = P[i];                                                  \
-        T g = G[i] + p.wd * w;                                       \
-        T m = p.b1 * MB[i] + p.oneMinusB1 * g;                       \
-        T v = p.b2 * VB[i] + p.oneMinusB2 * g * g;                   \
+        precise T g = G[i] + p.wd * w;                               \
+        precise T m = p.b1 * MB[i] + p.oneMinusB1 * g;               \
+        precise T v = p.b2 * VB[i] + p.oneMinusB2 * g * g;           \
         MB[i] = m;                                                   \
         VB[i] = v;                                                   \
-        P[i] = w - p.lr * m / (sqrt(v) / p.bc2Sqrt + p.eps);         \
+        precise T u = w - p.lr * m / (sqrt(v) / p.bc2Sqrt + p.eps);  \
+        P[i] = u;                                                    \
     }
 
 #define SGD(T, P, G, MB)                                             \
     {                                                                \
         T w = P[i];                                                  \
-        T g = G[i] + p.wd * w;                                       \
+        precise T g = G[i] + p.wd * w;                               \
         if (MODE == 2) {                                             \
-            T b = g;                                                 \
+            precise T b = g;                                         \
             if ((p.flags & 2u) == 0) {                               \
                 b = p.b1 * MB[i] + p.oneMinusB1 * g;                 \
             }                                                        \
@@ -60,7 +65,8 @@ layout(push_constant) uniform Push {
                 g = b;                                               \
             }                                                        \
         }                                                            \
-        P[i] = w - p.lr * g;                                         \
+        precise T u = w - p.lr * g;                                  \
+        P[i] = u;                                                    \
     }
 
 void main() {
