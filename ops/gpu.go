@@ -32,9 +32,6 @@ type GPU struct {
 	// its rule: tests take both weight-gradient paths, benchmarks compare
 	// them.
 	pwDWMaxBlocks *int
-	// elementwiseVPI, when set, is elementwise.comp's items per invocation
-	// in place of 1: benchmarks compare the two on a GPU.
-	elementwiseVPI int
 	// dwTX, when set, overrides depthwiseTX (tests, benchmarks).
 	dwTX *int
 	// directOn, when set, overrides whether the GEMM family and the

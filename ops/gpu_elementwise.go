@@ -32,15 +32,11 @@ func (g *GPU) elementwise(op string, mode uint32, n int, s float32, a, b, y *Ten
 	if vec4 {
 		items = n / 4
 	}
-	vpi := 1
-	if g.elementwiseVPI != 0 {
-		vpi = g.elementwiseVPI
-	}
-	k, err := g.kernel("elementwise", []vk.Access{g.input(vec4), g.input(vec4), vk.ReadWrite}, 8, elementwiseWG, mode, b32(vec4), uint32(vpi))
+	k, err := g.kernel("elementwise", []vk.Access{g.input(vec4), g.input(vec4), vk.ReadWrite}, 8, elementwiseWG, mode, b32(vec4))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	return g.dispatch(op, k, vk.Grid1D(ceilDiv(items, vpi), elementwiseWG), pushNS{uint32(items), s}, g.buf(a), g.buf(b), g.buf(y))
+	return g.dispatch(op, k, vk.Grid1D(items, elementwiseWG), pushNS{uint32(items), s}, g.buf(a), g.buf(b), g.buf(y))
 }
 
 // checkSlope accepts the finite slopes ref accepts.

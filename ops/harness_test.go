@@ -316,43 +316,28 @@ func TestElementwise(t *testing.T) {
 				}, 0},
 		)
 	}
-	// One item per invocation, and several: partial blocks at every length.
-	g := gpuEngine(t)
-	defer func() { g.elementwiseVPI = 0 }()
-	for _, vpi := range []int{1, 3} {
-		t.Run(fmt.Sprintf("vpi=%d", vpi), func(t *testing.T) {
-			g.elementwiseVPI = vpi
-			checkCases(t, cases)
-		})
-	}
+	checkCases(t, cases)
 }
 
 // BenchmarkLeakyReLU times the activation forward and backward at the §8
-// activation (2×32×64³) and at 1×8×16³ for slow devices, with one and four
-// items per invocation.
+// activation (2×32×64³) and at 1×8×16³ for slow devices.
 func BenchmarkLeakyReLU(b *testing.B) {
-	g := gpuEngine(b)
-	defer func() { g.elementwiseVPI = 0 }()
 	for _, s := range []struct {
 		name string
 		n    int
 	}{{"2x32x64^3", 2 * 32 * 64 * 64 * 64}, {"1x8x16^3", 8 * 16 * 16 * 16}} {
 		r := rand.New(rand.NewPCG(37, 38))
 		x, dy := randn(r, s.n), randn(r, s.n)
-		for _, vpi := range []int{1, 4} {
-			b.Run(fmt.Sprintf("%s/fwd/vpi%d", s.name, vpi), func(b *testing.B) {
-				g.elementwiseVPI = vpi
-				benchCase(b, g, opCase{tensors: []tensorSpec{input("x", x), output("y", s.n)},
-					run: func(e Engine, t map[string]*Tensor) error { return e.LeakyReLU(ref.DefaultSlope, t["x"], t["y"]) }})
-			})
-			b.Run(fmt.Sprintf("%s/bwd/vpi%d", s.name, vpi), func(b *testing.B) {
-				g.elementwiseVPI = vpi
-				benchCase(b, g, opCase{tensors: []tensorSpec{input("x", x), input("dy", dy), output("dx", s.n)},
-					run: func(e Engine, t map[string]*Tensor) error {
-						return e.LeakyReLUBackward(ref.DefaultSlope, t["x"], t["dy"], t["dx"])
-					}})
-			})
-		}
+		b.Run(s.name+"/fwd", func(b *testing.B) {
+			benchCase(b, gpuEngine(b), opCase{tensors: []tensorSpec{input("x", x), output("y", s.n)},
+				run: func(e Engine, t map[string]*Tensor) error { return e.LeakyReLU(ref.DefaultSlope, t["x"], t["y"]) }})
+		})
+		b.Run(s.name+"/bwd", func(b *testing.B) {
+			benchCase(b, gpuEngine(b), opCase{tensors: []tensorSpec{input("x", x), input("dy", dy), output("dx", s.n)},
+				run: func(e Engine, t map[string]*Tensor) error {
+					return e.LeakyReLUBackward(ref.DefaultSlope, t["x"], t["dy"], t["dx"])
+				}})
+		})
 	}
 }
 

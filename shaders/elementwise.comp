@@ -1,7 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-#extension GL_EXT_control_flow_attributes : require
-// elementwise: VPI elements (or vec4s when VEC4 is set and the length is
+// elementwise: one element (or one vec4 when VEC4 is set and the length is
 // a multiple of 4) per invocation, the operation chosen by the
 // specialization constant MODE:
 //   0 axpy           y = s·a + y
@@ -11,7 +10,6 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;
 layout(constant_id = 2) const bool VEC4 = false;
-layout(constant_id = 3) const uint VPI = 1; // items per invocation
 
 #include "inputs.glsl"
 INPUT(0, a)
@@ -38,34 +36,19 @@ vec4 apply(vec4 av, vec4 bv, vec4 yv) {
 }
 
 void main() {
-    // VPI items per invocation, each block of WG items one after the
-    // other: all loads are issued before any result is stored, so an
-    // invocation keeps VPI loads in flight (y may alias a or b: each item is
-    // read before it is written, and by its own invocation only).
-    uint i0 = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x * VPI + gl_LocalInvocationID.x;
-    vec4 av[VPI], bv[VPI], yv[VPI];
-    [[unroll]] for (uint k = 0; k < VPI; k++) {
-        uint i = i0 + k * gl_WorkGroupSize.x;
-        av[k] = bv[k] = yv[k] = vec4(0.0);
-        if (i < p.n) {
-            av[k] = VEC4 ? a4(i) : vec4(a(i));
-            if (MODE == 1 || MODE == 3) {
-                bv[k] = VEC4 ? b4(i) : vec4(b(i));
-            }
-            if (MODE == 0) {
-                yv[k] = VEC4 ? yIn4[i] : vec4(yIn[i]);
-            }
-        }
+    uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    if (i >= p.n) {
+        return;
     }
-    [[unroll]] for (uint k = 0; k < VPI; k++) {
-        uint i = i0 + k * gl_WorkGroupSize.x;
-        if (i < p.n) {
-            vec4 v = apply(av[k], bv[k], yv[k]);
-            if (VEC4) {
-                y4[i] = v;
-            } else {
-                y[i] = v.x;
-            }
-        }
+    if (VEC4) {
+        vec4 av = a4(i);
+        vec4 bv = (MODE == 1 || MODE == 3) ? b4(i) : vec4(0.0);
+        vec4 yv = MODE == 0 ? yIn4[i] : vec4(0.0);
+        y4[i] = apply(av, bv, yv);
+    } else {
+        float av = a(i);
+        float bv = (MODE == 1 || MODE == 3) ? b(i) : 0.0;
+        float yv = MODE == 0 ? yIn[i] : 0.0;
+        y[i] = apply(vec4(av), vec4(bv), vec4(yv)).x;
     }
 }
