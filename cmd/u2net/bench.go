@@ -25,7 +25,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	quick := fs.Bool("quick", false, "small shapes that finish in about a minute on lavapipe")
 	jsonPath := fs.String("json", "", "also write the results as JSON to this file (- for stdout)")
 	pngPath := fs.String("png", "", "also draw a chart of the per-operation times to this PNG")
-	repeats := fs.Int("repeats", 0, "timed repeats per measurement, the median is reported (default 3 quick, 10 full)")
+	repeats := fs.Int("repeats", 0, "timed repeats per measurement: the median is reported, and the spread of the repeats (default 3 quick, 10 full)")
 	shape := fs.String("shape", "", "measure the operations at this N,C,D,H,W instead of the default levels")
 	noNet := fs.Bool("no-network", false, "skip the whole-network and scaling measurements")
 	sections := fs.String("sections", "", "measure only these, comma-separated: levels, anchor, network, scaling, tiles (GEMM tilings, GPU only)")

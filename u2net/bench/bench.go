@@ -23,10 +23,12 @@ var anchorJSON []byte
 
 // Anchor is a PyTorch 2.11 + cuDNN measurement on an NVIDIA H200 (fp32).
 type Anchor struct {
-	Shape      []int   `json:"shape"`
-	FwdMS      float64 `json:"fwd_ms"`
-	FwdBwdMS   float64 `json:"fwd_bwd_ms"`
-	ActivateMB float64 `json:"act_MB"`
+	Shape      []int      `json:"shape"`
+	FwdMS      float64    `json:"fwd_ms"`
+	FwdBwdMS   float64    `json:"fwd_bwd_ms"`
+	FwdRangeMS [2]float64 `json:"fwd_range_ms"` // the fastest and slowest repeats
+	BwdRangeMS [2]float64 `json:"bwd_range_ms"`
+	ActivateMB float64    `json:"act_MB"`
 }
 
 // Anchors returns the per-operation PyTorch numbers by our op names.
@@ -61,19 +63,21 @@ func (s Shape) len() int       { return s.N * s.C * s.S.Voxels() }
 
 // OpResult is one operation's measurement.
 type OpResult struct {
-	Op         string  `json:"op"`
-	Shape      string  `json:"shape"`
-	Level      int     `json:"level"`
-	FwdMS      float64 `json:"fwd_ms"`
-	BwdMS      float64 `json:"bwd_ms"`
-	FwdBwdMS   float64 `json:"fwd_bwd_ms"`
-	GFLOP      float64 `json:"gflop"`    // forward + backward
-	GB         float64 `json:"gb"`       // least bytes moved, forward + backward
-	GBps       float64 `json:"gb_per_s"` // GB / time
-	GFLOPs     float64 `json:"gflop_per_s"`
-	PeakFrac   float64 `json:"peak_fraction"` // of the larger of the bandwidth and FMA floors
-	TorchFwd   float64 `json:"pytorch_fwd_ms,omitempty"`
-	TorchTotal float64 `json:"pytorch_fwd_bwd_ms,omitempty"`
+	Op         string     `json:"op"`
+	Shape      string     `json:"shape"`
+	Level      int        `json:"level"`
+	FwdMS      float64    `json:"fwd_ms"`
+	BwdMS      float64    `json:"bwd_ms"`
+	FwdBwdMS   float64    `json:"fwd_bwd_ms"`
+	FwdRangeMS [2]float64 `json:"fwd_range_ms"` // the fastest and slowest repeats
+	BwdRangeMS [2]float64 `json:"bwd_range_ms"`
+	GFLOP      float64    `json:"gflop"`    // forward + backward
+	GB         float64    `json:"gb"`       // least bytes moved, forward + backward
+	GBps       float64    `json:"gb_per_s"` // GB / time
+	GFLOPs     float64    `json:"gflop_per_s"`
+	PeakFrac   float64    `json:"peak_fraction"` // of the larger of the bandwidth and FMA floors
+	TorchFwd   float64    `json:"pytorch_fwd_ms,omitempty"`
+	TorchTotal float64    `json:"pytorch_fwd_bwd_ms,omitempty"`
 }
 
 // op is a benchmarkable operation: setup allocates its tensors (several
@@ -217,9 +221,9 @@ func levelOps(s Shape) []op {
 // recorded back to back into one submission after a warm-up submission, so
 // the clocks run at their sustained speed (a GPU left idle between short
 // submissions runs slow), and each call's time is the sum of its
-// dispatches' GPU timestamps; the median over calls is returned. Other
-// engines are timed by the wall clock, call by call.
-func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (time.Duration, error) {
+// dispatches' GPU timestamps; the median over calls is returned with the
+// range. Other engines are timed by the wall clock, call by call.
+func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (timing, error) {
 	if g, isGPU := e.(*ops.GPU); isGPU {
 		return gpuTimer(g, repeats, f, sets)
 	}
@@ -227,25 +231,35 @@ func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (time.Durat
 	for r := 0; r <= repeats; r++ {
 		start := time.Now()
 		if err := f(r % sets); err != nil {
-			return 0, err
+			return timing{}, err
 		}
 		if err := e.Sync(); err != nil {
-			return 0, err
+			return timing{}, err
 		}
 		if r > 0 { // the first call builds pipelines and warms up
 			ts = append(ts, time.Since(start))
 		}
 	}
-	return median(ts), nil
+	return timingOf(ts), nil
+}
+
+// timing is a measurement's median over its repeats and their range: a
+// wide range says the median is not to be trusted (another process on the
+// device, clocks that changed).
+type timing struct{ median, min, max time.Duration }
+
+func timingOf(ts []time.Duration) timing {
+	m := median(ts) // sorts ts
+	return timing{m, ts[0], ts[len(ts)-1]}
 }
 
 // warmCalls is how many calls run before a GPU measurement.
 const warmCalls = 20
 
-func gpuTimer(g *ops.GPU, repeats int, f func(i int) error, sets int) (time.Duration, error) {
+func gpuTimer(g *ops.GPU, repeats int, f func(i int) error, sets int) (timing, error) {
 	calls, err := gpuCalls(g, repeats, f, sets)
 	if err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	ts := make([]time.Duration, len(calls))
 	for i, c := range calls {
@@ -253,7 +267,7 @@ func gpuTimer(g *ops.GPU, repeats int, f func(i int) error, sets int) (time.Dura
 			ts[i] += t.Duration
 		}
 	}
-	return median(ts), nil
+	return timingOf(ts), nil
 }
 
 // gpuCalls runs f warmCalls times, then repeats times timed, and returns
@@ -291,6 +305,18 @@ func gpuCalls(g *ops.GPU, repeats int, f func(i int) error, sets int) ([][]vk.Ti
 	return calls, nil
 }
 
+// Spread is the widest range of the two passes' repeats, relative to
+// their medians.
+func (r OpResult) Spread() float64 {
+	spread := func(rg [2]float64, med float64) float64 {
+		if med <= 0 {
+			return 0
+		}
+		return (rg[1] - rg[0]) / med
+	}
+	return max(spread(r.FwdRangeMS, r.FwdMS), spread(r.BwdRangeMS, r.BwdMS))
+}
+
 func median(ts []time.Duration) time.Duration {
 	sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
 	return ts[len(ts)/2]
@@ -313,11 +339,13 @@ func measure(e ops.Engine, list []op, level int, repeats int, peaks ops.Peaks, a
 		}
 		tf, err := timer(e, repeats, fwd, sets)
 		if err == nil {
-			var tb time.Duration
+			var tb timing
 			if tb, err = timer(e, repeats, bwd, sets); err == nil {
-				r := OpResult{Op: o.name, Shape: o.in.String(), Level: level, FwdMS: ms(tf), BwdMS: ms(tb), FwdBwdMS: ms(tf + tb),
+				r := OpResult{Op: o.name, Shape: o.in.String(), Level: level,
+					FwdMS: ms(tf.median), BwdMS: ms(tb.median), FwdBwdMS: ms(tf.median + tb.median),
+					FwdRangeMS: [2]float64{ms(tf.min), ms(tf.max)}, BwdRangeMS: [2]float64{ms(tb.min), ms(tb.max)},
 					GFLOP: o.flops / 1e9, GB: o.bytes / 1e9}
-				secs := (tf + tb).Seconds()
+				secs := (tf.median + tb.median).Seconds()
 				r.GBps, r.GFLOPs = r.GB/secs, r.GFLOP/secs
 				if peaks.CopyGBps > 0 {
 					floor := max(r.GB/peaks.CopyGBps, r.GFLOP/peaks.GFLOPs)

@@ -23,7 +23,7 @@ func WriteText(w io.Writer, reps []*Report) {
 			fmt.Fprintf(w, "measured peaks: copy %.0f GB/s, FMA %.0f GFLOP/s\n", r.Peaks.CopyGBps, r.Peaks.GFLOPs)
 		}
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "level\top\tshape\tfwd ms\tbwd ms\tfwd+bwd ms\tGB/s\tGFLOP/s\t% of floor\tPyTorch fwd\tPyTorch fwd+bwd\t")
+		fmt.Fprintln(tw, "level\top\tshape\tfwd ms\tbwd ms\tfwd+bwd ms\tspread %\tGB/s\tGFLOP/s\t% of floor\tPyTorch fwd\tPyTorch fwd+bwd\t")
 		for _, o := range r.Ops {
 			lvl := fmt.Sprint(o.Level)
 			if o.Level < 0 {
@@ -33,8 +33,8 @@ func WriteText(w io.Writer, reps []*Report) {
 			if o.TorchTotal > 0 {
 				torch = fmt.Sprintf("%.3f\t%.3f", o.TorchFwd, o.TorchTotal)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%s\t\n", lvl, o.Op, o.Shape, o.FwdMS, o.BwdMS, o.FwdBwdMS,
-				o.GBps, o.GFLOPs, 100*o.PeakFrac, torch)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", lvl, o.Op, o.Shape, o.FwdMS, o.BwdMS, o.FwdBwdMS,
+				100*o.Spread(), o.GBps, o.GFLOPs, 100*o.PeakFrac, torch)
 		}
 		tw.Flush()
 		if len(r.Separable) > 0 {

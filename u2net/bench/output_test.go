@@ -2,8 +2,10 @@ package bench
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeTiles lists each operation's fastest tilings with the default, and
@@ -49,5 +51,40 @@ func TestWriteTiles(t *testing.T) {
 	ranking := out[:strings.Index(out, "best tiling")]
 	if b, d, a := strings.Index(ranking, " B "), strings.Index(ranking, " default "), strings.Index(ranking, " A "); !(b < d && d < a) {
 		t.Errorf("tilings of dense3 not fastest first\n%s", ranking)
+	}
+}
+
+// A measurement's spread is the wider of its passes' ranges relative to
+// their medians, and the report prints it beside the medians.
+func TestSpread(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		r    OpResult
+		want float64
+	}{
+		{"steady", OpResult{FwdMS: 1, FwdRangeMS: [2]float64{1, 1}, BwdMS: 2, BwdRangeMS: [2]float64{2, 2}}, 0},
+		{"forward wider", OpResult{FwdMS: 1, FwdRangeMS: [2]float64{0.9, 1.5}, BwdMS: 2, BwdRangeMS: [2]float64{1.9, 2.1}}, 0.6},
+		{"backward wider", OpResult{FwdMS: 1, FwdRangeMS: [2]float64{1, 1.1}, BwdMS: 2, BwdRangeMS: [2]float64{2, 6}}, 2},
+		{"no backward", OpResult{FwdMS: 1, FwdRangeMS: [2]float64{1, 1.2}}, 0.2},
+	} {
+		if got := c.r.Spread(); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("%s: spread %g, want %g", c.name, got, c.want)
+		}
+	}
+	ms := func(v ...float64) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x*1e6))
+		}
+		return out
+	}
+	if got, want := timingOf(ms(3, 1, 7, 2, 5)), (timing{median: 3e6, min: 1e6, max: 7e6}); got != want {
+		t.Errorf("timingOf: %+v, want %+v", got, want)
+	}
+	var buf bytes.Buffer
+	WriteText(&buf, []*Report{{Engine: "e", Ops: []OpResult{{Op: "depthwise3", Shape: "s", FwdMS: 1, FwdRangeMS: [2]float64{1, 1.25},
+		BwdMS: 1, BwdRangeMS: [2]float64{1, 1}}}}})
+	if out := buf.String(); !strings.Contains(out, "spread %") || !strings.Contains(out, " 25 ") {
+		t.Errorf("the report does not show the spread (25%%):\n%s", out)
 	}
 }
