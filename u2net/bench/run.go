@@ -282,46 +282,54 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 // Each operation's tensors are made once for all its tilings, and each
 // result is logged as it comes, so a sweep cut short still says something.
 func tileSweep(g *ops.GPU, s Shape, repeats int, log func(string)) ([]TileResult, error) {
-	// The operations furthest from their floors on an H200 first.
-	var list []op
-	for _, name := range []string{"dense3s2", "convT2", "pointwise", "dense3"} {
-		for _, o := range levelOps(s) {
-			if o.name == name {
-				list = append(list, o)
-			}
-		}
-	}
 	defer g.SetGEMMTile(nil)
 	tiles := []*ops.GEMMTile{nil} // nil: the built-in choice
 	for _, t := range g.GEMMTiles() {
 		tiles = append(tiles, &t)
 	}
+	byName := map[string]op{}
+	for _, o := range levelOps(s) {
+		byName[o.name] = o
+	}
 	var out []TileResult
-	for _, o := range list {
-		fwd, bwd, free, err := o.setup(g, 2)
-		if err == nil {
-			for _, t := range tiles {
-				name := "default"
-				if t != nil {
-					name = t.String()
-				}
-				if err = g.SetGEMMTile(t); err != nil {
-					break
-				}
-				var r TileResult
-				if r, err = tileRun(g, o, fwd, bwd, repeats); err != nil {
-					err = fmt.Errorf("tile %s, %s %v: %w", name, o.name, o.in, err)
-					break
-				}
-				r.Tile = name
-				log(fmt.Sprintf("tile %s %s: fwd %.3f ms, bwd %.3f ms %v", name, o.name, r.FwdMS, r.BwdMS, r.Products))
-				out = append(out, r)
-			}
+	// The operations furthest from their floors on an H200 first.
+	for _, name := range []string{"dense3s2", "convT2", "pointwise", "dense3"} {
+		o, ok := byName[name]
+		if !ok {
+			continue
 		}
-		free()
+		res, err := sweepOp(g, o, tiles, repeats, log)
+		out = append(out, res...)
 		if err != nil {
 			return nil, err
 		}
+	}
+	return out, nil
+}
+
+// sweepOp times one operation under each tiling, on tensors made once.
+func sweepOp(g *ops.GPU, o op, tiles []*ops.GEMMTile, repeats int, log func(string)) ([]TileResult, error) {
+	fwd, bwd, free, err := o.setup(g, 2)
+	defer free()
+	if err != nil {
+		return nil, fmt.Errorf("%s %v: %w", o.name, o.in, err)
+	}
+	var out []TileResult
+	for _, t := range tiles {
+		name := "default"
+		if t != nil {
+			name = t.String()
+		}
+		if err := g.SetGEMMTile(t); err != nil {
+			return nil, err
+		}
+		r, err := tileRun(g, o, fwd, bwd, repeats)
+		if err != nil {
+			return nil, fmt.Errorf("tile %s, %s %v: %w", name, o.name, o.in, err)
+		}
+		r.Tile = name
+		log(fmt.Sprintf("tile %s %s: fwd %.3f ms, bwd %.3f ms %v", name, o.name, r.FwdMS, r.BwdMS, r.Products))
+		out = append(out, r)
 	}
 	return out, nil
 }
