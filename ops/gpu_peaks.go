@@ -25,7 +25,8 @@ type pushBench struct {
 }
 
 // MeasurePeaks times a vec4 copy of bytes bytes and an FMA-bound kernel with
-// GPU timestamps and returns the median of repeats.
+// GPU timestamps, each after a warm-up (WarmUp), and returns the median of
+// repeats.
 func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 	const wg, iter = 256, 1024
 	n := bytes / 16
@@ -55,21 +56,20 @@ func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 	// dispatches of 2^20 took 30 s, of 2^14 under a second, at the same
 	// GFLOP/s).
 	nf := min(n, tuned(g, 1<<20, 1<<14))
-	// Warm-up and timed dispatches go back to back into one batch, so the
-	// clocks are at their sustained speed when the timed ones run.
-	const warm = 20
+	// Each kernel warms the device up (WarmUp) before its timed dispatches.
 	time1 := func(k *vk.Kernel, count int) (time.Duration, error) {
-		b := g.dev.NewTimedBatch()
-		defer b.Release()
-		for r := 0; r < warm+repeats; r++ {
-			b.Dispatch(k, vk.Grid1D(count, wg), pushBench{uint32(count), 0.999}, x, y)
+		call := func(int) error {
+			return g.dispatch("MeasurePeaks", k, vk.Grid1D(count, wg), pushBench{uint32(count), 0.999}, x, y)
 		}
-		if err := b.Run(); err != nil {
+		calls, _, err := g.TimeCalls(g.WarmTime(), repeats, call)
+		if err != nil {
 			return 0, err
 		}
-		var ts []time.Duration
-		for _, t := range b.Timings()[warm:] {
-			ts = append(ts, t.Duration)
+		ts := make([]time.Duration, len(calls))
+		for i, c := range calls {
+			for _, t := range c {
+				ts[i] += t.Duration
+			}
 		}
 		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
 		return ts[len(ts)/2], nil

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
@@ -382,13 +381,12 @@ func TestArgumentErrors(t *testing.T) {
 	}
 }
 
-// Warm-up and batching of benchCase: at most benchWarmCalls calls or
-// benchWarmTime of them before the timing, and a synchronisation every
-// benchBatch timed calls.
+// benchBatch is how many timed calls benchCase makes between two
+// synchronisations; benchWarmCalls the warm-up calls of an engine other
+// than the GPU (which warms up for its WarmTime).
 const (
-	benchWarmCalls = 20
-	benchWarmTime  = 100 * time.Millisecond
 	benchBatch     = 32
+	benchWarmCalls = 1
 )
 
 // benchCase times one case on e: tensors are made once, then each iteration
@@ -412,21 +410,24 @@ func benchCase(b *testing.B, e Engine, c opCase) {
 		defer g.SetTimed(false)
 	}
 	// Warm up: pipelines are built, caches filled and a GPU's clocks
-	// raised outside the timing. Calls go back to back, synchronised only
-	// every benchBatch calls, as a training step issues them: a GPU left idle
-	// between short submissions runs at a lower clock (H200: the depthwise
-	// convolution at 2×32×64³ took 5× longer synchronised call by call).
-	start := time.Now()
-	for i := 0; i < benchWarmCalls && (i == 0 || time.Since(start) < benchWarmTime); i++ {
-		if err := c.run(e, ts); err != nil {
+	// raised outside the timing (WarmUp). Timed calls go back to back,
+	// synchronised only every benchBatch calls, as a training step issues
+	// them: a GPU left idle between short submissions runs at a lower clock
+	// (H200: the depthwise convolution at 2×32×64³ took 5× longer
+	// synchronised call by call).
+	if isGPU {
+		if _, err := g.WarmUp(g.WarmTime(), func(int) error { return c.run(e, ts) }); err != nil {
 			b.Fatal(err)
 		}
-	}
-	if err := e.Sync(); err != nil {
-		b.Fatal(err)
-	}
-	if isGPU {
-		g.TakeTimings()
+	} else {
+		for i := 0; i < benchWarmCalls; i++ {
+			if err := c.run(e, ts); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := e.Sync(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	var gpuNS float64
 	b.ResetTimer()

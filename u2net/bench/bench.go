@@ -71,13 +71,17 @@ type OpResult struct {
 	FwdBwdMS   float64    `json:"fwd_bwd_ms"`
 	FwdRangeMS [2]float64 `json:"fwd_range_ms"` // the fastest and slowest repeats
 	BwdRangeMS [2]float64 `json:"bwd_range_ms"`
-	GFLOP      float64    `json:"gflop"`    // forward + backward
-	GB         float64    `json:"gb"`       // least bytes moved, forward + backward
-	GBps       float64    `json:"gb_per_s"` // GB / time
-	GFLOPs     float64    `json:"gflop_per_s"`
-	PeakFrac   float64    `json:"peak_fraction"` // of the larger of the bandwidth and FMA floors
-	TorchFwd   float64    `json:"pytorch_fwd_ms,omitempty"`
-	TorchTotal float64    `json:"pytorch_fwd_bwd_ms,omitempty"`
+	// FwdWarmMS and BwdWarmMS are a GPU's time per call in each round of
+	// the warm-up (ops.GPU.WarmUp): falling values are its clocks rising.
+	FwdWarmMS  []float64 `json:"fwd_warm_ms,omitempty"`
+	BwdWarmMS  []float64 `json:"bwd_warm_ms,omitempty"`
+	GFLOP      float64   `json:"gflop"`    // forward + backward
+	GB         float64   `json:"gb"`       // least bytes moved, forward + backward
+	GBps       float64   `json:"gb_per_s"` // GB / time
+	GFLOPs     float64   `json:"gflop_per_s"`
+	PeakFrac   float64   `json:"peak_fraction"` // of the larger of the bandwidth and FMA floors
+	TorchFwd   float64   `json:"pytorch_fwd_ms,omitempty"`
+	TorchTotal float64   `json:"pytorch_fwd_bwd_ms,omitempty"`
 }
 
 // op is a benchmarkable operation: setup allocates its tensors (several
@@ -218,14 +222,23 @@ func levelOps(s Shape) []op {
 }
 
 // timer measures one call on an engine. On the GPU engine the calls are
-// recorded back to back into one submission after a warm-up submission, so
-// the clocks run at their sustained speed (a GPU left idle between short
-// submissions runs slow), and each call's time is the sum of its
-// dispatches' GPU timestamps; the median over calls is returned with the
-// range. Other engines are timed by the wall clock, call by call.
+// recorded back to back into one submission after a warm-up of the GPU's
+// own time (ops.GPU.TimeCalls), so the clocks run at their sustained speed,
+// and each call's time is the sum of its dispatches' GPU timestamps; the
+// median over calls is returned with the range and the warm-up's rounds.
+// Other engines are timed by the wall clock, call by call, after one
+// warm-up call.
 func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (timing, error) {
 	if g, isGPU := e.(*ops.GPU); isGPU {
-		return gpuTimer(g, repeats, f, sets)
+		calls, warm, err := g.TimeCalls(g.WarmTime(), repeats, func(i int) error { return f(i % sets) })
+		if err != nil {
+			return timing{}, err
+		}
+		t := timingOf(callTimes(calls))
+		for _, w := range warm {
+			t.warm = append(t.warm, ms(w))
+		}
+		return t, nil
 	}
 	var ts []time.Duration
 	for r := 0; r <= repeats; r++ {
@@ -245,64 +258,27 @@ func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (timing, er
 
 // timing is a measurement's median over its repeats and their range: a
 // wide range says the median is not to be trusted (another process on the
-// device, clocks that changed).
-type timing struct{ median, min, max time.Duration }
+// device, clocks that changed). warm is a GPU's time per call in each
+// round of the warm-up, in ms.
+type timing struct {
+	median, min, max time.Duration
+	warm             []float64
+}
 
 func timingOf(ts []time.Duration) timing {
 	m := median(ts) // sorts ts
-	return timing{m, ts[0], ts[len(ts)-1]}
+	return timing{median: m, min: ts[0], max: ts[len(ts)-1]}
 }
 
-// warmCalls is how many calls run before a GPU measurement.
-const warmCalls = 20
-
-func gpuTimer(g *ops.GPU, repeats int, f func(i int) error, sets int) (timing, error) {
-	calls, err := gpuCalls(g, repeats, f, sets)
-	if err != nil {
-		return timing{}, err
-	}
+// callTimes sums each call's dispatch times.
+func callTimes(calls [][]vk.Timing) []time.Duration {
 	ts := make([]time.Duration, len(calls))
 	for i, c := range calls {
 		for _, t := range c {
 			ts[i] += t.Duration
 		}
 	}
-	return timingOf(ts), nil
-}
-
-// gpuCalls runs f warmCalls times, then repeats times timed, and returns
-// each timed call's dispatches.
-func gpuCalls(g *ops.GPU, repeats int, f func(i int) error, sets int) ([][]vk.Timing, error) {
-	for i := 0; i < warmCalls; i++ {
-		if err := f(i % sets); err != nil {
-			return nil, err
-		}
-	}
-	if err := g.Sync(); err != nil {
-		return nil, err
-	}
-	if err := g.SetTimed(true); err != nil {
-		return nil, err
-	}
-	defer g.SetTimed(false)
-	for r := 0; r < repeats; r++ {
-		if err := f(r % sets); err != nil {
-			return nil, err
-		}
-	}
-	if err := g.Sync(); err != nil {
-		return nil, err
-	}
-	tm := g.TakeTimings()
-	per := len(tm) / repeats
-	if per == 0 || len(tm)%repeats != 0 {
-		return nil, fmt.Errorf("bench: %d timestamps for %d calls", len(tm), repeats)
-	}
-	calls := make([][]vk.Timing, repeats)
-	for i := range calls {
-		calls[i] = tm[i*per : (i+1)*per]
-	}
-	return calls, nil
+	return ts
 }
 
 // Spread is the widest range of the two passes' repeats, relative to
@@ -344,6 +320,7 @@ func measure(e ops.Engine, list []op, level int, repeats int, peaks ops.Peaks, a
 				r := OpResult{Op: o.name, Shape: o.in.String(), Level: level,
 					FwdMS: ms(tf.median), BwdMS: ms(tb.median), FwdBwdMS: ms(tf.median + tb.median),
 					FwdRangeMS: [2]float64{ms(tf.min), ms(tf.max)}, BwdRangeMS: [2]float64{ms(tb.min), ms(tb.max)},
+					FwdWarmMS: tf.warm, BwdWarmMS: tb.warm,
 					GFLOP: o.flops / 1e9, GB: o.bytes / 1e9}
 				secs := (tf.median + tb.median).Seconds()
 				r.GBps, r.GFLOPs = r.GB/secs, r.GFLOP/secs

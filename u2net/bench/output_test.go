@@ -78,7 +78,8 @@ func TestSpread(t *testing.T) {
 		}
 		return out
 	}
-	if got, want := timingOf(ms(3, 1, 7, 2, 5)), (timing{median: 3e6, min: 1e6, max: 7e6}); got != want {
+	if got, want := timingOf(ms(3, 1, 7, 2, 5)), (timing{median: 3e6, min: 1e6, max: 7e6}); got.median != want.median ||
+		got.min != want.min || got.max != want.max {
 		t.Errorf("timingOf: %+v, want %+v", got, want)
 	}
 	var buf bytes.Buffer

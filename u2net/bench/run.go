@@ -341,16 +341,15 @@ func tileRun(g *ops.GPU, o op, fwd, bwd func(int) error, repeats int) (TileResul
 		f  func(int) error
 		ms *float64
 	}{{fwd, &r.FwdMS}, {bwd, &r.BwdMS}} {
-		calls, err := gpuCalls(g, repeats, pass.f, 2)
+		calls, _, err := g.TimeCalls(g.WarmTime(), repeats, func(i int) error { return pass.f(i % 2) })
 		if err != nil {
 			return r, err
 		}
-		total := make([]time.Duration, len(calls))
+		total := callTimes(calls)
 		by := map[string][]time.Duration{}
-		for i, c := range calls {
+		for _, c := range calls {
 			sums := map[string]time.Duration{}
 			for _, t := range c {
-				total[i] += t.Duration
 				p := ops.GEMMProduct(t.Label)
 				if p == "" {
 					p = "other"
