@@ -449,23 +449,27 @@ func randomBatch(set NetSetting) ([]float32, []int32) {
 	return x, l
 }
 
-// wall returns the median wall time of f, after a warm-up call on a GPU
-// engine (pipelines, caches). The reference engine has nothing to warm, and
-// at its speed a warm-up call would double the time of a quick run.
+// wall returns the median wall time of f, after warm-up calls on a GPU
+// engine (pipelines, caches, and clocks risen from idle): for at least the
+// engine's WarmTime, at least one. The reference engine has nothing to
+// warm, and at its speed a warm-up call would double the time of a quick
+// run.
 func wall(e ops.Engine, repeats int, f func() error) (float64, error) {
-	first := 0
-	if _, gpu := e.(*ops.GPU); gpu {
-		first = 1
+	if g, gpu := e.(*ops.GPU); gpu {
+		start := time.Now()
+		for first := true; first || time.Since(start) < g.WarmTime(); first = false {
+			if err := f(); err != nil {
+				return 0, err
+			}
+		}
 	}
 	var ts []float64
-	for r := 0; r < first+repeats; r++ {
+	for r := 0; r < repeats; r++ {
 		start := time.Now()
 		if err := f(); err != nil {
 			return 0, err
 		}
-		if r >= first {
-			ts = append(ts, ms(time.Since(start)))
-		}
+		ts = append(ts, ms(time.Since(start)))
 	}
 	sort.Float64s(ts)
 	return ts[len(ts)/2], nil
