@@ -12,9 +12,9 @@
 //
 // An invocation owns one voxel i and four channels of its result (channels
 // past the end are computed with zero weights and not stored). It walks the
-// reduced channels (ci going up, co going down), reading each value once,
-// and keeps its sums in registers: 4·T scalars going up (T = taps), a vec4
-// going down. The weights of CB reduced channels at a time are staged in
+// reduced channels (ci going up, co going down), reading each value once
+// and issuing many loads before it waits for one, and keeps its sums in
+// registers: 4·T scalars going up (T = taps), a vec4 going down. The weights of CB reduced channels at a time are staged in
 // shared memory, T vec4s per channel, which every invocation reads at the
 // same address (a broadcast). The group of four channels is the
 // fastest-varying part of the workgroup index, so the groups that read the
@@ -190,6 +190,10 @@ void main() {
     }
 }
 #else
+// DU is the channels whose values an invocation loads together going down:
+// DU·T loads in flight.
+const uint DU = 4;
+
 // ws[c·T + q]: going up, the weights of reduced channel ci0 + c for the sums
 // 4q .. 4q+3 (sum j is result channel j / T, tap j % T); going down, those
 // of tap q for the four result channels.
@@ -227,6 +231,17 @@ void main() {
         }
     }
     for (uint r0 = 0; r0 < nRed; r0 += CB) {
+        uint n = live ? min(CB, nRed - r0) : 0;
+        // Going up, the stage's CB inputs are loaded before its weights are
+        // staged, so that they are in flight together (one load at a time,
+        // each waited for before the next, left the kernel bound by
+        // memory latency, not bandwidth).
+        float xs[MODE == UP ? CB : 1];
+        if (MODE == UP) {
+            [[unroll]] for (uint c = 0; c < CB; c++) {
+                xs[c] = c < n ? x((bn * p.cin + r0 + c) * vox + i) : 0.0;
+            }
+        }
         barrier(); // the previous stage's reads are done
         for (uint e = lid; e < CB * T * 4; e += WG) {
             uint c = e / (T * 4);
@@ -248,26 +263,37 @@ void main() {
             ws[c * T + j / 4][j % 4] = wv;
         }
         barrier();
-        if (live) {
-            uint n = min(CB, nRed - r0);
-            for (uint c = 0; c < n; c++) {
-                if (MODE == UP) {
-                    float xv = x((bn * p.cin + r0 + c) * vox + i);
+        if (MODE == UP) {
+            [[unroll]] for (uint c = 0; c < CB; c++) {
+                if (c < n) {
                     [[unroll]] for (uint q = 0; q < T; q++) {
                         vec4 wq = ws[c * T + q];
-                        acc[4 * q] = fma(wq.x, xv, acc[4 * q]);
-                        acc[4 * q + 1] = fma(wq.y, xv, acc[4 * q + 1]);
-                        acc[4 * q + 2] = fma(wq.z, xv, acc[4 * q + 2]);
-                        acc[4 * q + 3] = fma(wq.w, xv, acc[4 * q + 3]);
+                        acc[4 * q] = fma(wq.x, xs[c], acc[4 * q]);
+                        acc[4 * q + 1] = fma(wq.y, xs[c], acc[4 * q + 1]);
+                        acc[4 * q + 2] = fma(wq.z, xs[c], acc[4 * q + 2]);
+                        acc[4 * q + 3] = fma(wq.w, xs[c], acc[4 * q + 3]);
                     }
-                } else {
-                    uint plane = (bn * p.cout + r0 + c) * bigVox + block;
+                }
+            }
+        } else {
+            // Going down, DU channels' blocks of T values are loaded
+            // together, then summed in the same order as one by one.
+            for (uint c0 = 0; c0 < n; c0 += DU) {
+                float d[DU * T];
+                [[unroll]] for (uint u = 0; u < DU; u++) {
+                    uint plane = (bn * p.cout + r0 + min(c0 + u, n - 1)) * bigVox + block;
                     [[unroll]] for (uint tz = 0; tz < SD; tz++) {
                         [[unroll]] for (uint ty = 0; ty < SH; ty++) {
                             [[unroll]] for (uint tx = 0; tx < SW; tx++) {
-                                float dv = x(plane + (tz * oh + ty) * ow + tx);
-                                acc4 = fma(ws[c * T + (tz * SH + ty) * SW + tx], vec4(dv), acc4);
+                                d[u * T + (tz * SH + ty) * SW + tx] = x(plane + (tz * oh + ty) * ow + tx);
                             }
+                        }
+                    }
+                }
+                [[unroll]] for (uint u = 0; u < DU; u++) {
+                    if (c0 + u < n) {
+                        [[unroll]] for (uint q = 0; q < T; q++) {
+                            acc4 = fma(ws[(c0 + u) * T + q], vec4(d[u * T + q]), acc4);
                         }
                     }
                 }
