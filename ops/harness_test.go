@@ -392,8 +392,9 @@ const (
 // benchCase times one case on e: tensors are made once, then each iteration
 // records the operation, and the engine runs a batch of them at a time. On
 // the GPU engine it also reports the GPU time of the op's dispatches from
-// timestamps ("gpu-ms/op"), which excludes submission and host overhead.
-func benchCase(b *testing.B, e Engine, c opCase) {
+// timestamps ("gpu-ms/op"), which excludes submission and host overhead,
+// and returns it in ms (0 on other engines).
+func benchCase(b *testing.B, e Engine, c opCase) float64 {
 	b.Helper()
 	// Outputs get random contents too: never time on zeros.
 	r := rand.New(rand.NewPCG(1, 1))
@@ -447,7 +448,10 @@ func benchCase(b *testing.B, e Engine, c opCase) {
 			}
 		}
 	}
-	if isGPU {
-		b.ReportMetric(gpuNS/float64(b.N)/1e6, "gpu-ms/op")
+	if !isGPU {
+		return 0
 	}
+	ms := gpuNS / float64(b.N) / 1e6
+	b.ReportMetric(ms, "gpu-ms/op")
+	return ms
 }

@@ -57,8 +57,9 @@ func BenchmarkStreaming(b *testing.B) {
 			}
 			n := bytes / 4
 			x := randn(rand.New(rand.NewPCG(51, 52)), n)
-			benchCase(b, g, opCase{tensors: []tensorSpec{input("x", x), output("y", n)},
+			ms := benchCase(b, g, opCase{tensors: []tensorSpec{input("x", x), output("y", n)},
 				run: func(e Engine, t map[string]*Tensor) error { return e.LeakyReLU(ref.DefaultSlope, t["x"], t["y"]) }})
+			b.ReportMetric(float64(2*bytes)/ms/1e6, "GB/s")
 		})
 	}
 }
