@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/u2net-vk/u2net/ops/ref"
+	"github.com/u2net-vk/u2net/vk"
 )
 
 // MeasurePeaks returns finite positive peaks, and refuses a copy too small
@@ -61,5 +64,70 @@ func BenchmarkStreaming(b *testing.B) {
 				run: func(e Engine, t map[string]*Tensor) error { return e.LeakyReLU(ref.DefaultSlope, t["x"], t["y"]) }})
 			b.ReportMetric(float64(2*bytes)/ms/1e6, "GB/s")
 		})
+	}
+}
+
+// BenchmarkStreamingWG times the peak-copy kernel and LeakyReLU's
+// elementwise kernel over 64 MiB (a §8 activation) at several workgroup
+// sizes, each the median of 9 dispatches after a warm-up (TimeCalls), in
+// bytes read plus written per second: whether the workgroup size explains
+// a gap between the two. Run it with -benchtime 1x: each iteration is a
+// whole measurement.
+func BenchmarkStreamingWG(b *testing.B) {
+	g := gpuEngine(b)
+	const bytes = 64 << 20
+	n := bytes / 16 // vec4s
+	x, err := g.Alloc(bytes / 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Free(x)
+	y, err := g.Alloc(bytes / 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Free(y)
+	if err := g.Write(x, randn(rand.New(rand.NewPCG(53, 54)), bytes/4)); err != nil {
+		b.Fatal(err)
+	}
+	info := g.Device().Info()
+	for _, wg := range []int{64, 128, 256, 512, 1024} {
+		for _, k := range []struct {
+			name, family string
+			access       []vk.Access
+			spec         []uint32
+			push         any
+			bufs         []*vk.Buffer
+		}{
+			{"copy", "bench", []vk.Access{vk.Read, vk.Write}, []uint32{uint32(wg), 0, 1024},
+				pushBench{uint32(n), 0.999}, []*vk.Buffer{x.gpu.buf, y.gpu.buf}},
+			{"leakyrelu", "elementwise", []vk.Access{g.input(true), g.input(true), vk.ReadWrite}, []uint32{uint32(wg), ewLeaky, 1},
+				pushNS{uint32(n), float32(ref.DefaultSlope)}, []*vk.Buffer{x.gpu.buf, g.dummy, y.gpu.buf}},
+		} {
+			b.Run(fmt.Sprintf("%s/wg%d", k.name, wg), func(b *testing.B) {
+				if uint32(wg) > info.MaxWorkgroupSize[0] || uint32(wg) > info.MaxWorkgroupInvocs {
+					b.Skipf("device %s runs at most %d invocations per workgroup", info.Name, info.MaxWorkgroupInvocs)
+				}
+				kern, err := g.kernel(k.family, k.access, 8, k.spec...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				call := func(int) error { return g.dispatch("StreamingWG", kern, vk.Grid1D(n, wg), k.push, k.bufs...) }
+				var med time.Duration
+				for i := 0; i < b.N; i++ {
+					calls, _, err := g.TimeCalls(g.WarmTime(), 9, call)
+					if err != nil {
+						b.Fatal(err)
+					}
+					ts := make([]time.Duration, len(calls))
+					for j, c := range calls {
+						ts[j] = c[0].Duration
+					}
+					slices.Sort(ts)
+					med = ts[len(ts)/2]
+				}
+				b.ReportMetric(float64(2*bytes)/med.Seconds()/1e9, "GB/s")
+			})
+		}
 	}
 }
