@@ -85,7 +85,7 @@ type OpResult struct {
 }
 
 // op is a benchmarkable operation: setup allocates its tensors (several
-// input sets, rotated so caches do not flatter) and returns the forward and
+// input sets, rotated so caches do not flatter: setsFor) and returns the forward and
 // backward calls.
 type op struct {
 	name         string
@@ -120,12 +120,46 @@ func (t *tensors) make(n int) *ops.Tensor {
 	return x
 }
 
+// sets returns k tensors of n elements, all different: the first random,
+// each other made from the first and the one before it on the engine
+// (x₀ − x/2), which is much faster than on the host when sets are many.
 func (t *tensors) sets(k, n int) []*ops.Tensor {
 	out := make([]*ops.Tensor, k)
-	for i := range out {
-		out[i] = t.make(n)
+	out[0] = t.make(n)
+	for i := 1; i < k && t.err == nil; i++ {
+		x, err := t.e.Alloc(n)
+		if err != nil {
+			t.err = err
+			break
+		}
+		t.all = append(t.all, x)
+		if t.err = t.e.Copy(x, out[0]); t.err == nil {
+			t.err = t.e.Axpy(-0.5, out[i-1], x)
+		}
+		out[i] = x
 	}
 	return out
+}
+
+// Rotation: an operation's calls take their inputs from enough sets that
+// together they exceed the device's caches (an H200's last level holds
+// 50 MB, a CPU's some tens of MB), so that no timed call finds its inputs
+// where the calls before it left them.
+const (
+	rotateBytesGPU = 256 << 20
+	rotateBytesCPU = 64 << 20
+)
+
+// setsFor returns how many input sets op's calls rotate over on e: enough
+// for rotateBytes of inputs (counting an input and an output gradient of
+// the input's size per set), at least 2.
+func setsFor(e ops.Engine, o op) int {
+	budget := rotateBytesGPU
+	if g, ok := e.(*ops.GPU); !ok || g.Device().Info().Type == vk.TypeCPU {
+		budget = rotateBytesCPU
+	}
+	per := 2 * 4 * o.in.len()
+	return max(2, (budget+per-1)/per)
 }
 
 func (t *tensors) free() {
@@ -304,10 +338,7 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 func measure(e ops.Engine, list []op, level int, repeats int, peaks ops.Peaks, anchors map[string]Anchor) ([]OpResult, error) {
 	var out []OpResult
 	for _, o := range list {
-		sets := 3
-		if o.in.len()*4 > 256<<20 {
-			sets = 2 // large inputs already exceed every cache
-		}
+		sets := setsFor(e, o)
 		fwd, bwd, free, err := o.setup(e, sets)
 		if err != nil {
 			free()
