@@ -73,15 +73,18 @@ type OpResult struct {
 	BwdRangeMS [2]float64 `json:"bwd_range_ms"`
 	// FwdWarmMS and BwdWarmMS are a GPU's time per call in each round of
 	// the warm-up (ops.GPU.WarmUp): falling values are its clocks rising.
-	FwdWarmMS  []float64 `json:"fwd_warm_ms,omitempty"`
-	BwdWarmMS  []float64 `json:"bwd_warm_ms,omitempty"`
-	GFLOP      float64   `json:"gflop"`    // forward + backward
-	GB         float64   `json:"gb"`       // least bytes moved, forward + backward
-	GBps       float64   `json:"gb_per_s"` // GB / time
-	GFLOPs     float64   `json:"gflop_per_s"`
-	PeakFrac   float64   `json:"peak_fraction"` // of the larger of the bandwidth and FMA floors
-	TorchFwd   float64   `json:"pytorch_fwd_ms,omitempty"`
-	TorchTotal float64   `json:"pytorch_fwd_bwd_ms,omitempty"`
+	FwdWarmMS []float64 `json:"fwd_warm_ms,omitempty"`
+	BwdWarmMS []float64 `json:"bwd_warm_ms,omitempty"`
+	GFLOP     float64   `json:"gflop"`    // forward + backward
+	GB        float64   `json:"gb"`       // least bytes moved, forward + backward
+	GBps      float64   `json:"gb_per_s"` // GB / time
+	GFLOPs    float64   `json:"gflop_per_s"`
+	PeakFrac  float64   `json:"peak_fraction"` // of the larger of the bandwidth and FMA floors
+	// Skipped says why the operation was not measured (it does not fit
+	// the device); its times are then zero.
+	Skipped    string  `json:"skipped,omitempty"`
+	TorchFwd   float64 `json:"pytorch_fwd_ms,omitempty"`
+	TorchTotal float64 `json:"pytorch_fwd_bwd_ms,omitempty"`
 }
 
 // op is a benchmarkable operation: setup allocates its tensors (several
@@ -152,11 +155,16 @@ const (
 
 // setsFor returns how many input sets op's calls rotate over on e: enough
 // for rotateBytes of inputs (counting an input and an output gradient of
-// the input's size per set), at least 2.
+// the input's size per set), at most a quarter of a device's memory limit,
+// at least 2.
 func setsFor(e ops.Engine, o op) int {
 	budget := rotateBytesGPU
-	if g, ok := e.(*ops.GPU); !ok || g.Device().Info().Type == vk.TypeCPU {
+	g, ok := e.(*ops.GPU)
+	if !ok || g.Device().Info().Type == vk.TypeCPU {
 		budget = rotateBytesCPU
+	}
+	if ok && g.Device().MemoryLimit() > 0 {
+		budget = min(budget, int(g.Device().MemoryLimit()/4))
 	}
 	per := 2 * 4 * o.in.len()
 	return max(2, (budget+per-1)/per)
@@ -334,42 +342,59 @@ func median(ts []time.Duration) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
-// measure runs every op and fills the derived numbers.
+// measure runs every op and fills the derived numbers. An op whose
+// tensors or kernels do not fit the device is reported as skipped, and the
+// others are still measured.
 func measure(e ops.Engine, list []op, level int, repeats int, peaks ops.Peaks, anchors map[string]Anchor) ([]OpResult, error) {
 	var out []OpResult
 	for _, o := range list {
-		sets := setsFor(e, o)
-		fwd, bwd, free, err := o.setup(e, sets)
-		if err != nil {
-			free()
+		r, err := measureOp(e, o, level, repeats, peaks, anchors)
+		if ops.DoesNotFit(err) {
+			r = OpResult{Op: o.name, Shape: o.in.String(), Level: level, Skipped: fmt.Sprintf("does not fit the device: %v", err)}
+		} else if err != nil {
 			return nil, fmt.Errorf("%s %v: %w", o.name, o.in, err)
 		}
-		tf, err := timer(e, repeats, fwd, sets)
-		if err == nil {
-			var tb timing
-			if tb, err = timer(e, repeats, bwd, sets); err == nil {
-				r := OpResult{Op: o.name, Shape: o.in.String(), Level: level,
-					FwdMS: ms(tf.median), BwdMS: ms(tb.median), FwdBwdMS: ms(tf.median + tb.median),
-					FwdRangeMS: [2]float64{ms(tf.min), ms(tf.max)}, BwdRangeMS: [2]float64{ms(tb.min), ms(tb.max)},
-					FwdWarmMS: tf.warm, BwdWarmMS: tb.warm,
-					GFLOP: o.flops / 1e9, GB: o.bytes / 1e9}
-				secs := (tf.median + tb.median).Seconds()
-				r.GBps, r.GFLOPs = r.GB/secs, r.GFLOP/secs
-				if peaks.CopyGBps > 0 {
-					floor := max(r.GB/peaks.CopyGBps, r.GFLOP/peaks.GFLOPs)
-					r.PeakFrac = floor / secs
-				}
-				if a, ok := anchors[o.name]; ok && len(a.Shape) == 5 && a.Shape[0] == o.in.N && a.Shape[1] == o.in.C &&
-					a.Shape[2] == o.in.S[0] && a.Shape[3] == o.in.S[1] && a.Shape[4] == o.in.S[2] {
-					r.TorchFwd, r.TorchTotal = a.FwdMS, a.FwdBwdMS
-				}
-				out = append(out, r)
-			}
-		}
-		free()
-		if err != nil {
-			return nil, fmt.Errorf("%s %v: %w", o.name, o.in, err)
-		}
+		out = append(out, r)
 	}
 	return out, nil
+}
+
+// measureOp times one op forward and backward, on tensors it frees (and
+// synchronises, so that the engine releases them before the next op).
+func measureOp(e ops.Engine, o op, level int, repeats int, peaks ops.Peaks, anchors map[string]Anchor) (_ OpResult, err error) {
+	sets := setsFor(e, o)
+	fwd, bwd, free, err := o.setup(e, sets)
+	defer func() {
+		free()
+		if serr := e.Sync(); err == nil {
+			err = serr
+		}
+	}()
+	if err != nil {
+		return OpResult{}, err
+	}
+	tf, err := timer(e, repeats, fwd, sets)
+	if err != nil {
+		return OpResult{}, err
+	}
+	tb, err := timer(e, repeats, bwd, sets)
+	if err != nil {
+		return OpResult{}, err
+	}
+	r := OpResult{Op: o.name, Shape: o.in.String(), Level: level,
+		FwdMS: ms(tf.median), BwdMS: ms(tb.median), FwdBwdMS: ms(tf.median + tb.median),
+		FwdRangeMS: [2]float64{ms(tf.min), ms(tf.max)}, BwdRangeMS: [2]float64{ms(tb.min), ms(tb.max)},
+		FwdWarmMS: tf.warm, BwdWarmMS: tb.warm,
+		GFLOP: o.flops / 1e9, GB: o.bytes / 1e9}
+	secs := (tf.median + tb.median).Seconds()
+	r.GBps, r.GFLOPs = r.GB/secs, r.GFLOP/secs
+	if peaks.CopyGBps > 0 {
+		floor := max(r.GB/peaks.CopyGBps, r.GFLOP/peaks.GFLOPs)
+		r.PeakFrac = floor / secs
+	}
+	if a, ok := anchors[o.name]; ok && len(a.Shape) == 5 && a.Shape[0] == o.in.N && a.Shape[1] == o.in.C &&
+		a.Shape[2] == o.in.S[0] && a.Shape[3] == o.in.S[1] && a.Shape[4] == o.in.S[2] {
+		r.TorchFwd, r.TorchTotal = a.FwdMS, a.FwdBwdMS
+	}
+	return r, nil
 }

@@ -33,6 +33,10 @@ func WriteText(w io.Writer, reps []*Report) {
 			if o.TorchTotal > 0 {
 				torch = fmt.Sprintf("%.3f\t%.3f", o.TorchFwd, o.TorchTotal)
 			}
+			if o.Skipped != "" {
+				fmt.Fprintf(tw, "%s\t%s\t%s\tdoes not fit\t-\t-\t-\t-\t-\t-\t%s\t\n", lvl, o.Op, o.Shape, torch)
+				continue
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", lvl, o.Op, o.Shape, o.FwdMS, o.BwdMS, o.FwdBwdMS,
 				100*o.Spread(), o.GBps, o.GFLOPs, 100*o.PeakFrac, torch)
 		}
@@ -42,9 +46,13 @@ func WriteText(w io.Writer, reps []*Report) {
 			tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(tw, "level\tshape\tparams sep/dense\tGFLOP sep/dense\tGB sep/dense\tfwd ms sep/dense\tfwd+bwd ms sep/dense\tspeedup\t")
 			for _, s := range r.Separable {
-				fmt.Fprintf(tw, "%d\t%s\t%d / %d\t%.2f / %.2f\t%.2f / %.2f\t%.3f / %.3f\t%.3f / %.3f\t%.2f×\t\n", s.Level, s.Shape,
-					s.SepParams, s.DenseParams, s.SepGFLOP, s.DenseGFLOP, s.SepGB, s.DenseGB, s.SepFwdMS, s.DenseFwdMS,
-					s.SepFwdBwdMS, s.DenseFwdBwdMS, s.SpeedupFwdBwd)
+				times := fmt.Sprintf("%.3f / %.3f\t%.3f / %.3f\t%.2f×", s.SepFwdMS, s.DenseFwdMS, s.SepFwdBwdMS, s.DenseFwdBwdMS,
+					s.SpeedupFwdBwd)
+				if s.SpeedupFwdBwd == 0 {
+					times = "-\t-\t-" // an operation did not fit the device
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%d / %d\t%.2f / %.2f\t%.2f / %.2f\t%s\t\n", s.Level, s.Shape,
+					s.SepParams, s.DenseParams, s.SepGFLOP, s.DenseGFLOP, s.SepGB, s.DenseGB, times)
 			}
 			tw.Flush()
 		}
@@ -119,7 +127,7 @@ func WriteText(w io.Writer, reps []*Report) {
 		for i, o := range reps[0].Ops {
 			fmt.Fprintf(tw, "%s\t%s\t", o.Op, o.Shape)
 			for _, r := range reps {
-				if i < len(r.Ops) && r.Ops[i].Op == o.Op && r.Ops[i].Shape == o.Shape {
+				if i < len(r.Ops) && r.Ops[i].Op == o.Op && r.Ops[i].Shape == o.Shape && r.Ops[i].Skipped == "" {
 					fmt.Fprintf(tw, "%.3f\t", r.Ops[i].FwdBwdMS)
 				} else {
 					fmt.Fprint(tw, "-\t")

@@ -308,9 +308,14 @@ func tileSweep(g *ops.GPU, s Shape, repeats int, log func(string)) ([]TileResult
 }
 
 // sweepOp times one operation under each tiling, on tensors made once.
-func sweepOp(g *ops.GPU, o op, tiles []*ops.GEMMTile, repeats int, log func(string)) ([]TileResult, error) {
+func sweepOp(g *ops.GPU, o op, tiles []*ops.GEMMTile, repeats int, log func(string)) (_ []TileResult, err error) {
 	fwd, bwd, free, err := o.setup(g, 2)
-	defer free()
+	defer func() {
+		free()
+		if serr := g.Sync(); err == nil { // releases the tensors
+			err = serr
+		}
+	}()
 	if err != nil {
 		return nil, fmt.Errorf("%s %v: %w", o.name, o.in, err)
 	}
@@ -411,7 +416,10 @@ func separable(level int, s Shape, res []OpResult) SepResult {
 		SepFwdBwdMS: dw.FwdBwdMS + pw.FwdBwdMS, DenseFwdBwdMS: d.FwdBwdMS,
 		SepGB: dw.GB + pw.GB, DenseGB: d.GB,
 	}
-	if r.SepFwdBwdMS > 0 {
+	if dw.Skipped != "" || pw.Skipped != "" || d.Skipped != "" {
+		r.SepFwdMS, r.DenseFwdMS, r.SepFwdBwdMS, r.DenseFwdBwdMS = 0, 0, 0, 0
+	}
+	if r.SepFwdBwdMS > 0 && r.DenseFwdBwdMS > 0 {
 		r.SpeedupFwdBwd = r.DenseFwdBwdMS / r.SepFwdBwdMS
 	}
 	return r

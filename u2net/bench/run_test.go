@@ -5,7 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/ops/opstest"
+	"github.com/u2net-vk/u2net/ops/ref"
 	"github.com/u2net-vk/u2net/vk"
 )
 
@@ -42,5 +44,41 @@ func TestRunFitsTheDevice(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the text report lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// An operation that does not fit the device is reported as skipped, and
+// the others are measured: before, the whole run failed.
+func TestMeasureSkipsWhatDoesNotFit(t *testing.T) {
+	// Activations of 1 MiB: two rotated sets, the transposed convolution's
+	// tensors (15 MiB) exceed the limit, the others' fit.
+	g := opstest.GPU(t, vk.Options{MemoryLimit: 10 << 20})
+	s := Shape{N: 1, C: 8, S: ref.Dims3{32, 32, 32}}
+	res, err := measure(g, levelOps(s), 0, 1, ops.Peaks{}, nil)
+	if err != nil {
+		t.Fatalf("measure: %v", err)
+	}
+	skipped := map[string]bool{}
+	for _, r := range res {
+		if r.Skipped != "" {
+			skipped[r.Op] = true
+			if r.FwdBwdMS != 0 {
+				t.Errorf("%s: skipped (%s) with a time, %.3f ms", r.Op, r.Skipped, r.FwdBwdMS)
+			}
+		} else if r.FwdMS <= 0 || r.BwdMS <= 0 {
+			t.Errorf("%s: fwd %.3f ms, bwd %.3f ms", r.Op, r.FwdMS, r.BwdMS)
+		}
+	}
+	for _, r := range res {
+		t.Logf("%s: %s", r.Op, r.Skipped)
+	}
+	if len(res) != len(levelOps(s)) || !skipped["convT2"] || skipped["leakyrelu"] {
+		t.Fatalf("%d results, skipped %v: want every op, convT2 skipped and LeakyReLU measured", len(res), skipped)
+	}
+	var out bytes.Buffer
+	rep := &Report{Engine: "e", Ops: res, Separable: []SepResult{separable(0, s, res)}}
+	WriteText(&out, []*Report{rep, rep})
+	if !strings.Contains(out.String(), "convT2  1×8×32×32×32  does not fit") {
+		t.Errorf("the text report does not show convT2 as not fitting:\n%s", out.String())
 	}
 }
