@@ -88,8 +88,8 @@ type OpResult struct {
 }
 
 // op is a benchmarkable operation: setup allocates its tensors (several
-// input sets, rotated so caches do not flatter: setsFor) and returns the forward and
-// backward calls.
+// input sets, rotated so caches do not flatter: setsFor) and returns the
+// forward and backward calls.
 type op struct {
 	name         string
 	in           Shape
