@@ -65,12 +65,7 @@ func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 		if err != nil {
 			return 0, err
 		}
-		ts := make([]time.Duration, len(calls))
-		for i, c := range calls {
-			for _, t := range c {
-				ts[i] += t.Duration
-			}
-		}
+		ts := CallTimes(calls)
 		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
 		return ts[len(ts)/2], nil
 	}

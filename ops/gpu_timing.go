@@ -93,6 +93,17 @@ func (g *GPU) TimeCalls(d time.Duration, repeats int, call func(i int) error) (c
 	return calls, warm, nil
 }
 
+// CallTimes sums each call's dispatch times (TimeCalls' result).
+func CallTimes(calls [][]vk.Timing) []time.Duration {
+	ts := make([]time.Duration, len(calls))
+	for i, c := range calls {
+		for _, t := range c {
+			ts[i] += t.Duration
+		}
+	}
+	return ts
+}
+
 // timedScope turns the engine's timestamps on, setting aside the timings
 // it holds, and returns the function that puts both back.
 func (g *GPU) timedScope() (restore func() error, err error) {

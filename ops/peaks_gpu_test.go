@@ -119,10 +119,7 @@ func BenchmarkStreamingWG(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					ts := make([]time.Duration, len(calls))
-					for j, c := range calls {
-						ts[j] = c[0].Duration
-					}
+					ts := CallTimes(calls)
 					slices.Sort(ts)
 					med = ts[len(ts)/2]
 				}

@@ -276,7 +276,7 @@ func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (timing, er
 		if err != nil {
 			return timing{}, err
 		}
-		t := timingOf(callTimes(calls))
+		t := timingOf(ops.CallTimes(calls))
 		for _, w := range warm {
 			t.warm = append(t.warm, ms(w))
 		}
@@ -310,17 +310,6 @@ type timing struct {
 func timingOf(ts []time.Duration) timing {
 	m := median(ts) // sorts ts
 	return timing{median: m, min: ts[0], max: ts[len(ts)-1]}
-}
-
-// callTimes sums each call's dispatch times.
-func callTimes(calls [][]vk.Timing) []time.Duration {
-	ts := make([]time.Duration, len(calls))
-	for i, c := range calls {
-		for _, t := range c {
-			ts[i] += t.Duration
-		}
-	}
-	return ts
 }
 
 // Spread is the widest range of the two passes' repeats, relative to

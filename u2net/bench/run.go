@@ -350,7 +350,7 @@ func tileRun(g *ops.GPU, o op, fwd, bwd func(int) error, repeats int) (TileResul
 		if err != nil {
 			return r, err
 		}
-		total := callTimes(calls)
+		total := ops.CallTimes(calls)
 		by := map[string][]time.Duration{}
 		for _, c := range calls {
 			sums := map[string]time.Duration{}
