@@ -257,6 +257,17 @@ func levelOps(s Shape) []op {
 					func(i int) error { return e.ConvTranspose3dBackward(p, x[i], w, dy[i], dx, dw, db) }, t.free, t.err
 			}})
 	}
+	// Nearest up-sampling by 2 (the dense decoders' and deep supervision's):
+	// forward copies each value to 8 outputs, backward sums each 8 back.
+	add(op{name: "upsample2", in: s, flops: 7 * n * c * v, bytes: 18 * act,
+		setup: func(e ops.Engine, k int) (func(int) error, func(int) error, func(), error) {
+			t := &tensors{e: e, r: rand.New(rand.NewPCG(1, 8))}
+			p := ref.UpsampleParams{N: s.N, C: s.C, In: s.S, Factor: ref.Dims3{2, 2, 2}}
+			x, dy := t.sets(k, p.InputLen()), t.sets(k, p.OutputLen())
+			y, dx := t.make(p.OutputLen()), t.make(p.InputLen())
+			return func(i int) error { return e.Upsample(p, x[i], y) },
+				func(i int) error { return e.UpsampleBackward(p, dy[i], dx) }, t.free, t.err
+		}})
 	if half != s.S {
 		add(dense("dense3s2", 2*s.C, ref.Dims3{2, 2, 2}, ref.Dims3{0, 0, 0}, one))
 	}
