@@ -11,8 +11,8 @@ import (
 // Peaks are a device's measured limits, the yardsticks of the benchmark
 // report.
 type Peaks struct {
-	CopyGBps float64 // bytes read plus bytes written per second, 1e9
-	GFLOPs   float64 // fp32 FMA throughput, two FLOPs per FMA, 1e9
+	CopyGBps float64 `json:"copy_gb_per_s"` // bytes read plus bytes written per second, 1e9
+	GFLOPs   float64 `json:"gflop_per_s"`   // fp32 FMA throughput, two FLOPs per FMA, 1e9
 }
 
 // benchFLOPsPerIter is the FLOPs of one loop iteration of bench.comp's
