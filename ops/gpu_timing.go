@@ -12,7 +12,7 @@ import (
 // and raises them only after some time under load, so a few warm-up calls
 // of a short operation (a millisecond of work after seconds of idle, while
 // the host made the operation's random inputs) leave the measurement to
-// whatever the idle clocks give. On an H200 the same operation took 4.5 to
+// whatever the idle clocks give. On an H200 the same operation took 4.4 to
 // 5.6 times longer in one process than in another (about the ratio of its
 // boost clock to its idle clock) after 20 warm-up calls; WarmUp spends
 // device time instead of a count of calls.
