@@ -82,3 +82,21 @@ func TestMeasureSkipsWhatDoesNotFit(t *testing.T) {
 		t.Errorf("the text report does not show convT2 as not fitting:\n%s", out.String())
 	}
 }
+
+// A CPU device runs the GEMM family on direct kernels: the tiling sweep,
+// hours of work there, is skipped with a line that says so.
+func TestTilesSkippedOnCPUDevices(t *testing.T) {
+	g := opstest.GPU(t, vk.Options{})
+	if g.Device().Info().Type != vk.TypeCPU {
+		t.Skipf("device %s is not a CPU device", g.Device().Info().Name)
+	}
+	var lines []string
+	rep, err := Run(g, Options{Levels: []Shape{}, Repeats: 1, Tiles: Shape{N: 2, C: 32, S: ref.Dims3{64, 64, 64}}},
+		func(s string) { lines = append(lines, s) })
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(rep.Tiles) != 0 || !strings.Contains(strings.Join(lines, "\n"), "GEMM tilings skipped") {
+		t.Errorf("%d tilings measured, log %q: want none, and the skip said", len(rep.Tiles), lines)
+	}
+}
