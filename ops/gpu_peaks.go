@@ -2,7 +2,6 @@ package ops
 
 import (
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/u2net-vk/u2net/vk"
@@ -65,9 +64,7 @@ func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 		if err != nil {
 			return 0, err
 		}
-		ts := CallTimes(calls)
-		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
-		return ts[len(ts)/2], nil
+		return medianCallTime(calls), nil
 	}
 	// Fill the source once so the copy never reads uninitialised memory.
 	b := g.dev.NewBatch()

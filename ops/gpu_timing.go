@@ -3,6 +3,7 @@ package ops
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/u2net-vk/u2net/vk"
@@ -102,6 +103,13 @@ func CallTimes(calls [][]vk.Timing) []time.Duration {
 		}
 	}
 	return ts
+}
+
+// medianCallTime returns the median of the calls' summed dispatch times.
+func medianCallTime(calls [][]vk.Timing) time.Duration {
+	ts := CallTimes(calls)
+	slices.Sort(ts)
+	return ts[len(ts)/2]
 }
 
 // timedScope turns the engine's timestamps on, setting aside the timings

@@ -382,12 +382,8 @@ func TestArgumentErrors(t *testing.T) {
 }
 
 // benchBatch is how many timed calls benchCase makes between two
-// synchronisations; benchWarmCalls the warm-up calls of an engine other
-// than the GPU (which warms up for its WarmTime).
-const (
-	benchBatch     = 32
-	benchWarmCalls = 1
-)
+// synchronisations.
+const benchBatch = 32
 
 // benchCase times one case on e: tensors are made once, then each iteration
 // records the operation, and the engine runs a batch of them at a time. On
@@ -420,11 +416,9 @@ func benchCase(b *testing.B, e Engine, c opCase) float64 {
 		if _, err := g.WarmUp(g.WarmTime(), func(int) error { return c.run(e, ts) }); err != nil {
 			b.Fatal(err)
 		}
-	} else {
-		for i := 0; i < benchWarmCalls; i++ {
-			if err := c.run(e, ts); err != nil {
-				b.Fatal(err)
-			}
+	} else { // one call: pipelines and caches
+		if err := c.run(e, ts); err != nil {
+			b.Fatal(err)
 		}
 		if err := e.Sync(); err != nil {
 			b.Fatal(err)

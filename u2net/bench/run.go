@@ -266,10 +266,12 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 		vox := float64(set.Batch * size * size * size)
 		rep.Scaling = append(rep.Scaling, ScaleResult{Size: size, ForwardMS: ms, NSPerVox: ms * 1e6 / vox})
 	}
-	if g, ok := e.(*ops.GPU); ok && opt.Tiles.N > 0 && g.Device().Info().Type == vk.TypeCPU {
-		// Nothing to choose there, and hours of work on a CPU.
-		log(fmt.Sprintf("GEMM tilings skipped: device %s runs the GEMM family on direct kernels", g.Device().Info().Name))
-	} else if ok && opt.Tiles.N > 0 {
+	if g, ok := e.(*ops.GPU); ok && opt.Tiles.N > 0 {
+		if info := g.Device().Info(); info.Type == vk.TypeCPU {
+			// Nothing to choose there, and hours of work on a CPU.
+			log(fmt.Sprintf("GEMM tilings skipped: device %s runs the GEMM family on direct kernels", info.Name))
+			return rep, nil
+		}
 		log(fmt.Sprintf("GEMM tilings at %v", opt.Tiles))
 		res, err := tileSweep(g, opt.Tiles, opt.Repeats, log)
 		if err != nil {
