@@ -128,6 +128,64 @@ func TestDepthwiseOutputsPerInvocation(t *testing.T) {
 	checkCases(t, cases)
 }
 
+// With both gradients asked for, the tile kernels make dx in the weight
+// gradient's pass (fusedBackward): its dx must have the bits of
+// depthwise.comp's, and dw and db those of the pass without dx (the same
+// sums in the same order), plain, joined and up-sampled. Kernels above 3³
+// and up-sampling blocks that do not divide the tile keep the two passes.
+func TestDepthwiseFusedBackward(t *testing.T) {
+	g := gpuEngine(t)
+	defer func() { g.dwFusedOn = nil }()
+	r := rand.New(rand.NewPCG(57, 58))
+	for _, c := range []struct {
+		p     ref.DepthwiseParams
+		split int
+		fused bool
+	}{
+		{ref.DepthwiseParams{N: 1, C: 1, Size: d3(1, 1, 2), Kernel: 3}, 0, true},
+		{ref.DepthwiseParams{N: 2, C: 3, Size: d3(17, 19, 23), Kernel: 3}, 0, true},
+		{ref.DepthwiseParams{N: 1, C: 4, Size: d3(9, 8, 40), Kernel: 1}, 0, true},
+		{ref.DepthwiseParams{N: 2, C: 5, Size: d3(5, 7, 4), Kernel: 3}, 2, true},
+		{ref.DepthwiseParams{N: 2, C: 64, Size: d3(3, 6, 8), Kernel: 3}, 32, true},
+		{ref.DepthwiseParams{N: 2, C: 3, Size: d3(6, 10, 12), Kernel: 3, Up: two3}, 0, true},
+		{ref.DepthwiseParams{N: 1, C: 2, Size: d3(10, 20, 36), Kernel: 3, Up: two3}, 0, true},
+		{ref.DepthwiseParams{N: 1, C: 2, Size: d3(4, 6, 9), Kernel: 3, Up: d3(2, 1, 3)}, 0, false},
+		{ref.DepthwiseParams{N: 1, C: 2, Size: d3(5, 6, 7), Kernel: 5}, 0, false},
+	} {
+		p, split := c.p, c.split
+		g.SetTuning(TuneGPU)
+		if got := g.fusedBackward("test", p); got != c.fused {
+			t.Errorf("%v k%d up%v: fusedBackward = %t, want %t", p.Size, p.Kernel, p.Up, got, c.fused)
+		}
+		g.SetTuning(TuneDevice)
+		w, dy := randn(r, p.WeightLen()), randn(r, p.OutputLen())
+		ts := []tensorSpec{input("w", w), input("dy", dy), output("dw", p.WeightLen()), output("db", p.BiasLen())}
+		outs := []string{"dw", "db"}
+		run := func(e Engine, t map[string]*Tensor) error {
+			return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+		}
+		if split == 0 {
+			ts = append(ts, input("x", randn(r, p.InputLen())), output("dx", p.InputLen()))
+			outs = append(outs, "dx")
+		} else {
+			x1, x2, _, _, _ := joinedTensors(r, p, split)
+			ts = append(ts, input("x1", x1), input("x2", x2), output("dx1", len(x1)), output("dx2", len(x2)))
+			outs = append(outs, "dx1", "dx2")
+			run = func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dJoinedBackward(p, split, t["x1"], t["x2"], t["w"], t["dy"], t["dx1"], t["dx2"],
+					t["dw"], t["db"])
+			}
+		}
+		off := false
+		separate := func(e Engine, t map[string]*Tensor) error {
+			g.dwFusedOn = &off
+			defer func() { g.dwFusedOn = nil }()
+			return run(e, t)
+		}
+		checkSameBits(t, fmt.Sprintf("%v k%d up%v split %d", p.Size, p.Kernel, p.Up, split), ts, outs, separate, run)
+	}
+}
+
 // The weight gradient is a split reduction: it must give the same bits on
 // every run.
 func TestDepthwiseGPUDeterministic(t *testing.T) {
@@ -233,6 +291,22 @@ func BenchmarkDepthwise(b *testing.B) {
 					return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
 				}})
 		})
+		// The backward pass alone, with dx made in the weight gradient's
+		// pass (fusedBackward) and in a pass of its own.
+		for _, fused := range []bool{true, false} {
+			name := map[bool]string{true: "/bwd", false: "/bwd-two-passes"}[fused]
+			b.Run(s.name+name, func(b *testing.B) {
+				g := gpuEngine(b)
+				g.dwFusedOn = &fused
+				defer func() { g.dwFusedOn = nil }()
+				benchCase(b, g, opCase{
+					tensors: []tensorSpec{input("x", x), input("w", w), input("dy", dy),
+						output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())},
+					run: func(e Engine, t map[string]*Tensor) error {
+						return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+					}})
+			})
+		}
 	}
 }
 

@@ -38,6 +38,10 @@ type GPU struct {
 	// depthwise convolution take their direct kernels (directGEMM,
 	// directDepthwise): tests take both paths, benchmarks compare.
 	directOn *bool
+	// dwFusedOn, when set to false, keeps the depthwise convolution's
+	// data gradient out of its weight gradient's pass (fusedBackward):
+	// tests compare the two paths, benchmarks time them.
+	dwFusedOn *bool
 	// fusedNormOn, when set, overrides whether an instance norm runs as
 	// norm_fused (fusedNorm): benchmarks compare the two on a device.
 	fusedNormOn *bool

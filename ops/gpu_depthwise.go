@@ -10,7 +10,9 @@ import (
 // Depthwise convolution on the GPU: shaders/depthwise.comp computes the
 // forward pass and, with the kernel flipped, the input gradient;
 // shaders/depthwise_dw.comp and depthwise_dw_sum.comp the weight gradient as
-// a two-pass split reduction; ChannelSum the bias gradient. CPU devices
+// a two-pass split reduction, whose first pass also makes the input
+// gradient when both are asked for (fusedBackward: dy is read once);
+// ChannelSum the bias gradient when it is asked for alone. CPU devices
 // take shaders/depthwise_direct.comp for all three (gpu_depthwise_direct.go).
 // Every kernel also reads its input x, or writes its output (the input
 // gradient), as the two parts of a channel concatenation: a decoder's
@@ -253,8 +255,12 @@ func (g *GPU) DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1
 }
 
 // depthwiseBackward records the gradients asked for (dx.first, dw, db not
-// nil); x and dx may be joined.
+// nil); x and dx may be joined. With both dx and dw asked for, one pass of
+// depthwise_dw makes both where it can (fusedBackward), reading dy once.
 func (g *GPU) depthwiseBackward(op string, p ref.DepthwiseParams, x dwPlanes, w, dy *Tensor, dx dwPlanes, dw, db *Tensor) error {
+	if dx.first != nil && dw != nil && g.fusedBackward(op, p) {
+		return g.depthwiseWeightGrad(op, p, x, dy, dw, db, w, dx)
+	}
 	switch {
 	case dx.first != nil && p.UpFactor() != (ref.Dims3{1, 1, 1}):
 		if err := g.depthwiseUpGrad(op, p, w, dy, dx.first); err != nil {
@@ -267,7 +273,7 @@ func (g *GPU) depthwiseBackward(op string, p ref.DepthwiseParams, x dwPlanes, w,
 	}
 	if dw != nil {
 		// The weight gradient's pass over dy sums it for db too.
-		if err := g.depthwiseWeightGrad(op, p, x, dy, dw, db); err != nil {
+		if err := g.depthwiseWeightGrad(op, p, x, dy, dw, db, nil, dwPlanes{}); err != nil {
 			return err
 		}
 	} else if db != nil {
@@ -276,6 +282,38 @@ func (g *GPU) depthwiseBackward(op string, p ref.DepthwiseParams, x dwPlanes, w,
 		}
 	}
 	return nil
+}
+
+// fusedBackward reports whether depthwise_dw makes p's data gradient in its
+// pass (DX): on the tile kernels, for kernels whose taps are one block (up
+// to 3³), and for an up-sampled input when the tile is made of whole
+// up-sampling blocks. g.dwFusedOn, when set, can turn it off.
+func (g *GPU) fusedBackward(op string, p ref.DepthwiseParams) bool {
+	if g.directDepthwise(p) || (g.dwFusedOn != nil && !*g.dwFusedOn) {
+		return false
+	}
+	t, kdb, err := g.weightGradTile(op, p, true)
+	u := p.UpFactor()
+	return err == nil && kdb == p.Kernel && t.tw%u[2] == 0 && t.th%u[1] == 0 && t.td%u[0] == 0
+}
+
+// weightGradTile is depthwise_dw's tile for p and its block of kernel
+// planes: a block of whole kernel planes bounds the running sums per
+// invocation, all 27 of a 3³ kernel, one plane (k²) of larger kernels.
+// With dx (DX) the tile holds dy's halo too.
+func (g *GPU) weightGradTile(op string, p ref.DepthwiseParams, dx bool) (dwTile, int, error) {
+	k := p.Kernel
+	kdb := max(1, min(k, 27/(k*k)))
+	halos := 1
+	if dx {
+		halos = 2
+	}
+	// TD 8: with its loops unrolled, 18% faster than TD 4 on lavapipe
+	// (before unrolling, TD 8 was no faster on an H200).
+	t, err := g.chooseTile(op, p.Size, 8, func(t dwTile) int {
+		return halos * (t.tw + k - 1) * (t.th + k - 1) * (t.td + kdb - 1)
+	})
+	return t, kdb, err
 }
 
 // depthwiseUpGrad records the data gradient of a convolution of an
@@ -303,27 +341,22 @@ func (g *GPU) depthwiseUpGrad(op string, p ref.DepthwiseParams, w, dy, dx *Tenso
 
 // depthwiseWeightGrad records the two passes of dw = Σ dy·x(shifted)
 // (depthwise_dw, depthwise_dw_sum) and, when db is not nil, of db = Σ dy;
-// x may be joined.
-func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, dy, dw, db *Tensor) error {
+// x may be joined. With dx.first set (fusedBackward), the first pass makes
+// the data gradient dx from dy and w too, joined as x is.
+func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, dy, dw, db, w *Tensor, dx dwPlanes) error {
 	if g.directDepthwise(p) {
 		return g.depthwiseDirectWeightGrad(op, p, x, dy, dw, db)
 	}
 	k := p.Kernel
 	c := p.C
-	// A block of whole kernel planes bounds the running sums per invocation:
-	// all 27 of a 3³ kernel, one plane (k²) of larger kernels.
-	kdb := max(1, min(k, 27/(k*k)))
-	tb := kdb * k * k
-	blocks := dwCeil(k, kdb)
-	limit := int(g.dev.Info().MaxSharedMemory / 4)
-	// TD 8: with its loops unrolled, 18% faster than TD 4 on lavapipe
-	// (before unrolling, TD 8 was no faster on an H200).
-	tile, err := g.chooseTile(op, p.Size, 8, func(t dwTile) int {
-		return (t.tw + k - 1) * (t.th + k - 1) * (t.td + kdb - 1)
-	})
+	fused := dx.first != nil
+	tile, kdb, err := g.weightGradTile(op, p, fused)
 	if err != nil {
 		return err
 	}
+	tb := kdb * k * k
+	blocks := dwCeil(k, kdb)
+	limit := int(g.dev.Info().MaxSharedMemory / 4)
 	// Its tree reduction takes 8 invocations per sum.
 	tx := depthwiseTX(g, k, tile, 8)
 	wg := tile.tw / tx * tile.th
@@ -335,7 +368,11 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, 
 	if rg < 1 {
 		return fmt.Errorf("ops.%s: workgroup of %d is too small to reduce", op, wg)
 	}
-	sh := max((tile.tw+k-1)*(tile.th+k-1)*(tile.td+kdb-1), rg*wg)
+	halo := (tile.tw + k - 1) * (tile.th + k - 1) * (tile.td + kdb - 1)
+	sh := max(halo, rg*wg)
+	if fused {
+		sh = max(2*halo, rg*wg)
+	}
 	tl := tile.tiles(p.Size)
 	perChannel := p.N * tl[0] * tl[1] * tl[2]
 	target := tuned(g, dwTargetGroups, dwGroupsPerCore*cpuCores)
@@ -344,10 +381,19 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, 
 	chunks = dwCeil(perChannel, perChunk)
 
 	join, split, x2, _ := g.dwJoin(c, x, dwPlanes{})
+	// Without dx its bindings take the dummy and sinks.
+	acc, dx1Access, dx2Access := dx.accumulates()
+	dx1, dx2 := g.discard(), g.discard()
+	if fused {
+		dx1 = dx.first.gpu.buf
+		if dx.second != nil {
+			dx2 = dx.second.gpu.buf
+		}
+	}
 	u := p.UpFactor()
-	first, err := g.kernel("depthwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write, vk.Read}, 48,
+	first, err := g.kernel("depthwise_dw", []vk.Access{vk.Read, vk.Read, vk.Write, vk.Read, vk.Read, dx1Access, dx2Access}, 48,
 		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), uint32(kdb), uint32(rg), uint32(sh), uint32(tx), join,
-		uint32(u[0]), uint32(u[1]), uint32(u[2]))
+		uint32(u[0]), uint32(u[1]), uint32(u[2]), b32(fused), acc)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -362,7 +408,7 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, 
 	}
 	push := pushDepthwiseDW{uint32(p.N), uint32(c), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
 		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(blocks), uint32(chunks), uint32(perChunk), uint32(split)}
-	if err := g.dispatch(op, first, vk.Grid1D(groups, 1), push, x.first.gpu.buf, dy.gpu.buf, partial, x2); err != nil {
+	if err := g.dispatch(op, first, vk.Grid1D(groups, 1), push, x.first.gpu.buf, dy.gpu.buf, partial, x2, g.buf(w), dx1, dx2); err != nil {
 		return err
 	}
 	sum := pushDepthwiseDWSum{uint32(c), uint32(k * k * k), uint32(tb), uint32(blocks), uint32(chunks), b32(db != nil)}
