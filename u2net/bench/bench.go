@@ -75,11 +75,15 @@ type OpResult struct {
 	// the warm-up (ops.GPU.WarmUp): falling values are its clocks rising.
 	FwdWarmMS []float64 `json:"fwd_warm_ms,omitempty"`
 	BwdWarmMS []float64 `json:"bwd_warm_ms,omitempty"`
-	GFLOP     float64   `json:"gflop"`    // forward + backward
-	GB        float64   `json:"gb"`       // least bytes moved, forward + backward
-	GBps      float64   `json:"gb_per_s"` // GB / time
-	GFLOPs    float64   `json:"gflop_per_s"`
-	PeakFrac  float64   `json:"peak_fraction"` // of the larger of the bandwidth and FMA floors
+	// FwdDispatches and BwdDispatches are a GPU's median time of each
+	// dispatch of a call, in the order recorded.
+	FwdDispatches []KernelTime `json:"fwd_dispatches,omitempty"`
+	BwdDispatches []KernelTime `json:"bwd_dispatches,omitempty"`
+	GFLOP         float64      `json:"gflop"`    // forward + backward
+	GB            float64      `json:"gb"`       // least bytes moved, forward + backward
+	GBps          float64      `json:"gb_per_s"` // GB / time
+	GFLOPs        float64      `json:"gflop_per_s"`
+	PeakFrac      float64      `json:"peak_fraction"` // of the larger of the bandwidth and FMA floors
 	// Skipped says why the operation was not measured (it does not fit
 	// the device); its times are then zero.
 	Skipped    string  `json:"skipped,omitempty"`
@@ -291,6 +295,7 @@ func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (timing, er
 		for _, w := range warm {
 			t.warm = append(t.warm, ms(w))
 		}
+		t.dispatches = dispatchMedians(calls)
 		return t, nil
 	}
 	var ts []time.Duration
@@ -312,10 +317,29 @@ func timer(e ops.Engine, repeats int, f func(i int) error, sets int) (timing, er
 // timing is a measurement's median over its repeats and their range: a
 // wide range says the median is not to be trusted (another process on the
 // device, clocks that changed). warm is a GPU's time per call in each
-// round of the warm-up, in ms.
+// round of the warm-up, in ms; dispatches the median time of each of a
+// call's dispatches, which says where a GPU spends an operation's time.
 type timing struct {
 	median, min, max time.Duration
 	warm             []float64
+	dispatches       []KernelTime
+}
+
+// dispatchMedians is the median over calls of each dispatch's time (every
+// call records the same dispatches in the same order), in call order.
+func dispatchMedians(calls [][]vk.Timing) []KernelTime {
+	if len(calls) == 0 {
+		return nil
+	}
+	out := make([]KernelTime, len(calls[0]))
+	ts := make([]time.Duration, len(calls))
+	for j, d := range calls[0] {
+		for i, c := range calls {
+			ts[i] = c[j].Duration
+		}
+		out[j] = KernelTime{Kernel: d.Kernel, Op: d.Label, Dispatches: 1, MS: ms(median(ts))}
+	}
+	return out
 }
 
 func timingOf(ts []time.Duration) timing {
@@ -384,7 +408,7 @@ func measureOp(e ops.Engine, o op, level int, repeats int, peaks ops.Peaks, anch
 	r := OpResult{Op: o.name, Shape: o.in.String(), Level: level,
 		FwdMS: ms(tf.median), BwdMS: ms(tb.median), FwdBwdMS: ms(tf.median + tb.median),
 		FwdRangeMS: [2]float64{ms(tf.min), ms(tf.max)}, BwdRangeMS: [2]float64{ms(tb.min), ms(tb.max)},
-		FwdWarmMS: tf.warm, BwdWarmMS: tb.warm,
+		FwdWarmMS: tf.warm, BwdWarmMS: tb.warm, FwdDispatches: tf.dispatches, BwdDispatches: tb.dispatches,
 		GFLOP: o.flops / 1e9, GB: o.bytes / 1e9}
 	secs := (tf.median + tb.median).Seconds()
 	r.GBps, r.GFLOPs = r.GB/secs, r.GFLOP/secs

@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"text/tabwriter"
 
+	"github.com/u2net-vk/u2net/ops"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -41,6 +43,7 @@ func WriteText(w io.Writer, reps []*Report) {
 				100*o.Spread(), o.GBps, o.GFLOPs, 100*o.PeakFrac, torch)
 		}
 		tw.Flush()
+		writeDispatches(w, r.Ops)
 		if len(r.Separable) > 0 {
 			fmt.Fprintln(w, "\nseparable unit (depthwise 3³ + pointwise) against dense 3³, same channels:")
 			tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
@@ -331,4 +334,39 @@ func wallGPU(wall, gpu float64) string {
 		return fmt.Sprintf("%.1f", wall)
 	}
 	return fmt.Sprintf("%.1f (%.1f)", wall, gpu)
+}
+
+// writeDispatches lists, for each operation timed on a GPU, the median time
+// of each dispatch of its passes: where its time goes.
+func writeDispatches(w io.Writer, res []OpResult) {
+	header := false
+	for _, o := range res {
+		if len(o.FwdDispatches)+len(o.BwdDispatches) == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\ndispatches (GPU ms, median of each):")
+			header = true
+		}
+		lvl := fmt.Sprint(o.Level)
+		if o.Level < 0 {
+			lvl = "§8"
+		}
+		fmt.Fprintf(w, "%s %s %s: fwd %s; bwd %s\n", lvl, o.Op, o.Shape, dispatchList(o.FwdDispatches),
+			dispatchList(o.BwdDispatches))
+	}
+}
+
+// dispatchList formats a pass's dispatches: each kernel, with the product
+// of the GEMM family where its label names one, and its time.
+func dispatchList(ks []KernelTime) string {
+	parts := make([]string, len(ks))
+	for i, k := range ks {
+		name := k.Kernel
+		if prod := ops.GEMMProduct(k.Op); prod != "" {
+			name += "/" + prod
+		}
+		parts[i] = fmt.Sprintf("%s %.3f", name, k.MS)
+	}
+	return strings.Join(parts, " + ")
 }

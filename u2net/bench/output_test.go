@@ -3,9 +3,12 @@ package bench
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/u2net-vk/u2net/vk"
 )
 
 // writeTiles lists each operation's fastest tilings with the default, and
@@ -87,5 +90,35 @@ func TestSpread(t *testing.T) {
 		BwdMS: 1, BwdRangeMS: [2]float64{1, 1}}}}})
 	if out := buf.String(); !strings.Contains(out, "spread %") || !strings.Contains(out, " 25 ") {
 		t.Errorf("the report does not show the spread (25%%):\n%s", out)
+	}
+}
+
+// Each dispatch's time is the median over calls of that dispatch (not a
+// share of the calls' median), and the report lists them per operation in
+// the order recorded, naming the GEMM product.
+func TestDispatchMedians(t *testing.T) {
+	call := func(a, b float64) []vk.Timing {
+		return []vk.Timing{{Kernel: "conv_taps", Label: "ConvTranspose3dBackward", Duration: time.Duration(a * 1e6)},
+			{Kernel: "conv_gemm", Label: "ConvTranspose3dBackward/wgrad", Duration: time.Duration(b * 1e6)}}
+	}
+	got := dispatchMedians([][]vk.Timing{call(1, 9), call(3, 2), call(2, 4)})
+	want := []KernelTime{{Kernel: "conv_taps", Op: "ConvTranspose3dBackward", Dispatches: 1, MS: 2},
+		{Kernel: "conv_gemm", Op: "ConvTranspose3dBackward/wgrad", Dispatches: 1, MS: 4}}
+	if !slices.Equal(got, want) {
+		t.Errorf("dispatchMedians = %+v, want %+v", got, want)
+	}
+	if dispatchMedians(nil) != nil {
+		t.Error("dispatchMedians of no calls is not nil")
+	}
+	var buf bytes.Buffer
+	WriteText(&buf, []*Report{{Engine: "e", Ops: []OpResult{
+		{Op: "convT2", Shape: "s", Level: -1, FwdMS: 1, BwdMS: 6, FwdDispatches: got[:1], BwdDispatches: got},
+		{Op: "leakyrelu", Shape: "s", FwdMS: 1, BwdMS: 1}}}})
+	out := buf.String()
+	if line := "§8 convT2 s: fwd conv_taps 2.000; bwd conv_taps 2.000 + conv_gemm/wgrad 4.000\n"; !strings.Contains(out, line) {
+		t.Errorf("the report does not list the dispatches as %q:\n%s", line, out)
+	}
+	if strings.Contains(out, "leakyrelu s:") {
+		t.Errorf("an operation without dispatch times is listed:\n%s", out)
 	}
 }
