@@ -39,8 +39,20 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *quick {
 		opt = bench.QuickOptions()
 	}
-	if *repeats > 0 {
+	switch {
+	case *repeats < 0:
+		return usageError("--repeats %d: want a positive count (0 or none: the default)", *repeats)
+	case *repeats > 0:
 		opt.Repeats = *repeats
+	}
+	// The outputs' folders are checked before the measurements, which
+	// can take many minutes.
+	for _, out := range []struct{ flag, path string }{{"json", *jsonPath}, {"png", *pngPath}} {
+		if out.path != "" && out.path != "-" {
+			if err := checkOutputFolder(out.flag, out.path); err != nil {
+				return err
+			}
+		}
 	}
 	if *shape != "" {
 		s, err := parseShape(*shape)
@@ -119,12 +131,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if *jsonPath == "-" {
 			fmt.Fprintln(stdout, string(b))
 		} else if err := train.WriteJSON(*jsonPath, reps); err != nil {
-			return err
+			return fmt.Errorf("--json: %w", err)
 		}
 	}
 	if *pngPath != "" {
 		if err := bench.WritePNG(*pngPath, reps); err != nil {
-			return err
+			return fmt.Errorf("--png: %w", err)
 		}
 	}
 	return nil

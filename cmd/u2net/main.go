@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 )
 
@@ -70,6 +71,18 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			return err
 		}
 		return errFlagsReported
+	}
+	return nil
+}
+
+// checkOutputFolder fails, naming flag, when the folder that would hold the
+// output file path does not exist: a long run should not end unable to
+// write what it measured or made.
+func checkOutputFolder(flag, path string) error {
+	if dir := filepath.Dir(path); dir != "." {
+		if _, err := os.Stat(dir); err != nil {
+			return fmt.Errorf("--%s: folder %s: %w", flag, dir, err)
+		}
 	}
 	return nil
 }

@@ -28,6 +28,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"version", "--x"}, 2, "flag provided but not defined"},
 		{[]string{"train", "--data", "d", "--out", "o", "--folds", "5", "--val-fraction", "0.1"}, 2, "--val-fraction and --folds or --split both choose"},
 		{[]string{"train", "--data", "d", "--out", "o", "--workers", "-1"}, 2, "--workers -1"},
+		{[]string{"bench", "--repeats", "-2"}, 2, "--repeats -2: want a positive count"},
+		{[]string{"bench", "--sections", "levels,foo"}, 2, `--sections: unknown section "foo"`},
+		{[]string{"bench", "--shape", "1,2,3"}, 2, "want N,C,D,H,W"},
+		// Output folders are checked before anything is measured.
+		{[]string{"bench", "--json", "/no-such-folder/b.json"}, 1, "--json: folder /no-such-folder"},
+		{[]string{"bench", "--png", "/no-such-folder/b.png"}, 1, "--png: folder /no-such-folder"},
 	}
 	for _, c := range cases {
 		code, _, stderr := run(c.args...)

@@ -277,10 +277,8 @@ func inputPairs(input, output string, only []string) ([][2]string, error) {
 		return nil, usageError("--split picks cases from a folder: --input %s is a file", input)
 	}
 	if !st.IsDir() {
-		if dir := filepath.Dir(output); dir != "." {
-			if _, err := os.Stat(dir); err != nil {
-				return nil, fmt.Errorf("--output: folder %s: %w", dir, err)
-			}
+		if err := checkOutputFolder("output", output); err != nil {
+			return nil, err
 		}
 		return [][2]string{{input, output}}, nil
 	}
