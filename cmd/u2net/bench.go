@@ -23,7 +23,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var devices listFlag
 	fs.Var(&devices, "device", "engine to measure: device index, name or cpu (repeat for several; default: the best device, and with --quick every Vulkan device and cpu)")
 	quick := fs.Bool("quick", false, "small shapes that finish in about a minute on lavapipe")
-	jsonPath := fs.String("json", "", "also write the results as JSON to this file (- for stdout)")
+	jsonPath := fs.String("json", "", "also write the results as JSON to this file (- for stdout, the tables then going to stderr)")
 	pngPath := fs.String("png", "", "also draw a chart of the per-operation times to this PNG")
 	repeats := fs.Int("repeats", 0, "timed repeats per measurement: the median is reported, and the spread of the repeats (default 3 quick, 10 full)")
 	shape := fs.String("shape", "", "measure the operations at this N,C,D,H,W instead of the default levels")
@@ -122,7 +122,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		reps = append(reps, rep)
 	}
-	bench.WriteText(stdout, reps)
+	// JSON on standard output stands alone there, so that it can be piped;
+	// the tables then go to standard error.
+	text := stdout
+	if *jsonPath == "-" {
+		text = stderr
+	}
+	bench.WriteText(text, reps)
 	if *jsonPath != "" {
 		b, err := json.MarshalIndent(reps, "", "  ")
 		if err != nil {

@@ -90,3 +90,28 @@ func TestDevicesListsCPUEngineAndVulkan(t *testing.T) {
 		}
 	}
 }
+
+// With --json -, standard output holds the JSON alone (the tables go to
+// standard error), so that it can be piped.
+func TestBenchJSONToStdout(t *testing.T) {
+	code, stdout, stderr := run("bench", "--device", "cpu", "--sections", "levels", "--shape", "1,1,3,3,3",
+		"--repeats", "1", "--json", "-")
+	if code != 0 {
+		t.Fatalf("u2net bench --json -: exit %d, stderr %q", code, stderr)
+	}
+	var reps []struct {
+		Engine string `json:"engine"`
+		Ops    []struct {
+			Op string `json:"op"`
+		} `json:"ops"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &reps); err != nil {
+		t.Fatalf("standard output is not JSON alone: %v\n%s", err, stdout)
+	}
+	if len(reps) != 1 || len(reps[0].Ops) == 0 {
+		t.Errorf("JSON holds %+v, want one engine's operations", reps)
+	}
+	if !strings.Contains(stderr, "depthwise3") {
+		t.Errorf("the tables are not on standard error:\n%s", stderr)
+	}
+}
