@@ -292,7 +292,8 @@ func BenchmarkDepthwise(b *testing.B) {
 				}})
 		})
 		// The backward pass alone, with dx made in the weight gradient's
-		// pass (fusedBackward) and in a pass of its own.
+		// pass (fusedBackward) and in a pass of its own: on a GPU (CPU
+		// devices take the direct kernels either way).
 		for _, fused := range []bool{true, false} {
 			name := map[bool]string{true: "/bwd", false: "/bwd-two-passes"}[fused]
 			b.Run(s.name+name, func(b *testing.B) {
