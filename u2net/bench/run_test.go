@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 
@@ -67,6 +68,18 @@ func TestMeasureSkipsWhatDoesNotFit(t *testing.T) {
 			}
 		} else if r.FwdMS <= 0 || r.BwdMS <= 0 {
 			t.Errorf("%s: fwd %.3f ms, bwd %.3f ms", r.Op, r.FwdMS, r.BwdMS)
+		} else {
+			// One repeat: each dispatch's median is its one time, and
+			// they add up to the call's.
+			for _, pass := range []struct {
+				name string
+				ms   float64
+				ks   []KernelTime
+			}{{"fwd", r.FwdMS, r.FwdDispatches}, {"bwd", r.BwdMS, r.BwdDispatches}} {
+				if sum := totalMS(pass.ks); len(pass.ks) == 0 || math.Abs(sum-pass.ms) > 1e-9*pass.ms {
+					t.Errorf("%s %s: dispatches %+v add up to %.6f ms, want %.6f", r.Op, pass.name, pass.ks, sum, pass.ms)
+				}
+			}
 		}
 	}
 	for _, r := range res {
