@@ -292,28 +292,28 @@ func (g *GPU) fusedBackward(op string, p ref.DepthwiseParams) bool {
 	if g.directDepthwise(p) || (g.dwFusedOn != nil && !*g.dwFusedOn) {
 		return false
 	}
-	t, kdb, err := g.weightGradTile(op, p, true)
+	t, kdb, _, err := g.weightGradTile(op, p, true)
 	u := p.UpFactor()
 	return err == nil && kdb == p.Kernel && t.tw%u[2] == 0 && t.th%u[1] == 0 && t.td%u[0] == 0
 }
 
-// weightGradTile is depthwise_dw's tile for p and its block of kernel
-// planes: a block of whole kernel planes bounds the running sums per
-// invocation, all 27 of a 3³ kernel, one plane (k²) of larger kernels.
-// With dx (DX) the tile holds dy's halo too.
-func (g *GPU) weightGradTile(op string, p ref.DepthwiseParams, dx bool) (dwTile, int, error) {
+// weightGradTile is depthwise_dw's tile for p, its block of kernel planes
+// and the floats of shared memory its halos take: a block of whole kernel
+// planes bounds the running sums per invocation, all 27 of a 3³ kernel,
+// one plane (k²) of larger kernels. With dx (DX) the tile holds dy's halo
+// beside x's.
+func (g *GPU) weightGradTile(op string, p ref.DepthwiseParams, dx bool) (t dwTile, kdb, halos int, err error) {
 	k := p.Kernel
-	kdb := max(1, min(k, 27/(k*k)))
-	halos := 1
+	kdb = max(1, min(k, 27/(k*k)))
+	n := 1
 	if dx {
-		halos = 2
+		n = 2
 	}
+	halo := func(t dwTile) int { return n * (t.tw + k - 1) * (t.th + k - 1) * (t.td + kdb - 1) }
 	// TD 8: with its loops unrolled, 18% faster than TD 4 on lavapipe
 	// (before unrolling, TD 8 was no faster on an H200).
-	t, err := g.chooseTile(op, p.Size, 8, func(t dwTile) int {
-		return halos * (t.tw + k - 1) * (t.th + k - 1) * (t.td + kdb - 1)
-	})
-	return t, kdb, err
+	t, err = g.chooseTile(op, p.Size, 8, halo)
+	return t, kdb, halo(t), err
 }
 
 // depthwiseUpGrad records the data gradient of a convolution of an
@@ -350,7 +350,7 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, 
 	k := p.Kernel
 	c := p.C
 	fused := dx.first != nil
-	tile, kdb, err := g.weightGradTile(op, p, fused)
+	tile, kdb, halos, err := g.weightGradTile(op, p, fused)
 	if err != nil {
 		return err
 	}
@@ -368,11 +368,7 @@ func (g *GPU) depthwiseWeightGrad(op string, p ref.DepthwiseParams, x dwPlanes, 
 	if rg < 1 {
 		return fmt.Errorf("ops.%s: workgroup of %d is too small to reduce", op, wg)
 	}
-	halo := (tile.tw + k - 1) * (tile.th + k - 1) * (tile.td + kdb - 1)
-	sh := max(halo, rg*wg)
-	if fused {
-		sh = max(2*halo, rg*wg)
-	}
+	sh := max(halos, rg*wg)
 	tl := tile.tiles(p.Size)
 	perChannel := p.N * tl[0] * tl[1] * tl[2]
 	target := tuned(g, dwTargetGroups, dwGroupsPerCore*cpuCores)
