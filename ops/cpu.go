@@ -266,6 +266,25 @@ func (c *CPU) DepthwiseConv3dJoined(p ref.DepthwiseParams, split int, x1, x2, w,
 	return ref.DepthwiseConv3d(p, x, f(w), f(b), f(y))
 }
 
+// DepthwiseConv3dStats implements Engine: the convolution, then the
+// reference's statistics of its output.
+func (c *CPU) DepthwiseConv3dStats(p ref.DepthwiseParams, np ref.NormParams, split int, x1, x2, w, b, y, mean, invStd *Tensor) error {
+	const op = "DepthwiseConv3dStats"
+	if _, err := checkDepthwiseStats(c, op, p, np, split, x1, x2, w, b, y, mean, invStd); err != nil {
+		return err
+	}
+	var err error
+	if x2 != nil {
+		err = c.DepthwiseConv3dJoined(p, split, x1, x2, w, b, y)
+	} else {
+		err = c.DepthwiseConv3d(p, x1, w, b, y)
+	}
+	if err != nil {
+		return err
+	}
+	return ref.InstanceNormStats(np, f(y), f(mean), f(invStd))
+}
+
 // DepthwiseConv3dJoinedBackward implements Engine.
 func (c *CPU) DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1, x2, w, dy, dx1, dx2, dw, db *Tensor) error {
 	const op = "DepthwiseConv3dJoinedBackward"

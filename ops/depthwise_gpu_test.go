@@ -617,3 +617,143 @@ func BenchmarkDepthwiseUp(b *testing.B) {
 		})
 	}
 }
+
+// depthwiseStatsShapes are DepthwiseConv3dStats' cases: plain (two voxels,
+// primes, a row of one vec4, several tiles along every axis with the last
+// partial, 64 channels, k 5), joined (split > 0) and up-sampled.
+var depthwiseStatsShapes = []struct {
+	p     ref.DepthwiseParams
+	split int
+}{
+	{ref.DepthwiseParams{N: 1, C: 1, Size: d3(1, 1, 2), Kernel: 3}, 0},
+	{ref.DepthwiseParams{N: 3, C: 3, Size: d3(1, 5, 7), Kernel: 3}, 0},
+	{ref.DepthwiseParams{N: 2, C: 3, Size: d3(5, 7, 4), Kernel: 3}, 0},
+	{ref.DepthwiseParams{N: 2, C: 3, Size: d3(17, 19, 23), Kernel: 3}, 0},
+	{ref.DepthwiseParams{N: 1, C: 2, Size: d3(19, 37, 41), Kernel: 3}, 0},
+	{ref.DepthwiseParams{N: 1, C: 64, Size: d3(3, 3, 3), Kernel: 3}, 0},
+	{ref.DepthwiseParams{N: 1, C: 2, Size: d3(5, 6, 7), Kernel: 5}, 0},
+	{ref.DepthwiseParams{N: 2, C: 5, Size: d3(1, 5, 7), Kernel: 3}, 1},
+	{ref.DepthwiseParams{N: 2, C: 64, Size: d3(3, 6, 8), Kernel: 3}, 32},
+	{ref.DepthwiseParams{N: 2, C: 3, Size: d3(6, 10, 12), Kernel: 3, Up: two3}, 0},
+	{ref.DepthwiseParams{N: 1, C: 2, Size: d3(10, 20, 36), Kernel: 3, Up: two3}, 0},
+}
+
+// depthwiseStatsCase is DepthwiseConv3dStats of p on random inputs whose
+// outputs have a mean of a few standard deviations (the bias is 3 + 2·N(0,
+// 1)), against the reference's convolution and float64 statistics.
+func depthwiseStatsCase(r *rand.Rand, p ref.DepthwiseParams, split int) opCase {
+	np := ref.NormParams{N: p.N, C: p.C, Size: p.Size, Eps: ref.DefaultNormEps}
+	xLen := p.N * p.Size.Voxels() * p.C / p.UpFactor().Voxels()
+	ts := []tensorSpec{input("w", randn(r, p.WeightLen())), input("b", normInput(r, p.BiasLen())),
+		output("y", p.OutputLen()), output("mean", np.StatsLen()), output("invStd", np.StatsLen())}
+	x2 := func(map[string]*Tensor) *Tensor { return nil }
+	if split > 0 {
+		v := p.N * p.Size.Voxels()
+		ts = append(ts, input("x1", randn(r, v*split)), input("x2", randn(r, v*(p.C-split))))
+		x2 = func(t map[string]*Tensor) *Tensor { return t["x2"] }
+	} else {
+		ts = append(ts, input("x1", randn(r, xLen)))
+	}
+	return opCase{fmt.Sprintf("N%d-C%d-%v-k%d-up%v-split%d", p.N, p.C, p.Size, p.Kernel, p.Up, split), ts,
+		func(e Engine, t map[string]*Tensor) error {
+			return e.DepthwiseConv3dStats(p, np, split, t["x1"], x2(t), t["w"], t["b"], t["y"], t["mean"], t["invStd"])
+		}, normTol}
+}
+
+// DepthwiseConv3dStats: the convolution and the statistics of its output
+// against the reference, under both device classes' kernels, with the
+// statistics from the convolution's tiles and, for some shapes, read again
+// from y (dwStatsOn false); y must have the bits of DepthwiseConv3d's (or
+// the joined one's).
+func TestDepthwiseStats(t *testing.T) {
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(59, 60))
+	var cases []opCase
+	for _, s := range depthwiseStatsShapes {
+		cases = append(cases, depthwiseStatsCase(r, s.p, s.split))
+	}
+	checkCases(t, cases)
+
+	off := false
+	g.dwStatsOn = &off
+	checkCases(t, []opCase{cases[3], cases[7], cases[9]})
+	g.dwStatsOn = nil
+
+	for i, s := range depthwiseStatsShapes {
+		p, split := s.p, s.split
+		plain := func(e Engine, t map[string]*Tensor) error {
+			if split > 0 {
+				return e.DepthwiseConv3dJoined(p, split, t["x1"], t["x2"], t["w"], t["b"], t["y"])
+			}
+			return e.DepthwiseConv3d(p, t["x1"], t["w"], t["b"], t["y"])
+		}
+		checkSameBits(t, cases[i].name, cases[i].tensors, []string{"y"}, plain, cases[i].run)
+	}
+}
+
+func TestDepthwiseStatsErrors(t *testing.T) {
+	g := gpuEngine(t)
+	p := ref.DepthwiseParams{N: 2, C: 3, Size: d3(2, 3, 4), Kernel: 3}
+	np := ref.NormParams{N: 2, C: 3, Size: p.Size, Eps: ref.DefaultNormEps}
+	alloc := allocator(t, g)
+	x, w, b, y := alloc(p.InputLen()), alloc(p.WeightLen()), alloc(p.BiasLen()), alloc(p.OutputLen())
+	mean, invStd := alloc(np.StatsLen()), alloc(np.StatsLen())
+	wide, badEps := np, np
+	wide.C = 4
+	badEps.Eps = 0
+	half := alloc(p.InputLen() / 3)
+	for _, e := range []Engine{g, NewCPU()} {
+		if e != Engine(g) {
+			// The CPU engine refuses the GPU's tensors before anything else.
+			if err := e.DepthwiseConv3dStats(p, np, 0, x, nil, w, b, y, mean, invStd); err == nil ||
+				!strings.Contains(err.Error(), "another engine") {
+				t.Errorf("cpu with GPU tensors: %v", err)
+			}
+			continue
+		}
+		for _, c := range []struct {
+			name, want string
+			err        error
+		}{
+			{"norm of another shape", "not the output's", e.DepthwiseConv3dStats(p, wide, 0, x, nil, w, b, y, mean, invStd)},
+			{"bad eps", "eps", e.DepthwiseConv3dStats(p, badEps, 0, x, nil, w, b, y, mean, invStd)},
+			{"missing mean", "mean is missing", e.DepthwiseConv3dStats(p, np, 0, x, nil, w, b, y, nil, invStd)},
+			{"short invStd", "invStd has", e.DepthwiseConv3dStats(p, np, 0, x, nil, w, b, y, mean, w)},
+			{"short x", "x1 has", e.DepthwiseConv3dStats(p, np, 0, half, nil, w, b, y, mean, invStd)},
+			{"joined split", "split 3", e.DepthwiseConv3dStats(p, np, 3, half, half, w, b, y, mean, invStd)},
+		} {
+			if c.err == nil || !strings.Contains(c.err.Error(), "ops.DepthwiseConv3dStats:") ||
+				!strings.Contains(c.err.Error(), c.want) {
+				t.Errorf("%s: error %v, want ops.DepthwiseConv3dStats: … %s", c.name, c.err, c.want)
+			}
+		}
+	}
+	if err := g.Sync(); err != nil {
+		t.Errorf("Sync after refused calls: %v", err)
+	}
+}
+
+// BenchmarkDepthwiseStats times DepthwiseConv3dStats with the statistics
+// made by the convolution's kernel ("fused") and read again from its output
+// ("separate"), at the DESIGN.md §8 shape and at network levels that
+// lavapipe runs quickly.
+func BenchmarkDepthwiseStats(b *testing.B) {
+	for _, s := range []struct {
+		name string
+		p    ref.DepthwiseParams
+	}{
+		{"2x32x64^3", ref.DepthwiseParams{N: 2, C: 32, Size: d3(64, 64, 64), Kernel: 3}},
+		{"1x8x32^3", ref.DepthwiseParams{N: 1, C: 8, Size: d3(32, 32, 32), Kernel: 3}},
+		{"1x16x16^3", ref.DepthwiseParams{N: 1, C: 16, Size: d3(16, 16, 16), Kernel: 3}},
+	} {
+		c := depthwiseStatsCase(rand.New(rand.NewPCG(61, 62)), s.p, 0)
+		for _, fused := range []bool{true, false} {
+			b.Run(s.name+map[bool]string{true: "/fused", false: "/separate"}[fused], func(b *testing.B) {
+				g := gpuEngine(b)
+				g.dwStatsOn = &fused
+				defer func() { g.dwStatsOn = nil }()
+				benchCase(b, g, c)
+			})
+		}
+	}
+}

@@ -141,6 +141,14 @@ type Engine interface {
 	// DepthwiseConv3dJoinedBackward is its backward pass: the input's
 	// gradient is written as its two parts, dx1 and dx2 (both or neither).
 	DepthwiseConv3dJoinedBackward(p ref.DepthwiseParams, split int, x1, x2, w, dy, dx1, dx2, dw, db *Tensor) error
+	// DepthwiseConv3dStats is DepthwiseConv3d of x1 (x2 nil) or
+	// DepthwiseConv3dJoined of x1 and x2 at split that also writes the
+	// statistics of the instance norm np of its output y into mean and
+	// invStd, as InstanceNorm3d(np, y, …, nil, mean, invStd) does (np's
+	// shape is y's; its residual and activation do not enter them). The
+	// GPU computes them as it writes y, which then is not read again for
+	// them.
+	DepthwiseConv3dStats(p ref.DepthwiseParams, np ref.NormParams, split int, x1, x2, w, b, y, mean, invStd *Tensor) error
 	PointwiseConv3d(p ref.PointwiseParams, x, w, b, y *Tensor) error
 	PointwiseConv3dBackward(p ref.PointwiseParams, x, w, dy, dx, dw, db *Tensor) error
 	// PointwiseConv3dNormed is PointwiseConv3d of the instance norm of x (np,
@@ -293,6 +301,29 @@ func checkSavedStats(e Engine, op string, p ref.NormParams, mean, invStd *Tensor
 			op, mean != nil, invStd != nil)
 	}
 	return checkArgs(e, op, p, opt("mean", mean, p.StatsLen()), opt("invStd", invStd, p.StatsLen()))
+}
+
+// checkDepthwiseStats validates DepthwiseConv3dStats' arguments and returns
+// its input: x1, or x1 and x2 joined at split.
+func checkDepthwiseStats(e Engine, op string, p ref.DepthwiseParams, np ref.NormParams, split int, x1, x2, w, b, y, mean, invStd *Tensor) (dwPlanes, error) {
+	x := dwPlanes{first: x1}
+	if x2 != nil {
+		if _, err := checkJoined(e, op, p, split, x1, x2, nil, nil); err != nil {
+			return x, err
+		}
+		x = dwPlanes{x1, x2, split}
+	} else if err := checkArgs(e, op, p, in("x1", x1, p.InputLen())); err != nil {
+		return x, err
+	}
+	if err := np.Validate(); err != nil {
+		return x, fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if np.N != p.N || np.C != p.C || np.Size != p.Size {
+		return x, fmt.Errorf("ops.%s: the norm's shape (N %d, C %d, size %v) is not the output's (N %d, C %d, size %v)",
+			op, np.N, np.C, np.Size, p.N, p.C, p.Size)
+	}
+	return x, checkArgs(e, op, nil, in("w", w, p.WeightLen()), opt("b", b, p.BiasLen()), in("y", y, p.OutputLen()),
+		in("mean", mean, np.StatsLen()), in("invStd", invStd, np.StatsLen()))
 }
 
 // checkJoined validates a joined depthwise convolution's split, its input

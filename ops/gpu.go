@@ -42,6 +42,9 @@ type GPU struct {
 	// data gradient out of its weight gradient's pass (fusedBackward):
 	// tests compare the two paths, benchmarks time them.
 	dwFusedOn *bool
+	// dwStatsOn, when set to false, makes DepthwiseConv3dStats read its
+	// output again for the statistics: tests and benchmarks compare.
+	dwStatsOn *bool
 	// fusedNormOn, when set, overrides whether an instance norm runs as
 	// norm_fused (fusedNorm): benchmarks compare the two on a device.
 	fusedNormOn *bool

@@ -124,10 +124,12 @@ type pushDepthwise struct {
 }
 
 // depthwiseConv records y = conv(x, w) + b, or with flip the input gradient
-// conv(x, flip(w)) without bias; x or y may be joined.
-func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool) error {
+// conv(x, flip(w)) without bias; x or y may be joined. With stats not nil
+// (forward only) each workgroup also writes its tile's (mean, M2, count)
+// there, depthwiseStatsChunks per plane.
+func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool, stats *vk.Buffer) error {
 	if g.directDepthwise(p) {
-		return g.depthwiseDirect(op, p, x, w, b, y, flip)
+		return g.depthwiseDirect(op, p, x, w, b, y, flip, stats)
 	}
 	k := p.Kernel
 	tile, err := g.depthwiseTile(op, p)
@@ -143,15 +145,38 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *
 	join, split, x2, y2 := g.dwJoin(p.C, x, y)
 	acc, y1Access, y2Access := y.accumulates()
 	u := p.UpFactor()
-	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, y1Access, vk.Read, y2Access}, 36,
+	kern, err := g.kernel("depthwise", []vk.Access{vk.Read, vk.Read, vk.Read, y1Access, vk.Read, y2Access, vk.Write}, 36,
 		uint32(tile.tw/tx), uint32(tile.th), 1, uint32(tile.td), uint32(k), b32(flip), b32(b != nil), uint32(tx), join, acc,
-		uint32(u[0]), uint32(u[1]), uint32(u[2]))
+		uint32(u[0]), uint32(u[1]), uint32(u[2]), b32(stats != nil))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	push := pushDepthwise{uint32(p.N * p.C), uint32(p.C), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
 		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(split)}
-	return g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.first.gpu.buf, w.gpu.buf, g.buf(b), y.first.gpu.buf, x2, y2)
+	return g.dispatch(op, kern, vk.Grid1D(groups, 1), push, x.first.gpu.buf, w.gpu.buf, g.buf(b), y.first.gpu.buf, x2, y2,
+		g.statsOut(stats))
+}
+
+// statsOut is the binding of a kernel's optional statistics: a sink when
+// they are not asked for.
+func (g *GPU) statsOut(stats *vk.Buffer) *vk.Buffer {
+	if stats == nil {
+		return g.discard()
+	}
+	return stats
+}
+
+// depthwiseStatsChunks is how many (mean, M2, count) the forward
+// convolution of p writes per plane with statistics: one per tile, or on
+// CPU devices one per invocation's block.
+func (g *GPU) depthwiseStatsChunks(op string, p ref.DepthwiseParams) (int, error) {
+	if g.directDepthwise(p) {
+		ty, tx, td, _ := directDWShape(p, false)
+		return ceilDiv(p.Size[0], td) * ceilDiv(p.Size[1], ty) * ceilDiv(p.Size[2], tx), nil
+	}
+	t, err := g.depthwiseTile(op, p)
+	tl := t.tiles(p.Size)
+	return tl[0] * tl[1] * tl[2], err
 }
 
 // depthwiseTile is the tile of depthwise.comp for p: 8 outputs deep per
@@ -204,7 +229,7 @@ func (g *GPU) DepthwiseConv3d(p ref.DepthwiseParams, x, w, b, y *Tensor) error {
 		opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
-	return g.depthwiseConv(op, p, onePlanes(x), w, b, onePlanes(y), false)
+	return g.depthwiseConv(op, p, onePlanes(x), w, b, onePlanes(y), false, nil)
 }
 
 // DepthwiseConv3dJoined implements Engine.
@@ -216,7 +241,40 @@ func (g *GPU) DepthwiseConv3dJoined(p ref.DepthwiseParams, split int, x1, x2, w,
 	if err := checkArgs(g, op, nil, in("w", w, p.WeightLen()), opt("b", b, p.BiasLen()), in("y", y, p.OutputLen())); err != nil {
 		return err
 	}
-	return g.depthwiseConv(op, p, dwPlanes{x1, x2, split}, w, b, onePlanes(y), false)
+	return g.depthwiseConv(op, p, dwPlanes{x1, x2, split}, w, b, onePlanes(y), false, nil)
+}
+
+// DepthwiseConv3dStats implements Engine: the convolution's kernel writes
+// the statistics of its tiles (or blocks) as it stores them, and
+// norm_combine merges them per plane. g.dwStatsOn, when set to false, reads
+// y again for them instead, as InstanceNorm3d would.
+func (g *GPU) DepthwiseConv3dStats(p ref.DepthwiseParams, np ref.NormParams, split int, x1, x2, w, b, y, mean, invStd *Tensor) error {
+	const op = "DepthwiseConv3dStats"
+	x, err := checkDepthwiseStats(g, op, p, np, split, x1, x2, w, b, y, mean, invStd)
+	if err != nil {
+		return err
+	}
+	plan := g.newNormPlan(op, np)
+	if g.dwStatsOn != nil && !*g.dwStatsOn {
+		if err := g.depthwiseConv(op, p, x, w, b, onePlanes(y), false, nil); err != nil {
+			return err
+		}
+		return g.planeStats(&plan, y, mean.gpu.buf, invStd.gpu.buf)
+	}
+	chunks, err := g.depthwiseStatsChunks(op, p)
+	if err != nil {
+		return err
+	}
+	partial, err := g.scratchBuf("dw-stats", 4*p.N*p.C*chunks)
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	if err := g.depthwiseConv(op, p, x, w, b, onePlanes(y), false, partial); err != nil {
+		return err
+	}
+	push := plan.push
+	push.Chunks = uint32(chunks)
+	return g.normCombine(&plan, 0, true, push, partial, g.discard(), mean.gpu.buf, invStd.gpu.buf, p.N*p.C)
 }
 
 type pushDepthwiseDW struct {
@@ -267,7 +325,7 @@ func (g *GPU) depthwiseBackward(op string, p ref.DepthwiseParams, x dwPlanes, w,
 			return err
 		}
 	case dx.first != nil:
-		if err := g.depthwiseConv(op, p, onePlanes(dy), w, nil, dx, true); err != nil {
+		if err := g.depthwiseConv(op, p, onePlanes(dy), w, nil, dx, true, nil); err != nil {
 			return err
 		}
 	}
@@ -322,7 +380,7 @@ func (g *GPU) weightGradTile(op string, p ref.DepthwiseParams, dx bool) (t dwTil
 // else through scratch memory and UpsampleBackward.
 func (g *GPU) depthwiseUpGrad(op string, p ref.DepthwiseParams, w, dy, dx *Tensor) error {
 	if g.upBlockSums(op, p) {
-		return g.depthwiseConv(op, p, onePlanes(dy), w, nil, onePlanes(dx), true)
+		return g.depthwiseConv(op, p, onePlanes(dy), w, nil, onePlanes(dx), true, nil)
 	}
 	full := p
 	full.Up = ref.Dims3{}
@@ -331,7 +389,7 @@ func (g *GPU) depthwiseUpGrad(op string, p ref.DepthwiseParams, w, dy, dx *Tenso
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
 	grad := &Tensor{n: full.InputLen(), owner: g, gpu: gpuTensor{buf: buf}}
-	if err := g.depthwiseConv(op, full, onePlanes(dy), w, nil, onePlanes(grad), true); err != nil {
+	if err := g.depthwiseConv(op, full, onePlanes(dy), w, nil, onePlanes(grad), true, nil); err != nil {
 		return err
 	}
 	up := ref.UpsampleParams{N: p.N, C: p.C, In: p.InputSize(), Factor: p.Up}

@@ -90,8 +90,10 @@ func directDWBlock(size ref.Dims3, vox int) (ty, tx int) {
 }
 
 // depthwiseDirect records depthwise_direct's convolution: y = conv(x, w) + b,
-// or with flip conv(x, flip(w)) without bias; x or y may be joined.
-func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool) error {
+// or with flip conv(x, flip(w)) without bias; x or y may be joined. With
+// stats not nil (forward only) each invocation also writes its block's
+// (mean, M2, count) there.
+func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool, stats *vk.Buffer) error {
 	ty, tx, td, ok := directDWShape(p, flip)
 	if !ok {
 		return fmt.Errorf("ops.%s: depthwise_direct cannot sum up-sampling blocks of %v", op, p.Up)
@@ -103,9 +105,9 @@ func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b
 	acc, y1Access, y2Access := y.accumulates()
 	u := p.UpFactor()
 	kern, err := g.kernel("depthwise_direct",
-		[]vk.Access{g.input(vec4), g.input(false), vk.Read, y1Access, g.input(vec4), y2Access}, 52,
+		[]vk.Access{g.input(vec4), g.input(false), vk.Read, y1Access, g.input(vec4), y2Access, vk.Write}, 52,
 		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), b32(flip), b32(b != nil), 0, b32(vec4), uint32(td), join, acc,
-		uint32(u[0]), uint32(u[1]), uint32(u[2]))
+		uint32(u[0]), uint32(u[1]), uint32(u[2]), b32(stats != nil))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -116,7 +118,7 @@ func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b
 		Join:   uint32(split),
 	}
 	return g.dispatch(op, kern, vk.Grid1D(invocs, directWG), push,
-		x.first.gpu.buf, w.gpu.buf, g.buf(b), y.first.gpu.buf, x2, y2)
+		x.first.gpu.buf, w.gpu.buf, g.buf(b), y.first.gpu.buf, x2, y2, g.statsOut(stats))
 }
 
 // depthwiseDirectWeightGrad records depthwise_direct's weight-gradient pass
@@ -136,9 +138,9 @@ func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x dwPl
 	join, split, x2, y2 := g.dwJoin(p.C, x, dwPlanes{})
 	u := p.UpFactor()
 	kern, err := g.kernel("depthwise_direct",
-		[]vk.Access{g.input(vec4), g.input(vec4), vk.Read, vk.Write, g.input(vec4), vk.Write}, 52,
+		[]vk.Access{g.input(vec4), g.input(vec4), vk.Read, vk.Write, g.input(vec4), vk.Write, vk.Write}, 52,
 		directWG, uint32(p.Kernel), uint32(ty), uint32(tx), 0, 0, 1, b32(vec4), uint32(td), join, 0,
-		uint32(u[0]), uint32(u[1]), uint32(u[2]))
+		uint32(u[0]), uint32(u[1]), uint32(u[2]), 0)
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
@@ -157,7 +159,7 @@ func (g *GPU) depthwiseDirectWeightGrad(op string, p ref.DepthwiseParams, x dwPl
 		Join:   uint32(split),
 	}
 	if err := g.dispatch(op, kern, vk.Grid1D(invocs, directWG), push,
-		x.first.gpu.buf, dy.gpu.buf, g.dummy, partial, x2, y2); err != nil {
+		x.first.gpu.buf, dy.gpu.buf, g.dummy, partial, x2, y2, g.discard()); err != nil {
 		return err
 	}
 	n := p.C * taps

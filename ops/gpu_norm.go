@@ -135,7 +135,16 @@ func (g *GPU) normStats(np *normPlan, x *Tensor, mean, invStd *vk.Buffer) error 
 		return err
 	}
 	// MODE 0 leaves res unwritten; a written binding must not be the dummy.
-	return g.normCombine(np, 0, np.push, partial, g.discard(), mean, invStd, int(np.push.NC))
+	return g.normCombine(np, 0, false, np.push, partial, g.discard(), mean, invStd, int(np.push.NC))
+}
+
+// planeStats records the passes that write x's per-plane mean and invStd
+// alone: norm_fused without its elementwise pass, or the chunked ones.
+func (g *GPU) planeStats(np *normPlan, x *Tensor, mean, invStd *vk.Buffer) error {
+	if g.fusedNorm(np, int(np.push.NC)) {
+		return g.normFused(np, 0, np.push, x, nil, nil, nil, nil, mean, invStd, g.discard(), g.discard(), nil, nil)
+	}
+	return g.normStats(np, x, mean, invStd)
 }
 
 // normReduce records norm_stats in the given mode.
@@ -156,10 +165,11 @@ func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tenso
 		x.gpu.buf, g.buf(r), g.buf(dy), g.buf(gamma), g.buf(beta), mean, invStd, partial)
 }
 
-// normCombine records norm_combine in the given mode over n results.
-func (g *GPU) normCombine(np *normPlan, mode uint32, push pushNorm, partial, res, a, b *vk.Buffer, n int) error {
+// normCombine records norm_combine in the given mode over n results; with
+// counted (MODE 0), partial holds (mean, M2, count) vec4s.
+func (g *GPU) normCombine(np *normPlan, mode uint32, counted bool, push pushNorm, partial, res, a, b *vk.Buffer, n int) error {
 	wg := tuned[uint32](g, normCombineG, normCombineCPU)
-	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 36, wg, 1, 1, mode)
+	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 36, wg, 1, 1, mode, b32(counted))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
@@ -242,7 +252,7 @@ func (g *GPU) normFused(np *normPlan, mode uint32, push pushNorm, x, r, dy, gamm
 		return fmt.Errorf("ops.%s: %w", np.op, err)
 	}
 	return g.dispatch(np.op, k, vk.Grid1D(groups, 1), push,
-		x.gpu.buf, g.buf(r), g.buf(dy), gamma.gpu.buf, beta.gpu.buf, mean, invStd, a, b, g.out(out), g.out(dr))
+		x.gpu.buf, g.buf(r), g.buf(dy), g.buf(gamma), g.buf(beta), mean, invStd, a, b, g.out(out), g.out(dr))
 }
 
 // statsBufs returns where a pass keeps the per-plane mean and invStd: the
@@ -278,11 +288,13 @@ func (g *GPU) InstanceNorm3d(p ref.NormParams, x, r, gamma, beta, y, mean, invSt
 	if err != nil {
 		return err
 	}
+	if y == nil {
+		return g.planeStats(&np, x, mb, sb)
+	}
 	if g.fusedNorm(&np, int(np.push.NC)) {
-		// Without y, norm_fused skips its elementwise pass.
 		return g.normFused(&np, 0, np.push, x, r, nil, gamma, beta, mb, sb, g.discard(), g.discard(), y, nil)
 	}
-	if err := g.normStats(&np, x, mb, sb); err != nil || y == nil {
+	if err := g.normStats(&np, x, mb, sb); err != nil {
 		return err
 	}
 	return g.normApply(&np, 0, x, r, nil, gamma, beta, mb, sb, g.dummy, y, nil)
@@ -339,7 +351,7 @@ func (g *GPU) InstanceNorm3dBackward(p ref.NormParams, x, r, gamma, beta, mean, 
 	}
 	push := np.push
 	push.HasA, push.HasB = b32(dgamma != nil), b32(dbeta != nil)
-	if err := g.normCombine(&np, 1, push, gpartial, coef, g.out(dgamma), g.out(dbeta), p.C); err != nil {
+	if err := g.normCombine(&np, 1, false, push, gpartial, coef, g.out(dgamma), g.out(dbeta), p.C); err != nil {
 		return err
 	}
 	if dx == nil && dr == nil {

@@ -26,6 +26,10 @@
 // (never with JOIN): x is up-sampled as it is read; with FLIP, the input
 // gradient of the up-sampled input is summed over each UD×UH×UW block (the
 // tile's sizes are multiples of the factors) into y, through shared memory.
+// STATS (forward only) also writes the instance-norm statistics of the
+// tile's outputs for norm_combine: stats[g] = (sum, M2, count, mean), the
+// sum and then the squared deviations from the mean, each added over the
+// workgroup in a fixed tree, so that a norm of y need not read it again.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 0) const uint WX = 32; // workgroup x
 layout(constant_id = 1) const uint TH = 8;  // tile height, = workgroup y
@@ -40,6 +44,7 @@ layout(constant_id = 9) const uint ACC = 0;
 layout(constant_id = 10) const uint UD = 1;
 layout(constant_id = 11) const uint UH = 1;
 layout(constant_id = 12) const uint UW = 1;
+layout(constant_id = 13) const bool STATS = false;
 const bool UP = UD * UH * UW > 1;
 // The factors x is read with: FLIP reads dy, at the output's size.
 const uint RD = FLIP ? 1 : UD;
@@ -71,6 +76,7 @@ layout(std430, binding = 3) readonly buffer YAcc { float yAcc[]; };
 layout(std430, binding = 4) readonly buffer X2 { float x2[]; }; // JOIN 1
 layout(std430, binding = 5) writeonly buffer Y2 { float y2[]; }; // JOIN 2
 layout(std430, binding = 5) readonly buffer Y2Acc { float y2Acc[]; };
+layout(std430, binding = 6) writeonly buffer Stats { vec4 stats[]; }; // STATS
 layout(push_constant) uniform Push {
     uint planes; // N·C
     uint c;      // channels (of y)
@@ -81,6 +87,24 @@ layout(push_constant) uniform Push {
 
 shared float tile[HALO];
 shared float wt[KKK];
+
+// workgroupSum returns the sum of v over the workgroup, added in a fixed
+// tree in tile's first WG floats (the tile has been read: the caller's
+// invocations are past their products).
+float workgroupSum(float v) {
+    uint lid = gl_LocalInvocationIndex;
+    barrier();
+    tile[lid] = v;
+    barrier();
+    for (uint s = 1u << findMSB(WG - 1); s > 0; s >>= 1) {
+        if (lid < s && lid + s < WG) {
+            tile[lid] += tile[lid + s];
+        }
+        barrier();
+    }
+    float t = tile[0];
+    return t;
+}
 
 void main() {
     uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
@@ -136,7 +160,7 @@ void main() {
     }
     barrier();
     if (!live) {
-        return; // after the only barrier
+        return; // the whole workgroup: live is the same for all of it
     }
 
     uint lx = gl_LocalInvocationID.x, ly = gl_LocalInvocationID.y;
@@ -254,6 +278,29 @@ void main() {
                     }
                 }
             }
+        }
+    }    if (STATS) {
+        float s = 0.0;
+        [[unroll]] for (uint t = 0; t < TX; t++) {
+            [[unroll]] for (uint j = 0; j < TD; j++) {
+                bool inside = uint(x0) + lx * TX + t < p.w && oy < p.h && uint(z0) + j < p.d;
+                s += inside ? acc[t * TD + j] : 0.0;
+            }
+        }
+        uint count = min(TW, p.w - uint(x0)) * min(TH, p.h - uint(y0)) * min(TD, p.d - uint(z0));
+        s = workgroupSum(s);
+        float mu = s / float(count);
+        float m2 = 0.0;
+        [[unroll]] for (uint t = 0; t < TX; t++) {
+            [[unroll]] for (uint j = 0; j < TD; j++) {
+                bool inside = uint(x0) + lx * TX + t < p.w && oy < p.h && uint(z0) + j < p.d;
+                float dv = acc[t * TD + j] - mu;
+                m2 += inside ? dv * dv : 0.0;
+            }
+        }
+        m2 = workgroupSum(m2);
+        if (lid == 0) {
+            stats[g] = vec4(s, m2, float(count), mu);
         }
     }
 }

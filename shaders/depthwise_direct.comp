@@ -36,6 +36,10 @@
 // divided by them (never with JOIN or VEC4): x is up-sampled as it is read;
 // with FLIP, the input gradient of the up-sampled input is summed over each
 // UD×UH×UW block (TD, TY, TX are multiples of the factors) into dst.
+// STATS (MODE 0, forward only) also writes the instance-norm statistics of
+// the block's outputs for norm_combine: stats[inv] = (sum, M2, count,
+// mean), M2 the squared deviations from the mean, so that a norm of the
+// output need not read it again.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 16;
 layout(constant_id = 1) const int K = 3; // odd kernel size
@@ -56,6 +60,7 @@ layout(constant_id = 10) const uint ACC = 0;
 layout(constant_id = 11) const int UD = 1;
 layout(constant_id = 12) const int UH = 1;
 layout(constant_id = 13) const int UW = 1;
+layout(constant_id = 14) const bool STATS = false;
 const bool UP = UD * UH * UW > 1;
 // The factors x is read with: FLIP reads dy, at the output's size.
 const int RD = FLIP ? 1 : UD;
@@ -78,6 +83,7 @@ layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) buffer Dst { float dst[]; }; // MODE 0: y; 1: partials (written only, unless ACC)
 INPUT(4, xb) // JOIN 1: x's second part
 layout(std430, binding = 5) buffer DstB { float dstb[]; }; // JOIN 2: y's second part
+layout(std430, binding = 6) writeonly buffer Stats { vec4 stats[]; }; // STATS
 
 layout(push_constant) uniform Push {
     uvec4 size;   // d, h, w, voxels per plane
@@ -239,6 +245,29 @@ void conv(uint inv) {
                 }
             }
         }
+    }
+    if (STATS) {
+        int cd = min(TD, sd - od0), cy = min(TY, sh - h0), cw = min(TX, int(p.size.z) - w0);
+        float s = 0.0;
+        [[unroll]] for (int j = 0; j < TD; j++) {
+            [[unroll]] for (int i = 0; i < TY; i++) {
+                [[unroll]] for (int t = 0; t < TX; t++) {
+                    s += j < cd && i < cy && t < cw ? acc[j][i][t] : 0.0;
+                }
+            }
+        }
+        float count = float(cd * cy * cw);
+        float mu = s / count;
+        float m2 = 0.0;
+        [[unroll]] for (int j = 0; j < TD; j++) {
+            [[unroll]] for (int i = 0; i < TY; i++) {
+                [[unroll]] for (int t = 0; t < TX; t++) {
+                    float dv = acc[j][i][t] - mu;
+                    m2 += j < cd && i < cy && t < cw ? dv * dv : 0.0;
+                }
+            }
+        }
+        stats[inv] = vec4(s, m2, count, mu);
     }
 }
 

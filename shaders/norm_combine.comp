@@ -7,7 +7,15 @@
 // every run.
 //   MODE 0: per plane nc, merges the chunks' (count, mean, M2) with Chan's
 //           parallel formula and writes the mean (a) and invStd =
-//           1/sqrt(M2/V + eps) (b).
+//           1/sqrt(M2/V + eps) (b). The chunks are norm_stats' (mean, M2)
+//           pairs, ch voxels each but the last. With COUNTED they are the
+//           (sum, M2, count, mean) vec4s of a kernel that computed them as
+//           it wrote its output (a depthwise convolution's tiles), merged
+//           in two passes as a plane's values would be: the sums give the
+//           plane's mean, then each chunk adds its M2 and count·(its mean −
+//           the plane's)², which keeps the precision of the plane's own
+//           two-pass statistics (Chan's merges, one chunk at a time, lose
+//           about an ulp over many small chunks).
 //   MODE 1: per channel c, adds Σ g and Σ g·x̂ over chunks, one sample at a
 //           time, writes coef[nc] = (Σ g / V, Σ g·x̂ / V) for the input
 //           gradient and, summed over samples, dgamma (a) and dbeta (b).
@@ -16,8 +24,10 @@ layout(constant_id = 0) const uint WG = 64; // a power of two
 layout(constant_id = 1) const uint WY = 1;
 layout(constant_id = 2) const uint WZ = 1;
 layout(constant_id = 3) const uint MODE = 0;
+layout(constant_id = 4) const bool COUNTED = false;
 
 layout(std430, binding = 0) readonly buffer P { vec2 partial[]; };
+layout(std430, binding = 0) readonly buffer P4 { vec4 partial4[]; }; // COUNTED
 layout(std430, binding = 1) writeonly buffer S { vec2 res[]; };
 layout(std430, binding = 2) writeonly buffer A { float a[]; };
 layout(std430, binding = 3) writeonly buffer B { float b[]; };
@@ -49,6 +59,21 @@ void merge(inout uint na, inout vec2 sa, uint nb, vec2 sb) {
     na += nb;
 }
 
+// treeSum returns the sum of v over the workgroup, added in a fixed tree.
+float treeSum(float v) {
+    uint lid = gl_LocalInvocationIndex;
+    barrier(); // part's last reads are done
+    part[lid] = vec2(v, 0.0);
+    barrier();
+    for (uint h = WG / 2; h > 0; h >>= 1) {
+        if (lid < h) {
+            part[lid].x += part[lid + h].x;
+        }
+        barrier();
+    }
+    return part[0].x;
+}
+
 void main() {
     uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
     uint lid = gl_LocalInvocationIndex;
@@ -58,7 +83,24 @@ void main() {
     if (g >= results) {
         return;
     }
-    if (MODE == 0) {
+    if (MODE == 0 && COUNTED) {
+        float s = 0.0;
+        for (uint j = lid; j < p.chunks; j += WG) {
+            s += partial4[g * p.chunks + j].x;
+        }
+        float mu = treeSum(s) / float(p.v);
+        float m2 = 0.0;
+        for (uint j = lid; j < p.chunks; j += WG) {
+            vec4 q = partial4[g * p.chunks + j];
+            float d = q.w - mu;
+            m2 += q.y + q.z * d * d;
+        }
+        m2 = treeSum(m2);
+        if (lid == 0) {
+            a[g] = mu;
+            b[g] = 1.0 / sqrt(m2 / float(p.v) + p.eps);
+        }
+    } else if (MODE == 0) {
         uint n = 0;
         vec2 s = vec2(0.0);
         for (uint j = lid; j < p.chunks; j += WG) {

@@ -147,10 +147,19 @@ func (in unitIn) size() ref.Dims3 {
 	return ref.Dims3{in.x.size[0] * in.up[0], in.x.size[1] * in.up[1], in.x.size[2] * in.up[2]}
 }
 
+// planeStats are an instance norm's per-plane statistics, written by the
+// layer that makes the norm's input as it writes it.
+type planeStats struct {
+	np           ref.NormParams
+	mean, invStd *ops.Tensor
+}
+
 // depthwise is a per-channel k³ convolution with bias, same padding, of its
 // input, which it reads in place: a concatenation is never built, nor an
-// up-sampled tensor.
-func (b *builder) depthwise(scope string, in unitIn) *act {
+// up-sampled tensor. It also writes the statistics of the instance norm
+// (LeakyReLU, no residual) that follows it in a unit
+// (DepthwiseConv3dStats), which then need not read its output again.
+func (b *builder) depthwise(scope string, in unitIn) (*act, *planeStats) {
 	const k = 3
 	x, x2 := in.x, in.x2
 	c := x.c
@@ -161,13 +170,22 @@ func (b *builder) depthwise(scope string, in unitIn) *act {
 	bias := b.param(scope, true, "bias", kindBias, k*k*k, c)
 	y := b.newAct(c, in.size())
 	if b.declare || b.err != nil {
-		return y
+		return y, nil
 	}
 	p := ref.DepthwiseParams{N: b.n, C: c, Size: in.size(), Kernel: k, Up: in.up}
+	st := &planeStats{np: ref.NormParams{N: b.n, C: c, Size: y.size, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: b.slope}}
 	g := b.g
+	var err error
+	if st.mean, err = g.alloc(st.np.StatsLen()); err == nil {
+		st.invStd, err = g.alloc(st.np.StatsLen())
+	}
+	if err != nil {
+		b.fail(err)
+		return y, nil
+	}
 	if x2 != nil {
 		g.step(y, []*act{x, x2}, func(e ops.Engine) error {
-			return e.DepthwiseConv3dJoined(p, x.c, x.v, x2.v, g.val(w), g.val(bias), y.v)
+			return e.DepthwiseConv3dStats(p, st.np, x.c, x.v, x2.v, g.val(w), g.val(bias), y.v, st.mean, st.invStd)
 		},
 			func(e ops.Engine) error {
 				dx, done := g.gradOut(x, true)
@@ -181,9 +199,11 @@ func (b *builder) depthwise(scope string, in unitIn) *act {
 				}
 				return done2(e)
 			})
-		return y
+		return y, st
 	}
-	g.step(y, []*act{x}, func(e ops.Engine) error { return e.DepthwiseConv3d(p, x.v, g.val(w), g.val(bias), y.v) },
+	g.step(y, []*act{x}, func(e ops.Engine) error {
+		return e.DepthwiseConv3dStats(p, st.np, 0, x.v, nil, g.val(w), g.val(bias), y.v, st.mean, st.invStd)
+	},
 		func(e ops.Engine) error {
 			dx, done := g.gradOut(x, true)
 			if err := e.DepthwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
@@ -191,17 +211,17 @@ func (b *builder) depthwise(scope string, in unitIn) *act {
 			}
 			return done(e)
 		})
-	return y
+	return y, st
 }
 
 // normedPointwise is norm(normScope, x, nil, true) then pointwise(scope,
-// false, ·, cout), the normalised tensor never built: the norm computes its
-// statistics only, and the convolution normalises x as it reads it, forward
-// and for its weight gradient (PointwiseConv3dNormed). A training graph
-// then keeps the gradient of the normalised tensor for the one backward
-// step that needs it, not its value for the whole step. It declares the
-// same parameters as the two layers.
-func (b *builder) normedPointwise(normScope, scope string, x *act, cout int) *act {
+// false, ·, cout), the normalised tensor never built: the norm's statistics
+// st come with x (depthwise writes them), and the convolution normalises x
+// as it reads it, forward and for its weight gradient
+// (PointwiseConv3dNormed). A training graph then keeps the gradient of the
+// normalised tensor for the one backward step that needs it, not its value
+// for the whole step. It declares the same parameters as the two layers.
+func (b *builder) normedPointwise(normScope, scope string, x *act, st *planeStats, cout int) *act {
 	gammaP := b.param(normScope, true, "weight", kindGamma, 1, x.c)
 	betaP := b.param(normScope, true, "bias", kindBeta, 1, x.c)
 	wP := b.param(scope, false, "weight", kindWeight, x.c, cout, x.c, 1, 1, 1)
@@ -209,38 +229,22 @@ func (b *builder) normedPointwise(normScope, scope string, x *act, cout int) *ac
 	if b.declare || b.err != nil {
 		return b.newAct(cout, x.size)
 	}
-	np := ref.NormParams{N: b.n, C: x.c, Size: x.size, Eps: ref.DefaultNormEps, LeakyReLU: true, Slope: b.slope}
+	np, mean, invStd := st.np, st.mean, st.invStd
 	p := ref.PointwiseParams{N: b.n, Cin: x.c, Cout: cout, Size: x.size}
 	g := b.g
-	mean, err := g.alloc(np.StatsLen())
-	var invStd *ops.Tensor
-	if err == nil {
-		invStd, err = g.alloc(np.StatsLen())
-	}
-	if err != nil {
-		b.fail(err)
-		return b.newAct(cout, x.size)
-	}
-	stats := func(e ops.Engine) error {
-		return e.InstanceNorm3d(np, x.v, nil, g.val(gammaP), g.val(betaP), nil, mean, invStd)
-	}
 	conv := func(e ops.Engine, y *act) error {
 		return e.PointwiseConv3dNormed(p, np, x.v, g.val(gammaP), g.val(betaP), mean, invStd, g.val(wP), g.val(biasP), y.v)
 	}
 	if !g.training {
 		y := b.newAct(cout, x.size)
-		g.step(y, []*act{x}, func(e ops.Engine) error {
-			if err := stats(e); err != nil {
-				return err
-			}
-			return conv(e, y)
-		}, func(ops.Engine) error { return fmt.Errorf("u2net: an inference graph has no backward pass") })
+		g.step(y, []*act{x}, func(e ops.Engine) error { return conv(e, y) },
+			func(ops.Engine) error { return fmt.Errorf("u2net: an inference graph has no backward pass") })
 		return y
 	}
 	// h, the normalised tensor, has a gradient but no value.
 	h := &act{c: x.c, size: x.size, needGrad: true}
 	g.acts = append(g.acts, h)
-	g.step(h, []*act{x}, stats, func(e ops.Engine) error {
+	g.step(h, []*act{x}, noop, func(e ops.Engine) error {
 		dx, done := g.gradOut(x, false)
 		if err := e.InstanceNorm3dBackward(np, x.v, nil, g.val(gammaP), g.val(betaP), mean, invStd, h.g, dx, nil,
 			g.grad(gammaP), g.grad(betaP)); err != nil {
@@ -432,8 +436,8 @@ func (b *builder) concat(x1, x2 *act) *act {
 // Shared and independent: dense conv k³ → [D] IN.
 func (b *builder) unit(scope string, in unitIn, cout, k int, res *act) *act {
 	if b.cfg.Mode == ModeUniversal {
-		h := b.depthwise(scope+".dw", in)
-		h = b.normedPointwise(scope+".dwnorm", scope+".pw", h, cout)
+		h, st := b.depthwise(scope+".dw", in)
+		h = b.normedPointwise(scope+".dwnorm", scope+".pw", h, st, cout)
 		return b.norm(scope+".norm", h, res, true)
 	}
 	x := in.x

@@ -325,6 +325,21 @@ func TestNormStatistics(t *testing.T) {
 	}
 }
 
+// InstanceNormStats gives the statistics InstanceNorm3d saves, whatever
+// the norm's residual and activation.
+func TestInstanceNormStats(t *testing.T) {
+	p := NormParams{N: 2, C: 3, Size: Dims3{2, 5, 3}, Eps: DefaultNormEps, Residual: true, LeakyReLU: true, Slope: 0.1}
+	x, r := rand32(3, p.InputLen()), rand32(4, p.InputLen())
+	gamma, beta := rand32(5, p.C), rand32(6, p.C)
+	y, mean, invStd := make([]float32, p.OutputLen()), make([]float32, p.StatsLen()), make([]float32, p.StatsLen())
+	checkNoErr(t, InstanceNorm3d(p, x, r, gamma, beta, y, mean, invStd))
+	m, is := poisoned[float32](p.StatsLen()), poisoned[float32](p.StatsLen())
+	checkNoErr(t, InstanceNormStats(p, x, m, is))
+	if !slices.Equal(m, mean) || !slices.Equal(is, invStd) {
+		t.Errorf("InstanceNormStats: %v, %v; InstanceNorm3d saved %v, %v", m, is, mean, invStd)
+	}
+}
+
 // Optional outputs: a backward with some gradients skipped gives the others
 // unchanged, and a nil bias is a zero bias.
 func TestOptionalArguments(t *testing.T) {

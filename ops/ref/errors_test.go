@@ -81,6 +81,13 @@ func TestBadInputs(t *testing.T) {
 			p.Eps = 0
 			return InstanceNorm3d(p, f(16), nil, f(2), f(2), f(16), nil, nil)
 		}, []string{"ref.InstanceNorm3d", "eps 0 must be positive"}},
+		{"norm stats short mean", func() error { return InstanceNormStats(nm, f(16), f(1), f(2)) },
+			[]string{"ref.InstanceNormStats", "mean"}},
+		{"norm stats one voxel", func() error {
+			p := nm
+			p.Size = Dims3{1, 1, 1}
+			return InstanceNormStats(p, f(2), f(2), f(2))
+		}, []string{"ref.InstanceNormStats", "more than one voxel"}},
 		{"norm unexpected residual", func() error { return InstanceNorm3d(nm, f(16), f(16), f(2), f(2), f(16), nil, nil) },
 			[]string{"ref.InstanceNorm3d: residual given (16 elements) but Residual is false"}},
 		{"norm missing residual", func() error {

@@ -98,6 +98,29 @@ func InstanceNorm3d(p NormParams, x, r, gamma, beta, y, mean, invStd []float32) 
 	return instanceNorm3d(p, x, r, gamma, beta, y, mean, invStd)
 }
 
+// InstanceNormStats writes the statistics InstanceNorm3d saves for x (its
+// residual, activation, gamma and beta do not enter them): per (sample,
+// channel), the mean of x and 1/sqrt(var(x) + Eps).
+func InstanceNormStats(p NormParams, x, mean, invStd []float32) error {
+	const op = "ref.InstanceNormStats"
+	if err := p.Validate(); err != nil {
+		return wrap(op, err)
+	}
+	if err := firstErr(
+		checkLen(op, "input", len(x), shape5(p.N, p.C, p.Size)...),
+		checkLen(op, "mean", len(mean), p.N, p.C),
+		checkLen(op, "inverse std", len(invStd), p.N, p.C),
+	); err != nil {
+		return err
+	}
+	vox := p.Size.Voxels()
+	for nc := range p.N * p.C {
+		_, m, is := normStats(p, x[nc*vox:(nc+1)*vox])
+		mean[nc], invStd[nc] = float32(m), float32(is)
+	}
+	return nil
+}
+
 // InstanceNorm3dBackward computes, from the output gradient dy, the input
 // gradient dx, the residual's gradient dr (dy through the LeakyReLU) and the
 // gradients dgamma and dbeta; any of them may be nil, and dr must be unless
