@@ -25,6 +25,7 @@ layout(constant_id = 1) const uint WY = 1;
 layout(constant_id = 2) const uint WZ = 1;
 layout(constant_id = 3) const uint MODE = 0;
 layout(constant_id = 4) const bool COUNTED = false;
+const uint BLOCK = 16;
 
 layout(std430, binding = 0) readonly buffer P { vec2 partial[]; };
 layout(std430, binding = 0) readonly buffer P4 { vec4 partial4[]; }; // COUNTED
@@ -84,16 +85,27 @@ void main() {
         return;
     }
     if (MODE == 0 && COUNTED) {
+        // Each invocation adds its chunks in blocks of BLOCK before its
+        // running sum, which keeps a CPU device's many small chunks (16384
+        // per plane of 128³) at about fp32 precision.
         float s = 0.0;
-        for (uint j = lid; j < p.chunks; j += WG) {
-            s += partial4[g * p.chunks + j].x;
+        for (uint j0 = lid; j0 < p.chunks; j0 += WG * BLOCK) {
+            float bs = 0.0;
+            for (uint j = j0; j < min(p.chunks, j0 + WG * BLOCK); j += WG) {
+                bs += partial4[g * p.chunks + j].x;
+            }
+            s += bs;
         }
         float mu = treeSum(s) / float(p.v);
         float m2 = 0.0;
-        for (uint j = lid; j < p.chunks; j += WG) {
-            vec4 q = partial4[g * p.chunks + j];
-            float d = q.w - mu;
-            m2 += q.y + q.z * d * d;
+        for (uint j0 = lid; j0 < p.chunks; j0 += WG * BLOCK) {
+            float bs = 0.0;
+            for (uint j = j0; j < min(p.chunks, j0 + WG * BLOCK); j += WG) {
+                vec4 q = partial4[g * p.chunks + j];
+                float d = q.w - mu;
+                bs += q.y + q.z * d * d;
+            }
+            m2 += bs;
         }
         m2 = treeSum(m2);
         if (lid == 0) {
