@@ -757,3 +757,106 @@ func BenchmarkDepthwiseStats(b *testing.B) {
 		}
 	}
 }
+
+// dwTileSweep are depthwise.comp tilings (tile width, height, depth and
+// outputs per invocation along W) that BenchmarkDepthwiseTiles times on a
+// device, the first being what depthwiseTile picks for the §8 shape.
+var dwTileSweep = []struct {
+	t  dwTile
+	tx int
+}{
+	{dwTile{32, 8, 8}, 1}, {dwTile{32, 8, 16}, 1}, {dwTile{32, 4, 16}, 1}, {dwTile{32, 16, 4}, 1},
+	{dwTile{32, 8, 4}, 1}, {dwTile{32, 4, 32}, 1}, {dwTile{16, 16, 8}, 1},
+	{dwTile{32, 8, 8}, 2}, {dwTile{64, 4, 8}, 2}, {dwTile{64, 8, 8}, 2},
+}
+
+// withDWTile runs f with the tiles of depthwise.comp and depthwise_dw.comp
+// and their outputs per invocation overridden.
+func withDWTile(g *GPU, t dwTile, tx int, f func()) {
+	g.dwTileOver, g.dwGradTileOver, g.dwTX = &t, &t, &tx
+	defer func() { g.dwTileOver, g.dwGradTileOver, g.dwTX = nil, nil, nil }()
+	f()
+}
+
+// Every tiling of the sweep computes the forward pass (plain, with
+// statistics, of an up-sampled input), the data gradient (its own pass,
+// with up-sampling block sums) and the whole backward pass (dx made in the
+// weight gradient's pass) right on shapes that end inside tiles.
+func TestDepthwiseTileSweep(t *testing.T) {
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(63, 64))
+	var cases []opCase
+	for _, p := range []ref.DepthwiseParams{
+		{N: 2, C: 3, Size: d3(17, 19, 23), Kernel: 3},
+		{N: 1, C: 2, Size: d3(10, 20, 36), Kernel: 3, Up: two3},
+	} {
+		cases = append(cases, depthwiseStatsCase(r, p, 0))
+		x, w, dy := randn(r, p.N*p.C*p.Size.Voxels()/p.UpFactor().Voxels()), randn(r, p.WeightLen()), randn(r, p.OutputLen())
+		cases = append(cases, opCase{fmt.Sprintf("%v-up%v/dx", p.Size, p.Up),
+			[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x))},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
+			}, depthwiseTol})
+		if p.Up != (ref.Dims3{}) {
+			continue // the fused backward of an up-sampled input: TestDepthwiseFusedBackward's tiles
+		}
+		cases = append(cases, opCase{fmt.Sprintf("%v-up%v/bwd", p.Size, p.Up),
+			[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x)),
+				output("dw", p.WeightLen()), output("db", p.BiasLen())},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+			}, depthwiseDWTol})
+	}
+	g.SetTuning(TuneGPU) // CPU devices' sizes take depthwise_direct
+	defer g.SetTuning(TuneDevice)
+	cpu := NewCPU()
+	for _, c := range cases {
+		want, _, err := runOn(cpu, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range dwTileSweep {
+			withDWTile(g, s.t, s.tx, func() {
+				got, _, err := runOn(g, c)
+				if err != nil {
+					t.Fatalf("%s, tile %v tx %d: %v", c.name, s.t, s.tx, err)
+				}
+				for n := range want {
+					if e := ref.RelL2(got[n], want[n]); !(e <= c.tol) {
+						t.Errorf("%s, tile %v tx %d: %s: relative L2 error %.3g > %.3g%s", c.name, s.t, s.tx, n, e, c.tol,
+							firstBad(got[n], want[n]))
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkDepthwiseTiles times the forward and the backward pass (dx made
+// in the weight gradient's) at the §8 shape under each tiling of
+// dwTileSweep: on a GPU (CPU devices take depthwise_direct).
+func BenchmarkDepthwiseTiles(b *testing.B) {
+	p := ref.DepthwiseParams{N: 2, C: 32, Size: d3(64, 64, 64), Kernel: 3}
+	r := rand.New(rand.NewPCG(65, 66))
+	ts := []tensorSpec{input("x", randn(r, p.InputLen())), input("w", randn(r, p.WeightLen())),
+		input("b", randn(r, p.BiasLen())), input("dy", randn(r, p.OutputLen())), output("y", p.OutputLen()),
+		output("dx", p.InputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen())}
+	for _, pass := range []struct {
+		name string
+		run  func(e Engine, t map[string]*Tensor) error
+	}{
+		{"fwd", func(e Engine, t map[string]*Tensor) error {
+			return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+		}},
+		{"bwd", func(e Engine, t map[string]*Tensor) error {
+			return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+		}},
+	} {
+		for _, s := range dwTileSweep {
+			b.Run(fmt.Sprintf("%s/%dx%dx%d-tx%d", pass.name, s.t.tw, s.t.th, s.t.td, s.tx), func(b *testing.B) {
+				g := gpuEngine(b)
+				withDWTile(g, s.t, s.tx, func() { benchCase(b, g, opCase{tensors: ts, run: pass.run}) })
+			})
+		}
+	}
+}

@@ -34,6 +34,11 @@ type GPU struct {
 	pwDWMaxBlocks *int
 	// dwTX, when set, overrides depthwiseTX (tests, benchmarks).
 	dwTX *int
+	// dwTileOver and dwGradTileOver, when set, override the tiles of
+	// depthwise.comp (depthwiseTile) and depthwise_dw.comp
+	// (weightGradTile): benchmarks sweep tilings on a device, tests check
+	// them.
+	dwTileOver, dwGradTileOver *dwTile
 	// directOn, when set, overrides whether the GEMM family and the
 	// depthwise convolution take their direct kernels (directGEMM,
 	// directDepthwise): tests take both paths, benchmarks compare.

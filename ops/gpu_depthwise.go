@@ -184,9 +184,21 @@ func (g *GPU) depthwiseStatsChunks(op string, p ref.DepthwiseParams) (int, error
 // loads per output (lavapipe: forward 12% faster at 1×8×32³).
 func (g *GPU) depthwiseTile(op string, p ref.DepthwiseParams) (dwTile, error) {
 	k := p.Kernel
-	return g.chooseTile(op, p.Size, tuned(g, 8, 16), func(t dwTile) int {
-		return (t.tw+k-1)*(t.th+k-1)*(t.td+k-1) + k*k*k
-	})
+	halo := func(t dwTile) int { return (t.tw+k-1)*(t.th+k-1)*(t.td+k-1) + k*k*k }
+	if g.dwTileOver != nil {
+		return g.fixedTile(op, *g.dwTileOver, halo)
+	}
+	return g.chooseTile(op, p.Size, tuned(g, 8, 16), halo)
+}
+
+// fixedTile returns t, an overriding tile, if its halo and workgroup fit
+// the device.
+func (g *GPU) fixedTile(op string, t dwTile, halo func(dwTile) int) (dwTile, error) {
+	info := g.dev.Info()
+	if halo(t) > int(info.MaxSharedMemory/4) || t.tw*t.th > int(info.MaxWorkgroupInvocs) {
+		return t, fmt.Errorf("ops.%s: tile %d×%d×%d does not fit the device", op, t.tw, t.th, t.td)
+	}
+	return t, nil
 }
 
 // upBlockSums reports whether the data-gradient kernel of p, a convolution
@@ -368,6 +380,10 @@ func (g *GPU) weightGradTile(op string, p ref.DepthwiseParams, dx bool) (t dwTil
 		n = 2
 	}
 	halo := func(t dwTile) int { return n * (t.tw + k - 1) * (t.th + k - 1) * (t.td + kdb - 1) }
+	if g.dwGradTileOver != nil {
+		t, err = g.fixedTile(op, *g.dwGradTileOver, halo)
+		return t, kdb, halo(t), err
+	}
 	// TD 8: with its loops unrolled, 18% faster than TD 4 on lavapipe
 	// (before unrolling, TD 8 was no faster on an H200).
 	t, err = g.chooseTile(op, p.Size, 8, halo)
