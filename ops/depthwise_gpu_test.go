@@ -279,6 +279,17 @@ func BenchmarkDepthwise(b *testing.B) {
 					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
 				}})
 		})
+		b.Run(s.name+"/fwd-stream", func(b *testing.B) {
+			g := gpuEngine(b)
+			on := true
+			g.dwStreamOn = &on
+			defer func() { g.dwStreamOn = nil }()
+			benchCase(b, g, opCase{
+				tensors: []tensorSpec{input("x", x), input("w", w), input("b", bias), output("y", p.OutputLen())},
+				run: func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+				}})
+		})
 		b.Run(s.name+"/fwd+bwd", func(b *testing.B) {
 			benchCase(b, gpuEngine(b), opCase{
 				tensors: []tensorSpec{input("x", x), input("w", w), input("b", bias), input("dy", dy),
@@ -734,9 +745,10 @@ func TestDepthwiseStatsErrors(t *testing.T) {
 }
 
 // BenchmarkDepthwiseStats times DepthwiseConv3dStats with the statistics
-// made by the convolution's kernel ("fused") and read again from its output
-// ("separate"), at the DESIGN.md §8 shape and at network levels that
-// lavapipe runs quickly.
+// made by the convolution's kernel ("fused"; "fused-stream" with
+// depthwise_stream on a GPU) and read again from its output ("separate"),
+// at the DESIGN.md §8 shape and at network levels that lavapipe runs
+// quickly.
 func BenchmarkDepthwiseStats(b *testing.B) {
 	for _, s := range []struct {
 		name string
@@ -747,11 +759,14 @@ func BenchmarkDepthwiseStats(b *testing.B) {
 		{"1x16x16^3", ref.DepthwiseParams{N: 1, C: 16, Size: d3(16, 16, 16), Kernel: 3}},
 	} {
 		c := depthwiseStatsCase(rand.New(rand.NewPCG(61, 62)), s.p, 0)
-		for _, fused := range []bool{true, false} {
-			b.Run(s.name+map[bool]string{true: "/fused", false: "/separate"}[fused], func(b *testing.B) {
+		for _, v := range []struct {
+			name          string
+			fused, stream bool
+		}{{"fused", true, false}, {"separate", false, false}, {"fused-stream", true, true}} {
+			b.Run(s.name+"/"+v.name, func(b *testing.B) {
 				g := gpuEngine(b)
-				g.dwStatsOn = &fused
-				defer func() { g.dwStatsOn = nil }()
+				g.dwStatsOn, g.dwStreamOn = &v.fused, &v.stream
+				defer func() { g.dwStatsOn, g.dwStreamOn = nil, nil }()
 				benchCase(b, g, c)
 			})
 		}
@@ -768,6 +783,14 @@ var dwTileSweep = []struct {
 	{dwTile{32, 8, 8}, 1}, {dwTile{32, 8, 16}, 1}, {dwTile{32, 4, 16}, 1}, {dwTile{32, 16, 4}, 1},
 	{dwTile{32, 8, 4}, 1}, {dwTile{32, 4, 32}, 1}, {dwTile{16, 16, 8}, 1},
 	{dwTile{32, 8, 8}, 2}, {dwTile{64, 4, 8}, 2}, {dwTile{64, 8, 8}, 2},
+}
+
+// dwStreamSweep are depthwise_stream.comp's tilings (column width, height
+// and depth) that BenchmarkDepthwiseTiles times, the first being what
+// streamTile picks for the §8 shape.
+var dwStreamSweep = []dwTile{
+	{32, 8, 16}, {32, 8, 8}, {32, 8, 32}, {32, 8, 64}, {32, 4, 32}, {32, 16, 16}, {64, 4, 16}, {64, 8, 16},
+	{16, 16, 16}, {128, 2, 32},
 }
 
 // withDWTile runs f with the tiles of depthwise.comp and depthwise_dw.comp
@@ -808,26 +831,35 @@ func TestDepthwiseTileSweep(t *testing.T) {
 			}, depthwiseDWTol})
 	}
 	g.SetTuning(TuneGPU) // CPU devices' sizes take depthwise_direct
-	defer g.SetTuning(TuneDevice)
+	defer func() { g.SetTuning(TuneDevice); g.dwStreamOn = nil }()
 	cpu := NewCPU()
-	for _, c := range cases {
+	check := func(c opCase, want map[string][]float32, tile dwTile, tx int, stream bool) {
+		g.dwStreamOn = &stream
+		withDWTile(g, tile, tx, func() {
+			got, _, err := runOn(g, c)
+			if err != nil {
+				t.Fatalf("%s, tile %v tx %d stream %t: %v", c.name, tile, tx, stream, err)
+			}
+			for n := range want {
+				if e := ref.RelL2(got[n], want[n]); !(e <= c.tol) {
+					t.Errorf("%s, tile %v tx %d stream %t: %s: relative L2 error %.3g > %.3g%s", c.name, tile, tx, stream,
+						n, e, c.tol, firstBad(got[n], want[n]))
+				}
+			}
+		})
+	}
+	for i, c := range cases {
 		want, _, err := runOn(cpu, c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range dwTileSweep {
-			withDWTile(g, s.t, s.tx, func() {
-				got, _, err := runOn(g, c)
-				if err != nil {
-					t.Fatalf("%s, tile %v tx %d: %v", c.name, s.t, s.tx, err)
-				}
-				for n := range want {
-					if e := ref.RelL2(got[n], want[n]); !(e <= c.tol) {
-						t.Errorf("%s, tile %v tx %d: %s: relative L2 error %.3g > %.3g%s", c.name, s.t, s.tx, n, e, c.tol,
-							firstBad(got[n], want[n]))
-					}
-				}
-			})
+			check(c, want, s.t, s.tx, false)
+		}
+		if i == 0 || i == 3 { // the forward passes with statistics
+			for _, s := range dwStreamSweep {
+				check(c, want, s, 1, true)
+			}
 		}
 	}
 }
@@ -858,5 +890,49 @@ func BenchmarkDepthwiseTiles(b *testing.B) {
 				withDWTile(g, s.t, s.tx, func() { benchCase(b, g, opCase{tensors: ts, run: pass.run}) })
 			})
 		}
+	}
+	on := true
+	for _, t := range dwStreamSweep {
+		b.Run(fmt.Sprintf("fwd-stream/%dx%dx%d", t.tw, t.th, t.td), func(b *testing.B) {
+			g := gpuEngine(b)
+			g.dwStreamOn = &on
+			defer func() { g.dwStreamOn = nil }()
+			withDWTile(g, t, 1, func() {
+				benchCase(b, g, opCase{tensors: ts, run: func(e Engine, t map[string]*Tensor) error {
+					return e.DepthwiseConv3d(p, t["x"], t["w"], t["b"], t["y"])
+				}})
+			})
+		})
+	}
+}
+
+// depthwise_stream adds each output's products in depthwise.comp's order
+// (input planes, then rows, then columns, from the bias up), so its forward
+// pass, plain, joined, of an up-sampled input and with statistics, must
+// have the bits of the tiles' under the GPU sizes; and the reference's
+// results on every shape of the forward tests, k5 and k7 falling back to
+// the tiles.
+func TestDepthwiseStream(t *testing.T) {
+	g := gpuEngine(t)
+	defer func() { g.dwStreamOn = nil }()
+	on := true
+	r := rand.New(rand.NewPCG(67, 68))
+	var cases []opCase
+	for _, s := range depthwiseShapes {
+		p := ref.DepthwiseParams{N: s.n, C: s.c, Size: s.size, Kernel: s.k}
+		cases = append(cases, depthwisePasses(r, fmt.Sprintf("N%d-C%d-%v-k%d", s.n, s.c, s.size, s.k), p)[0])
+	}
+	for _, s := range depthwiseStatsShapes {
+		cases = append(cases, depthwiseStatsCase(r, s.p, s.split))
+	}
+	g.dwStreamOn = &on
+	checkCases(t, cases)
+	for _, c := range cases {
+		tiles := func(e Engine, t map[string]*Tensor) error {
+			g.dwStreamOn = nil
+			defer func() { g.dwStreamOn = &on }()
+			return c.run(e, t)
+		}
+		checkSameBits(t, c.name, c.tensors, []string{"y"}, tiles, c.run)
 	}
 }

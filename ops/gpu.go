@@ -39,6 +39,10 @@ type GPU struct {
 	// (weightGradTile): benchmarks sweep tilings on a device, tests check
 	// them.
 	dwTileOver, dwGradTileOver *dwTile
+	// dwStreamOn, when set to true, runs the depthwise forward pass on
+	// depthwise_stream.comp (streamDepthwise): tests check it, benchmarks
+	// compare it with depthwise.comp's tiles.
+	dwStreamOn *bool
 	// directOn, when set, overrides whether the GEMM family and the
 	// depthwise convolution take their direct kernels (directGEMM,
 	// directDepthwise): tests take both paths, benchmarks compare.

@@ -131,6 +131,9 @@ func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *
 	if g.directDepthwise(p) {
 		return g.depthwiseDirect(op, p, x, w, b, y, flip, stats)
 	}
+	if !flip && g.streamDepthwise(p, y) {
+		return g.depthwiseStream(op, p, x, w, b, y.first, stats)
+	}
 	k := p.Kernel
 	tile, err := g.depthwiseTile(op, p)
 	if err != nil {
@@ -175,8 +178,58 @@ func (g *GPU) depthwiseStatsChunks(op string, p ref.DepthwiseParams) (int, error
 		return ceilDiv(p.Size[0], td) * ceilDiv(p.Size[1], ty) * ceilDiv(p.Size[2], tx), nil
 	}
 	t, err := g.depthwiseTile(op, p)
+	if g.streamDepthwise(p, dwPlanes{}) {
+		t, err = g.streamTile(op, p)
+	}
 	tl := t.tiles(p.Size)
 	return tl[0] * tl[1] * tl[2], err
+}
+
+// streamDepthwise reports whether the forward pass of p into y runs on
+// depthwise_stream.comp: kernels up to 3³ into one tensor, not an
+// accumulating view, when g.dwStreamOn is set (its speed against
+// depthwise.comp's tiles is not yet measured on a GPU).
+func (g *GPU) streamDepthwise(p ref.DepthwiseParams, y dwPlanes) bool {
+	return g.dwStreamOn != nil && *g.dwStreamOn && p.Kernel <= 3 && y.second == nil &&
+		(y.first == nil || !y.first.accumulate)
+}
+
+// streamTile is depthwise_stream.comp's tile for p: a column of
+// dwStreamTD output planes (or g.dwTileOver's), its workgroup TW×TH.
+func (g *GPU) streamTile(op string, p ref.DepthwiseParams) (dwTile, error) {
+	k := p.Kernel
+	halo := func(t dwTile) int { return 2 * (t.tw + k - 1) * (t.th + k - 1) }
+	if g.dwTileOver != nil {
+		return g.fixedTile(op, *g.dwTileOver, halo)
+	}
+	return g.chooseTile(op, p.Size, dwStreamTD, halo)
+}
+
+// dwStreamTD is the output planes of a depthwise_stream column: its two
+// extra input planes cost 1/8 more reads.
+const dwStreamTD = 16
+
+// depthwiseStream records depthwise_stream.comp: y = conv(x, w) + b, x
+// maybe joined or up-sampled, and with stats not nil each column's
+// (sum, M2, count, mean).
+func (g *GPU) depthwiseStream(op string, p ref.DepthwiseParams, x dwPlanes, w, b, y *Tensor, stats *vk.Buffer) error {
+	tile, err := g.streamTile(op, p)
+	if err != nil {
+		return err
+	}
+	tl := tile.tiles(p.Size)
+	join, split, x2, _ := g.dwJoin(p.C, x, dwPlanes{})
+	u := p.UpFactor()
+	kern, err := g.kernel("depthwise_stream", []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write, vk.Read, vk.Write}, 36,
+		uint32(tile.tw), uint32(tile.th), uint32(tile.td), uint32(p.Kernel), b32(b != nil), join,
+		uint32(u[0]), uint32(u[1]), uint32(u[2]), b32(stats != nil))
+	if err != nil {
+		return fmt.Errorf("ops.%s: %w", op, err)
+	}
+	push := pushDepthwise{uint32(p.N * p.C), uint32(p.C), uint32(p.Size[0]), uint32(p.Size[1]), uint32(p.Size[2]),
+		uint32(tl[0]), uint32(tl[1]), uint32(tl[2]), uint32(split)}
+	return g.dispatch(op, kern, vk.Grid1D(p.N*p.C*tl[0]*tl[1]*tl[2], 1), push,
+		x.first.gpu.buf, w.gpu.buf, g.buf(b), y.gpu.buf, x2, g.statsOut(stats))
 }
 
 // depthwiseTile is the tile of depthwise.comp for p: 8 outputs deep per
