@@ -702,26 +702,21 @@ func TestDepthwiseStats(t *testing.T) {
 	}
 }
 
+// Both engines refuse DepthwiseConv3dStats' bad arguments, naming it and
+// what is wrong.
 func TestDepthwiseStatsErrors(t *testing.T) {
 	g := gpuEngine(t)
 	p := ref.DepthwiseParams{N: 2, C: 3, Size: d3(2, 3, 4), Kernel: 3}
 	np := ref.NormParams{N: 2, C: 3, Size: p.Size, Eps: ref.DefaultNormEps}
-	alloc := allocator(t, g)
-	x, w, b, y := alloc(p.InputLen()), alloc(p.WeightLen()), alloc(p.BiasLen()), alloc(p.OutputLen())
-	mean, invStd := alloc(np.StatsLen()), alloc(np.StatsLen())
 	wide, badEps := np, np
 	wide.C = 4
 	badEps.Eps = 0
-	half := alloc(p.InputLen() / 3)
 	for _, e := range []Engine{g, NewCPU()} {
-		if e != Engine(g) {
-			// The CPU engine refuses the GPU's tensors before anything else.
-			if err := e.DepthwiseConv3dStats(p, np, 0, x, nil, w, b, y, mean, invStd); err == nil ||
-				!strings.Contains(err.Error(), "another engine") {
-				t.Errorf("cpu with GPU tensors: %v", err)
-			}
-			continue
-		}
+		alloc := allocator(t, e)
+		x, w, b, y := alloc(p.InputLen()), alloc(p.WeightLen()), alloc(p.BiasLen()), alloc(p.OutputLen())
+		mean, invStd := alloc(np.StatsLen()), alloc(np.StatsLen())
+		half := alloc(p.InputLen() / 3)
+		foreign := allocator(t, NewCPU())(np.StatsLen())
 		for _, c := range []struct {
 			name, want string
 			err        error
@@ -732,10 +727,11 @@ func TestDepthwiseStatsErrors(t *testing.T) {
 			{"short invStd", "invStd has", e.DepthwiseConv3dStats(p, np, 0, x, nil, w, b, y, mean, w)},
 			{"short x", "x1 has", e.DepthwiseConv3dStats(p, np, 0, half, nil, w, b, y, mean, invStd)},
 			{"joined split", "split 3", e.DepthwiseConv3dStats(p, np, 3, half, half, w, b, y, mean, invStd)},
+			{"another engine's mean", "another engine", e.DepthwiseConv3dStats(p, np, 0, x, nil, w, b, y, foreign, invStd)},
 		} {
 			if c.err == nil || !strings.Contains(c.err.Error(), "ops.DepthwiseConv3dStats:") ||
 				!strings.Contains(c.err.Error(), c.want) {
-				t.Errorf("%s: error %v, want ops.DepthwiseConv3dStats: … %s", c.name, c.err, c.want)
+				t.Errorf("%s: %s: error %v, want ops.DepthwiseConv3dStats: … %s", e.Name(), c.name, c.err, c.want)
 			}
 		}
 	}
