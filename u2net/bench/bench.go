@@ -152,15 +152,19 @@ func (t *tensors) sets(k, n int) []*ops.Tensor {
 // together they exceed the device's caches (an H200's last level holds
 // 50 MB, a CPU's some tens of MB), so that no timed call finds its inputs
 // where the calls before it left them.
+// Tiny operations, whose time is the dispatch's rather than their bytes',
+// rotate over at most maxSets (at 1×2×4³ a CPU device's 64 MB took 65536
+// sets, whose allocations alone took minutes).
 const (
 	rotateBytesGPU = 256 << 20
 	rotateBytesCPU = 64 << 20
+	maxSets        = 1024
 )
 
 // setsFor returns how many input sets op's calls rotate over on e: enough
 // for rotateBytes of inputs (counting an input and an output gradient of
 // the input's size per set), at most a quarter of a device's memory limit,
-// at least 2.
+// at least 2 and at most maxSets.
 func setsFor(e ops.Engine, o op) int {
 	budget := rotateBytesGPU
 	g, ok := e.(*ops.GPU)
@@ -171,7 +175,7 @@ func setsFor(e ops.Engine, o op) int {
 		budget = min(budget, int(g.Device().MemoryLimit()/4))
 	}
 	per := 2 * 4 * o.in.len()
-	return max(2, (budget+per-1)/per)
+	return min(maxSets, max(2, (budget+per-1)/per))
 }
 
 func (t *tensors) free() {

@@ -113,3 +113,26 @@ func TestTilesSkippedOnCPUDevices(t *testing.T) {
 		t.Errorf("%d tilings measured, log %q: want none, and the skip said", len(rep.Tiles), lines)
 	}
 }
+
+// Inputs rotate over enough sets to exceed the caches, but tiny operations
+// over at most maxSets: at 1×2×4³ a CPU device's budget meant 65536 sets,
+// whose allocations took minutes.
+func TestSetsFor(t *testing.T) {
+	cpu := ops.NewCPU()
+	for _, c := range []struct {
+		s    Shape
+		want int
+	}{
+		{Shape{N: 1, C: 2, S: ref.Dims3{4, 4, 4}}, maxSets},
+		{Shape{N: 1, C: 8, S: ref.Dims3{16, 16, 16}}, 256},   // 64 MiB / 256 KiB per set
+		{Shape{N: 2, C: 32, S: ref.Dims3{64, 64, 64}}, 2},    // one set is 128 MiB
+		{Shape{N: 1, C: 16, S: ref.Dims3{32, 32, 32}}, 16},   // 4 MiB per set
+		{Shape{N: 1, C: 1, S: ref.Dims3{1, 1, 2}}, maxSets},  // 16 bytes
+		{Shape{N: 2, C: 16, S: ref.Dims3{128, 128, 128}}, 2}, // beyond the budget
+		{Shape{N: 1, C: 16, S: ref.Dims3{8, 8, 8}}, maxSets}, // 64 KiB per set: the cap exactly
+	} {
+		if got := setsFor(cpu, op{in: c.s}); got != c.want {
+			t.Errorf("%v: %d sets, want %d", c.s, got, c.want)
+		}
+	}
+}
