@@ -43,6 +43,8 @@ type GPU struct {
 	// depthwise_stream.comp (streamDepthwise): tests check it, benchmarks
 	// compare it with depthwise.comp's tiles.
 	dwStreamOn *bool
+	// kernelSet holds the kernel choices SetKernel overrides.
+	kernelSet map[string]string
 	// directOn, when set, overrides whether the GEMM family and the
 	// depthwise convolution take their direct kernels (directGEMM,
 	// directDepthwise): tests take both paths, benchmarks compare.

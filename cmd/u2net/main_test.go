@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,6 +32,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "--repeats", "-2"}, 2, "--repeats -2: want a positive count"},
 		{[]string{"bench", "--sections", "levels,foo"}, 2, `--sections: unknown section "foo"`},
 		{[]string{"bench", "--shape", "1,2,3"}, 2, "want N,C,D,H,W"},
+		{[]string{"bench", "--kernel", "depthwise"}, 2, "--kernel: kernel choice \"depthwise\" is not NAME=VALUE"},
+		{[]string{"bench", "--kernel", "norm=often"}, 2, "--kernel: kernel choice norm takes auto, fused, chunked"},
 		// Output folders are checked before anything is measured.
 		{[]string{"bench", "--json", "/no-such-folder/b.json"}, 1, "--json: folder /no-such-folder"},
 		{[]string{"bench", "--png", "/no-such-folder/b.png"}, 1, "--png: folder /no-such-folder"},
@@ -93,6 +96,27 @@ func TestDevicesListsCPUEngineAndVulkan(t *testing.T) {
 
 // With --json -, standard output holds the JSON alone (the tables go to
 // standard error), so that it can be piped.
+// --kernel choices reach the Vulkan device and its report, text and JSON.
+func TestBenchKernelChoices(t *testing.T) {
+	code, stdout, stderr := run("bench", "--device", "0", "--sections", "levels", "--shape", "1,2,4,4,4",
+		"--repeats", "1", "--kernel", "direct=off", "--kernel", "norm=chunked", "--json", "-")
+	if code != 0 {
+		t.Fatalf("u2net bench --kernel: exit %d, stderr %q", code, stderr)
+	}
+	var reps []struct {
+		Kernels []string `json:"kernels"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &reps); err != nil {
+		t.Fatalf("standard output is not JSON alone: %v\n%s", err, stdout)
+	}
+	if want := []string{"direct=off", "norm=chunked"}; len(reps) != 1 || !slices.Equal(reps[0].Kernels, want) {
+		t.Errorf("JSON kernels %+v, want one engine's %v", reps, want)
+	}
+	if !strings.Contains(stderr, "kernel choices: direct=off, norm=chunked") {
+		t.Errorf("the tables do not name the kernel choices:\n%s", stderr)
+	}
+}
+
 func TestBenchJSONToStdout(t *testing.T) {
 	code, stdout, stderr := run("bench", "--device", "cpu", "--sections", "levels", "--shape", "1,1,3,3,3",
 		"--repeats", "1", "--json", "-")

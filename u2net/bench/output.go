@@ -21,6 +21,9 @@ import (
 func WriteText(w io.Writer, reps []*Report) {
 	for _, r := range reps {
 		fmt.Fprintf(w, "\n== %s\n", r.Engine)
+		if len(r.Kernels) > 0 {
+			fmt.Fprintf(w, "kernel choices: %s\n", strings.Join(r.Kernels, ", "))
+		}
 		if r.Peaks.CopyGBps > 0 {
 			fmt.Fprintf(w, "measured peaks: copy %.0f GB/s, FMA %.0f GFLOP/s\n", r.Peaks.CopyGBps, r.Peaks.GFLOPs)
 		}

@@ -174,7 +174,10 @@ type ScaleResult struct {
 
 // Report is everything measured on one engine.
 type Report struct {
-	Engine    string        `json:"engine"`
+	Engine string `json:"engine"`
+	// Kernels are the kernel choices overridden on the engine
+	// (ops.GPU.SetKernel).
+	Kernels   []string      `json:"kernels,omitempty"`
 	Peaks     ops.Peaks     `json:"peaks"`
 	Ops       []OpResult    `json:"ops"`
 	Separable []SepResult   `json:"separable_vs_dense"`
@@ -205,6 +208,7 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 		opt.Repeats = 1
 	}
 	if g, ok := e.(*ops.GPU); ok {
+		rep.Kernels = g.Kernels()
 		log("measuring copy bandwidth and FMA throughput")
 		// Two buffers of this size, within a memory limit's quarter.
 		size := min(256<<20, int(g.Device().Info().MaxStorageBufferRange)/2)

@@ -1,0 +1,68 @@
+package ops
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops/ref"
+)
+
+func TestSetKernel(t *testing.T) {
+	g := gpuEngine(t)
+	p := ref.DepthwiseParams{N: 1, C: 2, Size: d3(4, 5, 6), Kernel: 3}
+	np := ref.NormParams{N: 1, C: 2, Size: d3(4, 5, 6), Eps: ref.DefaultNormEps}
+	defer func() {
+		for _, c := range kernelChoices {
+			if err := g.SetKernel(c.name + "=auto"); err != nil {
+				t.Error(err)
+			}
+		}
+		g.SetTuning(TuneDevice)
+	}()
+	g.SetTuning(TuneGPU)
+	for _, c := range []struct {
+		choice string
+		check  func() bool // whether the engine now picks as asked
+	}{
+		{"depthwise-forward=stream", func() bool { return g.streamDepthwise(p, dwPlanes{}) }},
+		{"depthwise-forward=tiles", func() bool { return !g.streamDepthwise(p, dwPlanes{}) }},
+		{"depthwise-forward=auto", func() bool { return !g.streamDepthwise(p, dwPlanes{}) }},
+		{"depthwise-backward=two-pass", func() bool { return !g.fusedBackward("test", p) }},
+		{"depthwise-backward=fused", func() bool { return g.fusedBackward("test", p) }},
+		{"depthwise-stats=separate", func() bool { return g.dwStatsOn != nil && !*g.dwStatsOn }},
+		{"norm=fused", func() bool { plan := g.newNormPlan("test", np); return g.fusedNorm(&plan, 1) }},
+		{"norm=chunked", func() bool { plan := g.newNormPlan("test", np); return !g.fusedNorm(&plan, 100) }},
+		{"direct=on", func() bool { return g.directDepthwise(p) }},
+		{"direct=off", func() bool { return !g.directDepthwise(p) }},
+	} {
+		if err := g.SetKernel(c.choice); err != nil {
+			t.Errorf("SetKernel(%q): %v", c.choice, err)
+		} else if !c.check() {
+			t.Errorf("SetKernel(%q): the engine does not pick as asked", c.choice)
+		}
+	}
+	want := []string{"depthwise-backward=fused", "depthwise-stats=separate", "direct=off", "norm=chunked"}
+	if got := g.Kernels(); !slices.Equal(got, want) {
+		t.Errorf("Kernels() = %v, want %v", got, want)
+	}
+	for _, c := range []struct{ choice, want string }{
+		{"depthwise-forward", "NAME=VALUE"},
+		{"conv=fast", "NAME one of depthwise-forward"},
+		{"norm=sometimes", "norm takes auto, fused, chunked"},
+	} {
+		if err := g.SetKernel(c.choice); err == nil || !strings.Contains(err.Error(), c.want) ||
+			!strings.HasPrefix(err.Error(), "ops.SetKernel: ") {
+			t.Errorf("SetKernel(%q): error %v, want one saying %q", c.choice, err, c.want)
+		}
+		if err := CheckKernel(c.choice); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("CheckKernel(%q): error %v, want one saying %q", c.choice, err, c.want)
+		}
+	}
+	if err := CheckKernel("direct=auto"); err != nil {
+		t.Errorf("CheckKernel(direct=auto): %v", err)
+	}
+	if n := len(KernelChoices()); n != len(kernelChoices) || !strings.HasPrefix(KernelChoices()[0], "depthwise-forward=auto|stream|tiles: ") {
+		t.Errorf("KernelChoices() = %q", KernelChoices())
+	}
+}
