@@ -29,19 +29,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	shape := fs.String("shape", "", "measure the operations at this N,C,D,H,W instead of the default levels")
 	noNet := fs.Bool("no-network", false, "skip the whole-network and scaling measurements")
 	sections := fs.String("sections", "", "measure only these, comma-separated: levels, anchor, network, scaling, tiles (GEMM tilings, GPU only)")
-	var kernels listFlag
-	fs.Var(&kernels, "kernel", "override a kernel choice of the Vulkan devices, NAME=VALUE (repeat for several; the engine's own rule is auto):\n"+
-		strings.Join(ops.KernelChoices(), "\n"))
+	kernels := addKernelFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments %v", fs.Args())
 	}
-	for _, k := range kernels {
-		if err := ops.CheckKernel(k); err != nil {
-			return usageError("--kernel: %v", err)
-		}
+	if err := kernels.check(); err != nil {
+		return err
 	}
 	opt := bench.FullOptions()
 	if *quick {
@@ -109,15 +105,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--device %s: %w", sel, err)
 		}
-		if g, ok := e.(*ops.GPU); ok {
-			for _, k := range kernels {
-				if err := g.SetKernel(k); err != nil {
-					e.Close()
-					return fmt.Errorf("--kernel: %w", err)
-				}
-			}
-		} else if len(kernels) > 0 {
-			log.Info("--kernel applies to Vulkan devices only", "engine", e.Name())
+		if err := kernels.apply(e, log); err != nil {
+			e.Close()
+			return err
 		}
 		o := opt
 		if _, cpu := e.(*ops.CPU); cpu {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -143,6 +144,48 @@ func parseTriple(flag, s string) ([3]int, error) {
 }
 
 // listFlag collects a repeatable string flag.
+// kernelsFlag is --kernel, repeated: kernel choices for a Vulkan device
+// (ops.GPU.SetKernel).
+type kernelsFlag struct{ listFlag }
+
+// addKernelFlag registers --kernel on fs.
+func addKernelFlag(fs *flag.FlagSet) *kernelsFlag {
+	k := &kernelsFlag{}
+	fs.Var(&k.listFlag, "kernel", "override a kernel choice of a Vulkan device, NAME=VALUE (repeat for several; auto is the engine's own rule):\n"+
+		strings.Join(ops.KernelChoices(), "\n"))
+	return k
+}
+
+// check refuses choices that no engine takes, before any work.
+func (k *kernelsFlag) check() error {
+	for _, c := range k.listFlag {
+		if err := ops.CheckKernel(c); err != nil {
+			return usageError("--kernel: %v", err)
+		}
+	}
+	return nil
+}
+
+// apply sets the choices on e, a Vulkan device; the CPU reference engine
+// has no kernels to choose, which the log says.
+func (k *kernelsFlag) apply(e ops.Engine, log *slog.Logger) error {
+	if len(k.listFlag) == 0 {
+		return nil
+	}
+	g, ok := e.(*ops.GPU)
+	if !ok {
+		log.Info("--kernel applies to Vulkan devices only", "engine", e.Name())
+		return nil
+	}
+	for _, c := range k.listFlag {
+		if err := g.SetKernel(c); err != nil {
+			return fmt.Errorf("--kernel: %w", err)
+		}
+	}
+	log.Info("kernel choices", "engine", e.Name(), "kernel", strings.Join(g.Kernels(), ","))
+	return nil
+}
+
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }

@@ -29,6 +29,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"version", "--x"}, 2, "flag provided but not defined"},
 		{[]string{"train", "--data", "d", "--out", "o", "--folds", "5", "--val-fraction", "0.1"}, 2, "--val-fraction and --folds or --split both choose"},
 		{[]string{"train", "--data", "d", "--out", "o", "--workers", "-1"}, 2, "--workers -1"},
+		{[]string{"train", "--data", "d", "--out", "o", "--kernel", "direct=sometimes"}, 2, "--kernel: kernel choice direct takes auto, on, off"},
+		{[]string{"predict", "--model", "m", "--kernel", "fast"}, 2, "--kernel: kernel choice \"fast\" is not NAME=VALUE"},
 		{[]string{"bench", "--repeats", "-2"}, 2, "--repeats -2: want a positive count"},
 		{[]string{"bench", "--sections", "levels,foo"}, 2, `--sections: unknown section "foo"`},
 		{[]string{"bench", "--shape", "1,2,3"}, 2, "want N,C,D,H,W"},

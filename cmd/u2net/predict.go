@@ -38,6 +38,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	device := fs.String("device", "", "device index, name or cpu")
 	var memoryLimit memoryLimitFlag
 	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB (predict then uses smaller windows); default: half the host's memory on the CPU engine and CPU Vulkan devices, no cap on GPUs; 0: no cap")
+	kernels := addKernelFlag(fs)
 	patch := fs.String("patch", "", "sliding-window size D,H,W (default: the patch the model was trained with, as its plan records it; or one window)")
 	overlap := fs.Float64("overlap", 0.5, "overlap of neighbouring windows")
 	batch := fs.Int("batch", 2, "windows per forward pass")
@@ -46,6 +47,9 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	fold := fs.Int("fold", 0, "with a reference fold file as --split, the fold whose validation cases to predict")
 	largest := fs.String("largest-component", "", `keep only the largest connected component (26-connected) of these classes, "all", "none" or label values or names separated by commas; their other voxels become background (for structures of one piece: an organ, not a vessel tree or scattered lesions); default: the classes for which training found it raised the validation Dice, as the model's plan records (every model's, for an ensemble)`)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := kernels.check(); err != nil {
 		return err
 	}
 	switch {
@@ -96,6 +100,9 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.Close()
+	if err := kernels.apply(e, log); err != nil {
+		return err
+	}
 	members := make([]predict.Member, len(models))
 	for i, m := range models {
 		net, err := u2net.NewNet(m, e)

@@ -34,6 +34,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	device := fs.String("device", "", "device index, name or cpu (default: the best found)")
 	var memoryLimit memoryLimitFlag
 	fs.Var(&memoryLimit, "memory-limit", "cap on the memory used for tensors, e.g. 8GiB; default: half the host's memory on the CPU engine and CPU Vulkan devices, no cap on GPUs; 0: no cap")
+	kernels := addKernelFlag(fs)
 	seed := fs.Uint64("seed", 1, "random seed")
 	fs.StringVar(&opt.Optimizer, "optimizer", "adam", "adam (3e-4, weight decay 5e-4) or sgd (Nesterov, poly decay)")
 	fs.Float64Var(&opt.LR, "lr", 0, "learning rate (default: the optimizer's)")
@@ -50,6 +51,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&opt.Workers, "workers", 0, "cases planned and preprocessed at once, each holding a whole image (default: one per core, at most 8); batches built ahead use up to 4 of them")
 	fs.BoolVar(&opt.DeepSupervisionLoss, "ds-loss", true, "also train the deep-supervision heads on down-sampled labels (weights halving per level)")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := kernels.check(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -98,6 +102,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.Close()
+	if err := kernels.apply(e, log); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := train.Run(ctx, opt, e, log, terminal(stderr))

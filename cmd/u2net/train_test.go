@@ -64,6 +64,12 @@ func TestTrainResumePredictEval(t *testing.T) {
 			t.Errorf("predict did not write %s", f)
 		}
 	}
+	// Kernel choices reach a Vulkan device, and the log names them.
+	if code, _, stderr := run("predict", "--model", model, "--domain", "SynthCT", "--input", one[0],
+		"--output", filepath.Join(dir, "kernels.nii.gz"), "--device", "0", "--kernel", "depthwise-stats=separate",
+		"--kernel", "norm=chunked"); code != 0 || !strings.Contains(stderr, `kernel="depthwise-stats=separate,norm=chunked"`) {
+		t.Errorf("predict --kernel: exit %d: %s", code, stderr)
+	}
 	if code, stdout, stderr := run("eval", "--pred", pred, "--ref", filepath.Join(ct, "labelsTs")); code != 0 || !strings.Contains(stdout, "mean") {
 		t.Errorf("eval: exit %d: %s %s", code, stdout, stderr)
 	}
