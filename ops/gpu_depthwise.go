@@ -125,8 +125,8 @@ type pushDepthwise struct {
 
 // depthwiseConv records y = conv(x, w) + b, or with flip the input gradient
 // conv(x, flip(w)) without bias; x or y may be joined. With stats not nil
-// (forward only) each workgroup also writes its tile's (mean, M2, count)
-// there, depthwiseStatsChunks per plane.
+// (forward only) each workgroup also writes its tile's statistics there,
+// (sum, M2, count, mean), depthwiseStatsChunks per plane.
 func (g *GPU) depthwiseConv(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool, stats *vk.Buffer) error {
 	if g.directDepthwise(p) {
 		return g.depthwiseDirect(op, p, x, w, b, y, flip, stats)
@@ -169,9 +169,9 @@ func (g *GPU) statsOut(stats *vk.Buffer) *vk.Buffer {
 	return stats
 }
 
-// depthwiseStatsChunks is how many (mean, M2, count) the forward
-// convolution of p writes per plane with statistics: one per tile, or on
-// CPU devices one per invocation's block.
+// depthwiseStatsChunks is how many (sum, M2, count, mean) the forward
+// convolution of p writes per plane with statistics: one per tile (or
+// column), or on CPU devices one per invocation's block.
 func (g *GPU) depthwiseStatsChunks(op string, p ref.DepthwiseParams) (int, error) {
 	if g.directDepthwise(p) {
 		ty, tx, td, _ := directDWShape(p, false)
@@ -198,7 +198,9 @@ func (g *GPU) streamDepthwise(p ref.DepthwiseParams, y dwPlanes) bool {
 // dwStreamTD output planes (or g.dwTileOver's), its workgroup TW×TH.
 func (g *GPU) streamTile(op string, p ref.DepthwiseParams) (dwTile, error) {
 	k := p.Kernel
-	halo := func(t dwTile) int { return 2 * (t.tw + k - 1) * (t.th + k - 1) }
+	// Two halo planes and the statistics' tree, three floats per
+	// invocation.
+	halo := func(t dwTile) int { return 2*(t.tw+k-1)*(t.th+k-1) + 3*t.tw*t.th }
 	if g.dwTileOver != nil {
 		return g.fixedTile(op, *g.dwTileOver, halo)
 	}
