@@ -92,7 +92,7 @@ func directDWBlock(size ref.Dims3, vox int) (ty, tx int) {
 // depthwiseDirect records depthwise_direct's convolution: y = conv(x, w) + b,
 // or with flip conv(x, flip(w)) without bias; x or y may be joined. With
 // stats not nil (forward only) each invocation also writes its block's
-// (mean, M2, count) there.
+// (sum, M2, count, mean) there.
 func (g *GPU) depthwiseDirect(op string, p ref.DepthwiseParams, x dwPlanes, w, b *Tensor, y dwPlanes, flip bool, stats *vk.Buffer) error {
 	ty, tx, td, ok := directDWShape(p, flip)
 	if !ok {

@@ -166,7 +166,7 @@ func (g *GPU) normReduce(np *normPlan, mode uint32, x, r, dy, gamma, beta *Tenso
 }
 
 // normCombine records norm_combine in the given mode over n results; with
-// counted (MODE 0), partial holds (mean, M2, count) vec4s.
+// counted (MODE 0), partial holds (sum, M2, count, mean) vec4s.
 func (g *GPU) normCombine(np *normPlan, mode uint32, counted bool, push pushNorm, partial, res, a, b *vk.Buffer, n int) error {
 	wg := tuned[uint32](g, normCombineG, normCombineCPU)
 	k, err := g.kernel("norm_combine", []vk.Access{vk.Read, vk.Write, vk.Write, vk.Write}, 36, wg, 1, 1, mode, b32(counted))
