@@ -8,7 +8,9 @@ import (
 )
 
 // Depthwise convolution on the GPU: shaders/depthwise.comp computes the
-// forward pass and, with the kernel flipped, the input gradient;
+// forward pass (or, when chosen, shaders/depthwise_stream.comp, which
+// streams columns along D) and, with the kernel flipped, the input
+// gradient;
 // shaders/depthwise_dw.comp and depthwise_dw_sum.comp the weight gradient as
 // a two-pass split reduction, whose first pass also makes the input
 // gradient when both are asked for (fusedBackward: dy is read once);

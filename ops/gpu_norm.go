@@ -19,6 +19,10 @@ import (
 //	norm_combine (MODE 1) per channel: the plane means and dgamma, dbeta
 //	norm_apply (MODE 1)   elementwise: dx and the residual's dr
 //
+// A depthwise convolution that a norm follows may make the first pass's
+// chunk statistics itself, per tile (DepthwiseConv3dStats): norm_combine
+// then merges them in its COUNTED mode.
+//
 // Planes are split into chunks of normChunk voxels so that a few large
 // planes (2×32 planes of 64³) still spread over thousands of workgroups;
 // CPU devices take chunks of normChunkCPU.
