@@ -33,12 +33,23 @@ var kernelChoices = []kernelChoice{
 		[]string{"on", "off"}, func(g *GPU, on *bool) { g.directOn = on }},
 }
 
-// KernelChoices describes the choices SetKernel takes, one line each:
-// "name=value|value: what it picks".
-func KernelChoices() []string {
-	var out []string
-	for _, c := range kernelChoices {
-		out = append(out, fmt.Sprintf("%s=auto|%s: %s", c.name, strings.Join(c.values, "|"), c.doc))
+// KernelChoice is one choice SetKernel takes: its name, what it picks
+// between, and its values besides auto.
+type KernelChoice struct {
+	Name, Doc string
+	Values    []string
+}
+
+// String is the choice in one line: "name=auto|value|value: what it picks".
+func (c KernelChoice) String() string {
+	return fmt.Sprintf("%s=auto|%s: %s", c.Name, strings.Join(c.Values, "|"), c.Doc)
+}
+
+// KernelChoices lists the choices SetKernel takes.
+func KernelChoices() []KernelChoice {
+	out := make([]KernelChoice, len(kernelChoices))
+	for i, c := range kernelChoices {
+		out[i] = KernelChoice{c.name, c.doc, slices.Clone(c.values)}
 	}
 	return out
 }

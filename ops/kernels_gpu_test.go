@@ -62,7 +62,7 @@ func TestSetKernel(t *testing.T) {
 	if err := CheckKernel("direct=auto"); err != nil {
 		t.Errorf("CheckKernel(direct=auto): %v", err)
 	}
-	if n := len(KernelChoices()); n != len(kernelChoices) || !strings.HasPrefix(KernelChoices()[0], "depthwise-forward=auto|stream|tiles: ") {
-		t.Errorf("KernelChoices() = %q", KernelChoices())
+	if cs := KernelChoices(); len(cs) != len(kernelChoices) || !strings.HasPrefix(cs[0].String(), "depthwise-forward=auto|stream|tiles: ") {
+		t.Errorf("KernelChoices() = %v", cs)
 	}
 }

@@ -28,7 +28,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	repeats := fs.Int("repeats", 0, "timed repeats per measurement: the median is reported, and the spread of the repeats (default 3 quick, 10 full)")
 	shape := fs.String("shape", "", "measure the operations at this N,C,D,H,W instead of the default levels")
 	noNet := fs.Bool("no-network", false, "skip the whole-network and scaling measurements")
-	sections := fs.String("sections", "", "measure only these, comma-separated: levels, anchor, network, scaling, tiles (GEMM tilings, GPU only)")
+	sections := fs.String("sections", "", "measure only these, comma-separated: levels, anchor, network, scaling, tiles (GEMM tilings, GPU only), kernels (the universal network under each --kernel choice's values in turn, GPU only; not in the default set)")
 	kernels := addKernelFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -75,11 +75,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		want := map[string]bool{}
 		for _, s := range strings.Split(*sections, ",") {
 			switch s = strings.TrimSpace(s); s {
-			case "levels", "anchor", "network", "scaling", "tiles":
+			case "levels", "anchor", "network", "scaling", "tiles", "kernels":
 				want[s] = true
 			default:
 				return usageError("--sections: unknown section %q", s)
 			}
+		}
+		if want["kernels"] {
+			opt.Kernels = opt.Network
 		}
 		if !want["levels"] {
 			opt.Levels = []bench.Shape{}

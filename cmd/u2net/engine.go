@@ -151,8 +151,12 @@ type kernelsFlag struct{ listFlag }
 // addKernelFlag registers --kernel on fs.
 func addKernelFlag(fs *flag.FlagSet) *kernelsFlag {
 	k := &kernelsFlag{}
+	var lines []string
+	for _, c := range ops.KernelChoices() {
+		lines = append(lines, c.String())
+	}
 	fs.Var(&k.listFlag, "kernel", "override a kernel choice of a Vulkan device, NAME=VALUE (repeat for several; auto is the engine's own rule):\n"+
-		strings.Join(ops.KernelChoices(), "\n"))
+		strings.Join(lines, "\n"))
 	return k
 }
 

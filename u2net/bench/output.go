@@ -121,6 +121,7 @@ func WriteText(w io.Writer, reps []*Report) {
 			tw.Flush()
 		}
 		writeTiles(w, r.Tiles)
+		writeKernelAB(w, r.KernelAB)
 	}
 	if len(reps) > 1 {
 		fmt.Fprintln(w, "\nengines side by side (fwd+bwd ms; whole network: train step ms):")
@@ -372,4 +373,26 @@ func dispatchList(ks []KernelTime) string {
 		parts[i] = fmt.Sprintf("%s %.3f", name, k.MS)
 	}
 	return strings.Join(parts, " + ")
+}
+
+// writeKernelAB prints the universal network under each kernel choice
+// against the baseline (the first result).
+func writeKernelAB(w io.Writer, res []KernelResult) {
+	if len(res) == 0 {
+		return
+	}
+	base := res[0]
+	fmt.Fprintf(w, "\nkernel choices, the universal network at %s, each against the choices as set:\n", base.Setting)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "choice\ttrain step ms (GPU)\tforward ms (GPU)\tstep speed-up\tforward speed-up\t")
+	for _, k := range res {
+		name, step, fwd := k.Choice, "", ""
+		if name == "" {
+			name = "(as set)"
+		} else {
+			step, fwd = ratio(base.StepGPUMS, k.StepGPUMS), ratio(base.ForwardGPUMS, k.ForwardGPUMS)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", name, wallGPU(k.StepMS, k.StepGPUMS), wallGPU(k.ForwardMS, k.ForwardGPUMS), step, fwd)
+	}
+	tw.Flush()
 }

@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/u2net-vk/u2net/ops"
@@ -32,6 +34,11 @@ type Options struct {
 	// and pointwise convolutions) at this activation shape under every
 	// candidate tiling of the GPU's GEMM kernel; N 0 skips it.
 	Tiles Shape
+	// Kernels times the universal network at this setting under each value
+	// of each kernel choice in turn (ops.KernelChoices), the other choices
+	// as set, against the choices as set: on GPU engines; Domains 0 skips
+	// it.
+	Kernels NetSetting
 }
 
 // NetSetting is a whole-network benchmark configuration.
@@ -84,8 +91,9 @@ type NetResult struct {
 	Params  int    `json:"parameters"`
 	// StepMS and ForwardMS are wall times from the host's data to the
 	// host's results (uploads, downloads and recording included);
-	// StepGPUMS and ForwardGPUMS the GPU time of the pass alone, its data
-	// already on the device, which is what PyTorch's numbers measure.
+	// StepGPUMS and ForwardGPUMS the GPU time of the pass alone (the
+	// median of the repeats), its data already on the device, which is
+	// what PyTorch's numbers measure.
 	StepMS       float64 `json:"train_step_ms"`
 	ForwardMS    float64 `json:"forward_ms"`
 	StepGPUMS    float64 `json:"train_step_gpu_ms,omitempty"`
@@ -102,7 +110,8 @@ type NetResult struct {
 	// Note says why the setting differs from the one asked for.
 	Note string `json:"note,omitempty"`
 	// StepProfile and ForwardProfile are the GPU time per kernel family of
-	// one step and one forward pass, largest first.
+	// the step and of the forward pass whose GPU time was the median of the
+	// repeats, largest first.
 	StepProfile    []KernelTime `json:"step_profile,omitempty"`
 	ForwardProfile []KernelTime `json:"forward_profile,omitempty"`
 }
@@ -115,32 +124,39 @@ type KernelTime struct {
 	MS         float64 `json:"ms"`
 }
 
-// profile runs f once on a timed GPU engine and sums the GPU time by kernel.
-func profile(g *ops.GPU, f func() error) ([]KernelTime, error) {
+// profile runs f repeats times on a timed GPU engine and sums the GPU
+// time by kernel of the run whose total is the median: one run's
+// breakdown, steadier than a single run.
+func profile(g *ops.GPU, repeats int, f func() error) ([]KernelTime, error) {
 	if err := g.SetTimed(true); err != nil {
 		return nil, err
 	}
 	defer g.SetTimed(false)
-	if err := f(); err != nil {
-		return nil, err
-	}
-	by := map[[2]string]*KernelTime{}
-	for _, t := range g.TakeTimings() {
-		key := [2]string{t.Kernel, t.Label}
-		k := by[key]
-		if k == nil {
-			k = &KernelTime{Kernel: t.Kernel, Op: t.Label}
-			by[key] = k
+	var runs [][]KernelTime
+	for range max(repeats, 1) {
+		if err := f(); err != nil {
+			return nil, err
 		}
-		k.Dispatches++
-		k.MS += ms(t.Duration)
+		by := map[[2]string]*KernelTime{}
+		for _, t := range g.TakeTimings() {
+			key := [2]string{t.Kernel, t.Label}
+			k := by[key]
+			if k == nil {
+				k = &KernelTime{Kernel: t.Kernel, Op: t.Label}
+				by[key] = k
+			}
+			k.Dispatches++
+			k.MS += ms(t.Duration)
+		}
+		out := make([]KernelTime, 0, len(by))
+		for _, k := range by {
+			out = append(out, *k)
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].MS > out[j].MS })
+		runs = append(runs, out)
 	}
-	out := make([]KernelTime, 0, len(by))
-	for _, k := range by {
-		out = append(out, *k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].MS > out[j].MS })
-	return out, nil
+	sort.SliceStable(runs, func(i, j int) bool { return totalMS(runs[i]) < totalMS(runs[j]) })
+	return runs[len(runs)/2], nil
 }
 
 // totalMS is the GPU time of a whole profile: the dispatches' times do not
@@ -184,6 +200,20 @@ type Report struct {
 	Network   []NetResult   `json:"network"`
 	Scaling   []ScaleResult `json:"scaling"`
 	Tiles     []TileResult  `json:"gemm_tiles,omitempty"`
+	// KernelAB is the universal network under each kernel choice's values
+	// (Options.Kernels), the baseline first.
+	KernelAB []KernelResult `json:"kernel_choices,omitempty"`
+}
+
+// KernelResult is the universal network under one kernel choice, "name=value"
+// (Choice "" for the baseline: the engine's choices as set).
+type KernelResult struct {
+	Choice       string  `json:"choice"`
+	Setting      string  `json:"setting"`
+	StepMS       float64 `json:"train_step_ms"`
+	ForwardMS    float64 `json:"forward_ms"`
+	StepGPUMS    float64 `json:"train_step_gpu_ms"`
+	ForwardGPUMS float64 `json:"forward_gpu_ms"`
 }
 
 // TileResult is one GEMM-family operation under one tiling ("default" is
@@ -270,6 +300,13 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 		vox := float64(set.Batch * size * size * size)
 		rep.Scaling = append(rep.Scaling, ScaleResult{Size: size, ForwardMS: ms, NSPerVox: ms * 1e6 / vox})
 	}
+	if g, ok := e.(*ops.GPU); ok && opt.Kernels.Domains > 0 {
+		res, err := kernelAB(g, opt.Kernels, opt.Repeats, log)
+		if err != nil {
+			return nil, fmt.Errorf("kernel choices: %w", err)
+		}
+		rep.KernelAB = res
+	}
 	if g, ok := e.(*ops.GPU); ok && opt.Tiles.N > 0 {
 		if info := g.Device().Info(); info.Type == vk.TypeCPU {
 			// Nothing to choose there, and hours of work on a CPU.
@@ -284,6 +321,53 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 		rep.Tiles = res
 	}
 	return rep, nil
+}
+
+// kernelAB measures the universal network under the engine's kernel
+// choices as set, then under each other value of each choice, one at a
+// time, and sets the choices back as they were.
+func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]KernelResult, error) {
+	asSet := map[string]string{}
+	for _, k := range g.Kernels() {
+		name, value, _ := strings.Cut(k, "=")
+		asSet[name] = value
+	}
+	measure := func(choice string) (KernelResult, error) {
+		log(fmt.Sprintf("kernel choices: the universal network with %s", cmp.Or(choice, "the choices as set")))
+		r, err := fittedNetwork(g, u2net.ModeUniversal, set, repeats, func(string) {})
+		if err == nil { // each result as it comes: a run cut short still says something
+			log(fmt.Sprintf("kernel choices: %s: train step %.1f ms (GPU %.1f), forward %.1f (GPU %.1f)",
+				cmp.Or(choice, "as set"), r.StepMS, r.StepGPUMS, r.ForwardMS, r.ForwardGPUMS))
+		}
+		return KernelResult{Choice: choice, Setting: r.Setting, StepMS: r.StepMS, ForwardMS: r.ForwardMS,
+			StepGPUMS: r.StepGPUMS, ForwardGPUMS: r.ForwardGPUMS}, err
+	}
+	base, err := measure("")
+	if err != nil {
+		return nil, err
+	}
+	out := []KernelResult{base}
+	for _, c := range ops.KernelChoices() {
+		was := cmp.Or(asSet[c.Name], "auto")
+		for _, v := range c.Values {
+			if v == was {
+				continue
+			}
+			choice := c.Name + "=" + v
+			if err := g.SetKernel(choice); err != nil {
+				return out, err
+			}
+			r, err := measure(choice)
+			if rerr := g.SetKernel(c.Name + "=" + was); err == nil {
+				err = rerr
+			}
+			if err != nil {
+				return out, fmt.Errorf("%s: %w", choice, err)
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // tileSweep measures the GEMM-family operations at shape s under the
@@ -558,7 +642,7 @@ func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult,
 	if gpu {
 		_, peak := g.Device().MemoryInUse()
 		r.PeakGiB = float64(peak) / (1 << 30)
-		if r.StepProfile, err = profile(g, func() error { _, err := net.TrainStep(0, set.Batch, size, x, l); return err }); err != nil {
+		if r.StepProfile, err = profile(g, repeats, func() error { _, err := net.TrainStep(0, set.Batch, size, x, l); return err }); err != nil {
 			return r, err
 		}
 		r.StepGPUMS = totalMS(r.StepProfile)
@@ -584,7 +668,7 @@ func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult,
 	if gpu {
 		_, peak := g.Device().MemoryInUse()
 		r.ForwardPeakGiB = float64(peak) / (1 << 30)
-		if r.ForwardProfile, err = profile(g, forward); err != nil {
+		if r.ForwardProfile, err = profile(g, repeats, forward); err != nil {
 			return r, err
 		}
 		r.ForwardGPUMS = totalMS(r.ForwardProfile)

@@ -136,3 +136,48 @@ func TestSetsFor(t *testing.T) {
 		}
 	}
 }
+
+// The kernel-choice section measures the universal network with the
+// choices as set, then under each other value of each choice, and leaves
+// the choices as they were.
+func TestKernelAB(t *testing.T) {
+	g := opstest.GPU(t, vk.Options{})
+	if err := g.SetKernel("norm=chunked"); err != nil {
+		t.Fatal(err)
+	}
+	defer g.SetKernel("norm=auto")
+	opt := Options{Levels: []Shape{}, Repeats: 1,
+		Kernels: NetSetting{Domains: 1, Base: 2, Batch: 1, Size: 8, Pools: [3]int{1, 1, 1}}}
+	rep, err := Run(g, opt, func(s string) {})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := []string{""}
+	for _, c := range ops.KernelChoices() {
+		for _, v := range c.Values {
+			if c.Name+"="+v != "norm=chunked" {
+				want = append(want, c.Name+"="+v)
+			}
+		}
+	}
+	var got []string
+	for _, k := range rep.KernelAB {
+		got = append(got, k.Choice)
+		if !(k.StepGPUMS > 0 && k.ForwardGPUMS > 0) || !strings.Contains(k.Setting, "8³") {
+			t.Errorf("%q: %+v, want GPU times at 8³", k.Choice, k)
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("choices measured %q, want %q", got, want)
+	}
+	if k := g.Kernels(); len(k) != 1 || k[0] != "norm=chunked" {
+		t.Errorf("choices after the section: %v, want them as set (norm=chunked)", k)
+	}
+	var out bytes.Buffer
+	WriteText(&out, []*Report{rep})
+	for _, s := range []string{"kernel choices, the universal network at", "(as set)", "depthwise-forward=stream", "norm=fused"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("the text report lacks %q:\n%s", s, out.String())
+		}
+	}
+}
