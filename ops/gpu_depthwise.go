@@ -179,10 +179,11 @@ func (g *GPU) depthwiseStatsChunks(op string, p ref.DepthwiseParams) (int, error
 		ty, tx, td, _ := directDWShape(p, false)
 		return ceilDiv(p.Size[0], td) * ceilDiv(p.Size[1], ty) * ceilDiv(p.Size[2], tx), nil
 	}
-	t, err := g.depthwiseTile(op, p)
+	tile := g.depthwiseTile
 	if g.streamDepthwise(p, dwPlanes{}) {
-		t, err = g.streamTile(op, p)
+		tile = g.streamTile
 	}
+	t, err := tile(op, p)
 	tl := t.tiles(p.Size)
 	return tl[0] * tl[1] * tl[2], err
 }

@@ -112,9 +112,6 @@ void main() {
     // volume, selected after the loads from a clamped address).
     float hv[NL];
     const uint steps = TD + K - 1;
-    [[unroll]] for (uint k = 0; k < NL; k++) {
-        hv[k] = 0.0;
-    }
     int gz0 = z0 - PAD;
     bool zin = gz0 >= 0 && gz0 < int(p.d);
     [[unroll]] for (uint k = 0; k < NL; k++) {

@@ -183,34 +183,36 @@ func (b *builder) depthwise(scope string, in unitIn) (*act, *planeStats) {
 		b.fail(err)
 		return y, nil
 	}
+	// A joined input is split after x's channels; x2.value() is nil otherwise.
+	ins, split := []*act{x}, 0
 	if x2 != nil {
-		g.step(y, []*act{x, x2}, func(e ops.Engine) error {
-			return e.DepthwiseConv3dStats(p, st.np, x.c, x.v, x2.v, g.val(w), g.val(bias), y.v, st.mean, st.invStd)
-		},
-			func(e ops.Engine) error {
-				dx, done := g.gradOut(x, true)
-				dx2, done2 := g.gradOut(x2, true)
-				if err := e.DepthwiseConv3dJoinedBackward(p, x.c, x.v, x2.v, g.val(w), y.g, dx, dx2,
-					g.grad(w), g.grad(bias)); err != nil {
-					return err
-				}
-				if err := done(e); err != nil {
-					return err
-				}
-				return done2(e)
-			})
-		return y, st
+		ins, split = []*act{x, x2}, x.c
 	}
-	g.step(y, []*act{x}, func(e ops.Engine) error {
-		return e.DepthwiseConv3dStats(p, st.np, 0, x.v, nil, g.val(w), g.val(bias), y.v, st.mean, st.invStd)
-	},
-		func(e ops.Engine) error {
+	forward := func(e ops.Engine) error {
+		return e.DepthwiseConv3dStats(p, st.np, split, x.v, x2.value(), g.val(w), g.val(bias), y.v, st.mean, st.invStd)
+	}
+	if x2 != nil {
+		g.step(y, ins, forward, func(e ops.Engine) error {
 			dx, done := g.gradOut(x, true)
-			if err := e.DepthwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
+			dx2, done2 := g.gradOut(x2, true)
+			if err := e.DepthwiseConv3dJoinedBackward(p, x.c, x.v, x2.v, g.val(w), y.g, dx, dx2,
+				g.grad(w), g.grad(bias)); err != nil {
 				return err
 			}
-			return done(e)
+			if err := done(e); err != nil {
+				return err
+			}
+			return done2(e)
 		})
+		return y, st
+	}
+	g.step(y, ins, forward, func(e ops.Engine) error {
+		dx, done := g.gradOut(x, true)
+		if err := e.DepthwiseConv3dBackward(p, x.v, g.val(w), y.g, dx, g.grad(w), g.grad(bias)); err != nil {
+			return err
+		}
+		return done(e)
+	})
 	return y, st
 }
 
