@@ -19,9 +19,10 @@ type Options struct {
 	// Selector chooses the device as Choose does; "cpu" is refused here since
 	// the reference engine needs no Vulkan device.
 	Selector string
-	// PipelineCacheDir holds the persisted VkPipelineCache; empty means
+	// PipelineCacheDir holds the files kept for the device between runs:
+	// the persisted VkPipelineCache and kernel tunings. Empty means
 	// $U2NET_CACHE_DIR, else the user's cache directory
-	// (os.UserCacheDir()/u2net); "-" disables it.
+	// (os.UserCacheDir()/u2net); "-" keeps none.
 	PipelineCacheDir string
 	// MemoryLimit caps the device-local memory the device allocates for
 	// tensors, in bytes (0: no cap beyond the device's own). Past it an

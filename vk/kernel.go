@@ -183,26 +183,36 @@ type pipelineCache struct {
 // cacheHeaderSize is the size of VkPipelineCacheHeaderVersionOne.
 const cacheHeaderSize = 32
 
-func cacheDir() string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
+// CacheDir is the folder of the files kept per device between runs (the
+// pipeline cache, kernel tunings): dir when not empty, else
+// $U2NET_CACHE_DIR, else os.UserCacheDir()/u2net. It is "" where there is
+// none, or where the one named is "-" (kept nowhere).
+func CacheDir(dir string) string {
+	if dir == "" {
+		dir = os.Getenv("U2NET_CACHE_DIR")
+	}
+	if dir == "" {
+		user, err := os.UserCacheDir()
+		if err != nil {
+			return ""
+		}
+		dir = filepath.Join(user, "u2net")
+	}
+	if dir == "-" {
 		return ""
 	}
-	return filepath.Join(dir, "u2net")
+	return dir
 }
+
+// CacheDir is the device's folder of files kept between runs (see the
+// function CacheDir and Options.PipelineCacheDir), "" where there is none.
+func (d *Device) CacheDir() string { return CacheDir(d.opts.PipelineCacheDir) }
 
 // openPipelineCache loads the cache file if it belongs to this device and
 // driver; a missing, corrupt or foreign file is ignored.
 func openPipelineCache(d *Device) *pipelineCache {
 	pc := &pipelineCache{}
-	dir := d.opts.PipelineCacheDir
-	if dir == "" {
-		dir = os.Getenv("U2NET_CACHE_DIR")
-	}
-	if dir == "" {
-		dir = cacheDir()
-	}
-	if dir != "" && dir != "-" {
+	if dir := d.CacheDir(); dir != "" {
 		pc.path = filepath.Join(dir, fmt.Sprintf("pipelines-%04x-%04x.bin", d.info.VendorID, d.info.DeviceID))
 	}
 	var initial []byte

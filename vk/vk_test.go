@@ -848,3 +848,24 @@ func b32(v bool) uint32 {
 	}
 	return 0
 }
+
+// CacheDir: the folder given, else $U2NET_CACHE_DIR, else the user's cache
+// folder; "-" keeps none.
+func TestCacheDir(t *testing.T) {
+	user, err := os.UserCacheDir()
+	if err != nil {
+		t.Skip("no user cache folder:", err)
+	}
+	for _, c := range []struct{ dir, env, want string }{
+		{"/a", "/b", "/a"},
+		{"", "/b", "/b"},
+		{"", "", filepath.Join(user, "u2net")},
+		{"-", "/b", ""},
+		{"", "-", ""},
+	} {
+		t.Setenv("U2NET_CACHE_DIR", c.env)
+		if got := CacheDir(c.dir); got != c.want {
+			t.Errorf("CacheDir(%q) with U2NET_CACHE_DIR=%q: %q, want %q", c.dir, c.env, got, c.want)
+		}
+	}
+}

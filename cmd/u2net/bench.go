@@ -108,7 +108,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--device %s: %w", sel, err)
 		}
-		if err := kernels.apply(e, log); err != nil {
+		if err := kernels.apply(e, forTraining, log); err != nil {
 			e.Close()
 			return err
 		}

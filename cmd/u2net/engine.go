@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -143,12 +145,16 @@ func parseTriple(flag, s string) ([3]int, error) {
 	return out, nil
 }
 
-// listFlag collects a repeatable string flag.
-// kernelsFlag is --kernel, repeated: kernel choices for a Vulkan device
-// (ops.GPU.SetKernel).
-type kernelsFlag struct{ listFlag }
+// kernelsFlag is --kernel, repeated, and --tuning: the kernel choices of a
+// Vulkan device (ops.GPU.SetKernel), a tuning's and then the flags'.
+type kernelsFlag struct {
+	listFlag
+	tuning string
+	// file is the --tuning file, read by check.
+	file *ops.KernelTuning
+}
 
-// addKernelFlag registers --kernel on fs.
+// addKernelFlag registers --kernel and --tuning on fs.
 func addKernelFlag(fs *flag.FlagSet) *kernelsFlag {
 	k := &kernelsFlag{}
 	var lines []string
@@ -157,39 +163,97 @@ func addKernelFlag(fs *flag.FlagSet) *kernelsFlag {
 	}
 	fs.Var(&k.listFlag, "kernel", "override a kernel choice of a Vulkan device, NAME=VALUE (repeat for several; auto is the engine's own rule):\n"+
 		strings.Join(lines, "\n"))
+	fs.StringVar(&k.tuning, "tuning", "", "the kernel choices that u2net tune measured fastest, from this file, or off (default: the device's own tuning where u2net tune wrote one); --kernel overrides them")
 	return k
 }
 
-// check refuses choices that no engine takes, before any work.
+// check refuses choices that no engine takes, and a tuning file that
+// cannot be read, before any work.
 func (k *kernelsFlag) check() error {
 	for _, c := range k.listFlag {
 		if err := ops.CheckKernel(c); err != nil {
 			return usageError("--kernel: %v", err)
 		}
 	}
+	if k.tuning != "" && k.tuning != "off" {
+		t, err := ops.ReadKernelTuning(k.tuning)
+		if err != nil {
+			return usageError("--tuning: %v", err)
+		}
+		k.file = &t
+	}
 	return nil
 }
 
-// apply sets the choices on e, a Vulkan device; the CPU reference engine
-// has no kernels to choose, which the log says.
-func (k *kernelsFlag) apply(e ops.Engine, log *slog.Logger) error {
-	if len(k.listFlag) == 0 {
-		return nil
-	}
+// tuningUse is what a command runs: a tuning's choices for training steps
+// or for forward passes.
+type tuningUse int
+
+const (
+	forTraining tuningUse = iota
+	forPrediction
+)
+
+// apply sets the choices on e, a Vulkan device: those of the tuning (the
+// --tuning file, else the device's own where there is one that was
+// measured with this device and driver) for use, then --kernel's over them.
+// The CPU reference engine has no kernels to choose, which the log says.
+func (k *kernelsFlag) apply(e ops.Engine, use tuningUse, log *slog.Logger) error {
 	g, ok := e.(*ops.GPU)
 	if !ok {
-		log.Info("--kernel applies to Vulkan devices only", "engine", e.Name())
+		if len(k.listFlag) > 0 || k.file != nil {
+			log.Info("--kernel and --tuning apply to Vulkan devices only", "engine", e.Name())
+		}
 		return nil
+	}
+	tuning, from := k.file, k.tuning
+	switch {
+	case tuning != nil:
+		if err := tuning.Fits(g); err != nil {
+			return fmt.Errorf("--tuning %s: %w", k.tuning, err)
+		}
+	case k.tuning == "off":
+		from = ""
+	default:
+		from = ops.KernelTuningPath(g)
+		if from == "" {
+			break
+		}
+		t, err := ops.ReadKernelTuning(from)
+		if err == nil {
+			err = t.Fits(g)
+		}
+		switch {
+		case err == nil:
+			tuning = &t
+		case !errors.Is(err, ops.ErrNoKernelTuning):
+			log.Warn("the device's kernel tuning is not applied", "file", from, "reason", err)
+		}
+	}
+	var choices []string
+	switch {
+	case tuning == nil:
+		from = ""
+	case use == forPrediction:
+		choices = tuning.Predict
+	default:
+		choices = tuning.Train
+	}
+	if err := g.SetKernels(choices); err != nil {
+		return fmt.Errorf("tuning %s: %w", from, err)
 	}
 	for _, c := range k.listFlag {
 		if err := g.SetKernel(c); err != nil {
 			return fmt.Errorf("--kernel: %w", err)
 		}
 	}
-	log.Info("kernel choices", "engine", e.Name(), "kernel", strings.Join(g.Kernels(), ","))
+	if from != "" || len(k.listFlag) > 0 {
+		log.Info("kernel choices", "engine", e.Name(), "kernel", cmp.Or(strings.Join(g.Kernels(), ","), "the engine's own rules"), "tuning", cmp.Or(from, "none"))
+	}
 	return nil
 }
 
+// listFlag collects a repeatable string flag.
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }

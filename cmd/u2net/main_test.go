@@ -36,6 +36,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "--shape", "1,2,3"}, 2, "want N,C,D,H,W"},
 		{[]string{"bench", "--kernel", "depthwise"}, 2, "--kernel: kernel choice \"depthwise\" is not NAME=VALUE"},
 		{[]string{"bench", "--kernel", "norm=often"}, 2, "--kernel: kernel choice norm takes auto, fused, chunked"},
+		{[]string{"predict", "--model", "m", "--tuning", "/no-such-folder/t.json"}, 2, "--tuning: /no-such-folder/t.json: no tuning"},
+		{[]string{"tune", "--size", "4"}, 2, "--size 4: want 8 or more"},
+		{[]string{"tune", "--batch", "-1"}, 2, "--batch -1: want 1 or more"},
+		{[]string{"tune", "--out", "/no-such-folder/t.json"}, 1, "--out: folder /no-such-folder"},
+		{[]string{"tune", "--device", "cpu"}, 1, "tuning needs a Vulkan device"},
 		// Output folders are checked before anything is measured.
 		{[]string{"bench", "--json", "/no-such-folder/b.json"}, 1, "--json: folder /no-such-folder"},
 		{[]string{"bench", "--png", "/no-such-folder/b.png"}, 1, "--png: folder /no-such-folder"},
@@ -96,8 +101,6 @@ func TestDevicesListsCPUEngineAndVulkan(t *testing.T) {
 	}
 }
 
-// With --json -, standard output holds the JSON alone (the tables go to
-// standard error), so that it can be piped.
 // --kernel choices reach the Vulkan device and its report, text and JSON.
 func TestBenchKernelChoices(t *testing.T) {
 	code, stdout, stderr := run("bench", "--device", "0", "--sections", "levels", "--shape", "1,2,4,4,4",
@@ -119,6 +122,8 @@ func TestBenchKernelChoices(t *testing.T) {
 	}
 }
 
+// With --json -, standard output holds the JSON alone (the tables go to
+// standard error), so that it can be piped.
 func TestBenchJSONToStdout(t *testing.T) {
 	code, stdout, stderr := run("bench", "--device", "cpu", "--sections", "levels", "--shape", "1,1,3,3,3",
 		"--repeats", "1", "--json", "-")

@@ -100,7 +100,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.Close()
-	if err := kernels.apply(e, log); err != nil {
+	if err := kernels.apply(e, forPrediction, log); err != nil {
 		return err
 	}
 	members := make([]predict.Member, len(models))

@@ -102,7 +102,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.Close()
-	if err := kernels.apply(e, log); err != nil {
+	if err := kernels.apply(e, forTraining, log); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -327,47 +327,63 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 // choices as set, then under each other value of each choice, one at a
 // time, and sets the choices back as they were.
 func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]KernelResult, error) {
-	asSet := map[string]string{}
-	for _, k := range g.Kernels() {
+	asSet := g.Kernels()
+	was := map[string]string{}
+	for _, k := range asSet {
 		name, value, _ := strings.Cut(k, "=")
-		asSet[name] = value
+		was[name] = value
 	}
-	measure := func(choice string) (KernelResult, error) {
-		log(fmt.Sprintf("kernel choices: the universal network with %s", cmp.Or(choice, "the choices as set")))
-		r, err := fittedNetwork(g, u2net.ModeUniversal, set, repeats, func(string) {})
-		if err == nil { // each result as it comes: a run cut short still says something
-			log(fmt.Sprintf("kernel choices: %s: train step %.1f ms (GPU %.1f), forward %.1f (GPU %.1f)",
-				cmp.Or(choice, "as set"), r.StepMS, r.StepGPUMS, r.ForwardMS, r.ForwardGPUMS))
-		}
-		return KernelResult{Choice: choice, Setting: r.Setting, StepMS: r.StepMS, ForwardMS: r.ForwardMS,
-			StepGPUMS: r.StepGPUMS, ForwardGPUMS: r.ForwardGPUMS}, err
-	}
-	base, err := measure("")
+	base, err := withKernels(g, set, repeats, log, asSet)
 	if err != nil {
 		return nil, err
 	}
+	base.Choice = "" // the baseline
 	out := []KernelResult{base}
 	for _, c := range ops.KernelChoices() {
-		was := cmp.Or(asSet[c.Name], "auto")
 		for _, v := range c.Values {
-			if v == was {
+			if v == cmp.Or(was[c.Name], "auto") {
 				continue
 			}
-			choice := c.Name + "=" + v
-			if err := g.SetKernel(choice); err != nil {
-				return out, err
+			choices := []string{c.Name + "=" + v}
+			for _, k := range asSet {
+				if !strings.HasPrefix(k, c.Name+"=") {
+					choices = append(choices, k)
+				}
 			}
-			r, err := measure(choice)
-			if rerr := g.SetKernel(c.Name + "=" + was); err == nil {
-				err = rerr
-			}
+			r, err := withKernels(g, set, repeats, log, choices)
+			r.Choice = choices[0]
 			if err != nil {
-				return out, fmt.Errorf("%s: %w", choice, err)
+				return out, fmt.Errorf("%s: %w", r.Choice, err)
 			}
 			out = append(out, r)
 		}
 	}
 	return out, nil
+}
+
+// withKernels measures the universal network with the engine's kernel
+// choices set to choices, and sets them back as they were. The result's
+// Choice is the choices joined by commas ("" for none: the engine's own
+// rules).
+func withKernels(g *ops.GPU, set NetSetting, repeats int, log func(string), choices []string) (_ KernelResult, err error) {
+	was := g.Kernels()
+	if err := g.SetKernels(choices); err != nil {
+		return KernelResult{}, err
+	}
+	defer func() {
+		if rerr := g.SetKernels(was); err == nil {
+			err = rerr
+		}
+	}()
+	name := strings.Join(choices, ",")
+	log(fmt.Sprintf("kernel choices: the universal network with %s", cmp.Or(name, "the engine's own rules")))
+	r, err := fittedNetwork(g, u2net.ModeUniversal, set, repeats, func(string) {})
+	if err == nil { // each result as it comes: a run cut short still says something
+		log(fmt.Sprintf("kernel choices: %s: train step %.1f ms (GPU %.1f), forward %.1f (GPU %.1f)",
+			cmp.Or(name, "auto"), r.StepMS, r.StepGPUMS, r.ForwardMS, r.ForwardGPUMS))
+	}
+	return KernelResult{Choice: name, Setting: r.Setting, StepMS: r.StepMS, ForwardMS: r.ForwardMS,
+		StepGPUMS: r.StepGPUMS, ForwardGPUMS: r.ForwardGPUMS}, err
 }
 
 // tileSweep measures the GEMM-family operations at shape s under the
@@ -466,6 +482,13 @@ func tileRun(g *ops.GPU, o op, fwd, bwd func(int) error, repeats int) (TileResul
 	}
 	r.FwdBwdMS = r.FwdMS + r.BwdMS
 	return r, nil
+}
+
+// At is the setting at size³, with as many poolings as size allows (at
+// most five, none below 4³).
+func (s NetSetting) At(size int) NetSetting {
+	s.Size, s.Pools = size, poolsFor(size)
+	return s
 }
 
 func poolsFor(size int) [3]int {

@@ -102,6 +102,10 @@ type Options struct {
 	// StopAfter stops this invocation at a step boundary after so many steps,
 	// saving the checkpoint as an interruption does; 0: run to the end.
 	StopAfter int
+	// Kernels are the engine's kernel choices (ops.GPU.Kernels), which Run
+	// records with the run: other choices round differently, so a run
+	// resumed under others does not continue exactly.
+	Kernels []string
 }
 
 // Record is one line of metrics.jsonl.
@@ -146,6 +150,10 @@ func Run(ctx context.Context, opt Options, e ops.Engine, log *slog.Logger, progr
 	doms, err := prepare(ctx, opt, log)
 	if err != nil {
 		return nil, err
+	}
+	opt.Kernels = nil
+	if g, ok := e.(*ops.GPU); ok {
+		opt.Kernels = g.Kernels()
 	}
 	if opt.Resume {
 		resumeOptions(&opt, log)

@@ -508,3 +508,25 @@ func TestHoldOutSplitFile(t *testing.T) {
 		t.Error("--split with --folds accepted")
 	}
 }
+
+// The engine's kernel choices are recorded with the run: resuming under
+// others warns, since they round differently.
+func TestResumeNamesOtherKernels(t *testing.T) {
+	opt := Options{Out: t.TempDir(), Kernels: []string{"norm=chunked"}}
+	if err := WriteJSON(filepath.Join(opt.Out, OptionsFile), opt); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	same := opt
+	resumeOptions(&same, log)
+	if logs.Len() != 0 {
+		t.Errorf("resuming under the run's kernel choices warned:\n%s", logs.String())
+	}
+	other := opt
+	other.Kernels = nil
+	resumeOptions(&other, log)
+	if !strings.Contains(logs.String(), `changed=Kernels`) {
+		t.Errorf("resuming under the engine's own rules: log\n%s\nwants a warning naming Kernels", logs.String())
+	}
+}

@@ -1,0 +1,141 @@
+package ops
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// KernelTuning is the kernel choices measured fastest on one device and driver
+// (u2net tune): one set for training steps, one for forward passes, which
+// the program applies on that device in place of the engine's own rules.
+type KernelTuning struct {
+	Device        string `json:"device"`
+	VendorID      uint32 `json:"vendor_id"`
+	DeviceID      uint32 `json:"device_id"`
+	DriverVersion uint32 `json:"driver_version"`
+	Driver        string `json:"driver"`
+	// Setting is the network the choices were measured on.
+	Setting  string    `json:"setting"`
+	Measured time.Time `json:"measured"`
+	// Train and Predict are choices SetKernel takes, "name=value"; empty:
+	// the engine's own rules were the fastest.
+	Train   []string `json:"train"`
+	Predict []string `json:"predict"`
+	// Results are the measurements the choices come from.
+	Results []KernelTuningResult `json:"results"`
+}
+
+// KernelTuningResult is the network's GPU time under some kernel choices (none:
+// the engine's own rules).
+type KernelTuningResult struct {
+	Choices      []string `json:"choices"`
+	StepGPUMS    float64  `json:"train_step_gpu_ms"`
+	ForwardGPUMS float64  `json:"forward_gpu_ms"`
+	// Again marks a measurement repeated to confirm a pick.
+	Again bool `json:"again,omitempty"`
+}
+
+// NewKernelTuning starts the tuning of g's device, measured now.
+func NewKernelTuning(g *GPU, setting string) KernelTuning {
+	info := g.Device().Info()
+	return KernelTuning{Device: info.Name, VendorID: info.VendorID, DeviceID: info.DeviceID, DriverVersion: info.DriverVersion,
+		Driver: info.Driver + " " + info.DriverInfo, Setting: setting, Measured: time.Now().UTC().Truncate(time.Second)}
+}
+
+// KernelTuningPath is where the tuning of g's device is kept: a file per vendor
+// and device in the device's cache folder (vk.Device.CacheDir), "" where
+// the device keeps none.
+func KernelTuningPath(g *GPU) string {
+	dir := g.Device().CacheDir()
+	if dir == "" {
+		return ""
+	}
+	info := g.Device().Info()
+	return filepath.Join(dir, fmt.Sprintf("kernels-%04x-%04x.json", info.VendorID, info.DeviceID))
+}
+
+// ErrNoKernelTuning is ReadKernelTuning's error for a file that does not exist.
+var ErrNoKernelTuning = errors.New("no tuning")
+
+// ReadKernelTuning reads a tuning file and checks every choice in it; errors name
+// the file.
+func ReadKernelTuning(path string) (KernelTuning, error) {
+	var t KernelTuning
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return t, fmt.Errorf("%s: %w", path, ErrNoKernelTuning)
+	}
+	if err != nil {
+		return t, err
+	}
+	if err := json.Unmarshal(data, &t); err != nil {
+		return t, fmt.Errorf("%s: not a kernel tuning: %w", path, err)
+	}
+	for _, set := range [][]string{t.Train, t.Predict} {
+		for _, c := range set {
+			if err := CheckKernel(c); err != nil {
+				return t, fmt.Errorf("%s: %w", path, err)
+			}
+		}
+	}
+	return t, nil
+}
+
+// Fits reports why t was not measured on g's device and driver, or nil
+// when it was: another driver may run the kernels at other speeds.
+func (t KernelTuning) Fits(g *GPU) error {
+	info := g.Device().Info()
+	switch {
+	case t.VendorID != info.VendorID || t.DeviceID != info.DeviceID:
+		return fmt.Errorf("measured on %s (%04x:%04x), not on %s (%04x:%04x)", t.Device, t.VendorID, t.DeviceID,
+			info.Name, info.VendorID, info.DeviceID)
+	case t.DriverVersion != info.DriverVersion:
+		return fmt.Errorf("measured with driver version %#x (%s), not %#x: run u2net tune again", t.DriverVersion,
+			t.Driver, info.DriverVersion)
+	}
+	return nil
+}
+
+// WriteKernelTuning writes t to path atomically (a temporary file renamed into
+// place), making its folder if need be: a failed write leaves the file that
+// was there.
+func WriteKernelTuning(path string, t KernelTuning) error {
+	data, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// SetKernels sets g's kernel choices to exactly choices ("name=value"), the
+// others back to auto; on an error the choices are as they were.
+func (g *GPU) SetKernels(choices []string) error {
+	for _, c := range choices {
+		if err := CheckKernel(c); err != nil {
+			return fmt.Errorf("ops.SetKernels: %w", err)
+		}
+	}
+	for _, c := range kernelChoices {
+		if err := g.SetKernel(c.name + "=auto"); err != nil {
+			return err
+		}
+	}
+	for _, c := range choices {
+		if err := g.SetKernel(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/ops/opstest"
+	"github.com/u2net-vk/u2net/vk"
+)
+
+// Tune measures the rules, then every value of every choice, picks only
+// what it measured, confirms each pick against the rules measured again,
+// and leaves the engine's choices as they were.
+func TestTune(t *testing.T) {
+	g := opstest.GPU(t, vk.Options{})
+	if err := g.SetKernel("norm=chunked"); err != nil {
+		t.Fatal(err)
+	}
+	defer g.SetKernels(nil)
+	tu, err := Tune(g, NetSetting{Domains: 1, Base: 2, Batch: 1}.At(8), 1, func(string) {})
+	if err != nil {
+		t.Fatalf("Tune: %v", err)
+	}
+	if k := g.Kernels(); !slices.Equal(k, []string{"norm=chunked"}) {
+		t.Errorf("choices after Tune: %v, want them as set (norm=chunked)", k)
+	}
+	info := g.Device().Info()
+	if tu.Device != info.Name || tu.DriverVersion != info.DriverVersion || !strings.Contains(tu.Setting, "8³") ||
+		tu.Measured.IsZero() {
+		t.Errorf("tuning of %+v at %q measured %v, want this device at 8³", tu.Device, tu.Setting, tu.Measured)
+	}
+	want := [][]string{nil}
+	for _, c := range ops.KernelChoices() {
+		for _, v := range c.Values {
+			want = append(want, []string{c.Name + "=" + v})
+		}
+	}
+	if len(tu.Results) < len(want) {
+		t.Fatalf("%d results, want at least %d", len(tu.Results), len(want))
+	}
+	for i, w := range want {
+		if r := tu.Results[i]; !slices.Equal(r.Choices, w) || r.Again || !(r.StepGPUMS > 0 && r.ForwardGPUMS > 0) {
+			t.Errorf("result %d: %+v, want %v measured", i, r, w)
+		}
+	}
+	again := 0
+	for _, r := range tu.Results[len(want):] {
+		if r.Again {
+			again++
+		}
+	}
+	for _, pick := range [][]string{tu.Train, tu.Predict} {
+		if len(pick) == 0 {
+			continue
+		}
+		// A pick was measured, and measured again after the rules.
+		n := slices.IndexFunc(tu.Results, func(r ops.KernelTuningResult) bool { return r.Again && slices.Equal(r.Choices, pick) })
+		if n < 1 || tu.Results[n-1].Choices != nil || !tu.Results[n-1].Again {
+			t.Errorf("pick %v was not confirmed against the rules measured again: %+v", pick, tu.Results)
+		}
+	}
+	// In pairs (the rules, then a pick), whether the pick won again or not.
+	if again%2 != 0 {
+		t.Errorf("%d measurements again, want pairs", again)
+	}
+	var out bytes.Buffer
+	WriteTuning(&out, tu)
+	for _, s := range []string{"kernel tuning of " + info.Name, "(engine's own rules)", "depthwise-stats=separate", "for training: ", "for prediction: "} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("the text lacks %q:\n%s", s, out.String())
+		}
+	}
+}
+
+// tunePicks takes, per choice, its fastest value among those beating the
+// rules by more than the margin.
+func TestTunePicks(t *testing.T) {
+	r := func(choice string, ms float64) KernelResult { return KernelResult{Choice: choice, StepGPUMS: ms} }
+	base := r("", 100)
+	for _, c := range []struct {
+		name    string
+		singles []KernelResult
+		picks   []string
+		best    string
+	}{
+		{"none faster", []KernelResult{r("a=x", 101), r("a=y", 100)}, nil, ""},
+		{"within the margin", []KernelResult{r("a=x", 97.5), r("b=on", 99)}, nil, ""},
+		{"the fastest value", []KernelResult{r("a=x", 90), r("a=y", 80), r("b=on", 99)}, []string{"a=y"}, "a=y"},
+		{"two choices in order", []KernelResult{r("a=x", 96), r("b=on", 101), r("b=off", 90)}, []string{"a=x", "b=off"}, "b=off"},
+	} {
+		picks, best := tunePicks(base, c.singles, func(k KernelResult) float64 { return k.StepGPUMS })
+		if !slices.Equal(picks, c.picks) || best.Choice != c.best {
+			t.Errorf("%s: picks %v, best %q; want %v, %q", c.name, picks, best.Choice, c.picks, c.best)
+		}
+	}
+}
+
+// The picks on made-up times: a value beating the rules, a lucky one that
+// does not win again, a pair slower together than the better alone.
+func TestTuneDecides(t *testing.T) {
+	type times struct{ step, fwd float64 }
+	for _, c := range []struct {
+		name            string
+		times           map[string][]times // by choices joined; successive measurements
+		train, predict  []string
+		measuredAgainOf []string
+	}{
+		{"nothing faster", map[string][]times{}, nil, nil, nil},
+		{"a faster value for both", map[string][]times{"direct=off": {{50, 5}}}, []string{"direct=off"}, []string{"direct=off"},
+			[]string{"direct=off"}},
+		{"lucky once", map[string][]times{"norm=chunked": {{50, 5}, {100, 10}}}, nil, nil, []string{"norm=chunked"}},
+		{"forward only", map[string][]times{"depthwise-stats=separate": {{100, 5}}}, nil, []string{"depthwise-stats=separate"},
+			[]string{"depthwise-stats=separate"}},
+		{"a pair slower than the better alone", map[string][]times{
+			"depthwise-forward=stream": {{90, 10}}, "norm=chunked": {{80, 10}},
+			"depthwise-forward=stream,norm=chunked": {{95, 10}}},
+			[]string{"norm=chunked"}, nil, []string{"norm=chunked"}},
+		{"a pair faster together", map[string][]times{
+			"depthwise-forward=stream": {{90, 10}}, "norm=chunked": {{80, 10}},
+			"depthwise-forward=stream,norm=chunked": {{70, 10}}},
+			[]string{"depthwise-forward=stream", "norm=chunked"}, nil, []string{"depthwise-forward=stream,norm=chunked"}},
+	} {
+		seen := map[string]int{}
+		measure := func(choices []string) (KernelResult, error) {
+			name := strings.Join(choices, ",")
+			ts, n := c.times[name], seen[name]
+			seen[name]++
+			tm := times{100, 10} // the rules, and what is no faster
+			if len(ts) > 0 {
+				tm = ts[min(n, len(ts)-1)]
+			}
+			return KernelResult{Choice: name, StepGPUMS: tm.step, ForwardGPUMS: tm.fwd}, nil
+		}
+		tu, err := tune(ops.KernelTuning{}, measure)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if !slices.Equal(tu.Train, c.train) || !slices.Equal(tu.Predict, c.predict) {
+			t.Errorf("%s: picks %v for training, %v for prediction; want %v, %v", c.name, tu.Train, tu.Predict, c.train, c.predict)
+		}
+		var again []string
+		for _, r := range tu.Results {
+			if r.Again && len(r.Choices) > 0 {
+				again = append(again, strings.Join(r.Choices, ","))
+			}
+		}
+		if !slices.Equal(again, c.measuredAgainOf) {
+			t.Errorf("%s: measured again %v, want %v", c.name, again, c.measuredAgainOf)
+		}
+	}
+}
