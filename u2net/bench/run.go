@@ -275,7 +275,8 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 	}
 	if opt.Network.Domains > 0 {
 		for _, mode := range []string{u2net.ModeUniversal, u2net.ModeIndependent} {
-			r, err := fittedNetwork(e, mode, opt.Network, opt.Repeats, log)
+			set := opt.Network // each mode fitted on its own
+			r, err := fittedNetwork(e, mode, &set, opt.Repeats, log)
 			if err != nil {
 				return nil, fmt.Errorf("network %s: %w", mode, err)
 			}
@@ -333,7 +334,8 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 		name, value, _ := strings.Cut(k, "=")
 		was[name] = value
 	}
-	base, err := withKernels(g, set, repeats, log, asSet)
+	// Each measurement starts at the size the last one fitted.
+	base, err := withKernels(g, &set, repeats, log, asSet)
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +352,7 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 					choices = append(choices, k)
 				}
 			}
-			r, err := withKernels(g, set, repeats, log, choices)
+			r, err := withKernels(g, &set, repeats, log, choices)
 			r.Choice = choices[0]
 			if err != nil {
 				return out, fmt.Errorf("%s: %w", r.Choice, err)
@@ -365,7 +367,7 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 // choices set to choices, and sets them back as they were. The result's
 // Choice is the choices joined by commas ("" for none: the engine's own
 // rules).
-func withKernels(g *ops.GPU, set NetSetting, repeats int, log func(string), choices []string) (_ KernelResult, err error) {
+func withKernels(g *ops.GPU, set *NetSetting, repeats int, log func(string), choices []string) (_ KernelResult, err error) {
 	was := g.Kernels()
 	if err := g.SetKernels(choices); err != nil {
 		return KernelResult{}, err
@@ -603,13 +605,14 @@ func wall(e ops.Engine, repeats int, f func() error) (float64, error) {
 // fittedNetwork measures the network at set, halving the volume (and the
 // poolings, so that the deepest level keeps two voxels) while it does not
 // fit the device, as the reference's 128³ does not fit lavapipe's
-// 128 MiB bindings. The result's setting names the size measured and its
-// note the size asked for.
-func fittedNetwork(e ops.Engine, mode string, set NetSetting, repeats int, log func(string)) (NetResult, error) {
+// 128 MiB bindings; set is left at the size measured, where the next
+// measurement of the same network can start. The result's setting names
+// the size measured and its note the size asked for.
+func fittedNetwork(e ops.Engine, mode string, set *NetSetting, repeats int, log func(string)) (NetResult, error) {
 	asked := set.Size
 	for {
 		log(fmt.Sprintf("network: %s at %d³", mode, set.Size))
-		r, err := network(e, mode, set, repeats)
+		r, err := network(e, mode, *set, repeats)
 		if ops.DoesNotFit(err) && set.Size >= 8 {
 			log(fmt.Sprintf("network %s at %d³ does not fit the device (%v); measuring at %d³", mode, set.Size, err, set.Size/2))
 			set.Size /= 2
