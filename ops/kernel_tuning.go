@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/u2net-vk/u2net/vk"
 )
 
 // KernelTuning is the kernel choices measured fastest on one device and driver
@@ -47,15 +49,18 @@ func NewKernelTuning(g *GPU, setting string) KernelTuning {
 		Driver: info.Driver + " " + info.DriverInfo, Setting: setting, Measured: time.Now().UTC().Truncate(time.Second)}
 }
 
-// KernelTuningPath is where the tuning of g's device is kept: a file per vendor
-// and device in the device's cache folder (vk.Device.CacheDir), "" where
-// the device keeps none.
+// KernelTuningPath is where the tuning of g's device is kept, "" where the
+// device keeps no files.
 func KernelTuningPath(g *GPU) string {
-	dir := g.Device().CacheDir()
+	return KernelTuningFile(g.Device().CacheDir(), g.Device().Info())
+}
+
+// KernelTuningFile is where the tuning of a device is kept in the cache
+// folder dir (vk.CacheDir): a file per vendor and device; "" when dir is.
+func KernelTuningFile(dir string, info vk.DeviceInfo) string {
 	if dir == "" {
 		return ""
 	}
-	info := g.Device().Info()
 	return filepath.Join(dir, fmt.Sprintf("kernels-%04x-%04x.json", info.VendorID, info.DeviceID))
 }
 
@@ -86,10 +91,9 @@ func ReadKernelTuning(path string) (KernelTuning, error) {
 	return t, nil
 }
 
-// Fits reports why t was not measured on g's device and driver, or nil
-// when it was: another driver may run the kernels at other speeds.
-func (t KernelTuning) Fits(g *GPU) error {
-	info := g.Device().Info()
+// Fits reports why t was not measured on the device and driver of info, or
+// nil when it was: another driver may run the kernels at other speeds.
+func (t KernelTuning) Fits(info vk.DeviceInfo) error {
 	switch {
 	case t.VendorID != info.VendorID || t.DeviceID != info.DeviceID:
 		return fmt.Errorf("measured on %s (%04x:%04x), not on %s (%04x:%04x)", t.Device, t.VendorID, t.DeviceID,

@@ -30,17 +30,17 @@ func TestKernelTuningFile(t *testing.T) {
 		len(got.Results) != 2 || !got.Results[1].Again || got.Results[1].StepGPUMS != 1.5 {
 		t.Errorf("read back %+v, wrote %+v", got, tu)
 	}
-	if err := got.Fits(g); err != nil {
+	if err := got.Fits(g.Device().Info()); err != nil {
 		t.Errorf("Fits on the device it was measured on: %v", err)
 	}
 	other := got
 	other.DriverVersion++
-	if err := other.Fits(g); err == nil || !strings.Contains(err.Error(), "driver version") {
+	if err := other.Fits(g.Device().Info()); err == nil || !strings.Contains(err.Error(), "driver version") {
 		t.Errorf("Fits with another driver: %v, want an error naming the driver version", err)
 	}
 	other = got
 	other.DeviceID++
-	if err := other.Fits(g); err == nil || !strings.Contains(err.Error(), "measured on") {
+	if err := other.Fits(g.Device().Info()); err == nil || !strings.Contains(err.Error(), "measured on") {
 		t.Errorf("Fits on another device: %v, want an error naming the device", err)
 	}
 	if p := KernelTuningPath(g); p != "" && filepath.Dir(p) != g.Device().CacheDir() {

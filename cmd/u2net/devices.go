@@ -1,13 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/vk"
 )
 
@@ -28,10 +32,50 @@ type cpuEngineInfo struct {
 }
 
 type devicesReport struct {
-	Default     string          `json:"default"`
-	Devices     []vk.DeviceInfo `json:"devices"`
-	CPU         cpuEngineInfo   `json:"cpu_engine"`
-	VulkanError string          `json:"vulkan_error,omitempty"`
+	Default string          `json:"default"`
+	Devices []vk.DeviceInfo `json:"devices"`
+	// Tunings are the devices' kernel tunings (u2net tune), in their order.
+	Tunings     []deviceTuning `json:"kernel_tunings"`
+	CPU         cpuEngineInfo  `json:"cpu_engine"`
+	VulkanError string         `json:"vulkan_error,omitempty"`
+}
+
+// deviceTuning is what a device's tuning file holds, or why it is not
+// applied (Status).
+type deviceTuning struct {
+	File    string    `json:"file,omitempty"`
+	Status  string    `json:"status"` // "applied", "none", or why not
+	Train   []string  `json:"train,omitempty"`
+	Predict []string  `json:"predict,omitempty"`
+	Tuned   time.Time `json:"measured,omitzero"`
+}
+
+// tuningOf reads the tuning file of the device of info in the cache folder.
+func tuningOf(info vk.DeviceInfo) deviceTuning {
+	path := ops.KernelTuningFile(vk.CacheDir(""), info)
+	if path == "" {
+		return deviceTuning{Status: "none: no cache folder"}
+	}
+	t, err := ops.ReadKernelTuning(path)
+	if err == nil {
+		err = t.Fits(info)
+	}
+	switch {
+	case errors.Is(err, ops.ErrNoKernelTuning):
+		return deviceTuning{File: path, Status: "none (u2net tune makes one)"}
+	case err != nil:
+		return deviceTuning{File: path, Status: "not applied: " + err.Error()}
+	}
+	return deviceTuning{File: path, Status: "applied", Train: t.Train, Predict: t.Predict, Tuned: t.Measured}
+}
+
+// String is the tuning in a few words.
+func (t deviceTuning) String() string {
+	if t.Status != "applied" {
+		return t.Status
+	}
+	words := func(c []string) string { return cmp.Or(strings.Join(c, " "), "built-in rules") }
+	return fmt.Sprintf("%s: train %s; predict %s", t.Tuned.Format(time.DateOnly), words(t.Train), words(t.Predict))
 }
 
 func runDevices(args []string, stdout, stderr io.Writer) error {
@@ -45,6 +89,7 @@ func runDevices(args []string, stdout, stderr io.Writer) error {
 	}
 	rep := devicesReport{
 		Devices: []vk.DeviceInfo{},
+		Tunings: []deviceTuning{},
 		CPU:     cpuEngineInfo{Selector: vk.CPUEngine, Name: "plain-Go reference engine", Threads: runtime.GOMAXPROCS(0), Arch: runtime.GOARCH},
 	}
 	devs, err := vk.Devices()
@@ -52,6 +97,9 @@ func runDevices(args []string, stdout, stderr io.Writer) error {
 		rep.VulkanError = err.Error()
 	} else {
 		rep.Devices = devs
+		for _, d := range devs {
+			rep.Tunings = append(rep.Tunings, tuningOf(d))
+		}
 		if len(devs) == 0 {
 			rep.VulkanError = vk.ErrNoDevice.Error()
 		}
@@ -85,8 +133,9 @@ func printDeviceTable(w io.Writer, rep devicesReport) {
 		{"selector"}, {"name"}, {"type"}, {"vulkan api"}, {"driver"}, {"device memory"},
 		{"subgroup size"}, {"shared memory"}, {"max buffer binding"}, {"max workgroups"},
 		{"max workgroup size"}, {"timestamp period"}, {"cooperative matrix"}, {"float16"}, {"bfloat16"},
+		{"kernel tuning"},
 	}
-	for _, d := range rep.Devices {
+	for i, d := range rep.Devices {
 		driver := d.Driver
 		if d.DriverInfo != "" {
 			driver += " " + d.DriverInfo
@@ -100,14 +149,14 @@ func printDeviceTable(w io.Writer, rep devicesReport) {
 			fmt.Sprint(d.SubgroupSize), bytesText(uint64(d.MaxSharedMemory)), bytesText(uint64(d.MaxStorageBufferRange)),
 			fmt.Sprintf("%d×%d×%d", d.MaxWorkgroupCount[0], d.MaxWorkgroupCount[1], d.MaxWorkgroupCount[2]),
 			fmt.Sprintf("%d×%d×%d (%d)", d.MaxWorkgroupSize[0], d.MaxWorkgroupSize[1], d.MaxWorkgroupSize[2], d.MaxWorkgroupInvocs),
-			ts, yesNo(d.CooperativeMatrix), yesNo(d.Float16), yesNo(d.BFloat16),
+			ts, yesNo(d.CooperativeMatrix), yesNo(d.Float16), yesNo(d.BFloat16), rep.Tunings[i].String(),
 		}
 		for i := range rows {
 			rows[i] = append(rows[i], col[i])
 		}
 	}
 	cpu := []string{rep.CPU.Selector, fmt.Sprintf("%s (%d threads)", rep.CPU.Name, rep.CPU.Threads), "reference", "-",
-		fmt.Sprintf("Go %s", runtime.Version()), "host", "-", "-", "-", "-", "-", "-", "no", "no", "no"}
+		fmt.Sprintf("Go %s", runtime.Version()), "host", "-", "-", "-", "-", "-", "-", "no", "no", "no", "-"}
 	for i := range rows {
 		rows[i] = append(rows[i], cpu[i])
 	}

@@ -209,7 +209,7 @@ func (k *kernelsFlag) apply(e ops.Engine, use tuningUse, log *slog.Logger) error
 	tuning, from := k.file, k.tuning
 	switch {
 	case tuning != nil:
-		if err := tuning.Fits(g); err != nil {
+		if err := tuning.Fits(g.Device().Info()); err != nil {
 			return fmt.Errorf("--tuning %s: %w", k.tuning, err)
 		}
 	case k.tuning == "off":
@@ -221,7 +221,7 @@ func (k *kernelsFlag) apply(e ops.Engine, use tuningUse, log *slog.Logger) error
 		}
 		t, err := ops.ReadKernelTuning(from)
 		if err == nil {
-			err = t.Fits(g)
+			err = t.Fits(g.Device().Info())
 		}
 		switch {
 		case err == nil:

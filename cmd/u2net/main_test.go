@@ -91,6 +91,9 @@ func TestDevicesListsCPUEngineAndVulkan(t *testing.T) {
 		}
 		t.Skipf("no Vulkan device: %s", rep.VulkanError)
 	}
+	if len(rep.Tunings) != len(rep.Devices) || !strings.Contains(stdout, "kernel_tunings") {
+		t.Errorf("%d kernel tunings for %d devices", len(rep.Tunings), len(rep.Devices))
+	}
 	for _, d := range rep.Devices {
 		if d.Name == "" || d.MaxStorageBufferRange == 0 || d.SubgroupSize == 0 || d.API == "" {
 			t.Errorf("device entry lacks properties: %+v", d)

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/u2net-vk/u2net/ops"
 )
@@ -54,6 +56,18 @@ func TestTuneCommand(t *testing.T) {
 	path := ops.KernelTuningPath(g)
 	if _, err := ops.ReadKernelTuning(path); code != 0 || err != nil || !strings.Contains(stdout, "wrote "+path) {
 		t.Errorf("u2net tune without --out: exit %d (%q), reading %s: %v", code, stderr, path, err)
+	}
+	// u2net devices shows it.
+	code, stdout, stderr = run("devices", "--json")
+	var rep devicesReport
+	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil {
+		t.Fatalf("u2net devices --json: exit %d (%q), %v", code, stderr, err)
+	}
+	if tu := rep.Tunings[0]; tu.Status != "applied" || tu.File != path || tu.Tuned.IsZero() {
+		t.Errorf("devices lists device 0's tuning as %+v, want %s applied", tu, path)
+	}
+	if _, stdout, _ = run("devices"); !strings.Contains(stdout, rep.Tunings[0].Tuned.Format(time.DateOnly)+": train ") {
+		t.Errorf("the devices table does not date the tuning:\n%s", stdout)
 	}
 }
 
