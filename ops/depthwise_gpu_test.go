@@ -153,11 +153,11 @@ func TestDepthwiseFusedBackward(t *testing.T) {
 		{ref.DepthwiseParams{N: 1, C: 2, Size: d3(5, 6, 7), Kernel: 5}, 0, false},
 	} {
 		p, split := c.p, c.split
-		g.SetTuning(TuneGPU)
+		g.SetDeviceClass(ClassGPU)
 		if got := g.fusedBackward("test", p); got != c.fused {
 			t.Errorf("%v k%d up%v: fusedBackward = %t, want %t", p.Size, p.Kernel, p.Up, got, c.fused)
 		}
-		g.SetTuning(TuneDevice)
+		g.SetDeviceClass(ClassOfDevice)
 		w, dy := randn(r, p.WeightLen()), randn(r, p.OutputLen())
 		ts := []tensorSpec{input("w", w), input("dy", dy), output("dw", p.WeightLen()), output("db", p.BiasLen())}
 		outs := []string{"dw", "db"}
@@ -829,8 +829,8 @@ func TestDepthwiseTileSweep(t *testing.T) {
 				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
 			}, depthwiseDWTol})
 	}
-	g.SetTuning(TuneGPU) // CPU devices' sizes take depthwise_direct
-	defer func() { g.SetTuning(TuneDevice); g.dwStreamOn = nil }()
+	g.SetDeviceClass(ClassGPU) // CPU devices' sizes take depthwise_direct
+	defer func() { g.SetDeviceClass(ClassOfDevice); g.dwStreamOn = nil }()
 	cpu := NewCPU()
 	check := func(c opCase, want map[string][]float32, tile dwTile, tx int, stream bool) {
 		g.dwStreamOn = &stream

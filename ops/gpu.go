@@ -24,10 +24,10 @@ type GPU struct {
 	timed   bool
 	// gemmTile, when set, overrides the GEMM tiling (SetGEMMTile).
 	gemmTile *GEMMTile
-	// tuning, when not TuneDevice, overrides the device class that picks
+	// class, when not ClassOfDevice, overrides the device class that picks
 	// the sizes tuned for CPU devices (cpuTuned): tests run both on one
 	// device.
-	tuning Tuning
+	class DeviceClass
 	// pwDWMaxBlocks, when set, bounds the blocks of pointwiseDW in place of
 	// its rule: tests take both weight-gradient paths, benchmarks compare
 	// them.
@@ -350,31 +350,37 @@ func (g *GPU) kernel(name string, bindings []vk.Access, push int, spec ...uint32
 	return k, err
 }
 
-// Tuning names the class of device whose kernels and sizes an engine
+// DeviceClass names the class of device whose kernels and sizes an engine
 // chooses.
-type Tuning int
+type DeviceClass int
 
 const (
-	TuneDevice Tuning = iota // the device's own class
-	TuneCPU                  // as for a CPU device such as lavapipe
-	TuneGPU                  // as for a GPU
+	ClassOfDevice DeviceClass = iota // the device's own class
+	ClassCPU                         // as for a CPU device such as lavapipe
+	ClassGPU                         // as for a GPU
 )
 
-// SetTuning makes the engine choose its kernels and sizes as for the given
-// class of device from now on, whatever its own: tests take a GPU's code
-// paths on lavapipe (and a CPU device's on a GPU) with it. The classes sum
-// in different orders, so their results differ in rounding.
-func (g *GPU) SetTuning(t Tuning) { g.tuning = t }
+// SetDeviceClass makes the engine choose its kernels and sizes as for the
+// given class of device from now on, whatever its own: tests take a GPU's
+// code paths on lavapipe (and a CPU device's on a GPU) with it. The
+// classes sum in different orders, so their results differ in rounding.
+// It is the kernel choice device-class (SetKernel).
+func (g *GPU) SetDeviceClass(c DeviceClass) {
+	value := map[DeviceClass]string{ClassOfDevice: "auto", ClassCPU: "cpu", ClassGPU: "gpu"}[c]
+	if err := g.SetKernel("device-class=" + value); err != nil {
+		panic(err) // the values are SetKernel's own
+	}
+}
 
 // cpuTuned reports whether the kernels take the sizes tuned for CPU
 // devices (lavapipe), which run a few workgroups at a time, one per core,
 // each a SIMD vector at a time between barriers: fewer and larger split
 // reductions, smaller trees. Other devices take the GPU sizes.
 func (g *GPU) cpuTuned() bool {
-	switch g.tuning {
-	case TuneCPU:
+	switch g.class {
+	case ClassCPU:
 		return true
-	case TuneGPU:
+	case ClassGPU:
 		return false
 	}
 	return g.dev.Info().Type == vk.TypeCPU

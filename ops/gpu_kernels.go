@@ -31,6 +31,17 @@ var kernelChoices = []kernelChoice{
 		[]string{"fused", "chunked"}, func(g *GPU, on *bool) { g.fusedNormOn = on }},
 	{"direct", "dense and depthwise convolutions on the direct kernels without shared memory, or on the GEMM and tiles (auto: direct on CPU devices)",
 		[]string{"on", "off"}, func(g *GPU, on *bool) { g.directOn = on }},
+	{"device-class", "every kernel and size chosen as for a CPU device (direct kernels, texel-buffer inputs, one dispatch per norm, register rows) or as for a GPU, which the other choices then override (auto: the device's own class)",
+		[]string{"cpu", "gpu"}, func(g *GPU, cpu *bool) {
+			switch {
+			case cpu == nil:
+				g.class = ClassOfDevice
+			case *cpu:
+				g.class = ClassCPU
+			default:
+				g.class = ClassGPU
+			}
+		}},
 }
 
 // KernelChoice is one choice SetKernel takes: its name, what it picks

@@ -199,9 +199,9 @@ func allocator(t *testing.T, e Engine) func(n int) *Tensor {
 func checkSameBits(t *testing.T, name string, tensors []tensorSpec, outputs []string, want, got func(Engine, map[string]*Tensor) error) {
 	t.Helper()
 	g := gpuEngine(t)
-	defer g.SetTuning(TuneDevice)
-	for _, tuning := range []Tuning{TuneCPU, TuneGPU} {
-		g.SetTuning(tuning)
+	defer g.SetDeviceClass(ClassOfDevice)
+	for _, class := range []DeviceClass{ClassCPU, ClassGPU} {
+		g.SetDeviceClass(class)
 		w, _, err := runOn(g, opCase{tensors: tensors, run: want})
 		if err != nil {
 			t.Fatal(err)
@@ -213,7 +213,7 @@ func checkSameBits(t *testing.T, name string, tensors []tensorSpec, outputs []st
 		for _, n := range outputs {
 			for i, x := range v[n] {
 				if math.Float32bits(x) != math.Float32bits(w[n][i]) {
-					t.Errorf("%s, tuning %d: %s[%d] = %v, want the bits of %v", name, tuning, n, i, x, w[n][i])
+					t.Errorf("%s, class %d: %s[%d] = %v, want the bits of %v", name, class, n, i, x, w[n][i])
 					break
 				}
 			}
@@ -227,7 +227,7 @@ func checkCases(t *testing.T, cases []opCase) {
 	g := gpuEngine(t)
 	cpu := NewCPU()
 	native := g.cpuTuned()
-	defer g.SetTuning(TuneDevice)
+	defer g.SetDeviceClass(ClassOfDevice)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			wantF, wantL, err := runOn(cpu, c)
@@ -237,7 +237,7 @@ func checkCases(t *testing.T, cases []opCase) {
 			// The device's own sizes, then those tuned for the other
 			// class of device (cpuTuned).
 			for _, cpuTuned := range []bool{native, !native} {
-				g.SetTuning(map[bool]Tuning{true: TuneCPU, false: TuneGPU}[cpuTuned])
+				g.SetDeviceClass(map[bool]DeviceClass{true: ClassCPU, false: ClassGPU}[cpuTuned])
 				gotF, gotL, err := runOn(g, c)
 				if err != nil {
 					t.Fatalf("gpu (CPU-tuned %t): %v", cpuTuned, err)

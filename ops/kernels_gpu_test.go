@@ -18,9 +18,9 @@ func TestSetKernel(t *testing.T) {
 				t.Error(err)
 			}
 		}
-		g.SetTuning(TuneDevice)
+		g.SetDeviceClass(ClassOfDevice)
 	}()
-	g.SetTuning(TuneGPU)
+	g.SetDeviceClass(ClassGPU)
 	for _, c := range []struct {
 		choice string
 		check  func() bool // whether the engine now picks as asked
@@ -35,6 +35,8 @@ func TestSetKernel(t *testing.T) {
 		{"norm=chunked", func() bool { plan := g.newNormPlan("test", np); return !g.fusedNorm(&plan, 100) }},
 		{"direct=on", func() bool { return g.directDepthwise(p) }},
 		{"direct=off", func() bool { return !g.directDepthwise(p) }},
+		{"device-class=cpu", func() bool { return g.cpuTuned() }},
+		{"device-class=gpu", func() bool { return !g.cpuTuned() }},
 	} {
 		if err := g.SetKernel(c.choice); err != nil {
 			t.Errorf("SetKernel(%q): %v", c.choice, err)
@@ -42,7 +44,7 @@ func TestSetKernel(t *testing.T) {
 			t.Errorf("SetKernel(%q): the engine does not pick as asked", c.choice)
 		}
 	}
-	want := []string{"depthwise-backward=fused", "depthwise-stats=separate", "direct=off", "norm=chunked"}
+	want := []string{"depthwise-backward=fused", "depthwise-stats=separate", "device-class=gpu", "direct=off", "norm=chunked"}
 	if got := g.Kernels(); !slices.Equal(got, want) {
 		t.Errorf("Kernels() = %v, want %v", got, want)
 	}

@@ -23,26 +23,26 @@ func openGPU(t testing.TB) *ops.GPU { return opstest.GPU(t, vk.Options{}) }
 // code paths, under the validation layer in CI, and a GPU lavapipe's).
 func TestGPUMatchesCPU(t *testing.T) {
 	g := openGPU(t)
-	defer g.SetTuning(ops.TuneDevice)
+	defer g.SetDeviceClass(ops.ClassOfDevice)
 	for _, c := range []struct {
 		mode, up string
-		tuning   ops.Tuning
+		class   ops.DeviceClass
 	}{
-		{ModeUniversal, UpsampleTranspose, ops.TuneDevice},
-		{ModeUniversal, UpsampleNearest, ops.TuneDevice},
-		{ModeShared, UpsampleNearest, ops.TuneDevice},
-		{ModeIndependent, UpsampleTranspose, ops.TuneDevice},
-		{ModeUniversal, UpsampleTranspose, ops.TuneCPU},
-		{ModeUniversal, UpsampleTranspose, ops.TuneGPU},
-		{ModeShared, UpsampleNearest, ops.TuneGPU},
-		{ModeUniversal, UpsampleNearest, ops.TuneGPU},
+		{ModeUniversal, UpsampleTranspose, ops.ClassOfDevice},
+		{ModeUniversal, UpsampleNearest, ops.ClassOfDevice},
+		{ModeShared, UpsampleNearest, ops.ClassOfDevice},
+		{ModeIndependent, UpsampleTranspose, ops.ClassOfDevice},
+		{ModeUniversal, UpsampleTranspose, ops.ClassCPU},
+		{ModeUniversal, UpsampleTranspose, ops.ClassGPU},
+		{ModeShared, UpsampleNearest, ops.ClassGPU},
+		{ModeUniversal, UpsampleNearest, ops.ClassGPU},
 	} {
 		name := c.mode + "-" + c.up
-		if c.tuning != ops.TuneDevice {
-			name += map[ops.Tuning]string{ops.TuneCPU: "-cpu-sizes", ops.TuneGPU: "-gpu-sizes"}[c.tuning]
+		if c.class != ops.ClassOfDevice {
+			name += map[ops.DeviceClass]string{ops.ClassCPU: "-cpu-sizes", ops.ClassGPU: "-gpu-sizes"}[c.class]
 		}
 		t.Run(name, func(t *testing.T) {
-			g.SetTuning(c.tuning)
+			g.SetDeviceClass(c.class)
 			m, err := New(tinyConfig(c.mode, c.up), 13)
 			if err != nil {
 				t.Fatal(err)
