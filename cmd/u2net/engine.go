@@ -152,6 +152,9 @@ type kernelsFlag struct {
 	tuning string
 	// file is the --tuning file, read by check.
 	file *ops.KernelTuning
+	// run, when not nil, holds the choices a resumed run recorded, which
+	// replace the tuning's.
+	run *[]string
 }
 
 // addKernelFlag registers --kernel and --tuning on fs.
@@ -194,10 +197,11 @@ const (
 	forPrediction
 )
 
-// apply sets the choices on e, a Vulkan device: those of the tuning (the
-// --tuning file, else the device's own where there is one that was
-// measured with this device and driver) for use, then --kernel's over them.
-// The CPU reference engine has no kernels to choose, which the log says.
+// apply sets the choices on e, a Vulkan device: those a resumed run
+// recorded, else those of the tuning (the --tuning file, else the device's
+// own where there is one that was measured with this device and driver)
+// for use; then --kernel's over them. The CPU reference engine has no
+// kernels to choose, which the log says.
 func (k *kernelsFlag) apply(e ops.Engine, use tuningUse, log *slog.Logger) error {
 	g, ok := e.(*ops.GPU)
 	if !ok {
@@ -206,41 +210,43 @@ func (k *kernelsFlag) apply(e ops.Engine, use tuningUse, log *slog.Logger) error
 		}
 		return nil
 	}
-	tuning, from := k.file, k.tuning
+	var choices []string
+	from := "" // where they come from, for the log and errors
+	pick := func(t *ops.KernelTuning) {
+		choices = t.Train
+		if use == forPrediction {
+			choices = t.Predict
+		}
+	}
 	switch {
-	case tuning != nil:
-		if err := tuning.Fits(g.Device().Info()); err != nil {
+	case k.run != nil:
+		choices, from = *k.run, "the run's options (--tuning FILE chooses others)"
+	case k.file != nil:
+		if err := k.file.Fits(g.Device().Info()); err != nil {
 			return fmt.Errorf("--tuning %s: %w", k.tuning, err)
 		}
+		pick(k.file)
+		from = k.tuning
 	case k.tuning == "off":
-		from = ""
 	default:
-		from = ops.KernelTuningPath(g)
-		if from == "" {
+		path := ops.KernelTuningPath(g)
+		if path == "" {
 			break
 		}
-		t, err := ops.ReadKernelTuning(from)
+		t, err := ops.ReadKernelTuning(path)
 		if err == nil {
 			err = t.Fits(g.Device().Info())
 		}
 		switch {
 		case err == nil:
-			tuning = &t
+			pick(&t)
+			from = path
 		case !errors.Is(err, ops.ErrNoKernelTuning):
-			log.Warn("the device's kernel tuning is not applied", "file", from, "reason", err)
+			log.Warn("the device's kernel tuning is not applied", "file", path, "reason", err)
 		}
 	}
-	var choices []string
-	switch {
-	case tuning == nil:
-		from = ""
-	case use == forPrediction:
-		choices = tuning.Predict
-	default:
-		choices = tuning.Train
-	}
 	if err := g.SetKernels(choices); err != nil {
-		return fmt.Errorf("tuning %s: %w", from, err)
+		return fmt.Errorf("kernel choices of %s: %w", from, err)
 	}
 	for _, c := range k.listFlag {
 		if err := g.SetKernel(c); err != nil {
@@ -248,7 +254,8 @@ func (k *kernelsFlag) apply(e ops.Engine, use tuningUse, log *slog.Logger) error
 		}
 	}
 	if from != "" || len(k.listFlag) > 0 {
-		log.Info("kernel choices", "engine", e.Name(), "kernel", cmp.Or(strings.Join(g.Kernels(), ","), "the engine's own rules"), "tuning", cmp.Or(from, "none"))
+		log.Info("kernel choices", "engine", e.Name(), "kernel", cmp.Or(strings.Join(g.Kernels(), ","), "the engine's own rules"),
+			"from", cmp.Or(from, "--kernel"))
 	}
 	return nil
 }

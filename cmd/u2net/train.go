@@ -97,6 +97,13 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	defer logFile.Close()
 	log := newLogger(io.MultiWriter(stderr, logFile))
+	if opt.Resume && !flagGiven(fs, "tuning") {
+		// A resumed run keeps the kernel choices it began with, whatever
+		// was tuned since (--kernel over them): it then continues exactly.
+		if prev, err := train.ReadOptions(opt.Out); err == nil {
+			kernels.run = &prev.Kernels
+		}
+	}
 	e, err := openEngine(*device, memoryLimit, log)
 	if err != nil {
 		return err

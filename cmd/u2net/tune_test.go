@@ -117,7 +117,7 @@ func TestTuningApplied(t *testing.T) {
 		err   string // of apply
 		log   string
 	}{
-		{"training", nil, forTraining, []string{"norm=chunked"}, "", "tuning=" + ops.KernelTuningPath(g)},
+		{"training", nil, forTraining, []string{"norm=chunked"}, "", "from=" + ops.KernelTuningPath(g)},
 		{"prediction", nil, forPrediction, []string{"depthwise-stats=separate"}, "", `kernel="depthwise-stats=separate"`},
 		{"--kernel over it", []string{"--kernel", "norm=fused", "--kernel", "direct=off"}, forTraining,
 			[]string{"direct=off", "norm=fused"}, "", ""},
@@ -164,4 +164,33 @@ func TestTuningApplied(t *testing.T) {
 		t.Errorf("a stale tuning file: %v, choices %v, log:\n%s", err, g.Kernels(), logs.String())
 	}
 	g.SetKernels(nil)
+}
+
+// A resumed run keeps the kernel choices it began with, whatever was tuned
+// since, and continues exactly; --tuning chooses others, with a warning.
+func TestResumeKeepsKernels(t *testing.T) {
+	t.Setenv("U2NET_CACHE_DIR", t.TempDir())
+	dir, data := synthData(t, 1)
+	runDir := filepath.Join(dir, "run")
+	args := []string{"train", "--data", filepath.Join(data, "SynthCT"), "--out", runDir, "--device", "0",
+		"--steps-per-epoch", "1", "--patch", "8,8,8", "--batch", "1", "--base-channels", "2", "--val-every", "0"}
+	if code, _, stderr := run(append(args, "--epochs", "1", "--kernel", "norm=chunked")...); code != 0 {
+		t.Fatalf("train: exit %d: %s", code, stderr)
+	}
+	g, closeGPU := openTestGPU(t)
+	tu := ops.NewKernelTuning(g, "test")
+	tu.Train = []string{"depthwise-stats=separate"}
+	err := ops.WriteKernelTuning(ops.KernelTuningPath(g), tu)
+	closeGPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(append(args, "--epochs", "2", "--resume")...)
+	if code != 0 || !strings.Contains(stderr, `kernel="norm=chunked" from="the run's options`) || strings.Contains(stderr, "WARN") {
+		t.Errorf("train --resume: exit %d, want the run's kernel choices and no warning:\n%s", code, stderr)
+	}
+	code, _, stderr = run(append(args, "--epochs", "3", "--resume", "--tuning", "off")...)
+	if code != 0 || !strings.Contains(stderr, "does not continue exactly") || !strings.Contains(stderr, "changed=Kernels") {
+		t.Errorf("train --resume --tuning off: exit %d, want a warning naming Kernels:\n%s", code, stderr)
+	}
 }

@@ -605,17 +605,24 @@ func sameDomains(a, b u2net.Config) error {
 	return nil
 }
 
+// ReadOptions reads the options a run in folder out began with (its
+// options file).
+func ReadOptions(out string) (Options, error) {
+	var opt Options
+	data, err := os.ReadFile(filepath.Join(out, OptionsFile))
+	if err == nil {
+		err = json.Unmarshal(data, &opt)
+	}
+	return opt, err
+}
+
 // resumeOptions compares the options of a resumed run with those it began
 // with (its options file) and warns of those that differ: the run then
 // does not continue exactly. Without a patch given, the run takes its own
 // (which may have been fitted to the device), as if given. A run without a
 // readable options file keeps its options as given.
 func resumeOptions(opt *Options, log *slog.Logger) {
-	data, err := os.ReadFile(filepath.Join(opt.Out, OptionsFile))
-	var prev Options
-	if err == nil {
-		err = json.Unmarshal(data, &prev)
-	}
+	prev, err := ReadOptions(opt.Out)
 	if err != nil {
 		log.Warn("resuming without the run's options; the options given are taken as they are", "error", err)
 		return
