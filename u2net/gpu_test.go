@@ -26,7 +26,7 @@ func TestGPUMatchesCPU(t *testing.T) {
 	defer g.SetDeviceClass(ops.ClassOfDevice)
 	for _, c := range []struct {
 		mode, up string
-		class   ops.DeviceClass
+		class    ops.DeviceClass
 	}{
 		{ModeUniversal, UpsampleTranspose, ops.ClassOfDevice},
 		{ModeUniversal, UpsampleNearest, ops.ClassOfDevice},
