@@ -863,6 +863,50 @@ func TestDepthwiseTileSweep(t *testing.T) {
 	}
 }
 
+// Each value of the kernel choice depthwise-tile, fitted to volumes larger
+// and smaller than it, computes the forward pass with statistics and the
+// data gradient in its own pass right.
+func TestDepthwiseTileChoice(t *testing.T) {
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(65, 66))
+	var cases []opCase
+	for _, p := range []ref.DepthwiseParams{
+		{N: 2, C: 3, Size: d3(17, 19, 23), Kernel: 3},
+		{N: 1, C: 2, Size: d3(3, 5, 7), Kernel: 3},
+		{N: 1, C: 2, Size: d3(6, 10, 36), Kernel: 3, Up: two3},
+	} {
+		cases = append(cases, depthwiseStatsCase(r, p, 0))
+		x, w, dy := randn(r, p.N*p.C*p.Size.Voxels()/p.UpFactor().Voxels()), randn(r, p.WeightLen()), randn(r, p.OutputLen())
+		cases = append(cases, opCase{fmt.Sprintf("%v-up%v/dx", p.Size, p.Up),
+			[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x))},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
+			}, depthwiseTol})
+	}
+	defer g.SetKernels(nil)
+	cpu := NewCPU()
+	for _, c := range cases {
+		want, _, err := runOn(cpu, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range dwTileChoices {
+			if err := g.SetKernels([]string{"device-class=gpu", "depthwise-backward=two-pass", "depthwise-tile=" + v}); err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := runOn(g, c)
+			if err != nil {
+				t.Fatalf("%s, depthwise-tile=%s: %v", c.name, v, err)
+			}
+			for n := range want {
+				if e := ref.RelL2(got[n], want[n]); !(e <= c.tol) {
+					t.Errorf("%s, depthwise-tile=%s: %s: relative L2 error %.3g > %.3g%s", c.name, v, n, e, c.tol, firstBad(got[n], want[n]))
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkDepthwiseTiles times the forward and the backward pass (dx made
 // in the weight gradient's) at the §8 shape under each tiling of
 // dwTileSweep: on a GPU (CPU devices take depthwise_direct).

@@ -39,6 +39,9 @@ type GPU struct {
 	// (weightGradTile): benchmarks sweep tilings on a device, tests check
 	// them.
 	dwTileOver, dwGradTileOver *dwTile
+	// dwTileTarget, when set, is the tile depthwise.comp's fits to each
+	// volume in place of its own (the kernel choice depthwise-tile).
+	dwTileTarget *dwTile
 	// dwStreamOn, when set to true, runs the depthwise forward pass on
 	// depthwise_stream.comp (streamDepthwise): tests check it, benchmarks
 	// compare it with depthwise.comp's tiles.

@@ -47,19 +47,18 @@ const (
 	dwGroupsPerCore = 4
 )
 
-// chooseTile picks the tile for a volume: 32 (or 16, 8 for narrow volumes)
-// wide so that rows coalesce, up to 256 invocations, up to td voxels deep
-// per invocation, and no taller or deeper than the volume needs. It then shrinks TD and TH until halo(tile) floats
-// of shared memory fit in the device's limit.
-func (g *GPU) chooseTile(op string, size ref.Dims3, td int, halo func(dwTile) int) (dwTile, error) {
-	t := dwTile{tw: 32, th: 8, td: td}
-	switch {
-	case size[2] <= 8:
-		t.tw = 8
-	case size[2] <= 16:
-		t.tw = 16
+// chooseTile fits the target tile to a volume: halved in width down to 8
+// while half is as wide as the volume (rows coalesce), as many
+// invocations (a narrower tile is taller), and no taller or deeper than
+// the volume needs. It then shrinks TD and TH until halo(tile) floats of
+// shared memory fit in the device's limit. The target's depth is the
+// voxels deep per invocation.
+func (g *GPU) chooseTile(op string, size ref.Dims3, target dwTile, halo func(dwTile) int) (dwTile, error) {
+	t := target
+	for t.tw > 8 && t.tw/2 >= size[2] {
+		t.tw /= 2
 	}
-	t.th = 256 / t.tw
+	t.th = target.tw * target.th / t.tw // a narrower tile is taller
 	for t.th > 1 && t.th/2 >= size[1] {
 		t.th /= 2
 	}
@@ -207,7 +206,7 @@ func (g *GPU) streamTile(op string, p ref.DepthwiseParams) (dwTile, error) {
 	if g.dwTileOver != nil {
 		return g.fixedTile(op, *g.dwTileOver, halo)
 	}
-	return g.chooseTile(op, p.Size, dwStreamTD, halo)
+	return g.chooseTile(op, p.Size, dwTile{32, 8, dwStreamTD}, halo)
 }
 
 // dwStreamTD is the output planes of a depthwise_stream column: its two
@@ -246,7 +245,11 @@ func (g *GPU) depthwiseTile(op string, p ref.DepthwiseParams) (dwTile, error) {
 	if g.dwTileOver != nil {
 		return g.fixedTile(op, *g.dwTileOver, halo)
 	}
-	return g.chooseTile(op, p.Size, tuned(g, 8, 16), halo)
+	target := dwTile{32, 8, tuned(g, 8, 16)}
+	if g.dwTileTarget != nil {
+		target = *g.dwTileTarget
+	}
+	return g.chooseTile(op, p.Size, target, halo)
 }
 
 // fixedTile returns t, an overriding tile, if its halo and workgroup fit
@@ -444,7 +447,7 @@ func (g *GPU) weightGradTile(op string, p ref.DepthwiseParams, dx bool) (t dwTil
 	}
 	// TD 8: with its loops unrolled, 18% faster than TD 4 on lavapipe
 	// (before unrolling, TD 8 was no faster on an H200).
-	t, err = g.chooseTile(op, p.Size, 8, halo)
+	t, err = g.chooseTile(op, p.Size, dwTile{32, 8, 8}, halo)
 	return t, kdb, halo(t), err
 }
 

@@ -15,33 +15,57 @@ import (
 type kernelChoice struct {
 	name, doc string
 	values    []string
-	// set points the engine's switch at the value's setting, or at nil
-	// for auto.
-	set func(g *GPU, on *bool)
+	// set points the engine's switch at value's setting, or with "" at
+	// its own rule.
+	set func(g *GPU, value string)
+}
+
+// onOff is the setter of a choice between two values, the first setting
+// *sw to true: sw(g) is the switch.
+func onOff(first string, sw func(g *GPU) **bool) func(g *GPU, value string) {
+	return func(g *GPU, value string) {
+		var on *bool
+		if value != "" {
+			b := value == first
+			on = &b
+		}
+		*sw(g) = on
+	}
 }
 
 var kernelChoices = []kernelChoice{
 	{"depthwise-forward", "the depthwise forward pass on GPUs: depthwise.comp's tiles or depthwise_stream.comp's columns (auto: tiles)",
-		[]string{"stream", "tiles"}, func(g *GPU, on *bool) { g.dwStreamOn = on }},
-	{"depthwise-backward", "the depthwise data gradient on GPUs: made in the weight gradient's pass, or a pass of its own (auto: fused up to 3³)",
-		[]string{"fused", "two-pass"}, func(g *GPU, on *bool) { g.dwFusedOn = on }},
-	{"depthwise-stats", "a unit's depthwise convolution writes the statistics of its norm, or the norm reads its output again (auto: fused)",
-		[]string{"fused", "separate"}, func(g *GPU, on *bool) { g.dwStatsOn = on }},
-	{"norm", "an instance norm as one norm_fused dispatch per plane, or as chunked passes (auto: fused on CPU devices, and on GPUs for planes of one chunk)",
-		[]string{"fused", "chunked"}, func(g *GPU, on *bool) { g.fusedNormOn = on }},
-	{"direct", "dense and depthwise convolutions on the direct kernels without shared memory, or on the GEMM and tiles (auto: direct on CPU devices)",
-		[]string{"on", "off"}, func(g *GPU, on *bool) { g.directOn = on }},
-	{"device-class", "every kernel and size chosen as for a CPU device (direct kernels, texel-buffer inputs, one dispatch per norm, register rows) or as for a GPU, which the other choices then override (auto: the device's own class)",
-		[]string{"cpu", "gpu"}, func(g *GPU, cpu *bool) {
-			switch {
-			case cpu == nil:
-				g.class = ClassOfDevice
-			case *cpu:
-				g.class = ClassCPU
-			default:
-				g.class = ClassGPU
+		[]string{"stream", "tiles"}, onOff("stream", func(g *GPU) **bool { return &g.dwStreamOn })},
+	{"depthwise-tile", "the tile of depthwise.comp (the forward pass, and the data gradient in a pass of its own) on GPUs, width x height x depth, fitted down to the volume (auto: 32x8x8)",
+		dwTileChoices, func(g *GPU, value string) {
+			g.dwTileTarget = nil
+			if t, ok := parseDWTile(value); ok {
+				g.dwTileTarget = &t
 			}
 		}},
+	{"depthwise-backward", "the depthwise data gradient on GPUs: made in the weight gradient's pass, or a pass of its own (auto: fused up to 3³)",
+		[]string{"fused", "two-pass"}, onOff("fused", func(g *GPU) **bool { return &g.dwFusedOn })},
+	{"depthwise-stats", "a unit's depthwise convolution writes the statistics of its norm, or the norm reads its output again (auto: fused)",
+		[]string{"fused", "separate"}, onOff("fused", func(g *GPU) **bool { return &g.dwStatsOn })},
+	{"norm", "an instance norm as one norm_fused dispatch per plane, or as chunked passes (auto: fused on CPU devices, and on GPUs for planes of one chunk)",
+		[]string{"fused", "chunked"}, onOff("fused", func(g *GPU) **bool { return &g.fusedNormOn })},
+	{"direct", "dense and depthwise convolutions on the direct kernels without shared memory, or on the GEMM and tiles (auto: direct on CPU devices)",
+		[]string{"on", "off"}, onOff("on", func(g *GPU) **bool { return &g.directOn })},
+	{"device-class", "every kernel and size chosen as for a CPU device (direct kernels, texel-buffer inputs, one dispatch per norm, register rows) or as for a GPU, which the other choices then override (auto: the device's own class)",
+		[]string{"cpu", "gpu"}, func(g *GPU, value string) {
+			g.class = map[string]DeviceClass{"": ClassOfDevice, "cpu": ClassCPU, "gpu": ClassGPU}[value]
+		}},
+}
+
+// dwTileChoices are the values of the choice depthwise-tile: tiles of 256
+// invocations (one of 128) from 4 to 16 outputs deep.
+var dwTileChoices = []string{"32x8x8", "32x8x4", "32x8x16", "32x4x16", "64x4x8", "16x16x8"}
+
+// parseDWTile reads a tile "WxHxD".
+func parseDWTile(s string) (dwTile, bool) {
+	var t dwTile
+	n, err := fmt.Sscanf(s, "%dx%dx%d", &t.tw, &t.th, &t.td)
+	return t, err == nil && n == 3 && t.tw > 0 && t.th > 0 && t.td > 0
 }
 
 // KernelChoice is one choice SetKernel takes: its name, what it picks
@@ -101,12 +125,11 @@ func (g *GPU) SetKernel(choice string) error {
 		g.kernelSet = map[string]string{}
 	}
 	if value == "auto" {
-		c.set(g, nil)
+		c.set(g, "")
 		delete(g.kernelSet, c.name)
 		return nil
 	}
-	on := value == c.values[0]
-	c.set(g, &on)
+	c.set(g, value)
 	g.kernelSet[c.name] = value
 	return nil
 }

@@ -12,6 +12,7 @@ func TestSetKernel(t *testing.T) {
 	g := gpuEngine(t)
 	p := ref.DepthwiseParams{N: 1, C: 2, Size: d3(4, 5, 6), Kernel: 3}
 	np := ref.NormParams{N: 1, C: 2, Size: d3(4, 5, 6), Eps: ref.DefaultNormEps}
+	big := ref.DepthwiseParams{N: 1, C: 2, Size: d3(64, 64, 64), Kernel: 3}
 	defer func() {
 		for _, c := range kernelChoices {
 			if err := g.SetKernel(c.name + "=auto"); err != nil {
@@ -35,6 +36,12 @@ func TestSetKernel(t *testing.T) {
 		{"norm=chunked", func() bool { plan := g.newNormPlan("test", np); return !g.fusedNorm(&plan, 100) }},
 		{"direct=on", func() bool { return g.directDepthwise(p) }},
 		{"direct=off", func() bool { return !g.directDepthwise(p) }},
+		{"depthwise-tile=64x4x8", func() bool { t, err := g.depthwiseTile("test", big); return err == nil && t == dwTile{64, 4, 8} }},
+		{"depthwise-tile=16x16x8", func() bool {
+			t, err := g.depthwiseTile("test", p) // fitted to 4×5×6: 8 wide, 8 high, 4 deep
+			return err == nil && t == dwTile{8, 8, 4}
+		}},
+		{"depthwise-tile=auto", func() bool { t, err := g.depthwiseTile("test", big); return err == nil && t == dwTile{32, 8, 8} }},
 		{"device-class=cpu", func() bool { return g.cpuTuned() }},
 		{"device-class=gpu", func() bool { return !g.cpuTuned() }},
 	} {
