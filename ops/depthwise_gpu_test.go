@@ -863,9 +863,10 @@ func TestDepthwiseTileSweep(t *testing.T) {
 	}
 }
 
-// Each value of the kernel choice depthwise-tile, fitted to volumes larger
-// and smaller than it, computes the forward pass with statistics and the
-// data gradient in its own pass right.
+// Each value of the kernel choices depthwise-tile and (streamed columns)
+// depthwise-forward, fitted to volumes larger and smaller than it, computes
+// the forward pass with statistics, and depthwise-tile the data gradient in
+// its own pass, right.
 func TestDepthwiseTileChoice(t *testing.T) {
 	g := gpuEngine(t)
 	r := rand.New(rand.NewPCG(65, 66))
@@ -890,17 +891,26 @@ func TestDepthwiseTileChoice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var choices []string
 		for _, v := range dwTileChoices {
-			if err := g.SetKernels([]string{"device-class=gpu", "depthwise-backward=two-pass", "depthwise-tile=" + v}); err != nil {
+			choices = append(choices, "depthwise-tile="+v)
+		}
+		if !strings.HasSuffix(c.name, "/dx") {
+			for _, v := range dwStreamChoices {
+				choices = append(choices, "depthwise-forward="+v)
+			}
+		}
+		for _, choice := range choices {
+			if err := g.SetKernels([]string{"device-class=gpu", "depthwise-backward=two-pass", choice}); err != nil {
 				t.Fatal(err)
 			}
 			got, _, err := runOn(g, c)
 			if err != nil {
-				t.Fatalf("%s, depthwise-tile=%s: %v", c.name, v, err)
+				t.Fatalf("%s, %s: %v", c.name, choice, err)
 			}
 			for n := range want {
 				if e := ref.RelL2(got[n], want[n]); !(e <= c.tol) {
-					t.Errorf("%s, depthwise-tile=%s: %s: relative L2 error %.3g > %.3g%s", c.name, v, n, e, c.tol, firstBad(got[n], want[n]))
+					t.Errorf("%s, %s: %s: relative L2 error %.3g > %.3g%s", c.name, choice, n, e, c.tol, firstBad(got[n], want[n]))
 				}
 			}
 		}

@@ -39,9 +39,10 @@ type GPU struct {
 	// (weightGradTile): benchmarks sweep tilings on a device, tests check
 	// them.
 	dwTileOver, dwGradTileOver *dwTile
-	// dwTileTarget, when set, is the tile depthwise.comp's fits to each
-	// volume in place of its own (the kernel choice depthwise-tile).
-	dwTileTarget *dwTile
+	// dwTileTarget and dwStreamTarget, when set, are the tiles
+	// depthwise.comp and depthwise_stream.comp fit to each volume in place
+	// of their own (the kernel choices depthwise-tile, depthwise-forward).
+	dwTileTarget, dwStreamTarget *dwTile
 	// dwStreamOn, when set to true, runs the depthwise forward pass on
 	// depthwise_stream.comp (streamDepthwise): tests check it, benchmarks
 	// compare it with depthwise.comp's tiles.

@@ -197,7 +197,8 @@ func (g *GPU) streamDepthwise(p ref.DepthwiseParams, y dwPlanes) bool {
 }
 
 // streamTile is depthwise_stream.comp's tile for p: a column of
-// dwStreamTD output planes (or g.dwTileOver's), its workgroup TW×TH.
+// dwStreamTD output planes (or g.dwStreamTarget's, or g.dwTileOver's), its
+// workgroup TW×TH.
 func (g *GPU) streamTile(op string, p ref.DepthwiseParams) (dwTile, error) {
 	k := p.Kernel
 	// Two halo planes and the statistics' tree, three floats per
@@ -206,7 +207,11 @@ func (g *GPU) streamTile(op string, p ref.DepthwiseParams) (dwTile, error) {
 	if g.dwTileOver != nil {
 		return g.fixedTile(op, *g.dwTileOver, halo)
 	}
-	return g.chooseTile(op, p.Size, dwTile{32, 8, dwStreamTD}, halo)
+	target := dwTile{32, 8, dwStreamTD}
+	if g.dwStreamTarget != nil {
+		target = *g.dwStreamTarget
+	}
+	return g.chooseTile(op, p.Size, target, halo)
 }
 
 // dwStreamTD is the output planes of a depthwise_stream column: its two

@@ -34,8 +34,15 @@ func onOff(first string, sw func(g *GPU) **bool) func(g *GPU, value string) {
 }
 
 var kernelChoices = []kernelChoice{
-	{"depthwise-forward", "the depthwise forward pass on GPUs: depthwise.comp's tiles or depthwise_stream.comp's columns (auto: tiles)",
-		[]string{"stream", "tiles"}, onOff("stream", func(g *GPU) **bool { return &g.dwStreamOn })},
+	{"depthwise-forward", "the depthwise forward pass on GPUs: depthwise.comp's tiles, or depthwise_stream.comp's columns (32x8x16, or stream:WxHxD), fitted to the volume (auto: tiles)",
+		append([]string{"stream", "tiles"}, dwStreamChoices...), func(g *GPU, value string) {
+			onOff("stream", func(g *GPU) **bool { return &g.dwStreamOn })(g, value)
+			g.dwStreamTarget = nil
+			if t, ok := parseDWTile(strings.TrimPrefix(value, "stream:")); ok {
+				on := true
+				g.dwStreamOn, g.dwStreamTarget = &on, &t
+			}
+		}},
 	{"depthwise-tile", "the tile of depthwise.comp (the forward pass, and the data gradient in a pass of its own) on GPUs, width x height x depth, fitted down to the volume (auto: 32x8x8)",
 		dwTileChoices, func(g *GPU, value string) {
 			g.dwTileTarget = nil
@@ -60,6 +67,10 @@ var kernelChoices = []kernelChoice{
 // dwTileChoices are the values of the choice depthwise-tile: tiles of 256
 // invocations (one of 128) from 4 to 16 outputs deep.
 var dwTileChoices = []string{"32x8x8", "32x8x4", "32x8x16", "32x4x16", "64x4x8", "16x16x8"}
+
+// dwStreamChoices are the values of depthwise-forward that pick
+// depthwise_stream.comp's columns of another shape than its own.
+var dwStreamChoices = []string{"stream:32x8x8", "stream:32x8x32", "stream:32x4x32", "stream:64x4x16"}
 
 // parseDWTile reads a tile "WxHxD".
 func parseDWTile(s string) (dwTile, bool) {

@@ -28,6 +28,10 @@ func TestSetKernel(t *testing.T) {
 	}{
 		{"depthwise-forward=stream", func() bool { return g.streamDepthwise(p, dwPlanes{}) }},
 		{"depthwise-forward=tiles", func() bool { return !g.streamDepthwise(p, dwPlanes{}) }},
+		{"depthwise-forward=stream:64x4x16", func() bool {
+			t, err := g.streamTile("test", big)
+			return g.streamDepthwise(p, dwPlanes{}) && err == nil && t == dwTile{64, 4, 16}
+		}},
 		{"depthwise-forward=auto", func() bool { return !g.streamDepthwise(p, dwPlanes{}) }},
 		{"depthwise-backward=two-pass", func() bool { return !g.fusedBackward("test", p) }},
 		{"depthwise-backward=fused", func() bool { return g.fusedBackward("test", p) }},
@@ -71,7 +75,7 @@ func TestSetKernel(t *testing.T) {
 	if err := CheckKernel("direct=auto"); err != nil {
 		t.Errorf("CheckKernel(direct=auto): %v", err)
 	}
-	if cs := KernelChoices(); len(cs) != len(kernelChoices) || !strings.HasPrefix(cs[0].String(), "depthwise-forward=auto|stream|tiles: ") {
+	if cs := KernelChoices(); len(cs) != len(kernelChoices) || !strings.HasPrefix(cs[0].String(), "depthwise-forward=auto|stream|tiles|stream:32x8x8|") {
 		t.Errorf("KernelChoices() = %v", cs)
 	}
 }
