@@ -40,6 +40,8 @@ type KernelTuningResult struct {
 	ForwardGPUMS float64  `json:"forward_gpu_ms"`
 	// Again marks a measurement repeated to confirm a pick.
 	Again bool `json:"again,omitempty"`
+	// Error is why the network could not be measured under the choices.
+	Error string `json:"error,omitempty"`
 }
 
 // NewKernelTuning starts the tuning of g's device, measured now.

@@ -392,6 +392,10 @@ func writeKernelAB(w io.Writer, res []KernelResult) {
 		} else {
 			step, fwd = ratio(base.StepGPUMS, k.StepGPUMS), ratio(base.ForwardGPUMS, k.ForwardGPUMS)
 		}
+		if k.Error != "" {
+			fmt.Fprintf(tw, "%s\tfailed: %s\t\t\t\t\n", name, k.Error)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", name, wallGPU(k.StepMS, k.StepGPUMS), wallGPU(k.ForwardMS, k.ForwardGPUMS), step, fwd)
 	}
 	tw.Flush()

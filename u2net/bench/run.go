@@ -214,6 +214,9 @@ type KernelResult struct {
 	ForwardMS    float64 `json:"forward_ms"`
 	StepGPUMS    float64 `json:"train_step_gpu_ms"`
 	ForwardGPUMS float64 `json:"forward_gpu_ms"`
+	// Error is why the network could not be measured under the choice,
+	// which the other measurements do not wait on.
+	Error string `json:"error,omitempty"`
 }
 
 // TileResult is one GEMM-family operation under one tiling ("default" is
@@ -326,7 +329,8 @@ func Run(e ops.Engine, opt Options, log func(string)) (*Report, error) {
 
 // kernelAB measures the universal network under the engine's kernel
 // choices as set, then under each other value of each choice, one at a
-// time, and sets the choices back as they were.
+// time (a value that fails is recorded with its error), and sets the
+// choices back as they were.
 func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]KernelResult, error) {
 	asSet := g.Kernels()
 	was := map[string]string{}
@@ -355,7 +359,10 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 			r, err := withKernels(g, &set, repeats, log, choices)
 			r.Choice = choices[0]
 			if err != nil {
-				return out, fmt.Errorf("%s: %w", r.Choice, err)
+				// One choice failing (a tile the device cannot hold) leaves
+				// the others to measure.
+				log(fmt.Sprintf("kernel choices: %s: %v", r.Choice, err))
+				r.Error = err.Error()
 			}
 			out = append(out, r)
 		}

@@ -20,7 +20,8 @@ const TuneMargin = 0.03
 // Tune measures the universal network at set under the engine's own
 // kernel rules, then under each value of each kernel choice alone, and
 // picks for training steps (their GPU time) and for forward passes the
-// values that beat the rules by more than TuneMargin. Where several
+// values that beat the rules by more than TuneMargin (a value the device
+// fails to run is recorded with its error and not picked). Where several
 // choices are picked the set is measured together too, and kept only
 // where it is no slower than the best of them alone (which is kept
 // otherwise): choices can interact. The picks are then measured again,
@@ -51,7 +52,9 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 		for _, v := range c.Values {
 			r, err := measure([]string{c.Name + "=" + v})
 			if err != nil {
-				return t, fmt.Errorf("%s=%s: %w", c.Name, v, err)
+				// A value the device cannot run is not picked; the others
+				// are still measured.
+				r = KernelResult{Choice: c.Name + "=" + v, Error: err.Error()}
 			}
 			measured = append(measured, r)
 		}
@@ -71,12 +74,12 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 			if i < 0 {
 				r, err := measure(picks)
 				if err != nil {
-					return t, fmt.Errorf("%s: %w", joined, err)
+					r = KernelResult{Choice: joined, Error: err.Error()}
 				}
 				measured = append(measured, r)
 				i = len(measured) - 1
 			}
-			if obj.time(measured[i]) > obj.time(best) {
+			if measured[i].Error != "" || obj.time(measured[i]) > obj.time(best) {
 				picks = []string{best.Choice}
 			}
 		}
@@ -92,12 +95,12 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 				}
 				r, err := measure(picks)
 				if err != nil {
-					return t, fmt.Errorf("%s: %w", joined, err)
+					r = KernelResult{Choice: joined, Error: err.Error()}
 				}
 				confirmed = append(confirmed, again, r)
 				i = len(confirmed) - 1
 			}
-			if obj.time(confirmed[i]) >= obj.time(confirmed[i-1])*(1-TuneMargin) {
+			if confirmed[i].Error != "" || obj.time(confirmed[i]) >= obj.time(confirmed[i-1])*(1-TuneMargin) {
 				picks = nil
 			}
 		}
@@ -110,7 +113,7 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 			choices = strings.Split(r.Choice, ",")
 		}
 		t.Results = append(t.Results, ops.KernelTuningResult{Choices: choices, StepGPUMS: r.StepGPUMS,
-			ForwardGPUMS: r.ForwardGPUMS, Again: i >= len(measured)})
+			ForwardGPUMS: r.ForwardGPUMS, Again: i >= len(measured), Error: r.Error})
 	}
 	return t, nil
 }
@@ -123,7 +126,7 @@ func tunePicks(base KernelResult, singles []KernelResult, time func(KernelResult
 	fastest := map[string]KernelResult{}
 	var names []string
 	for _, r := range singles {
-		if time(r) >= time(base)*(1-TuneMargin) {
+		if r.Error != "" || time(r) >= time(base)*(1-TuneMargin) {
 			continue
 		}
 		name, _, _ := strings.Cut(r.Choice, "=")
@@ -156,6 +159,10 @@ func WriteTuning(w io.Writer, t ops.KernelTuning) {
 		name, step, fwd := cmp.Or(strings.Join(r.Choices, ","), "(engine's own rules)"), "", ""
 		if r.Again {
 			name += ", again"
+		}
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\tfailed: %s\t\t\t\t\n", name, r.Error)
+			continue
 		}
 		if i > 0 {
 			step, fwd = ratio(rules.StepGPUMS, r.StepGPUMS), ratio(rules.ForwardGPUMS, r.ForwardGPUMS)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -118,6 +119,8 @@ func TestTuneDecides(t *testing.T) {
 			"depthwise-forward=stream": {{90, 10}}, "norm=chunked": {{80, 10}},
 			"depthwise-forward=stream,norm=chunked": {{95, 10}}},
 			[]string{"norm=chunked"}, nil, []string{"norm=chunked"}},
+		{"a failing value", map[string][]times{"direct=off": {{-1, -1}}, "norm=chunked": {{50, 5}}}, []string{"norm=chunked"},
+			[]string{"norm=chunked"}, []string{"norm=chunked"}},
 		{"a pair faster together", map[string][]times{
 			"depthwise-forward=stream": {{90, 10}}, "norm=chunked": {{80, 10}},
 			"depthwise-forward=stream,norm=chunked": {{70, 10}}},
@@ -132,6 +135,9 @@ func TestTuneDecides(t *testing.T) {
 			if len(ts) > 0 {
 				tm = ts[min(n, len(ts)-1)]
 			}
+			if tm.step < 0 { // the device fails under these choices
+				return KernelResult{}, errors.New("does not fit")
+			}
 			return KernelResult{Choice: name, StepGPUMS: tm.step, ForwardGPUMS: tm.fwd}, nil
 		}
 		tu, err := tune(ops.KernelTuning{}, measure)
@@ -145,6 +151,9 @@ func TestTuneDecides(t *testing.T) {
 		for _, r := range tu.Results {
 			if r.Again && len(r.Choices) > 0 {
 				again = append(again, strings.Join(r.Choices, ","))
+			}
+			if ts := c.times[strings.Join(r.Choices, ",")]; len(ts) > 0 && ts[0].step < 0 && r.Error != "does not fit" {
+				t.Errorf("%s: %v failed without its error recorded: %+v", c.name, r.Choices, r)
 			}
 		}
 		if !slices.Equal(again, c.measuredAgainOf) {
