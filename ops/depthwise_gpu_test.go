@@ -863,10 +863,11 @@ func TestDepthwiseTileSweep(t *testing.T) {
 	}
 }
 
-// Each value of the kernel choices depthwise-tile and (streamed columns)
-// depthwise-forward, fitted to volumes larger and smaller than it, computes
-// the forward pass with statistics, and depthwise-tile the data gradient in
-// its own pass, right.
+// Each value of the kernel choices depthwise-tile, depthwise-grad-tile and
+// (streamed columns) depthwise-forward, fitted to volumes larger and
+// smaller than it, computes what it is the tile of right: the forward pass
+// with statistics and the data gradient in its own pass, the whole
+// backward pass with the data gradient made in the weight gradient's.
 func TestDepthwiseTileChoice(t *testing.T) {
 	g := gpuEngine(t)
 	r := rand.New(rand.NewPCG(65, 66))
@@ -883,6 +884,12 @@ func TestDepthwiseTileChoice(t *testing.T) {
 			func(e Engine, t map[string]*Tensor) error {
 				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
 			}, depthwiseTol})
+		cases = append(cases, opCase{fmt.Sprintf("%v-up%v/bwd", p.Size, p.Up),
+			[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x)),
+				output("dw", p.WeightLen()), output("db", p.BiasLen())},
+			func(e Engine, t map[string]*Tensor) error {
+				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+			}, depthwiseDWTol})
 	}
 	defer g.SetKernels(nil)
 	cpu := NewCPU()
@@ -891,17 +898,33 @@ func TestDepthwiseTileChoice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The forward pass and the data gradient in its own pass take
+		// depthwise.comp's or depthwise_stream.comp's tiles, the whole
+		// backward pass (dx in the weight gradient's) depthwise_dw.comp's.
 		var choices []string
-		for _, v := range dwTileChoices {
-			choices = append(choices, "depthwise-tile="+v)
-		}
-		if !strings.HasSuffix(c.name, "/dx") {
+		switch {
+		case strings.HasSuffix(c.name, "/bwd"):
+			for _, v := range dwTileChoices {
+				choices = append(choices, "depthwise-grad-tile="+v)
+			}
+		case strings.HasSuffix(c.name, "/dx"):
+			for _, v := range dwTileChoices {
+				choices = append(choices, "depthwise-tile="+v)
+			}
+		default:
+			for _, v := range dwTileChoices {
+				choices = append(choices, "depthwise-tile="+v)
+			}
 			for _, v := range dwStreamChoices {
 				choices = append(choices, "depthwise-forward="+v)
 			}
 		}
 		for _, choice := range choices {
-			if err := g.SetKernels([]string{"device-class=gpu", "depthwise-backward=two-pass", choice}); err != nil {
+			backward := "depthwise-backward=two-pass"
+			if strings.HasSuffix(c.name, "/bwd") {
+				backward = "depthwise-backward=fused"
+			}
+			if err := g.SetKernels([]string{"device-class=gpu", backward, choice}); err != nil {
 				t.Fatal(err)
 			}
 			got, _, err := runOn(g, c)

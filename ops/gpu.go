@@ -39,10 +39,11 @@ type GPU struct {
 	// (weightGradTile): benchmarks sweep tilings on a device, tests check
 	// them.
 	dwTileOver, dwGradTileOver *dwTile
-	// dwTileTarget and dwStreamTarget, when set, are the tiles
-	// depthwise.comp and depthwise_stream.comp fit to each volume in place
-	// of their own (the kernel choices depthwise-tile, depthwise-forward).
-	dwTileTarget, dwStreamTarget *dwTile
+	// dwTileTarget, dwGradTileTarget and dwStreamTarget, when set, are the
+	// tiles depthwise.comp, depthwise_dw.comp and depthwise_stream.comp fit
+	// to each volume in place of their own (the kernel choices
+	// depthwise-tile, depthwise-grad-tile, depthwise-forward).
+	dwTileTarget, dwGradTileTarget, dwStreamTarget *dwTile
 	// dwStreamOn, when set to true, runs the depthwise forward pass on
 	// depthwise_stream.comp (streamDepthwise): tests check it, benchmarks
 	// compare it with depthwise.comp's tiles.

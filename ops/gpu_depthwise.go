@@ -452,7 +452,11 @@ func (g *GPU) weightGradTile(op string, p ref.DepthwiseParams, dx bool) (t dwTil
 	}
 	// TD 8: with its loops unrolled, 18% faster than TD 4 on lavapipe
 	// (before unrolling, TD 8 was no faster on an H200).
-	t, err = g.chooseTile(op, p.Size, dwTile{32, 8, 8}, halo)
+	target := dwTile{32, 8, 8}
+	if g.dwGradTileTarget != nil {
+		target = *g.dwGradTileTarget
+	}
+	t, err = g.chooseTile(op, p.Size, target, halo)
 	return t, kdb, halo(t), err
 }
 

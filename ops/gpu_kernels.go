@@ -50,6 +50,13 @@ var kernelChoices = []kernelChoice{
 				g.dwTileTarget = &t
 			}
 		}},
+	{"depthwise-grad-tile", "the tile of depthwise_dw.comp (the weight gradient, and the data gradient made in its pass) on GPUs, width x height x depth, fitted down to the volume (auto: 32x8x8)",
+		dwTileChoices, func(g *GPU, value string) {
+			g.dwGradTileTarget = nil
+			if t, ok := parseDWTile(value); ok {
+				g.dwGradTileTarget = &t
+			}
+		}},
 	{"depthwise-backward", "the depthwise data gradient on GPUs: made in the weight gradient's pass, or a pass of its own (auto: fused up to 3³)",
 		[]string{"fused", "two-pass"}, onOff("fused", func(g *GPU) **bool { return &g.dwFusedOn })},
 	{"depthwise-stats", "a unit's depthwise convolution writes the statistics of its norm, or the norm reads its output again (auto: fused)",

@@ -45,6 +45,10 @@ func TestSetKernel(t *testing.T) {
 			t, err := g.depthwiseTile("test", p) // fitted to 4×5×6: 8 wide, 8 high, 4 deep
 			return err == nil && t == dwTile{8, 8, 4}
 		}},
+		{"depthwise-grad-tile=32x8x16", func() bool {
+			t, _, _, err := g.weightGradTile("test", big, false)
+			return err == nil && t == dwTile{32, 8, 16}
+		}},
 		{"depthwise-tile=auto", func() bool { t, err := g.depthwiseTile("test", big); return err == nil && t == dwTile{32, 8, 8} }},
 		{"device-class=cpu", func() bool { return g.cpuTuned() }},
 		{"device-class=gpu", func() bool { return !g.cpuTuned() }},
@@ -55,7 +59,8 @@ func TestSetKernel(t *testing.T) {
 			t.Errorf("SetKernel(%q): the engine does not pick as asked", c.choice)
 		}
 	}
-	want := []string{"depthwise-backward=fused", "depthwise-stats=separate", "device-class=gpu", "direct=off", "norm=chunked"}
+	want := []string{"depthwise-backward=fused", "depthwise-grad-tile=32x8x16", "depthwise-stats=separate", "device-class=gpu",
+		"direct=off", "norm=chunked"}
 	if got := g.Kernels(); !slices.Equal(got, want) {
 		t.Errorf("Kernels() = %v, want %v", got, want)
 	}
