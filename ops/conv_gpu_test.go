@@ -215,21 +215,43 @@ func TestGEMMTilesGPU(t *testing.T) {
 			if err := g.SetGEMMTile(&tile); err != nil {
 				t.Fatal(err)
 			}
-			r := rand.New(rand.NewPCG(39, 40))
-			var cases []opCase
-			for _, op := range []convOp{
-				convOpOf(ref.ConvParams{N: 2, Cin: 5, Cout: 19, In: d3(5, 6, 7), Kernel: d3(3, 3, 3), Stride: two3, PadAfter: one3}, false),
-				convOpOf(ref.ConvParams{N: 1, Cin: 40, Cout: 3, In: d3(3, 4, 5), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}, false),
-				transposeOp(ref.ConvTransposeParams{N: 1, Cin: 9, Cout: 70, In: d3(2, 3, 3), Kernel: two3, Stride: two3}, false),
-				pointwiseOp(ref.PointwiseParams{N: 2, Cin: 130, Cout: 67, Size: d3(3, 5, 7)}, false),
-			} {
-				cases = append(cases, op.cases(r)...)
-			}
-			checkCases(t, cases)
+			checkCases(t, gemmCases())
 		})
 	}
 	if err := g.SetGEMMTile(&GEMMTile{BM: 64, BN: 64, BK: 16, TM: 3, TN: 4}); err == nil {
 		t.Error("a tile whose BM is not a multiple of TM was accepted")
+	}
+}
+
+// gemmCases are GEMM-family products on shapes that leave partial tiles
+// along M, N and K.
+func gemmCases() []opCase {
+	r := rand.New(rand.NewPCG(39, 40))
+	var cases []opCase
+	for _, op := range []convOp{
+		convOpOf(ref.ConvParams{N: 2, Cin: 5, Cout: 19, In: d3(5, 6, 7), Kernel: d3(3, 3, 3), Stride: two3, PadAfter: one3}, false),
+		convOpOf(ref.ConvParams{N: 1, Cin: 40, Cout: 3, In: d3(3, 4, 5), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}, false),
+		convOpOf(ref.ConvParams{N: 1, Cin: 3, Cout: 16, In: d3(4, 5, 20), Kernel: d3(3, 3, 3), Stride: one3, PadBefore: one3, PadAfter: one3}, false),
+		transposeOp(ref.ConvTransposeParams{N: 1, Cin: 9, Cout: 70, In: d3(2, 3, 3), Kernel: two3, Stride: two3}, false),
+		pointwiseOp(ref.PointwiseParams{N: 2, Cin: 130, Cout: 67, Size: d3(3, 5, 7)}, false),
+	} {
+		cases = append(cases, op.cases(r)...)
+	}
+	return cases
+}
+
+// Each value of the kernel choice gemm-tile computes the GEMM family's
+// products right, on GPU sizes.
+func TestGEMMTileChoice(t *testing.T) {
+	g := gpuEngine(t)
+	defer g.SetKernels(nil)
+	for _, v := range []string{"wide", "k32", "k8"} {
+		t.Run(v, func(t *testing.T) {
+			if err := g.SetKernels([]string{"device-class=gpu", "gemm-tile=" + v}); err != nil {
+				t.Fatal(err)
+			}
+			checkCases(t, gemmCases())
+		})
 	}
 }
 

@@ -22,8 +22,11 @@ type GPU struct {
 	ownsDev bool
 	batch   *vk.Batch
 	timed   bool
-	// gemmTile, when set, overrides the GEMM tiling (SetGEMMTile).
+	// gemmTile, when set, overrides the GEMM tiling (SetGEMMTile);
+	// gemmRule, when not "", varies the built-in tiling (the kernel choice
+	// gemm-tile).
 	gemmTile *GEMMTile
+	gemmRule string
 	// class, when not ClassOfDevice, overrides the device class that picks
 	// the sizes tuned for CPU devices (cpuTuned): tests run both on one
 	// device.

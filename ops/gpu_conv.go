@@ -172,6 +172,18 @@ func (g *GPU) pickTile(m, n int) (GEMMTile, error) {
 	case n <= 32 && t.BM <= 32:
 		t.BN = 32
 	}
+	switch g.gemmRule { // the kernel choice gemm-tile
+	case "wide":
+		if n >= 256 && t.BM <= 32 {
+			t.BN = 256
+		} else if n >= 128 && t.BM == 64 {
+			t.BN = 128
+		}
+	case "k32":
+		t.BK = 32
+	case "k8":
+		t.BK = 8
+	}
 	info := g.dev.Info()
 	maxWG := g.gemmMaxWG()
 	minWG := gemmMinWG

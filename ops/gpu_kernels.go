@@ -57,6 +57,8 @@ var kernelChoices = []kernelChoice{
 				g.dwGradTileTarget = &t
 			}
 		}},
+	{"gemm-tile", "conv_gemm's tiles on GPUs (dense and transposed convolutions, wide pointwise ones): wide (up to 256 columns), k32 or k8 (K in steps of 32 or 8), each fitted to the product (auto: up to 128 columns, K in steps of 16)",
+		[]string{"wide", "k32", "k8"}, func(g *GPU, value string) { g.gemmRule = value }},
 	{"depthwise-backward", "the depthwise data gradient on GPUs: made in the weight gradient's pass, or a pass of its own (auto: fused up to 3³)",
 		[]string{"fused", "two-pass"}, onOff("fused", func(g *GPU) **bool { return &g.dwFusedOn })},
 	{"depthwise-stats", "a unit's depthwise convolution writes the statistics of its norm, or the norm reads its output again (auto: fused)",

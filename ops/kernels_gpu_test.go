@@ -50,6 +50,9 @@ func TestSetKernel(t *testing.T) {
 			return err == nil && t == dwTile{32, 8, 16}
 		}},
 		{"depthwise-tile=auto", func() bool { t, err := g.depthwiseTile("test", big); return err == nil && t == dwTile{32, 8, 8} }},
+		{"gemm-tile=wide", func() bool { t, err := g.pickTile(16, 4096); return err == nil && t.BN == 256 && t.BK == 16 }},
+		{"gemm-tile=k8", func() bool { t, err := g.pickTile(16, 4096); return err == nil && t.BN == 128 && t.BK == 8 }},
+		{"gemm-tile=k32", func() bool { t, err := g.pickTile(16, 4096); return err == nil && t.BN == 128 && t.BK == 32 }},
 		{"device-class=cpu", func() bool { return g.cpuTuned() }},
 		{"device-class=gpu", func() bool { return !g.cpuTuned() }},
 	} {
@@ -60,7 +63,7 @@ func TestSetKernel(t *testing.T) {
 		}
 	}
 	want := []string{"depthwise-backward=fused", "depthwise-grad-tile=32x8x16", "depthwise-stats=separate", "device-class=gpu",
-		"direct=off", "norm=chunked"}
+		"direct=off", "gemm-tile=k32", "norm=chunked"}
 	if got := g.Kernels(); !slices.Equal(got, want) {
 		t.Errorf("Kernels() = %v, want %v", got, want)
 	}
