@@ -57,14 +57,14 @@ var kernelChoices = []kernelChoice{
 				g.dwGradTileTarget = &t
 			}
 		}},
-	{"gemm-tile", "conv_gemm's tiles on GPUs (dense and transposed convolutions, wide pointwise ones): wide (up to 256 columns), k32 or k8 (K in steps of 32 or 8), each fitted to the product (auto: up to 128 columns, K in steps of 16)",
-		[]string{"wide", "k32", "k8"}, func(g *GPU, value string) { g.gemmRule = value }},
 	{"depthwise-backward", "the depthwise data gradient on GPUs: made in the weight gradient's pass, or a pass of its own (auto: fused up to 3³)",
 		[]string{"fused", "two-pass"}, onOff("fused", func(g *GPU) **bool { return &g.dwFusedOn })},
 	{"depthwise-stats", "a unit's depthwise convolution writes the statistics of its norm, or the norm reads its output again (auto: fused)",
 		[]string{"fused", "separate"}, onOff("fused", func(g *GPU) **bool { return &g.dwStatsOn })},
 	{"norm", "an instance norm as one norm_fused dispatch per plane, or as chunked passes (auto: fused on CPU devices, and on GPUs for planes of one chunk)",
 		[]string{"fused", "chunked"}, onOff("fused", func(g *GPU) **bool { return &g.fusedNormOn })},
+	{"gemm-tile", "conv_gemm's tiles on GPUs (dense and transposed convolutions, wide pointwise ones): wide (up to 256 columns), k32 or k8 (K in steps of 32 or 8), each fitted to the product (auto: up to 128 columns, K in steps of 16)",
+		[]string{"wide", "k32", "k8"}, func(g *GPU, value string) { g.gemmRule = value }},
 	{"direct", "dense and depthwise convolutions on the direct kernels without shared memory, or on the GEMM and tiles (auto: direct on CPU devices)",
 		[]string{"on", "off"}, onOff("on", func(g *GPU) **bool { return &g.directOn })},
 	{"device-class", "every kernel and size chosen as for a CPU device (direct kernels, texel-buffer inputs, one dispatch per norm, register rows) or as for a GPU, which the other choices then override (auto: the device's own class)",

@@ -15,7 +15,7 @@ func init() {
 func runTune(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("tune", "", stderr)
 	device := fs.String("device", "", "Vulkan device index or name (default: the best found)")
-	quick := fs.Bool("quick", false, "measure at 32³, batch 1, base 8 (about half a minute on lavapipe) instead of the reference setting")
+	quick := fs.Bool("quick", false, "measure at 32³, batch 1, base 8 (about a minute on lavapipe) instead of the reference setting")
 	size := fs.Int("size", 0, "measure at this cubic patch size (default: 128, or 32 with --quick; halved until the device holds a training step)")
 	batch := fs.Int("batch", 0, "patches per step (default: 2, or 1 with --quick)")
 	base := fs.Int("base-channels", 0, "channels of the first level (default: 16, or 8 with --quick)")

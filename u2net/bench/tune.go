@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -21,12 +22,12 @@ const TuneMargin = 0.03
 // kernel rules, then under each value of each kernel choice alone, and
 // picks for training steps (their GPU time) and for forward passes the
 // values that beat the rules by more than TuneMargin (a value the device
-// fails to run is recorded with its error and not picked). Where several
-// choices are picked the set is measured together too, and kept only
-// where it is no slower than the best of them alone (which is kept
-// otherwise): choices can interact. The picks are then measured again,
-// after the rules once more, and kept only where they win again. The
-// engine's choices are as they were afterwards.
+// fails to run is recorded with its error and not picked). Choices can
+// interact, so where several beat the rules they are added to the fastest
+// one by one, fastest first, each kept if the set with it is faster. The
+// set picked is then measured again, after the rules once more, and kept
+// only where it wins again. The engine's choices are as they were
+// afterwards.
 func Tune(g *ops.GPU, set NetSetting, repeats int, log func(string)) (t ops.KernelTuning, err error) {
 	was := g.Kernels()
 	defer func() {
@@ -48,59 +49,75 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 		return t, err
 	}
 	measured := []KernelResult{base}
+	// once measures the network under choices unless it was, recording a
+	// failure as the result's error.
+	once := func(choices []string) KernelResult {
+		joined := strings.Join(choices, ",")
+		if i := slices.IndexFunc(measured, func(r KernelResult) bool { return r.Choice == joined }); i >= 0 {
+			return measured[i]
+		}
+		r, err := measure(choices)
+		if err != nil {
+			r = KernelResult{Choice: joined, Error: err.Error()}
+		}
+		measured = append(measured, r)
+		return r
+	}
 	for _, c := range ops.KernelChoices() {
 		for _, v := range c.Values {
-			r, err := measure([]string{c.Name + "=" + v})
-			if err != nil {
-				// A value the device cannot run is not picked; the others
-				// are still measured.
-				r = KernelResult{Choice: c.Name + "=" + v, Error: err.Error()}
-			}
-			measured = append(measured, r)
+			once([]string{c.Name + "=" + v})
 		}
 	}
-	singles := measured[1:]
-	var confirmed []KernelResult // measured again, in pairs: the rules, then the picks
+	singles := slices.Clone(measured[1:])
+	// combine adds the choices that beat the rules to the fastest one by
+	// one, fastest first, each kept if the set with it is faster.
+	combine := func(time func(KernelResult) float64) []string {
+		cands := tuneCandidates(base, singles, time)
+		if len(cands) == 0 {
+			return nil
+		}
+		picks, fastest := []string{cands[0].Choice}, time(cands[0])
+		for _, c := range cands[1:] {
+			try := inChoiceOrder(append(slices.Clone(picks), c.Choice))
+			if r := once(try); r.Error == "" && time(r) < fastest {
+				picks, fastest = try, time(r)
+			}
+		}
+		return picks
+	}
+	// confirm measures the rules once more, then the picks again: a single
+	// measurement can be lucky.
+	var confirmed []KernelResult // in pairs: the rules, then the picks
+	confirm := func(picks []string, time func(KernelResult) float64) (bool, error) {
+		joined := strings.Join(picks, ",")
+		i := slices.IndexFunc(confirmed, func(r KernelResult) bool { return r.Choice == joined })
+		if i < 0 {
+			again, err := measure(nil)
+			if err != nil {
+				return false, err
+			}
+			r, err := measure(picks)
+			if err != nil {
+				r = KernelResult{Choice: joined, Error: err.Error()}
+			}
+			confirmed = append(confirmed, again, r)
+			i = len(confirmed) - 1
+		}
+		return confirmed[i].Error == "" && time(confirmed[i]) < time(confirmed[i-1])*(1-TuneMargin), nil
+	}
 	step := func(r KernelResult) float64 { return r.StepGPUMS }
 	fwd := func(r KernelResult) float64 { return r.ForwardGPUMS }
 	for _, obj := range []struct {
 		pick *[]string
 		time func(KernelResult) float64
 	}{{&t.Train, step}, {&t.Predict, fwd}} {
-		picks, best := tunePicks(base, singles, obj.time)
-		if len(picks) > 1 {
-			joined := strings.Join(picks, ",")
-			i := slices.IndexFunc(measured, func(r KernelResult) bool { return r.Choice == joined })
-			if i < 0 {
-				r, err := measure(picks)
-				if err != nil {
-					r = KernelResult{Choice: joined, Error: err.Error()}
-				}
-				measured = append(measured, r)
-				i = len(measured) - 1
-			}
-			if measured[i].Error != "" || obj.time(measured[i]) > obj.time(best) {
-				picks = []string{best.Choice}
-			}
-		}
+		picks := combine(obj.time)
 		if len(picks) > 0 {
-			// A pick must win again, measured after the rules once more: a
-			// single measurement can be lucky.
-			joined := strings.Join(picks, ",")
-			i := slices.IndexFunc(confirmed, func(r KernelResult) bool { return r.Choice == joined })
-			if i < 0 {
-				again, err := measure(nil)
-				if err != nil {
-					return t, err
-				}
-				r, err := measure(picks)
-				if err != nil {
-					r = KernelResult{Choice: joined, Error: err.Error()}
-				}
-				confirmed = append(confirmed, again, r)
-				i = len(confirmed) - 1
+			won, err := confirm(picks, obj.time)
+			if err != nil {
+				return t, err
 			}
-			if confirmed[i].Error != "" || obj.time(confirmed[i]) >= obj.time(confirmed[i-1])*(1-TuneMargin) {
+			if !won {
 				picks = nil
 			}
 		}
@@ -118,33 +135,38 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 	return t, nil
 }
 
-// tunePicks is, for each kernel choice, its value that beats base by more
-// than TuneMargin in the given time, the fastest where several do, in the
-// choices' order; best is the fastest of them (base when none).
-func tunePicks(base KernelResult, singles []KernelResult, time func(KernelResult) float64) (picks []string, best KernelResult) {
-	best = base
+// tuneCandidates is, for each kernel choice, its value that beats base by
+// more than TuneMargin in the given time, the fastest where several do;
+// fastest first.
+func tuneCandidates(base KernelResult, singles []KernelResult, time func(KernelResult) float64) []KernelResult {
 	fastest := map[string]KernelResult{}
-	var names []string
 	for _, r := range singles {
 		if r.Error != "" || time(r) >= time(base)*(1-TuneMargin) {
 			continue
 		}
 		name, _, _ := strings.Cut(r.Choice, "=")
 		if f, ok := fastest[name]; !ok || time(r) < time(f) {
-			if !ok {
-				names = append(names, name)
-			}
 			fastest[name] = r
 		}
 	}
-	for _, name := range names {
-		r := fastest[name]
-		picks = append(picks, r.Choice)
-		if time(r) < time(best) {
-			best = r
-		}
+	out := slices.Collect(maps.Values(fastest))
+	slices.SortFunc(out, func(a, b KernelResult) int { return cmp.Compare(time(a), time(b)) })
+	return out
+}
+
+// inChoiceOrder sorts choices ("name=value") in the order of
+// ops.KernelChoices, so that a set has one name.
+func inChoiceOrder(choices []string) []string {
+	index := map[string]int{}
+	for i, c := range ops.KernelChoices() {
+		index[c.Name] = i
 	}
-	return picks, best
+	slices.SortFunc(choices, func(a, b string) int {
+		na, _, _ := strings.Cut(a, "=")
+		nb, _, _ := strings.Cut(b, "=")
+		return cmp.Compare(index[na], index[nb])
+	})
+	return choices
 }
 
 // WriteTuning prints a tuning: each measurement's GPU times and speed-ups
