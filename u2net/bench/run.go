@@ -338,7 +338,11 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 		name, value, _ := strings.Cut(k, "=")
 		was[name] = value
 	}
-	// Each measurement starts at the size the last one fitted.
+	// Each measurement starts at the size the last one fitted. The first
+	// runs cold, so the baseline is measured twice (as in Tune).
+	if _, err := withKernels(g, &set, repeats, log, asSet); err != nil {
+		return nil, err
+	}
 	base, err := withKernels(g, &set, repeats, log, asSet)
 	if err != nil {
 		return nil, err
