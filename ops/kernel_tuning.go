@@ -45,10 +45,10 @@ type KernelTuningResult struct {
 }
 
 // NewKernelTuning starts the tuning of g's device, measured now.
-func NewKernelTuning(g *GPU, setting string) KernelTuning {
+func NewKernelTuning(g *GPU) KernelTuning {
 	info := g.Device().Info()
 	return KernelTuning{Device: info.Name, VendorID: info.VendorID, DeviceID: info.DeviceID, DriverVersion: info.DriverVersion,
-		Driver: info.Driver + " " + info.DriverInfo, Setting: setting, Measured: time.Now().UTC().Truncate(time.Second)}
+		Driver: info.Driver + " " + info.DriverInfo, Measured: time.Now().UTC().Truncate(time.Second)}
 }
 
 // KernelTuningPath is where the tuning of g's device is kept, "" where the

@@ -15,7 +15,8 @@ func TestKernelTuningFile(t *testing.T) {
 	g := gpuEngine(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sub", "kernels.json")
-	tu := NewKernelTuning(g, "1 domain(s), 8³")
+	tu := NewKernelTuning(g)
+	tu.Setting = "1 domain(s), 8³"
 	tu.Train = []string{"norm=chunked"}
 	tu.Predict = []string{"depthwise-stats=separate", "direct=off"}
 	tu.Results = []KernelTuningResult{{StepGPUMS: 2, ForwardGPUMS: 1}, {Choices: tu.Train, StepGPUMS: 1.5, ForwardGPUMS: 1.1, Again: true}}

@@ -97,7 +97,7 @@ func TestTuningApplied(t *testing.T) {
 	t.Setenv("U2NET_CACHE_DIR", t.TempDir())
 	g, closeGPU := openTestGPU(t)
 	defer closeGPU()
-	tu := ops.NewKernelTuning(g, "test")
+	tu := ops.NewKernelTuning(g)
 	tu.Train = []string{"norm=chunked"}
 	tu.Predict = []string{"depthwise-stats=separate"}
 	if err := ops.WriteKernelTuning(ops.KernelTuningPath(g), tu); err != nil {
@@ -178,7 +178,7 @@ func TestResumeKeepsKernels(t *testing.T) {
 		t.Fatalf("train: exit %d: %s", code, stderr)
 	}
 	g, closeGPU := openTestGPU(t)
-	tu := ops.NewKernelTuning(g, "test")
+	tu := ops.NewKernelTuning(g)
 	tu.Train = []string{"depthwise-stats=separate"}
 	err := ops.WriteKernelTuning(ops.KernelTuningPath(g), tu)
 	closeGPU()

@@ -35,7 +35,7 @@ func Tune(g *ops.GPU, set NetSetting, repeats int, log func(string)) (t ops.Kern
 			err = rerr
 		}
 	}()
-	return tune(ops.NewKernelTuning(g, ""), func(choices []string) (KernelResult, error) {
+	return tune(ops.NewKernelTuning(g), func(choices []string) (KernelResult, error) {
 		return withKernels(g, &set, repeats, log, choices) // each from the size the last one fitted
 	})
 }
