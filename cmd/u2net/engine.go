@@ -243,6 +243,10 @@ func (k *kernelsFlag) apply(e ops.Engine, use tuningUse, log *slog.Logger) error
 			from = path
 		case !errors.Is(err, ops.ErrNoKernelTuning):
 			log.Warn("the device's kernel tuning is not applied", "file", path, "reason", err)
+		case g.Device().Info().Type != vk.TypeCPU:
+			// The built-in rules were set on few GPUs.
+			log.Info("no kernel tuning for this device: u2net tune measures which kernels run the network fastest on it",
+				"engine", e.Name())
 		}
 	}
 	if err := g.SetKernels(choices); err != nil {
