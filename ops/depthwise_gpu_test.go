@@ -797,6 +797,28 @@ func withDWTile(g *GPU, t dwTile, tx int, f func()) {
 	f()
 }
 
+// depthwiseTileCases are what the depthwise tiles compute for p: the
+// forward pass with statistics (first), the data gradient alone and, with
+// bwd, the whole backward pass.
+func depthwiseTileCases(r *rand.Rand, p ref.DepthwiseParams, bwd bool) []opCase {
+	cases := []opCase{depthwiseStatsCase(r, p, 0)}
+	x, w, dy := randn(r, p.N*p.C*p.Size.Voxels()/p.UpFactor().Voxels()), randn(r, p.WeightLen()), randn(r, p.OutputLen())
+	cases = append(cases, opCase{fmt.Sprintf("%v-up%v/dx", p.Size, p.Up),
+		[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x))},
+		func(e Engine, t map[string]*Tensor) error {
+			return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
+		}, depthwiseTol})
+	if !bwd {
+		return cases
+	}
+	return append(cases, opCase{fmt.Sprintf("%v-up%v/bwd", p.Size, p.Up),
+		[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x)),
+			output("dw", p.WeightLen()), output("db", p.BiasLen())},
+		func(e Engine, t map[string]*Tensor) error {
+			return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
+		}, depthwiseDWTol})
+}
+
 // Every tiling of the sweep computes the forward pass (plain, with
 // statistics, of an up-sampled input), the data gradient (its own pass,
 // with up-sampling block sums) and the whole backward pass (dx made in the
@@ -810,24 +832,10 @@ func TestDepthwiseTileSweep(t *testing.T) {
 		{N: 2, C: 3, Size: d3(17, 19, 23), Kernel: 3},
 		{N: 1, C: 2, Size: d3(10, 20, 36), Kernel: 3, Up: two3},
 	} {
-		fwd := depthwiseStatsCase(r, p, 0)
-		forward[fwd.name] = true
-		cases = append(cases, fwd)
-		x, w, dy := randn(r, p.N*p.C*p.Size.Voxels()/p.UpFactor().Voxels()), randn(r, p.WeightLen()), randn(r, p.OutputLen())
-		cases = append(cases, opCase{fmt.Sprintf("%v-up%v/dx", p.Size, p.Up),
-			[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x))},
-			func(e Engine, t map[string]*Tensor) error {
-				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
-			}, depthwiseTol})
-		if p.Up != (ref.Dims3{}) {
-			continue // the fused backward of an up-sampled input: TestDepthwiseFusedBackward's tiles
-		}
-		cases = append(cases, opCase{fmt.Sprintf("%v-up%v/bwd", p.Size, p.Up),
-			[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x)),
-				output("dw", p.WeightLen()), output("db", p.BiasLen())},
-			func(e Engine, t map[string]*Tensor) error {
-				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
-			}, depthwiseDWTol})
+		// The fused backward of an up-sampled input: TestDepthwiseFusedBackward's tiles.
+		tc := depthwiseTileCases(r, p, p.Up == (ref.Dims3{}))
+		forward[tc[0].name] = true
+		cases = append(cases, tc...)
 	}
 	g.SetDeviceClass(ClassGPU) // CPU devices' sizes take depthwise_direct
 	defer func() { g.SetDeviceClass(ClassOfDevice); g.dwStreamOn = nil }()
@@ -877,19 +885,7 @@ func TestDepthwiseTileChoice(t *testing.T) {
 		{N: 1, C: 2, Size: d3(3, 5, 7), Kernel: 3},
 		{N: 1, C: 2, Size: d3(6, 10, 36), Kernel: 3, Up: two3},
 	} {
-		cases = append(cases, depthwiseStatsCase(r, p, 0))
-		x, w, dy := randn(r, p.N*p.C*p.Size.Voxels()/p.UpFactor().Voxels()), randn(r, p.WeightLen()), randn(r, p.OutputLen())
-		cases = append(cases, opCase{fmt.Sprintf("%v-up%v/dx", p.Size, p.Up),
-			[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x))},
-			func(e Engine, t map[string]*Tensor) error {
-				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], nil, nil)
-			}, depthwiseTol})
-		cases = append(cases, opCase{fmt.Sprintf("%v-up%v/bwd", p.Size, p.Up),
-			[]tensorSpec{input("x", x), input("w", w), input("dy", dy), output("dx", len(x)),
-				output("dw", p.WeightLen()), output("db", p.BiasLen())},
-			func(e Engine, t map[string]*Tensor) error {
-				return e.DepthwiseConv3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"])
-			}, depthwiseDWTol})
+		cases = append(cases, depthwiseTileCases(r, p, true)...)
 	}
 	defer g.SetKernels(nil)
 	cpu := NewCPU()
