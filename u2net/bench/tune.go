@@ -104,8 +104,9 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 		}
 		return picks
 	}
-	// confirm measures the rules once more, then the picks again: a single
-	// measurement can be lucky.
+	// confirm measures the rules once more, then the picks again, which
+	// must beat the faster of the rules' measurements (the baseline and
+	// this one): a single measurement can be lucky.
 	var confirmed []KernelResult // in pairs: the rules, then the picks
 	confirm := func(picks []string, time func(KernelResult) float64) (bool, error) {
 		joined := strings.Join(picks, ",")
@@ -122,7 +123,8 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 			confirmed = append(confirmed, again, r)
 			i = len(confirmed) - 1
 		}
-		return confirmed[i].Error == "" && time(confirmed[i]) < time(confirmed[i-1])*(1-TuneMargin), nil
+		rules := min(time(base), time(confirmed[i-1]))
+		return confirmed[i].Error == "" && time(confirmed[i]) < rules*(1-TuneMargin), nil
 	}
 	step := func(r KernelResult) float64 { return r.StepGPUMS }
 	fwd := func(r KernelResult) float64 { return r.ForwardGPUMS }
