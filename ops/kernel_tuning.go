@@ -21,8 +21,11 @@ type KernelTuning struct {
 	DeviceID      uint32 `json:"device_id"`
 	DriverVersion uint32 `json:"driver_version"`
 	Driver        string `json:"driver"`
-	// Setting is the network the choices were measured on.
+	// Setting is the network the choices were measured on, Program the
+	// program that measured them (another version's kernels may run at
+	// other speeds: tune again after an upgrade).
 	Setting  string    `json:"setting"`
+	Program  string    `json:"program,omitempty"`
 	Measured time.Time `json:"measured"`
 	// Train and Predict are choices SetKernel takes, "name=value"; empty:
 	// the engine's own rules were the fastest.

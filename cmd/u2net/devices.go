@@ -48,6 +48,7 @@ type deviceTuning struct {
 	Train   []string  `json:"train,omitempty"`
 	Predict []string  `json:"predict,omitempty"`
 	Tuned   time.Time `json:"measured,omitzero"`
+	Program string    `json:"program,omitempty"`
 }
 
 // tuningOf reads the tuning file of the device of info in the cache folder.
@@ -66,7 +67,7 @@ func tuningOf(info vk.DeviceInfo) deviceTuning {
 	case err != nil:
 		return deviceTuning{File: path, Status: "not applied: " + err.Error()}
 	}
-	return deviceTuning{File: path, Status: "applied", Train: t.Train, Predict: t.Predict, Tuned: t.Measured}
+	return deviceTuning{File: path, Status: "applied", Train: t.Train, Predict: t.Predict, Tuned: t.Measured, Program: t.Program}
 }
 
 // String is the tuning in a few words.

@@ -74,6 +74,7 @@ func runTune(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("tune: %w", err)
 	}
+	t.Program = "u2net " + version + buildRevision()
 	bench.WriteTuning(stdout, t)
 	if err := ops.WriteKernelTuning(path, t); err != nil {
 		return fmt.Errorf("tune: %w", err)

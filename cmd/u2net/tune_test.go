@@ -42,8 +42,8 @@ func TestTuneCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(tu.Setting, "8³") || len(tu.Results) < 2 {
-		t.Errorf("tuning at %q with %d results, want 8³ and every choice", tu.Setting, len(tu.Results))
+	if !strings.Contains(tu.Setting, "8³") || len(tu.Results) < 2 || !strings.HasPrefix(tu.Program, "u2net ") {
+		t.Errorf("tuning at %q with %d results by %q, want 8³, every choice and the program", tu.Setting, len(tu.Results), tu.Program)
 	}
 	for _, s := range []string{"kernel tuning of", "for training: ", "wrote " + out} {
 		if !strings.Contains(stdout, s) {
