@@ -67,7 +67,7 @@ var kernelChoices = []kernelChoice{
 		[]string{"wide", "k32", "k8"}, func(g *GPU, value string) { g.gemmRule = value }},
 	{"direct", "dense and depthwise convolutions on the direct kernels without shared memory, or on the GEMM and tiles (auto: direct on CPU devices)",
 		[]string{"on", "off"}, onOff("on", func(g *GPU) **bool { return &g.directOn })},
-	{"device-class", "every kernel and size chosen as for a CPU device (direct kernels, texel-buffer inputs, one dispatch per norm, register rows) or as for a GPU, which the other choices then override (auto: the device's own class)",
+	{"device-class", "every kernel and size chosen as for a CPU device (direct kernels, texel-buffer inputs, which bind at most the device's maxTexelBufferElements per tensor, one dispatch per norm, register rows) or as for a GPU, which the other choices then override (auto: the device's own class)",
 		[]string{"cpu", "gpu"}, func(g *GPU, value string) {
 			g.class = map[string]DeviceClass{"": ClassOfDevice, "cpu": ClassCPU, "gpu": ClassGPU}[value]
 		}},
