@@ -11,6 +11,9 @@
 // On the GPU engine, methods record work and return at once; results are
 // ready after Sync, Read or ReadLabels, which also report execution errors.
 // Tensors passed as outputs must not alias inputs unless a method says so.
+// Where several kernels compute the same result, the GPU engine picks one
+// by rules that SetKernel overrides; a KernelTuning keeps the choices
+// measured fastest on one device.
 package ops
 
 import (

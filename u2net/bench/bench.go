@@ -2,7 +2,9 @@
 // on an engine: per-operation forward and backward times with the bytes and
 // FLOPs they must move, the fraction of the device's measured peaks they
 // reach, separable against dense convolution, time per voxel as volumes
-// grow, and the PyTorch + cuDNN numbers measured on an H200 beside ours.
+// grow, and the PyTorch + cuDNN numbers measured on an H200 beside ours;
+// and on a Vulkan device the whole network under each kernel choice, from
+// which Tune picks the device's fastest.
 package bench
 
 import (
