@@ -170,3 +170,26 @@ func TestTuneDecides(t *testing.T) {
 		}
 	}
 }
+
+// The text names the picks with their speed-up as measured again, or says
+// that none won.
+func TestWriteTuning(t *testing.T) {
+	tu := ops.KernelTuning{Device: "dev", Driver: "drv", Setting: "8³", Train: []string{"norm=chunked"},
+		Results: []ops.KernelTuningResult{
+			{StepGPUMS: 100, ForwardGPUMS: 10},
+			{Choices: []string{"norm=chunked"}, StepGPUMS: 80, ForwardGPUMS: 10},
+			{Choices: []string{"direct=off"}, Error: "does not fit"},
+			{Again: true, StepGPUMS: 96, ForwardGPUMS: 10},
+			{Choices: []string{"norm=chunked"}, Again: true, StepGPUMS: 80, ForwardGPUMS: 10},
+		}}
+	var out bytes.Buffer
+	WriteTuning(&out, tu)
+	for _, s := range []string{"kernel tuning of dev (driver drv), the universal network at 8³",
+		"direct=off  failed: does not fit", "norm=chunked, again",
+		"for training: norm=chunked (1.20× the rules' step, measured again)",
+		"for prediction: the engine's own rules (no choice beat them by more than 3%, twice)"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("the text lacks %q:\n%s", s, out.String())
+		}
+	}
+}
