@@ -38,6 +38,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "--kernel", "norm=often"}, 2, "--kernel: kernel choice norm takes auto, fused, chunked"},
 		{[]string{"predict", "--model", "m", "--tuning", "/no-such-folder/t.json"}, 2, "--tuning: /no-such-folder/t.json: no tuning"},
 		{[]string{"tune", "--size", "4"}, 2, "--size 4: want 8 or more"},
+		{[]string{"tune", "--mode", "dense"}, 2, `--mode "dense": want universal, shared or independent`},
 		{[]string{"tune", "--batch", "-1"}, 2, "--batch -1: want 1 or more"},
 		{[]string{"tune", "--out", "/no-such-folder/t.json"}, 1, "--out: folder /no-such-folder"},
 		{[]string{"tune", "--device", "cpu"}, 1, "tuning needs a Vulkan device"},

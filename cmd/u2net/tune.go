@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/u2net-vk/u2net/ops"
+	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/u2net/bench"
 )
 
@@ -15,6 +16,7 @@ func init() {
 func runTune(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("tune", "", stderr)
 	device := fs.String("device", "", "Vulkan device index or name (default: the best found)")
+	mode := fs.String("mode", u2net.ModeUniversal, "the network to measure: universal, shared or independent (whose dense convolutions weigh more)")
 	quick := fs.Bool("quick", false, "measure at 32³, batch 1, base 8 (about a minute on lavapipe) instead of the reference setting")
 	size := fs.Int("size", 0, "measure at this cubic patch size (default: 128, or 32 with --quick; halved until the device holds a training step)")
 	batch := fs.Int("batch", 0, "patches per step (default: 2, or 1 with --quick)")
@@ -26,6 +28,11 @@ func runTune(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments %v", fs.Args())
+	}
+	switch *mode {
+	case u2net.ModeUniversal, u2net.ModeShared, u2net.ModeIndependent:
+	default:
+		return usageError("--mode %q: want universal, shared or independent", *mode)
 	}
 	set := bench.FullOptions().Network
 	if *quick {
@@ -70,7 +77,7 @@ func runTune(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("tune: the device keeps no files (no cache folder, or U2NET_CACHE_DIR is -): give --out")
 		}
 	}
-	t, err := bench.Tune(g, set, *repeats, func(s string) { log.Info(s, "engine", e.Name()) })
+	t, err := bench.Tune(g, *mode, set, *repeats, func(s string) { log.Info(s, "engine", e.Name()) })
 	if err != nil {
 		return fmt.Errorf("tune: %w", err)
 	}

@@ -28,13 +28,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// u2net tune writes a tuning that reads back, into --out or by default
-// into the device's tuning file.
+// u2net tune writes a tuning that reads back, into --out (of the network
+// of another mode) or by default into the device's tuning file.
 func TestTuneCommand(t *testing.T) {
 	t.Setenv("U2NET_CACHE_DIR", t.TempDir())
 	out := filepath.Join(t.TempDir(), "tuning.json")
 	tiny := []string{"tune", "--device", "0", "--size", "8", "--batch", "1", "--base-channels", "2", "--repeats", "1"}
-	code, stdout, stderr := run(append(tiny, "--out", out)...)
+	code, stdout, stderr := run(append(tiny, "--out", out, "--mode", "independent")...)
 	if code != 0 {
 		t.Fatalf("u2net tune: exit %d, stderr %q", code, stderr)
 	}
@@ -42,7 +42,8 @@ func TestTuneCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(tu.Setting, "8³") || len(tu.Results) < 2 || !strings.HasPrefix(tu.Program, "u2net ") {
+	if !strings.Contains(tu.Setting, "the independent network at ") || !strings.Contains(tu.Setting, "8³") || len(tu.Results) < 2 ||
+		!strings.HasPrefix(tu.Program, "u2net ") {
 		t.Errorf("tuning at %q with %d results by %q, want 8³, every choice and the program", tu.Setting, len(tu.Results), tu.Program)
 	}
 	for _, s := range []string{"kernel tuning of", "for training: ", "wrote " + out} {

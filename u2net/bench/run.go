@@ -340,10 +340,10 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 	}
 	// Each measurement starts at the size the last one fitted. The first
 	// runs cold, so the baseline is measured twice (as in Tune).
-	if _, err := withKernels(g, &set, repeats, log, asSet); err != nil {
+	if _, err := withKernels(g, u2net.ModeUniversal, &set, repeats, log, asSet); err != nil {
 		return nil, err
 	}
-	base, err := withKernels(g, &set, repeats, log, asSet)
+	base, err := withKernels(g, u2net.ModeUniversal, &set, repeats, log, asSet)
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +360,7 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 					choices = append(choices, k)
 				}
 			}
-			r, err := withKernels(g, &set, repeats, log, choices)
+			r, err := withKernels(g, u2net.ModeUniversal, &set, repeats, log, choices)
 			r.Choice = choices[0]
 			if err != nil {
 				// One choice failing (a tile the device cannot hold) leaves
@@ -374,11 +374,11 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 	return out, nil
 }
 
-// withKernels measures the universal network with the engine's kernel
+// withKernels measures the network of mode with the engine's kernel
 // choices set to choices, and sets them back as they were. The result's
 // Choice is the choices joined by commas ("" for none: the engine's own
 // rules).
-func withKernels(g *ops.GPU, set *NetSetting, repeats int, log func(string), choices []string) (_ KernelResult, err error) {
+func withKernels(g *ops.GPU, mode string, set *NetSetting, repeats int, log func(string), choices []string) (_ KernelResult, err error) {
 	was := g.Kernels()
 	if err := g.SetKernels(choices); err != nil {
 		return KernelResult{}, err
@@ -389,8 +389,8 @@ func withKernels(g *ops.GPU, set *NetSetting, repeats int, log func(string), cho
 		}
 	}()
 	name := strings.Join(choices, ",")
-	log(fmt.Sprintf("kernel choices: the universal network with %s", cmp.Or(name, "the engine's own rules")))
-	r, err := fittedNetwork(g, u2net.ModeUniversal, set, repeats, func(string) {})
+	log(fmt.Sprintf("kernel choices: the %s network with %s", mode, cmp.Or(name, "the engine's own rules")))
+	r, err := fittedNetwork(g, mode, set, repeats, func(string) {})
 	if err == nil { // each result as it comes: a run cut short still says something
 		log(fmt.Sprintf("kernel choices: %s: train step %.1f ms (GPU %.1f), forward %.1f (GPU %.1f)",
 			cmp.Or(name, "auto"), r.StepMS, r.StepGPUMS, r.ForwardMS, r.ForwardGPUMS))

@@ -18,7 +18,7 @@ import (
 // so that noise does not choose.
 const TuneMargin = 0.03
 
-// Tune measures the universal network at set under the engine's own
+// Tune measures the network of mode at set under the engine's own
 // kernel rules (three times: a warm-up, then the faster of two), then under
 // each value of each kernel choice alone, and picks for training steps
 // (their GPU time) and for forward passes the values that beat the rules
@@ -28,16 +28,18 @@ const TuneMargin = 0.03
 // kept if the set with it is faster by more than TuneMargin too. The set
 // picked is then measured again, after the rules once more, and kept only
 // where it wins again. The engine's choices are as they were afterwards.
-func Tune(g *ops.GPU, set NetSetting, repeats int, log func(string)) (t ops.KernelTuning, err error) {
+func Tune(g *ops.GPU, mode string, set NetSetting, repeats int, log func(string)) (t ops.KernelTuning, err error) {
 	was := g.Kernels()
 	defer func() {
 		if rerr := g.SetKernels(was); err == nil {
 			err = rerr
 		}
 	}()
-	return tune(ops.NewKernelTuning(g), func(choices []string) (KernelResult, error) {
-		return withKernels(g, &set, repeats, log, choices) // each from the size the last one fitted
+	t, err = tune(ops.NewKernelTuning(g), func(choices []string) (KernelResult, error) {
+		return withKernels(g, mode, &set, repeats, log, choices) // each from the size the last one fitted
 	})
+	t.Setting = fmt.Sprintf("the %s network at %s", mode, t.Setting)
+	return t, err
 }
 
 // tune is Tune with the network measured under some kernel choices by
@@ -194,7 +196,7 @@ func inChoiceOrder(choices []string) []string {
 // against the engine's own rules (measured last before it), then the
 // choices picked.
 func WriteTuning(w io.Writer, t ops.KernelTuning) {
-	fmt.Fprintf(w, "kernel tuning of %s (driver %s), the universal network at %s:\n", t.Device, t.Driver, t.Setting)
+	fmt.Fprintf(w, "kernel tuning of %s (driver %s), %s:\n", t.Device, t.Driver, t.Setting)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "choices\ttrain step GPU ms\tforward GPU ms\tstep speed-up\tforward speed-up\t")
 	rules := t.Results[0] // each row against the last measurement of the rules before it

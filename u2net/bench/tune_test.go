@@ -9,6 +9,7 @@ import (
 
 	"github.com/u2net-vk/u2net/ops"
 	"github.com/u2net-vk/u2net/ops/opstest"
+	"github.com/u2net-vk/u2net/u2net"
 	"github.com/u2net-vk/u2net/vk"
 )
 
@@ -21,7 +22,7 @@ func TestTune(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.SetKernels(nil)
-	tu, err := Tune(g, NetSetting{Domains: 1, Base: 2, Batch: 1}.At(8), 1, func(string) {})
+	tu, err := Tune(g, u2net.ModeUniversal, NetSetting{Domains: 1, Base: 2, Batch: 1}.At(8), 1, func(string) {})
 	if err != nil {
 		t.Fatalf("Tune: %v", err)
 	}
@@ -29,7 +30,8 @@ func TestTune(t *testing.T) {
 		t.Errorf("choices after Tune: %v, want them as set (norm=chunked)", k)
 	}
 	info := g.Device().Info()
-	if tu.Device != info.Name || tu.DriverVersion != info.DriverVersion || !strings.Contains(tu.Setting, "8³") ||
+	if tu.Device != info.Name || tu.DriverVersion != info.DriverVersion || !strings.Contains(tu.Setting, "the universal network at ") ||
+		!strings.Contains(tu.Setting, "8³") ||
 		tu.Measured.IsZero() {
 		t.Errorf("tuning of %+v at %q measured %v, want this device at 8³", tu.Device, tu.Setting, tu.Measured)
 	}
@@ -174,7 +176,7 @@ func TestTuneDecides(t *testing.T) {
 // The text names the picks with their speed-up as measured again, or says
 // that none won.
 func TestWriteTuning(t *testing.T) {
-	tu := ops.KernelTuning{Device: "dev", Driver: "drv", Setting: "8³", Train: []string{"norm=chunked"},
+	tu := ops.KernelTuning{Device: "dev", Driver: "drv", Setting: "the universal network at 8³", Train: []string{"norm=chunked"},
 		Results: []ops.KernelTuningResult{
 			{StepGPUMS: 100, ForwardGPUMS: 10},
 			{Choices: []string{"norm=chunked"}, StepGPUMS: 80, ForwardGPUMS: 10},
