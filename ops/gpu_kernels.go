@@ -33,30 +33,31 @@ func onOff(first string, sw func(g *GPU) **bool) func(g *GPU, value string) {
 	}
 }
 
+// tileTarget is the setter of a choice of tile, "WxHxD": sw(g) is the
+// target it sets, nil for any other value.
+func tileTarget(sw func(g *GPU) **dwTile) func(g *GPU, value string) {
+	return func(g *GPU, value string) {
+		*sw(g) = nil
+		if t, ok := parseDWTile(value); ok {
+			*sw(g) = &t
+		}
+	}
+}
+
 var kernelChoices = []kernelChoice{
 	{"depthwise-forward", "the depthwise forward pass on GPUs: depthwise.comp's tiles, or depthwise_stream.comp's columns (32x8x16, or stream:WxHxD), fitted to the volume (auto: tiles)",
 		append([]string{"stream", "tiles"}, dwStreamChoices...), func(g *GPU, value string) {
-			onOff("stream", func(g *GPU) **bool { return &g.dwStreamOn })(g, value)
-			g.dwStreamTarget = nil
-			if t, ok := parseDWTile(strings.TrimPrefix(value, "stream:")); ok {
-				on := true
-				g.dwStreamOn, g.dwStreamTarget = &on, &t
+			g.dwStreamOn, g.dwStreamTarget = nil, nil
+			if value != "" {
+				stream := value != "tiles"
+				g.dwStreamOn = &stream
+				tileTarget(func(g *GPU) **dwTile { return &g.dwStreamTarget })(g, strings.TrimPrefix(value, "stream:"))
 			}
 		}},
 	{"depthwise-tile", "the tile of depthwise.comp (the forward pass, and the data gradient in a pass of its own) on GPUs, width x height x depth, fitted down to the volume (auto: 32x8x8)",
-		dwTileChoices, func(g *GPU, value string) {
-			g.dwTileTarget = nil
-			if t, ok := parseDWTile(value); ok {
-				g.dwTileTarget = &t
-			}
-		}},
+		dwTileChoices, tileTarget(func(g *GPU) **dwTile { return &g.dwTileTarget })},
 	{"depthwise-grad-tile", "the tile of depthwise_dw.comp (the weight gradient, and the data gradient made in its pass) on GPUs, width x height x depth, fitted down to the volume (auto: 32x8x8)",
-		dwTileChoices, func(g *GPU, value string) {
-			g.dwGradTileTarget = nil
-			if t, ok := parseDWTile(value); ok {
-				g.dwGradTileTarget = &t
-			}
-		}},
+		dwTileChoices, tileTarget(func(g *GPU) **dwTile { return &g.dwGradTileTarget })},
 	{"depthwise-backward", "the depthwise data gradient on GPUs: made in the weight gradient's pass, or a pass of its own (auto: fused up to 3³)",
 		[]string{"fused", "two-pass"}, onOff("fused", func(g *GPU) **bool { return &g.dwFusedOn })},
 	{"depthwise-stats", "a unit's depthwise convolution writes the statistics of its norm, or the norm reads its output again (auto: fused)",

@@ -96,6 +96,20 @@ func ReadKernelTuning(path string) (KernelTuning, error) {
 	return t, nil
 }
 
+// ReadDeviceTuning reads the tuning of the device of info kept in the
+// cache folder dir and checks that it was measured with that device and
+// driver. path is the file ("" where dir is); a missing file gives
+// ErrNoKernelTuning.
+func ReadDeviceTuning(dir string, info vk.DeviceInfo) (t KernelTuning, path string, err error) {
+	if path = KernelTuningFile(dir, info); path == "" {
+		return t, "", fmt.Errorf("no cache folder: %w", ErrNoKernelTuning)
+	}
+	if t, err = ReadKernelTuning(path); err == nil {
+		err = t.Fits(info)
+	}
+	return t, path, err
+}
+
 // Fits reports why t was not measured on the device and driver of info, or
 // nil when it was: another driver may run the kernels at other speeds.
 func (t KernelTuning) Fits(info vk.DeviceInfo) error {

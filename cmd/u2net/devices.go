@@ -53,15 +53,10 @@ type deviceTuning struct {
 
 // tuningOf reads the tuning file of the device of info in the cache folder.
 func tuningOf(info vk.DeviceInfo) deviceTuning {
-	path := ops.KernelTuningFile(vk.CacheDir(""), info)
-	if path == "" {
-		return deviceTuning{Status: "none: no cache folder"}
-	}
-	t, err := ops.ReadKernelTuning(path)
-	if err == nil {
-		err = t.Fits(info)
-	}
+	t, path, err := ops.ReadDeviceTuning(vk.CacheDir(""), info)
 	switch {
+	case path == "":
+		return deviceTuning{Status: "none: no cache folder"}
 	case errors.Is(err, ops.ErrNoKernelTuning):
 		return deviceTuning{File: path, Status: "none (u2net tune makes one)"}
 	case err != nil:

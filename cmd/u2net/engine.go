@@ -229,15 +229,9 @@ func (k *kernelsFlag) apply(e ops.Engine, use tuningUse, log *slog.Logger) error
 		from = k.tuning
 	case k.tuning == "off":
 	default:
-		path := ops.KernelTuningPath(g)
-		if path == "" {
-			break
-		}
-		t, err := ops.ReadKernelTuning(path)
-		if err == nil {
-			err = t.Fits(g.Device().Info())
-		}
+		t, path, err := ops.ReadDeviceTuning(g.Device().CacheDir(), g.Device().Info())
 		switch {
+		case path == "":
 		case err == nil:
 			pick(&t)
 			from = path

@@ -27,15 +27,10 @@ const TuneMargin = 0.03
 // the rules they are added to the fastest one by one, fastest first, each
 // kept if the set with it is faster by more than TuneMargin too. The set
 // picked is then measured again, after the rules once more, and kept only
-// where it wins again. The engine's choices are as they were afterwards.
-func Tune(g *ops.GPU, mode string, set NetSetting, repeats int, log func(string)) (t ops.KernelTuning, err error) {
-	was := g.Kernels()
-	defer func() {
-		if rerr := g.SetKernels(was); err == nil {
-			err = rerr
-		}
-	}()
-	t, err = tune(ops.NewKernelTuning(g), func(choices []string) (KernelResult, error) {
+// where it wins again. The engine's choices are as they were afterwards
+// (each measurement sets them back).
+func Tune(g *ops.GPU, mode string, set NetSetting, repeats int, log func(string)) (ops.KernelTuning, error) {
+	t, err := tune(ops.NewKernelTuning(g), func(choices []string) (KernelResult, error) {
 		return withKernels(g, mode, &set, repeats, log, choices) // each from the size the last one fitted
 	})
 	t.Setting = fmt.Sprintf("the %s network at %s", mode, t.Setting)
