@@ -194,6 +194,15 @@ void main() {
 // DU·T loads in flight.
 const uint DU = 4;
 
+// With SW = 2 an invocation's two taps along w are neighbours in the large
+// side's row, at an even index (rows and planes have even lengths): it
+// stores (going up) or loads (going down) them as one vec2, so that a
+// subgroup covers a whole run of the row in one instruction instead of
+// every other float in two.
+const bool PAIRS = SW == 2;
+layout(std430, binding = 0) readonly buffer X2 { vec2 x2[]; };
+layout(std430, binding = 3) writeonly buffer Y2 { vec2 y2[]; };
+
 // ws[c·T + q]: going up, the weights of reduced channel ci0 + c for the sums
 // 4q .. 4q+3 (sum j is result channel j / T, tap j % T); going down, those
 // of tap q for the four result channels.
@@ -284,8 +293,16 @@ void main() {
                     uint plane = (bn * p.cout + r0 + min(c0 + u, n - 1)) * bigVox + block;
                     [[unroll]] for (uint tz = 0; tz < SD; tz++) {
                         [[unroll]] for (uint ty = 0; ty < SH; ty++) {
-                            [[unroll]] for (uint tx = 0; tx < SW; tx++) {
-                                d[u * T + (tz * SH + ty) * SW + tx] = x(plane + (tz * oh + ty) * ow + tx);
+                            uint row = plane + (tz * oh + ty) * ow;
+                            uint q0 = u * T + (tz * SH + ty) * SW;
+                            if (PAIRS) {
+                                vec2 pair = x2[row / 2];
+                                d[q0] = pair.x;
+                                d[q0 + 1] = pair.y;
+                            } else {
+                                [[unroll]] for (uint tx = 0; tx < SW; tx++) {
+                                    d[q0 + tx] = x(row + tx);
+                                }
                             }
                         }
                     }
@@ -318,8 +335,14 @@ void main() {
             uint plane = (bn * p.cout + co) * bigVox + block;
             [[unroll]] for (uint tz = 0; tz < SD; tz++) {
                 [[unroll]] for (uint ty = 0; ty < SH; ty++) {
-                    [[unroll]] for (uint tx = 0; tx < SW; tx++) {
-                        y[plane + (tz * oh + ty) * ow + tx] = acc[k * T + (tz * SH + ty) * SW + tx];
+                    uint row = plane + (tz * oh + ty) * ow;
+                    uint q0 = k * T + (tz * SH + ty) * SW;
+                    if (PAIRS) {
+                        y2[row / 2] = vec2(acc[q0], acc[q0 + 1]);
+                    } else {
+                        [[unroll]] for (uint tx = 0; tx < SW; tx++) {
+                            y[row + tx] = acc[q0 + tx];
+                        }
                     }
                 }
             }
