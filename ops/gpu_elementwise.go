@@ -19,6 +19,14 @@ const (
 // kernels.
 const elementwiseWG = 256
 
+// elementwisePer is the items (elements or vec4s) of elementwise.comp per
+// invocation. On lavapipe (2 cores) four took LeakyReLU at 2×32×64³ 9.6-10.9
+// ms forward and 12.5-12.7 backward against 13.5-16.4 and 14.5-17.0 with
+// one (`go test -bench LeakyReLU ./ops`, three alternating runs); a GPU
+// keeps one until `go test -bench StreamingWG ./ops` measures otherwise
+// there.
+func elementwisePer(g *GPU) int { return tuned(g, 1, 4) }
+
 type pushNS struct {
 	N uint32
 	S float32
@@ -32,11 +40,12 @@ func (g *GPU) elementwise(op string, mode uint32, n int, s float32, a, b, y *Ten
 	if vec4 {
 		items = n / 4
 	}
-	k, err := g.kernel("elementwise", []vk.Access{g.input(vec4), g.input(vec4), vk.ReadWrite}, 8, elementwiseWG, mode, b32(vec4))
+	per := elementwisePer(g)
+	k, err := g.kernel("elementwise", []vk.Access{g.input(vec4), g.input(vec4), vk.ReadWrite}, 8, elementwiseWG, mode, b32(vec4), uint32(per))
 	if err != nil {
 		return fmt.Errorf("ops.%s: %w", op, err)
 	}
-	return g.dispatch(op, k, vk.Grid1D(items, elementwiseWG), pushNS{uint32(items), s}, g.buf(a), g.buf(b), g.buf(y))
+	return g.dispatch(op, k, vk.Grid1D(ceilDiv(items, per), elementwiseWG), pushNS{uint32(items), s}, g.buf(a), g.buf(b), g.buf(y))
 }
 
 // checkSlope accepts the finite slopes ref accepts.

@@ -29,6 +29,45 @@ func TestMeasurePeaks(t *testing.T) {
 	}
 }
 
+// The copy that measures the bandwidth copies every vec4, with each number
+// per invocation, into outputs poisoned with NaN, on lengths that leave the
+// last workgroup partial.
+func TestCopyKernel(t *testing.T) {
+	g := gpuEngine(t)
+	const wg = 64
+	for _, per := range []int{1, 2, 4} {
+		for _, n := range []int{1, wg - 1, 4*wg*per + 3} {
+			t.Run(fmt.Sprintf("per%d/n=%d", per, n), func(t *testing.T) {
+				want := randn(rand.New(rand.NewPCG(uint64(n), uint64(per))), 4*n)
+				alloc := allocator(t, g)
+				x, y := alloc(4*n), alloc(4*n)
+				if err := g.Write(x, want); err != nil {
+					t.Fatal(err)
+				}
+				if err := g.Fill(y, float32(math.NaN())); err != nil {
+					t.Fatal(err)
+				}
+				k, err := g.copyKernel(wg, per)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := g.dispatch("TestCopyKernel", k, vk.Grid1D(ceilDiv(n, per), wg), pushBench{uint32(n), 0.999}, x.gpu.buf, y.gpu.buf); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]float32, 4*n)
+				if err := g.Read(y, got); err != nil {
+					t.Fatal(err)
+				}
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("element %d: got %g, want %g", i, got[i], want[i])
+					}
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkStreaming compares a streaming kernel of the network (LeakyReLU:
 // read a tensor, write one) with the peak-copy micro-kernel at several
 // sizes, so that a gap between the two shows whether it depends on the
@@ -68,10 +107,11 @@ func BenchmarkStreaming(b *testing.B) {
 
 // BenchmarkStreamingWG times the peak-copy kernel and LeakyReLU's
 // elementwise kernel over 64 MiB (a §8 activation) at several workgroup
-// sizes, each the median of 9 dispatches after a warm-up (TimeCalls), in
-// bytes read plus written per second: whether the workgroup size explains
-// a gap between the two. Run it with -benchtime 1x: each iteration is a
-// whole measurement.
+// sizes and vec4s per invocation, each the median of 9 dispatches after a
+// warm-up (TimeCalls), in bytes read plus written per second: whether
+// either explains a gap between the two, or between the copy and the
+// device's bandwidth. Run it with -benchtime 1x: each iteration is a whole
+// measurement.
 func BenchmarkStreamingWG(b *testing.B) {
 	g := gpuEngine(b)
 	const bytes = 64 << 20
@@ -90,7 +130,8 @@ func BenchmarkStreamingWG(b *testing.B) {
 		b.Fatal(err)
 	}
 	info := g.Device().Info()
-	for _, wg := range []int{64, 128, 256, 512, 1024} {
+	for _, c := range []struct{ wg, per int }{{64, 1}, {128, 1}, {256, 1}, {512, 1}, {1024, 1}, {128, 2}, {256, 2}, {128, 4}, {256, 4}, {512, 4}} {
+		wg, per := c.wg, c.per
 		for _, k := range []struct {
 			name, family string
 			access       []vk.Access
@@ -98,12 +139,12 @@ func BenchmarkStreamingWG(b *testing.B) {
 			push         any
 			bufs         []*vk.Buffer
 		}{
-			{"copy", "bench", []vk.Access{vk.Read, vk.Write}, []uint32{uint32(wg), 0, 1024},
+			{"copy", "bench", []vk.Access{vk.Read, vk.Write}, []uint32{uint32(wg), benchCopy, 1, uint32(per)},
 				pushBench{uint32(n), 0.999}, []*vk.Buffer{x.gpu.buf, y.gpu.buf}},
-			{"leakyrelu", "elementwise", []vk.Access{g.input(true), g.input(true), vk.ReadWrite}, []uint32{uint32(wg), ewLeaky, 1},
+			{"leakyrelu", "elementwise", []vk.Access{g.input(true), g.input(true), vk.ReadWrite}, []uint32{uint32(wg), ewLeaky, 1, uint32(per)},
 				pushNS{uint32(n), float32(ref.DefaultSlope)}, []*vk.Buffer{x.gpu.buf, g.dummy, y.gpu.buf}},
 		} {
-			b.Run(fmt.Sprintf("%s/wg%d", k.name, wg), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/wg%d/per%d", k.name, wg, per), func(b *testing.B) {
 				if uint32(wg) > info.MaxWorkgroupSize[0] || uint32(wg) > info.MaxWorkgroupInvocs {
 					b.Skipf("device %s runs at most %d invocations per workgroup", info.Name, info.MaxWorkgroupInvocs)
 				}
@@ -111,7 +152,9 @@ func BenchmarkStreamingWG(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				call := func(int) error { return g.dispatch("StreamingWG", kern, vk.Grid1D(n, wg), k.push, k.bufs...) }
+				call := func(int) error {
+					return g.dispatch("StreamingWG", kern, vk.Grid1D(ceilDiv(n, per), wg), k.push, k.bufs...)
+				}
 				var med time.Duration
 				for i := 0; i < b.N; i++ {
 					calls, _, err := g.TimeCalls(g.WarmTime(), 9, call)
