@@ -415,15 +415,38 @@ func (n *Net) checkInput(dom, batch int, size [3]int, x []float32) error {
 }
 
 // Forward runs the network of domain dom on x ([batch, in_channels, D, H, W])
-// and returns the logits [batch, classes, D, H, W].
+// and returns the logits [batch, classes, D, H, W] in a new slice.
 func (n *Net) Forward(dom, batch int, size [3]int, x []float32) ([]float32, error) {
-	return n.infer(dom, batch, size, x, outLogits)
+	return n.inferNew(dom, batch, size, x, outLogits)
+}
+
+// ForwardInto is Forward writing the logits into out, which must hold
+// exactly batch·classes·D·H·W values. A caller that runs the network
+// repeatedly spares an allocation per call this way, which at 128³ costs
+// more than the copy itself: the new slice's memory is first touched, page
+// by page, by the copy.
+func (n *Net) ForwardInto(dom, batch int, size [3]int, x, out []float32) error {
+	return n.infer(dom, batch, size, x, outLogits, out)
 }
 
 // Probabilities is Forward followed by a softmax over the classes, computed
 // on the engine: it returns the class probabilities [batch, classes, D, H, W].
 func (n *Net) Probabilities(dom, batch int, size [3]int, x []float32) ([]float32, error) {
-	return n.infer(dom, batch, size, x, outProbs)
+	return n.inferNew(dom, batch, size, x, outProbs)
+}
+
+// ProbabilitiesInto is Probabilities writing into out, as ForwardInto.
+func (n *Net) ProbabilitiesInto(dom, batch int, size [3]int, x, out []float32) error {
+	return n.infer(dom, batch, size, x, outProbs, out)
+}
+
+// OutputLen is the number of values Forward and Probabilities return for
+// a batch of domain dom: batch·classes·D·H·W.
+func (n *Net) OutputLen(dom, batch int, size [3]int) (int, error) {
+	if dom < 0 || dom >= len(n.Model.Config.Domains) {
+		return 0, fmt.Errorf("domain index %d out of range", dom)
+	}
+	return batch * n.Model.Config.Domains[dom].Classes * size[0] * size[1] * size[2], nil
 }
 
 // What an inference pass returns.
@@ -432,28 +455,41 @@ const (
 	outProbs
 )
 
-func (n *Net) infer(dom, batch int, size [3]int, x []float32, what int) ([]float32, error) {
-	if err := n.checkInput(dom, batch, size, x); err != nil {
-		return nil, err
-	}
-	g, result, err := n.inferGraph(dom, batch, size, what)
+// inferNew runs an inference pass into a new slice.
+func (n *Net) inferNew(dom, batch int, size [3]int, x []float32, what int) ([]float32, error) {
+	l, err := n.OutputLen(dom, batch, size)
 	if err != nil {
 		return nil, err
 	}
-	if rp, ok := n.e.(replayer); ok {
-		return g.replayForward(rp, x, what, result)
-	}
-	if err := n.e.Write(g.input.v, x); err != nil {
-		return nil, err
-	}
-	if err := g.inferPass(what); err != nil {
-		return nil, err
-	}
-	out := make([]float32, result.Len())
-	if err := n.e.Read(result, out); err != nil {
+	out := make([]float32, l)
+	if err := n.infer(dom, batch, size, x, what, out); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+func (n *Net) infer(dom, batch int, size [3]int, x []float32, what int, out []float32) error {
+	if err := n.checkInput(dom, batch, size, x); err != nil {
+		return err
+	}
+	if l, _ := n.OutputLen(dom, batch, size); len(out) != l {
+		return fmt.Errorf("output has room for %d values, want batch %d × %d classes × %d×%d×%d = %d",
+			len(out), batch, n.Model.Config.Domains[dom].Classes, size[0], size[1], size[2], l)
+	}
+	g, result, err := n.inferGraph(dom, batch, size, what)
+	if err != nil {
+		return err
+	}
+	if rp, ok := n.e.(replayer); ok {
+		return g.replayForward(rp, x, what, result, out)
+	}
+	if err := n.e.Write(g.input.v, x); err != nil {
+		return err
+	}
+	if err := g.inferPass(what); err != nil {
+		return err
+	}
+	return n.e.Read(result, out)
 }
 
 // inferGraph returns the graph an inference pass runs and the tensor it
@@ -560,10 +596,10 @@ type inferReplay struct {
 }
 
 // replayForward runs the graph's recorded inference pass (what: logits or
-// probabilities) on x, recording it on first use, and again when the
-// engine's timing was switched since (a profile needs the timestamps, a
-// plain run is better without them).
-func (g *graph) replayForward(rp replayer, x []float32, what int, result *ops.Tensor) ([]float32, error) {
+// probabilities) on x into out, recording it on first use, and again when
+// the engine's timing was switched since (a profile needs the timestamps,
+// a plain run is better without them).
+func (g *graph) replayForward(rp replayer, x []float32, what int, result *ops.Tensor, out []float32) error {
 	r := g.replays[what]
 	if r != nil && r.rec.Timed() != rp.Timed() {
 		r.rec.Release()
@@ -583,23 +619,19 @@ func (g *graph) replayForward(rp replayer, x []float32, what int, result *ops.Te
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r.rec = rec
 		g.replays[what] = r
 	}
 	if err := r.slot.Write(x); err != nil {
-		return nil, err
+		return err
 	}
 	// The result goes from staging memory straight into the caller's slice.
-	out := make([]float32, result.Len())
 	if err := r.out.SetDest(out); err != nil {
-		return nil, err
+		return err
 	}
-	if err := r.rec.Run(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return r.rec.Run()
 }
 
 // TrainStep runs forward, the loss (cross-entropy + soft Dice over the

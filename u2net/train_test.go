@@ -267,6 +267,63 @@ func TestProbabilitiesAreSoftmaxOfLogits(t *testing.T) {
 	}
 }
 
+// ForwardInto and ProbabilitiesInto write what Forward and Probabilities
+// return into every element of the caller's slice (poisoned first), again
+// and again into the same one, on the reference engine and on the GPU
+// (whose passes are replayed recordings), and refuse a slice of another
+// length, naming both lengths.
+func TestInferInto(t *testing.T) {
+	for _, e := range []ops.Engine{ops.NewCPU(), openGPU(t)} {
+		t.Run(e.Name(), func(t *testing.T) {
+			m, _ := New(tinyConfig(ModeUniversal, UpsampleTranspose), 33)
+			net, err := NewNet(m, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer net.Close()
+			l, err := net.OutputLen(1, 2, tinySize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := make([]float32, l)
+			r := rand.New(rand.NewPCG(5, 5))
+			for run := range 2 {
+				x, _ := tinyBatch(r, m.Config.Domains[1], 2, tinySize)
+				for _, c := range []struct {
+					name string
+					into func(x, out []float32) error
+					new  func(x []float32) ([]float32, error)
+				}{
+					{"forward", func(x, out []float32) error { return net.ForwardInto(1, 2, tinySize, x, out) },
+						func(x []float32) ([]float32, error) { return net.Forward(1, 2, tinySize, x) }},
+					{"probabilities", func(x, out []float32) error { return net.ProbabilitiesInto(1, 2, tinySize, x, out) },
+						func(x []float32) ([]float32, error) { return net.Probabilities(1, 2, tinySize, x) }},
+				} {
+					want, err := c.new(x)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i := range out {
+						out[i] = float32(math.NaN())
+					}
+					if err := c.into(x, out); err != nil {
+						t.Fatal(err)
+					}
+					for i := range want {
+						if math.Float32bits(out[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("run %d, %s: value %d = %v, want %v", run, c.name, i, out[i], want[i])
+						}
+					}
+					err = c.into(x, out[1:])
+					if wantErr := fmt.Sprintf("output has room for %d values, want batch 2", l-1); err == nil || !strings.Contains(err.Error(), wantErr) {
+						t.Errorf("%s into a short slice: error %v, want one saying %q", c.name, err, wantErr)
+					}
+				}
+			}
+		})
+	}
+}
+
 // A head's labels are the input's at every factor-th voxel, on any number
 // of cores (the second case is large enough to be split).
 func TestHeadDownsample(t *testing.T) {

@@ -27,3 +27,28 @@ func TestHostCopy(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkHostCopy copies 32 MiB (the logits of two 128³ windows of two
+// classes) as a download does into its destination: a new slice each time,
+// whose memory the copy touches first, page by page, or the same slice
+// again (Net.ForwardInto, predict's buffers that go round).
+func BenchmarkHostCopy(b *testing.B) {
+	const n = 32 << 20
+	src := make([]byte, n)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	b.Run("new", func(b *testing.B) {
+		b.SetBytes(n)
+		for b.Loop() {
+			hostCopy(make([]byte, n), src)
+		}
+	})
+	b.Run("reused", func(b *testing.B) {
+		b.SetBytes(n)
+		dst := make([]byte, n)
+		for b.Loop() {
+			hostCopy(dst, src)
+		}
+	})
+}

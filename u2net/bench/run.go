@@ -90,7 +90,9 @@ type NetResult struct {
 	Setting string `json:"setting"`
 	Params  int    `json:"parameters"`
 	// StepMS and ForwardMS are wall times from the host's data to the
-	// host's results (uploads, downloads and recording included);
+	// host's results (uploads, downloads and recording included; the
+	// forward pass writes its logits into one slice every time, as
+	// predict does);
 	// StepGPUMS and ForwardGPUMS the GPU time of the pass alone (the
 	// median of the repeats), its data already on the device, which is
 	// what PyTorch's numbers measure.
@@ -698,7 +700,12 @@ func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult,
 		return r, err
 	}
 	defer fnet.Close()
-	forward := func() error { _, err := fnet.Forward(0, set.Batch, size, x); return err }
+	out, err := fnet.OutputLen(0, set.Batch, size)
+	if err != nil {
+		return r, err
+	}
+	logits := make([]float32, out) // one slice for every pass, as predict's
+	forward := func() error { return fnet.ForwardInto(0, set.Batch, size, x, logits) }
 	if r.ForwardMS, err = wall(e, repeats, forward); err != nil {
 		return r, err
 	}
@@ -732,5 +739,10 @@ func forwardOnly(e ops.Engine, set NetSetting, repeats int) (float64, error) {
 	defer net.Close()
 	size := [3]int{set.Size, set.Size, set.Size}
 	x, _ := randomBatch(set)
-	return wall(e, repeats, func() error { _, err := net.Forward(0, set.Batch, size, x); return err })
+	out, err := net.OutputLen(0, set.Batch, size)
+	if err != nil {
+		return 0, err
+	}
+	logits := make([]float32, out)
+	return wall(e, repeats, func() error { return net.ForwardInto(0, set.Batch, size, x, logits) })
 }

@@ -34,11 +34,14 @@ import (
 // shape [C][patch[0]][patch[1]][patch[2]] one after another ([n][C][patch],
 // W fastest); the result must be [n][K][patch]: class PROBABILITIES (each
 // voxel's K values non-negative and summing to 1, e.g. a softmax), not
-// logits. Wrap a network that returns logits with Softmax. The predictor may
-// keep neither slice after it returns. The returned slice is only read, but
-// it is read while the predictor runs on the next windows: later calls must
-// leave it unchanged.
-type Predictor func(batch []float32, n int, patch [3]int) ([]float32, error)
+// logits. Wrap a network that returns logits with Softmax. out has the
+// result's length and holds nothing Predict still needs: the predictor may
+// write the result into it and return it, sparing an allocation per call,
+// or return a slice of its own. The predictor may keep none of these
+// slices after it returns. The returned slice is only read, but it is read
+// while the predictor runs on the next windows: later calls must leave it
+// unchanged until Predict hands it back as out.
+type Predictor func(batch []float32, n int, patch [3]int, out []float32) ([]float32, error)
 
 // Options control the sliding window.
 type Options struct {
@@ -258,12 +261,21 @@ func Predict(ctx context.Context, input []float32, shape [4]int, classes int, pr
 	stitch := make(chan batch, 1)
 	stitched := make(chan struct{})
 	wscale := float32(1) / float32(len(fl))
+	// The results' buffers go round too, back to the predictor once
+	// stitched: one being written, one waiting to be stitched, one being
+	// stitched. (A new one per batch would cost more than its copy: its
+	// memory is first touched, page by page, as the result is written.)
+	outs := make(chan []float32, 3)
+	for range cap(outs) {
+		outs <- nil
+	}
 	go func() {
 		defer close(stitched)
 		for b := range stitch {
 			for i, j := range b.jobs {
 				accumulate(acc, weight, sp, classes, b.out[i*classes*pvox:(i+1)*classes*pvox], j.w, size, j.flip, gauss, wscale)
 			}
+			outs <- b.out
 		}
 	}()
 	predictAll := func() error {
@@ -272,7 +284,11 @@ func Predict(ctx context.Context, input []float32, shape [4]int, classes int, pr
 				return fmt.Errorf("infer: %w", err)
 			}
 			n := len(b.jobs)
-			out, err := pred(b.in, n, size)
+			buf := <-outs
+			if cap(buf) < n*classes*pvox {
+				buf = make([]float32, opt.Batch*classes*pvox)
+			}
+			out, err := pred(b.in, n, size, buf[:n*classes*pvox])
 			if err != nil {
 				return fmt.Errorf("infer: predictor on %d windows of %v: %w", n, size, err)
 			}
@@ -434,8 +450,8 @@ func gaussian(size [3]int) []float32 {
 // returns probabilities, applying a numerically stable softmax over the K
 // classes of each voxel in place.
 func Softmax(logits Predictor, classes int) Predictor {
-	return func(batch []float32, n int, patch [3]int) ([]float32, error) {
-		out, err := logits(batch, n, patch)
+	return func(batch []float32, n int, patch [3]int, buf []float32) ([]float32, error) {
+		out, err := logits(batch, n, patch, buf)
 		if err != nil {
 			return nil, err
 		}

@@ -47,7 +47,7 @@ func posProbs(z, y, x float32) [3]float32 {
 // pointwise is a predictor over coordVolume inputs that returns posProbs of
 // each voxel; it is flip-equivariant because it looks at one voxel at a time.
 func pointwise(t *testing.T, maxBatch int, calls *int) Predictor {
-	return func(batch []float32, n int, p [3]int) ([]float32, error) {
+	return func(batch []float32, n int, p [3]int, out []float32) ([]float32, error) {
 		if n > maxBatch {
 			t.Errorf("predictor got %d windows, batch is %d", n, maxBatch)
 		}
@@ -56,7 +56,15 @@ func pointwise(t *testing.T, maxBatch int, calls *int) Predictor {
 		if len(batch) != n*3*pv {
 			t.Fatalf("batch of %d values for %d windows of %v", len(batch), n, p)
 		}
-		out := make([]float32, n*3*pv)
+		// The result goes into the buffer Predict hands out, which it
+		// must no longer read: poisoned first, so that a buffer handed
+		// out while it is still being stitched spoils the result.
+		if len(out) != n*3*pv {
+			t.Fatalf("out has %d values for %d windows of %v", len(out), n, p)
+		}
+		for i := range out {
+			out[i] = float32(math.NaN())
+		}
 		for b := range n {
 			in, o := batch[b*3*pv:], out[b*3*pv:]
 			for i := range pv {
@@ -127,7 +135,7 @@ func TestStitchedEqualsFunctionOfPosition(t *testing.T) {
 // and on the position inside it (not flip-equivariant): class 1 gets
 // x/(W−1) scaled by the window's mean input, class 0 the rest.
 func windowFunc(c int) Predictor {
-	return func(batch []float32, n int, p [3]int) ([]float32, error) {
+	return func(batch []float32, n int, p [3]int, _ []float32) ([]float32, error) {
 		pv := p[0] * p[1] * p[2]
 		out := make([]float32, n*2*pv)
 		for b := range n {
@@ -149,6 +157,46 @@ func windowFunc(c int) Predictor {
 	}
 }
 
+// Predict hands the predictor at most three buffers for its results, in
+// turn, and none whose result is still to be stitched: a predictor faster
+// than the stitching, which poisons the buffer it gets before it writes its
+// result there, spoils no result.
+func TestOutputBufferReusedAfterStitching(t *testing.T) {
+	shape := [3]int{40, 40, 40}
+	opt := Options{Patch: [3]int{16, 16, 16}, Overlap: 0.5, Batch: 2, Mirror: [3]bool{false, false, true}}
+	seen := map[*float32]bool{}
+	pred := func(batch []float32, n int, p [3]int, out []float32) ([]float32, error) {
+		seen[&out[0]] = true
+		for i := range out {
+			out[i] = float32(math.NaN())
+		}
+		pv := p[0] * p[1] * p[2]
+		for b := range n {
+			o := out[b*2*pv : (b+1)*2*pv]
+			for i := range pv {
+				o[i], o[pv+i] = 0.25, 0.75
+			}
+		}
+		return out, nil
+	}
+	res, err := Predict(context.Background(), make([]float32, 40*40*40), [4]int{1, 40, 40, 40}, 2, pred, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range res.Probs {
+		want := float32(0.25)
+		if i >= len(res.Probs)/2 {
+			want = 0.75
+		}
+		if math.Abs(float64(v-want)) > 1e-6 {
+			t.Fatalf("probability %d = %v, want %v", i, v, want)
+		}
+	}
+	if _, windows, _ := Plan(shape, opt); len(seen) > 3 || len(windows) < 20 {
+		t.Errorf("%d output buffers for %d windows, want at most 3", len(seen), len(windows))
+	}
+}
+
 func TestOneWindowEqualsPlainCall(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	sh := [4]int{2, 4, 6, 8}
@@ -157,7 +205,7 @@ func TestOneWindowEqualsPlainCall(t *testing.T) {
 		in[i] = r.Float32()*4 - 1
 	}
 	p := windowFunc(2)
-	want, _ := p(slices.Clone(in), 1, [3]int{4, 6, 8})
+	want, _ := p(slices.Clone(in), 1, [3]int{4, 6, 8}, nil)
 	for _, opt := range []Options{
 		{Patch: [3]int{4, 6, 8}, Overlap: 0.5, Batch: 1},
 		{Patch: [3]int{2, 2, 2}, WholeVolume: true, Batch: 1, Multiple: [3]int{2, 2, 2}},
@@ -204,9 +252,9 @@ func TestMirroringAverages(t *testing.T) {
 
 // boxFilter is a flip-equivariant predictor that is not pointwise: class 1
 // is a sigmoid of the 3×3×3 mean of channel 0 (zero outside the window).
-func boxFilter(batch []float32, n int, p [3]int) ([]float32, error) {
+// It writes every value of out, the buffer Predict hands it.
+func boxFilter(batch []float32, n int, p [3]int, out []float32) ([]float32, error) {
 	pv := p[0] * p[1] * p[2]
-	out := make([]float32, n*2*pv)
 	for b := range n {
 		in := batch[b*pv : (b+1)*pv]
 		for z := range p[0] {
@@ -270,7 +318,7 @@ func TestPaddingCentresVolume(t *testing.T) {
 		vol[i] = float32(i + 1) // non-zero, so padding (zero) is visible
 	}
 	var seen []float32
-	identity := func(batch []float32, n int, p [3]int) ([]float32, error) {
+	identity := func(batch []float32, n int, p [3]int, _ []float32) ([]float32, error) {
 		seen = slices.Clone(batch)
 		pv := p[0] * p[1] * p[2]
 		out := make([]float32, 2*pv)
@@ -346,11 +394,11 @@ func TestPlan(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	ok := func(batch []float32, n int, p [3]int) ([]float32, error) {
+	ok := func(batch []float32, n int, p [3]int, _ []float32) ([]float32, error) {
 		return make([]float32, n*2*p[0]*p[1]*p[2]), nil
 	}
-	short := func(batch []float32, n int, p [3]int) ([]float32, error) { return make([]float32, 3), nil }
-	failing := func([]float32, int, [3]int) ([]float32, error) { return nil, errors.New("device lost") }
+	short := func(batch []float32, n int, p [3]int, _ []float32) ([]float32, error) { return make([]float32, 3), nil }
+	failing := func([]float32, int, [3]int, []float32) ([]float32, error) { return nil, errors.New("device lost") }
 	good := Options{Patch: [3]int{2, 2, 2}, Batch: 1, Overlap: 0.5}
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -385,12 +433,12 @@ func TestErrors(t *testing.T) {
 }
 
 func TestSoftmax(t *testing.T) {
-	logits := func(batch []float32, n int, p [3]int) ([]float32, error) {
+	logits := func(batch []float32, n int, p [3]int, _ []float32) ([]float32, error) {
 		// Two windows of one voxel, three classes; large values test
 		// stability.
 		return []float32{1, 2, 3, 1000, 1002, 1001}, nil
 	}
-	out, err := Softmax(logits, 3)([]float32{0, 0}, 2, [3]int{1, 1, 1})
+	out, err := Softmax(logits, 3)([]float32{0, 0}, 2, [3]int{1, 1, 1}, make([]float32, 6))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +452,7 @@ func TestSoftmax(t *testing.T) {
 			t.Fatalf("softmax value %d = %v, want %v", i, out[i], want[i])
 		}
 	}
-	if _, err := Softmax(logits, 4)([]float32{0, 0}, 2, [3]int{1, 1, 1}); err == nil {
+	if _, err := Softmax(logits, 4)([]float32{0, 0}, 2, [3]int{1, 1, 1}, make([]float32, 8)); err == nil {
 		t.Error("wrong class count accepted")
 	}
 }
@@ -452,7 +500,7 @@ func benchPredict(b *testing.B, s, p int, wait time.Duration) {
 	for i := range probs {
 		probs[i] = float32(i%5) * 0.2
 	}
-	pred := func(x []float32, n int, q [3]int) ([]float32, error) {
+	pred := func(x []float32, n int, q [3]int, _ []float32) ([]float32, error) {
 		time.Sleep(wait)
 		return probs[:n*2*q[0]*q[1]*q[2]], nil
 	}

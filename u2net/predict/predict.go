@@ -67,7 +67,9 @@ func Window(ctx context.Context, net *u2net.Net, dom int, image []float32, shape
 	}
 	// The softmax runs on the engine with the network: on a GPU the host's
 	// share of a window is then the cutting and the weighted accumulation.
-	probs := func(x []float32, n int, p [3]int) ([]float32, error) { return net.Probabilities(dom, n, p, x) }
+	probs := func(x []float32, n int, p [3]int, out []float32) ([]float32, error) {
+		return out, net.ProbabilitiesInto(dom, n, p, x, out)
+	}
 	return infer.Predict(ctx, image, shape, classes, probs, o)
 }
 
