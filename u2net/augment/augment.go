@@ -170,13 +170,19 @@ func Draw(rng *rand.Rand, p Params, size [3]int, centre [3]float64) Transform {
 // trilinearly and the label by nearest neighbour, with zeros (background)
 // outside the case.
 func (t Transform) Apply(c *preprocess.Case, size [3]int) sample.Patch {
+	return t.ApplyInto(c, size, sample.NewPatch(c, size))
+}
+
+// ApplyInto is Apply into dst's image and labels (of sample.NewPatch's
+// sizes, whatever they hold), which it returns as the patch.
+func (t Transform) ApplyInto(c *preprocess.Case, size [3]int, dst sample.Patch) sample.Patch {
 	nc := c.Shape[0]
 	d, h, w := c.Shape[1], c.Shape[2], c.Shape[3]
 	vn := d * h * w
 	pn := size[0] * size[1] * size[2]
-	p := sample.Patch{Shape: [4]int{nc, size[0], size[1], size[2]}, Image: make([]float32, nc*pn)}
+	p := sample.Patch{Shape: [4]int{nc, size[0], size[1], size[2]}, Image: dst.Image[:nc*pn]}
 	if c.Label != nil {
-		p.Label = make([]uint8, pn)
+		p.Label = dst.Label[:pn]
 	}
 	var pc [3]float64
 	for a := range 3 {
@@ -203,6 +209,7 @@ func (t Transform) Apply(c *preprocess.Case, size [3]int) sample.Patch {
 					trilinear(p.Image[i:], pn, c.Image, vn, nc, d, h, w, sz, sy, sx)
 					if p.Label != nil {
 						lz, ly, lx := int(math.Floor(sz+0.5)), int(math.Floor(sy+0.5)), int(math.Floor(sx+0.5))
+						p.Label[i] = 0
 						if lz >= 0 && lz < d && ly >= 0 && ly < h && lx >= 0 && lx < w {
 							p.Label[i] = c.Label[(lz*h+ly)*w+lx]
 						}
@@ -284,6 +291,13 @@ func (t Transform) isMirror(size [3]int) bool {
 // Patch draws a spatial transform for the patch at loc and applies it, then
 // the intensity transforms.
 func Patch(rng *rand.Rand, p Params, c *preprocess.Case, loc sample.Location, size [3]int) sample.Patch {
+	return PatchInto(rng, p, c, loc, size, sample.NewPatch(c, size))
+}
+
+// PatchInto is Patch into dst's image and labels (of sample.NewPatch's
+// sizes, whatever they hold), which it returns as the patch: a batch's
+// patches are made in place, in buffers used again from step to step.
+func PatchInto(rng *rand.Rand, p Params, c *preprocess.Case, loc sample.Location, size [3]int, dst sample.Patch) sample.Patch {
 	var centre [3]float64
 	for a := range 3 {
 		centre[a] = float64(loc.Start[a]) + float64(size[a]-1)/2
@@ -291,14 +305,14 @@ func Patch(rng *rand.Rand, p Params, c *preprocess.Case, loc sample.Location, si
 	t := Draw(rng, p, size, centre)
 	var out sample.Patch
 	if t.isMirror(size) {
-		out = sample.Extract(c, loc, size)
+		out = sample.ExtractInto(c, loc, size, dst)
 		for a := range 3 {
 			if t.M.At(a, a) < 0 {
 				flip(&out, a)
 			}
 		}
 	} else {
-		out = t.Apply(c, size)
+		out = t.ApplyInto(c, size, dst)
 	}
 	out.Location = loc
 	Intensity(rng, p, &out)

@@ -1,6 +1,7 @@
 package augment
 
 import (
+	"bytes"
 	"math"
 	"reflect"
 	"runtime"
@@ -241,6 +242,55 @@ func TestLoaderDeterministic(t *testing.T) {
 	}
 }
 
+// BatchInto into the buffers of an earlier batch, poisoned, gives Batch's
+// bits: every voxel of the reused image and labels is written, with zeros
+// where the patch reaches past the case. The patches are extracted and
+// mirrored (the case shorter than the patch along D) or resampled.
+func TestBatchIntoReuses(t *testing.T) {
+	s, err := sample.New([]*preprocess.Case{labelCase([3]int{8, 20, 24}), labelCase([3]int{14, 16, 18})}, [3]int{12, 12, 12}, sample.Options{Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	extract, resample := DefaultParams(), DefaultParams()
+	extract.RotateProb, extract.ScaleProb, extract.ElasticProb = 0, 0, 0
+	resample.RotateProb, resample.ElasticProb = 1, 0.5
+	for name, p := range map[string]Params{"extracted": extract, "resampled": resample} {
+		t.Run(name, func(t *testing.T) {
+			l, err := NewLoader(s, LoaderConfig{BatchSize: 2, Params: p, Seed: 6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b Batch
+			l.BatchInto(0, &b)
+			image, label := &b.Image[0], &b.Label[0]
+			for step := 1; step < 6; step++ {
+				for i := range b.Image {
+					b.Image[i] = float32(math.NaN())
+				}
+				for i := range b.Label {
+					b.Label[i] = 0xFF
+				}
+				l.BatchInto(step, &b)
+				want := l.Batch(step)
+				if b.Step != step || b.Shape != want.Shape || !reflect.DeepEqual(b.Locations, want.Locations) {
+					t.Fatalf("step %d: batch %d of shape %v, want %d of %v", step, b.Step, b.Shape, want.Step, want.Shape)
+				}
+				for i := range want.Image {
+					if math.Float32bits(b.Image[i]) != math.Float32bits(want.Image[i]) {
+						t.Fatalf("step %d: image value %d = %v, want %v", step, i, b.Image[i], want.Image[i])
+					}
+				}
+				if !bytes.Equal(b.Label, want.Label) {
+					t.Fatalf("step %d: labels differ from a new batch's", step)
+				}
+			}
+			if &b.Image[0] != image || &b.Label[0] != label {
+				t.Error("BatchInto allocated new slices where the batch's had room")
+			}
+		})
+	}
+}
+
 func TestNewLoaderErrors(t *testing.T) {
 	s, _ := sample.New([]*preprocess.Case{labelCase([3]int{30, 30, 40})}, [3]int{4, 4, 4}, sample.Options{})
 	if _, err := NewLoader(s, LoaderConfig{}); err == nil {
@@ -262,7 +312,8 @@ func BenchmarkPatch128(b *testing.B) {
 
 // BenchmarkBatch128 builds the reference setting's batches (two 128³
 // patches, the default transforms) as training draws them: a mix of plain
-// mirrored extractions and resampled patches.
+// mirrored extractions and resampled patches; in new slices each time, or
+// in those of the batch before (BatchInto, as the trainer does).
 func BenchmarkBatch128(b *testing.B) {
 	c := labelCase([3]int{160, 160, 160})
 	c.Shape[0] = 1
@@ -275,9 +326,17 @@ func BenchmarkBatch128(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for i := 0; b.Loop(); i++ {
-		l.Batch(i)
-	}
+	b.Run("new", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			l.Batch(i)
+		}
+	})
+	b.Run("reused", func(b *testing.B) {
+		var batch Batch
+		for i := 0; b.Loop(); i++ {
+			l.BatchInto(i, &batch)
+		}
+	})
 }
 
 // TestParallelSameAsSerial resamples a patch large enough to be split over

@@ -41,27 +41,49 @@ func NewLoader(s *sample.Sampler, cfg LoaderConfig) (*Loader, error) {
 // Batch builds batch number step. The result depends only on the
 // sampler, the configuration and step.
 func (l *Loader) Batch(step int) Batch {
+	var b Batch
+	l.BatchInto(step, &b)
+	return b
+}
+
+// BatchInto builds batch number step into b, reusing its image and label
+// slices where they have the room (a 128³ batch's are tens of MB, whose
+// pages a new slice has to fault in again every step). The result is
+// Batch's, bit for bit.
+func (l *Loader) BatchInto(step int, b *Batch) {
 	size := l.s.Size()
 	cases := l.s.Cases()
 	locs := l.s.Locations(step, l.cfg.BatchSize)
 	nc := cases[0].Shape[0]
 	pn := size[0] * size[1] * size[2]
-	b := Batch{
-		Step:      step,
-		Shape:     [5]int{len(locs), nc, size[0], size[1], size[2]},
-		Image:     make([]float32, len(locs)*nc*pn),
-		Locations: locs,
-	}
+	b.Step = step
+	b.Shape = [5]int{len(locs), nc, size[0], size[1], size[2]}
+	b.Locations = locs
+	b.Image = resize(b.Image, len(locs)*nc*pn)
+	labels := b.Label
+	b.Label = nil
 	if cases[0].Label != nil {
-		b.Label = make([]uint8, len(locs)*pn)
+		b.Label = resize(labels, len(locs)*pn)
 	}
 	for i, loc := range locs {
 		rng := sample.Rand(l.cfg.Seed, uint64(step), uint64(i), 1)
-		p := Patch(rng, l.cfg.Params, cases[loc.Case], loc, size)
-		copy(b.Image[i*nc*pn:], p.Image)
-		if b.Label != nil && p.Label != nil {
-			copy(b.Label[i*pn:], p.Label)
+		dst := sample.Patch{Image: b.Image[i*nc*pn : (i+1)*nc*pn]}
+		if b.Label != nil {
+			dst.Label = b.Label[i*pn : (i+1)*pn]
+			if cases[loc.Case].Label == nil {
+				clear(dst.Label) // background, as in a new batch
+				dst.Label = nil
+			}
 		}
+		PatchInto(rng, l.cfg.Params, cases[loc.Case], loc, size, dst)
 	}
-	return b
+}
+
+// resize returns s with length n, reallocated only when its capacity is
+// short.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
 }

@@ -217,12 +217,31 @@ func (s *Sampler) Batch(step, batch int) []Patch {
 // Extract copies the patch of the given size at l.Start out of c, with zeros
 // (background for labels) where it reaches past the volume.
 func Extract(c *preprocess.Case, l Location, size [3]int) Patch {
+	return ExtractInto(c, l, size, NewPatch(c, size))
+}
+
+// NewPatch returns a patch of the given size with room for c's channels
+// and, when c has them, its labels.
+func NewPatch(c *preprocess.Case, size [3]int) Patch {
+	pn := size[0] * size[1] * size[2]
+	p := Patch{Shape: [4]int{c.Shape[0], size[0], size[1], size[2]}, Image: make([]float32, c.Shape[0]*pn)}
+	if c.Label != nil {
+		p.Label = make([]uint8, pn)
+	}
+	return p
+}
+
+// ExtractInto is Extract into dst's image and labels (of NewPatch's sizes,
+// whatever they hold), which it returns as the patch.
+func ExtractInto(c *preprocess.Case, l Location, size [3]int, dst Patch) Patch {
 	nc := c.Shape[0]
 	d, h, w := c.Shape[1], c.Shape[2], c.Shape[3]
 	pn := size[0] * size[1] * size[2]
-	p := Patch{Location: l, Shape: [4]int{nc, size[0], size[1], size[2]}, Image: make([]float32, nc*pn)}
+	p := Patch{Location: l, Shape: [4]int{nc, size[0], size[1], size[2]}, Image: dst.Image[:nc*pn]}
+	clear(p.Image)
 	if c.Label != nil {
-		p.Label = make([]uint8, pn)
+		p.Label = dst.Label[:pn]
+		clear(p.Label)
 	}
 	// The overlap of the patch with the volume along x, once per row.
 	x0, x1 := max(0, l.Start[2]), min(w, l.Start[2]+size[2])

@@ -16,7 +16,7 @@ import (
 // patches a batch, default augmentation) to a device simulated by an 80 ms
 // wait per step (a fast GPU's step at that setting): "inTurn" builds each
 // batch before its step, "ahead" as the trainer does, while earlier steps
-// run.
+// run; each in the buffers of the steps done, as the trainer does.
 func BenchmarkBatchesAhead(b *testing.B) {
 	const steps, stepTime = 8, 80 * time.Millisecond
 	shape := [3]int{160, 160, 160}
@@ -39,16 +39,18 @@ func BenchmarkBatchesAhead(b *testing.B) {
 	b.Run("inTurn", func(b *testing.B) {
 		for b.Loop() {
 			for step := range steps {
-				r.batch(step)
+				b := r.batch(step)
 				time.Sleep(stepTime)
+				r.spare.Put(b)
 			}
 		}
 	})
 	b.Run("ahead", func(b *testing.B) {
 		workers := r.batchWorkers()
 		for b.Loop() {
-			for range par.Ordered(context.Background(), 0, steps, workers, workers, r.batch) {
+			for b := range par.Ordered(context.Background(), 0, steps, workers, workers, r.batch) {
 				time.Sleep(stepTime)
+				r.spare.Put(b)
 			}
 		}
 	})

@@ -672,6 +672,9 @@ type runner struct {
 	log      *slog.Logger
 	best     float64
 	progress io.Writer
+	// spare holds the *stepBatch of steps done, whose buffers the next
+	// batches are built in.
+	spare sync.Pool
 }
 
 // loop runs the epochs from step start.
@@ -694,7 +697,7 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 	epochStart := time.Now()
 	var waited time.Duration
 	for step := start; step < total; step++ {
-		var b stepBatch
+		var b *stepBatch
 		ok := ctx.Err() == nil && (opt.StopAfter <= 0 || step-start < opt.StopAfter)
 		if ok {
 			t := time.Now()
@@ -708,10 +711,12 @@ func (r *runner) loop(ctx context.Context, start int) (*Result, error) {
 			return res, r.checkpoint(step)
 		}
 		r.net.Opt.LR = r.lr(step, total)
-		loss, err := r.net.TrainStep(r.doms[b.dom].index, b.shape[0], [3]int{b.shape[2], b.shape[3], b.shape[4]}, b.image, b.labels)
+		shape := b.Shape
+		loss, err := r.net.TrainStep(r.doms[b.dom].index, shape[0], [3]int{shape[2], shape[3], shape[4]}, b.Image, b.labels)
 		if err != nil {
 			return nil, fmt.Errorf("step %d (%s): %w", step, r.doms[b.dom].ds.Name, err)
 		}
+		r.spare.Put(b) // TrainStep keeps neither slice
 		bar.step(step+1, loss.Total())
 		lossSum += loss.Total()
 		lossSteps++
@@ -783,20 +788,31 @@ func (r *runner) batchWorkers() int {
 // stepBatch is one step's input: the domains take turns, each drawing its
 // own batches in order.
 type stepBatch struct {
-	dom    int // index into runner.doms
-	shape  [5]int
-	image  []float32
-	labels []int32
+	dom int // index into runner.doms
+	augment.Batch
+	labels []int32 // Batch.Label, as the engine takes them
 }
 
-func (r *runner) batch(step int) stepBatch {
-	dom := step % len(r.doms)
-	b := r.doms[dom].loader.Batch(step / len(r.doms))
-	labels := make([]int32, len(b.Label))
-	for i, l := range b.Label {
-		labels[i] = int32(l)
+// batch builds step's batch, in the buffers of a step done where there is
+// one: at the reference setting a batch's image and labels take 38 MiB,
+// whose pages new slices would fault in again every step.
+func (r *runner) batch(step int) *stepBatch {
+	b, _ := r.spare.Get().(*stepBatch)
+	if b == nil {
+		b = &stepBatch{}
 	}
-	return stepBatch{dom: dom, shape: b.Shape, image: b.Image, labels: labels}
+	b.dom = step % len(r.doms)
+	r.doms[b.dom].loader.BatchInto(step/len(r.doms), &b.Batch)
+	if cap(b.labels) < len(b.Label) {
+		b.labels = make([]int32, len(b.Label))
+	}
+	b.labels = b.labels[:len(b.Label)]
+	par.Ranges(len(b.Label), 1<<16, func(lo, hi int) {
+		for i, l := range b.Label[lo:hi] {
+			b.labels[lo+i] = int32(l)
+		}
+	})
+	return b
 }
 
 // lr returns the learning rate of a step: constant for Adam unless
