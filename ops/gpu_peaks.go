@@ -2,6 +2,7 @@ package ops
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/u2net-vk/u2net/vk"
@@ -12,6 +13,12 @@ import (
 type Peaks struct {
 	CopyGBps float64 `json:"copy_gb_per_s"` // bytes read plus bytes written per second, 1e9
 	GFLOPs   float64 `json:"gflop_per_s"`   // fp32 FMA throughput, two FLOPs per FMA, 1e9
+	// UploadGBps and DownloadGBps move a tensor from a host slice to the
+	// device and back as the network's recorded passes do (through
+	// staging memory, slot by slot), by the wall clock: bytes per second,
+	// 1e9. They are what a pass's wall time adds to its GPU time.
+	UploadGBps   float64 `json:"upload_gb_per_s"`
+	DownloadGBps float64 `json:"download_gb_per_s"`
 }
 
 // benchFLOPsPerIter is the FLOPs of one loop iteration of bench.comp's
@@ -41,7 +48,8 @@ var copyPers = []int{1, 4}
 
 // MeasurePeaks times a vec4 copy of bytes bytes, with each of copyPers, and
 // an FMA-bound kernel with GPU timestamps, each after a warm-up (WarmUp),
-// and returns the median of repeats (of the faster copy).
+// and returns the median of repeats (of the faster copy); and the upload
+// and the download of bytes bytes (measureTransfers).
 func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 	const wg, iter = 256, 1024
 	n := bytes / 16
@@ -104,8 +112,73 @@ func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 	if err != nil {
 		return Peaks{}, err
 	}
+	up, down, err := g.measureTransfers(4*n, repeats)
+	if err != nil {
+		return Peaks{}, err
+	}
 	return Peaks{
-		CopyGBps: float64(32*n) / tc.Seconds() / 1e9,
-		GFLOPs:   float64(nf) * iter * benchFLOPsPerIter / tf.Seconds() / 1e9,
+		CopyGBps:     float64(32*n) / tc.Seconds() / 1e9,
+		GFLOPs:       float64(nf) * iter * benchFLOPsPerIter / tf.Seconds() / 1e9,
+		UploadGBps:   float64(16*n) / up.Seconds() / 1e9,
+		DownloadGBps: float64(16*n) / down.Seconds() / 1e9,
 	}, nil
+}
+
+// measureTransfers times a recorded upload of n floats from a host slice
+// into a tensor and a recorded download back into another, each the median
+// of repeats by the wall clock after a run that is not counted.
+func (g *GPU) measureTransfers(n, repeats int) (up, down time.Duration, err error) {
+	t, err := g.Alloc(n)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer g.Free(t)
+	src, dst := make([]float32, n), make([]float32, n)
+	for i := range src {
+		src[i] = float32(i%251) - 125
+	}
+	var in *InputSlot
+	var out *OutputSlot
+	upRec, err := g.Capture(func() (err error) { in, err = g.WriteSlot(t); return err })
+	if err != nil {
+		return 0, 0, err
+	}
+	defer upRec.Release()
+	downRec, err := g.Capture(func() (err error) { out, err = g.ReadSlot(t); return err })
+	if err != nil {
+		return 0, 0, err
+	}
+	defer downRec.Release()
+	if err := out.SetDest(dst); err != nil {
+		return 0, 0, err
+	}
+	wall := func(run func() error) (time.Duration, error) {
+		ts := make([]time.Duration, 0, repeats)
+		for r := 0; r <= max(repeats, 1); r++ {
+			start := time.Now()
+			if err := run(); err != nil {
+				return 0, err
+			}
+			if r > 0 {
+				ts = append(ts, time.Since(start))
+			}
+		}
+		slices.Sort(ts)
+		return ts[len(ts)/2], nil
+	}
+	if up, err = wall(func() error {
+		if err := in.Write(src); err != nil {
+			return err
+		}
+		return upRec.Run()
+	}); err != nil {
+		return 0, 0, err
+	}
+	if down, err = wall(downRec.Run); err != nil {
+		return 0, 0, err
+	}
+	if dst[n-1] != src[n-1] {
+		return 0, 0, fmt.Errorf("ops.MeasurePeaks: the download read back %g, not the %g uploaded", dst[n-1], src[n-1])
+	}
+	return up, down, nil
 }

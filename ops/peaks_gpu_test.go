@@ -19,7 +19,7 @@ func TestMeasurePeaks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, v := range map[string]float64{"copy GB/s": p.CopyGBps, "GFLOP/s": p.GFLOPs} {
+	for name, v := range map[string]float64{"copy GB/s": p.CopyGBps, "GFLOP/s": p.GFLOPs, "upload GB/s": p.UploadGBps, "download GB/s": p.DownloadGBps} {
 		if !(v > 0) || math.IsInf(v, 0) {
 			t.Errorf("%s = %v", name, v)
 		}

@@ -25,7 +25,8 @@ func WriteText(w io.Writer, reps []*Report) {
 			fmt.Fprintf(w, "kernel choices: %s\n", strings.Join(r.Kernels, ", "))
 		}
 		if r.Peaks.CopyGBps > 0 {
-			fmt.Fprintf(w, "measured peaks: copy %.0f GB/s, FMA %.0f GFLOP/s\n", r.Peaks.CopyGBps, r.Peaks.GFLOPs)
+			fmt.Fprintf(w, "measured peaks: copy %.0f GB/s, FMA %.0f GFLOP/s; host to device %.1f GB/s, back %.1f GB/s\n",
+				r.Peaks.CopyGBps, r.Peaks.GFLOPs, r.Peaks.UploadGBps, r.Peaks.DownloadGBps)
 		}
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "level\top\tshape\tfwd ms\tbwd ms\tfwd+bwd ms\tspread %\tGB/s\tGFLOP/s\t% of floor\tPyTorch fwd\tPyTorch fwd+bwd\t")
