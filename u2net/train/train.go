@@ -794,7 +794,7 @@ type stepBatch struct {
 }
 
 // batch builds step's batch, in the buffers of a step done where there is
-// one: at the reference setting a batch's image and labels take 38 MiB,
+// one: at the reference setting a batch's image and labels take 36 MiB,
 // whose pages new slices would fault in again every step.
 func (r *runner) batch(step int) *stepBatch {
 	b, _ := r.spare.Get().(*stepBatch)
