@@ -383,10 +383,21 @@ func accumulate(acc, weight []float32, shape [3]int, classes int, out []float32,
 	})
 }
 
-// accumulatePlanes is accumulate over the window's planes z0..z1-1.
+// accumulatePlanes is accumulate over the window's planes z0..z1-1. It
+// works a row at a time, over the row's part inside the volume (the same
+// for every row), class by class: the index arithmetic and the bounds
+// checks leave the inner loops, which cost three quarters of the host's
+// share of a prediction. Every voxel still gets the same one addition
+// per window, so the sums are the same.
 func accumulatePlanes(acc, weight []float32, shape [3]int, classes int, out []float32, w Window, size [3]int, flip int, gauss []float32, wscale float32, z0, z1 int) {
 	vox := shape[0] * shape[1] * shape[2]
 	pvox := size[0] * size[1] * size[2]
+	x0, x1 := max(0, -w[2]), min(size[2], shape[2]-w[2])
+	if x0 >= x1 {
+		return
+	}
+	flipX := flip&4 != 0
+	g := make([]float32, x1-x0) // the row's weights
 	for z := z0; z < z1; z++ {
 		gz := w[0] + z
 		if gz < 0 || gz >= shape[0] {
@@ -399,20 +410,33 @@ func accumulatePlanes(acc, weight []float32, shape [3]int, classes int, out []fl
 				continue
 			}
 			fy := flipIdx(y, size[1], flip&2 != 0)
-			for x := range size[2] {
-				gx := w[2] + x
-				if gx < 0 || gx >= shape[2] {
-					continue
-				}
-				fx := flipIdx(x, size[2], flip&4 != 0)
-				// The network saw the flipped window, so output voxel f
-				// belongs to window voxel (z, y, x).
-				src := (fz*size[1]+fy)*size[2] + fx
-				g := gauss[(z*size[1]+y)*size[2]+x] * wscale
-				dst := (gz*shape[1]+gy)*shape[2] + gx
-				weight[dst] += g
-				for k := range classes {
-					acc[k*vox+dst] += g * out[k*pvox+src]
+			row := (z*size[1] + y) * size[2]
+			for i, v := range gauss[row+x0 : row+x1] {
+				g[i] = v * wscale
+			}
+			// The network saw the flipped window, so output voxel f
+			// belongs to window voxel (z, y, x).
+			src := (fz*size[1] + fy) * size[2]
+			dst := (gz*shape[1]+gy)*shape[2] + w[2] + x0
+			wrow := weight[dst : dst+len(g)]
+			for i, v := range g {
+				wrow[i] += v
+			}
+			for k := range classes {
+				a := acc[k*vox+dst : k*vox+dst+len(g)]
+				o := out[k*pvox+src : k*pvox+src+size[2]]
+				if flipX {
+					// Window voxel x takes output voxel size[2]−1−x.
+					o = o[size[2]-x1 : size[2]-x0]
+					last := len(o) - 1
+					for i, v := range g {
+						a[i] += v * o[last-i]
+					}
+				} else {
+					o = o[x0:x1]
+					for i, v := range g {
+						a[i] += v * o[i]
+					}
 				}
 			}
 		}

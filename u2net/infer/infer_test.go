@@ -197,6 +197,58 @@ func TestOutputBufferReusedAfterStitching(t *testing.T) {
 	}
 }
 
+// accumulate adds each window voxel's weighted probabilities as the
+// plainest loop over the voxels would, bit for bit, for every flip and for
+// windows that reach past the volume on either side of each axis.
+func TestAccumulateMatchesPerVoxel(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	shape, size, classes := [3]int{6, 7, 9}, [3]int{4, 5, 6}, 3
+	vox, pvox := shape[0]*shape[1]*shape[2], size[0]*size[1]*size[2]
+	gauss := gaussian(size)
+	out := make([]float32, classes*pvox)
+	for i := range out {
+		out[i] = r.Float32()
+	}
+	for _, w := range []Window{{0, 0, 0}, {2, 2, 3}, {-2, -3, -4}, {4, 5, 6}, {-1, 4, 7}} {
+		for flip := range 8 {
+			got, want := make([]float32, classes*vox), make([]float32, classes*vox)
+			gotW, wantW := make([]float32, vox), make([]float32, vox)
+			for i := range got {
+				got[i] = float32(i%5) * 0.1
+				want[i] = got[i]
+			}
+			accumulate(got, gotW, shape, classes, out, w, size, flip, gauss, 0.5)
+			for z := range size[0] {
+				for y := range size[1] {
+					for x := range size[2] {
+						gz, gy, gx := w[0]+z, w[1]+y, w[2]+x
+						if gz < 0 || gz >= shape[0] || gy < 0 || gy >= shape[1] || gx < 0 || gx >= shape[2] {
+							continue
+						}
+						src := (flipIdx(z, size[0], flip&1 != 0)*size[1]+flipIdx(y, size[1], flip&2 != 0))*size[2] + flipIdx(x, size[2], flip&4 != 0)
+						g := gauss[(z*size[1]+y)*size[2]+x] * 0.5
+						dst := (gz*shape[1]+gy)*shape[2] + gx
+						wantW[dst] += g
+						for k := range classes {
+							want[k*vox+dst] += g * out[k*pvox+src]
+						}
+					}
+				}
+			}
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("window %v, flip %d: sum %d = %v, want %v", w, flip, i, got[i], want[i])
+				}
+			}
+			for i := range wantW {
+				if math.Float32bits(gotW[i]) != math.Float32bits(wantW[i]) {
+					t.Fatalf("window %v, flip %d: weight %d = %v, want %v", w, flip, i, gotW[i], wantW[i])
+				}
+			}
+		}
+	}
+}
+
 func TestOneWindowEqualsPlainCall(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	sh := [4]int{2, 4, 6, 8}
