@@ -3,6 +3,8 @@ package ops
 import (
 	"errors"
 	"fmt"
+	"hash"
+	"hash/fnv"
 	"math"
 	"slices"
 
@@ -53,6 +55,9 @@ type GPU struct {
 	dwStreamOn *bool
 	// kernelSet holds the kernel choices SetKernel overrides.
 	kernelSet map[string]string
+	// dispatchLog, while RecordedDispatches runs, takes a line per
+	// dispatch recorded.
+	dispatchLog hash.Hash64
 	// directOn, when set, overrides whether the GEMM family and the
 	// depthwise convolution take their direct kernels (directGEMM,
 	// directDepthwise): tests take both paths, benchmarks compare.
@@ -358,6 +363,25 @@ func (g *GPU) kernel(name string, bindings []vk.Access, push int, spec ...uint32
 	return k, err
 }
 
+// RecordedDispatches runs fn and returns a fingerprint of the dispatches
+// the engine recorded meanwhile, in order: each one's kernel (family,
+// bindings and specialization), workgroups and push constants. Work that
+// records the same dispatches under two sets of kernel choices has the same
+// fingerprint both times: the choices that differ change nothing of it
+// (u2net tune does not measure such a value). Fills and copies are not
+// counted.
+func (g *GPU) RecordedDispatches(fn func() error) (uint64, error) {
+	if g.dispatchLog != nil {
+		return 0, errors.New("ops.RecordedDispatches: called inside itself")
+	}
+	g.dispatchLog = fnv.New64a()
+	defer func() { g.dispatchLog = nil }()
+	if err := fn(); err != nil {
+		return 0, err
+	}
+	return g.dispatchLog.Sum64(), nil
+}
+
 // DeviceClass names the class of device whose kernels and sizes an engine
 // chooses.
 type DeviceClass int
@@ -442,6 +466,11 @@ func (g *GPU) dispatch(op string, k *vk.Kernel, groups [3]uint32, push any, bufs
 func (g *GPU) dispatchAs(op, label string, k *vk.Kernel, groups [3]uint32, push any, bufs ...*vk.Buffer) error {
 	if g.timed {
 		g.batch.SetLabel(label)
+	}
+	if g.dispatchLog != nil {
+		// A kernel is made once per family, bindings and specialization
+		// (the engine keeps them), so its address names all three.
+		fmt.Fprintf(g.dispatchLog, "%p %v %+v\n", k, groups, push)
 	}
 	g.batch.Dispatch(k, groups, push, bufs...)
 	return g.recorded(op)

@@ -43,6 +43,10 @@ type KernelTuningResult struct {
 	ForwardGPUMS float64  `json:"forward_gpu_ms"`
 	// Again marks a measurement repeated to confirm a pick.
 	Again bool `json:"again,omitempty"`
+	// Same marks choices under which the network recorded the dispatches
+	// it records under the rules (GPU.RecordedDispatches): not measured,
+	// they change nothing on this device.
+	Same bool `json:"same_as_rules,omitempty"`
 	// Error is why the network could not be measured under the choices.
 	Error string `json:"error,omitempty"`
 }

@@ -2,11 +2,14 @@ package ops
 
 import (
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/u2net-vk/u2net/ops/ref"
 )
 
 // A tuning file keeps what was written, names itself in its errors, and
@@ -94,5 +97,55 @@ func TestSetKernels(t *testing.T) {
 	}
 	if err := g.SetKernels(nil); err != nil || len(g.Kernels()) != 0 {
 		t.Errorf("SetKernels(nil): %v, Kernels() = %v, want none", err, g.Kernels())
+	}
+}
+
+// RecordedDispatches tells work that records the same dispatches from work
+// that does not: a depthwise convolution, recorded twice under the rules,
+// under a value that is the rule itself, under the direct kernel and under
+// the tiles; and it passes fn's error on.
+func TestRecordedDispatches(t *testing.T) {
+	g := gpuEngine(t)
+	defer g.SetKernels(nil)
+	p := ref.DepthwiseParams{N: 1, C: 3, Size: d3(5, 6, 8), Kernel: 3}
+	r := rand.New(rand.NewPCG(61, 62))
+	alloc := allocator(t, g)
+	x, w, y := alloc(p.InputLen()), alloc(p.WeightLen()), alloc(p.OutputLen())
+	if err := g.Write(x, randn(r, p.InputLen())); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Write(w, randn(r, p.WeightLen())); err != nil {
+		t.Fatal(err)
+	}
+	under := func(choices ...string) uint64 {
+		t.Helper()
+		if err := g.SetKernels(choices); err != nil {
+			t.Fatal(err)
+		}
+		fp, err := g.RecordedDispatches(func() error {
+			if err := g.DepthwiseConv3d(p, x, w, nil, y); err != nil {
+				return err
+			}
+			return g.Sync()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fp
+	}
+	rules := under()
+	own := "device-class=gpu"
+	if g.cpuTuned() {
+		own = "device-class=cpu"
+	}
+	if again, same := under(), under(own); again != rules || same != rules {
+		t.Errorf("the rules recorded %x, then %x, and %s %x: want one fingerprint", rules, again, own, same)
+	}
+	if direct, tiles := under("direct=on"), under("direct=off", "device-class=gpu"); direct == tiles {
+		t.Errorf("the direct kernel and the tiles recorded the same dispatches (%x)", direct)
+	}
+	want := errors.New("device lost")
+	if _, err := g.RecordedDispatches(func() error { return want }); err != want {
+		t.Errorf("fn's error came back as %v", err)
 	}
 }

@@ -219,6 +219,9 @@ type KernelResult struct {
 	// Error is why the network could not be measured under the choice,
 	// which the other measurements do not wait on.
 	Error string `json:"error,omitempty"`
+	// Same marks a choice not measured (u2net tune): the network records
+	// the dispatches it records under the rules.
+	Same bool `json:"same_as_rules,omitempty"`
 }
 
 // TileResult is one GEMM-family operation under one tiling ("default" is
@@ -399,6 +402,39 @@ func withKernels(g *ops.GPU, mode string, set *NetSetting, repeats int, log func
 	}
 	return KernelResult{Choice: name, Setting: r.Setting, StepMS: r.StepMS, ForwardMS: r.ForwardMS,
 		StepGPUMS: r.StepGPUMS, ForwardGPUMS: r.ForwardGPUMS}, err
+}
+
+// dispatchesUnder records the network of mode at set (one training step of
+// its first domain and one forward pass) under the kernel choices and
+// returns the fingerprint of its dispatches (ops.GPU.RecordedDispatches).
+func dispatchesUnder(g *ops.GPU, mode string, set NetSetting, choices []string) (_ uint64, err error) {
+	was := g.Kernels()
+	if err := g.SetKernels(choices); err != nil {
+		return 0, err
+	}
+	defer func() {
+		if rerr := g.SetKernels(was); err == nil {
+			err = rerr
+		}
+	}()
+	return g.RecordedDispatches(func() error {
+		m, err := u2net.New(netConfig(mode, set), 1)
+		if err != nil {
+			return err
+		}
+		net, err := u2net.NewNet(m, g)
+		if err != nil {
+			return err
+		}
+		defer net.Close()
+		size := [3]int{set.Size, set.Size, set.Size}
+		x, l := randomBatch(set)
+		if _, err := net.TrainStep(0, set.Batch, size, x, l); err != nil {
+			return err
+		}
+		_, err = net.Forward(0, set.Batch, size, x)
+		return err
+	})
 }
 
 // tileSweep measures the GEMM-family operations at shape s under the

@@ -27,20 +27,25 @@ const TuneMargin = 0.03
 // the rules they are added to the fastest one by one, fastest first, each
 // kept if the set with it is faster by more than TuneMargin too. The set
 // picked is then measured again, after the rules once more, and kept only
-// where it wins again. The engine's choices are as they were afterwards
-// (each measurement sets them back).
+// where it wins again. A value under which the network records the
+// dispatches it records under the rules (ops.GPU.RecordedDispatches)
+// changes nothing on the device and is not measured. The engine's choices
+// are as they were afterwards (each measurement sets them back).
 func Tune(g *ops.GPU, mode string, set NetSetting, repeats int, log func(string)) (ops.KernelTuning, error) {
 	t, err := tune(ops.NewKernelTuning(g), func(choices []string) (KernelResult, error) {
 		return withKernels(g, mode, &set, repeats, log, choices) // each from the size the last one fitted
+	}, func(choices []string) (uint64, error) {
+		return dispatchesUnder(g, mode, set, choices) // at the size the rules were measured at
 	})
 	t.Setting = fmt.Sprintf("the %s network at %s", mode, t.Setting)
 	return t, err
 }
 
 // tune is Tune with the network measured under some kernel choices by
-// measure; t is the tuning to fill. Its setting is the one measured, which
-// shrinks where the device cannot hold the one asked for.
-func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, error)) (ops.KernelTuning, error) {
+// measure, and the fingerprint of its dispatches under them made by
+// dispatches; t is the tuning to fill. Its setting is the one measured,
+// which shrinks where the device cannot hold the one asked for.
+func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, error), dispatches func(choices []string) (uint64, error)) (ops.KernelTuning, error) {
 	// The first measurement of a process runs cold (lavapipe: the rules'
 	// forward pass 1.2× slower than when measured again at the end), and a
 	// slow one would flatter every choice against it: the rules are
@@ -78,9 +83,18 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 		measured = append(measured, r)
 		return r
 	}
+	// A value under which the network records what it records under the
+	// rules is not measured: its times would differ from theirs by noise
+	// alone. (Where the rules' dispatches cannot be told, every value is.)
+	rules, rulesErr := dispatches(nil)
 	for _, c := range ops.KernelChoices() {
 		for _, v := range c.Values {
-			once([]string{c.Name + "=" + v})
+			choice := c.Name + "=" + v
+			if fp, err := dispatches([]string{choice}); rulesErr == nil && err == nil && fp == rules {
+				measured = append(measured, KernelResult{Choice: choice, Setting: base.Setting, Same: true})
+				continue
+			}
+			once([]string{choice})
 		}
 	}
 	singles := slices.Clone(measured[1:])
@@ -148,7 +162,7 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 			choices = strings.Split(r.Choice, ",")
 		}
 		t.Results = append(t.Results, ops.KernelTuningResult{Choices: choices, StepGPUMS: r.StepGPUMS,
-			ForwardGPUMS: r.ForwardGPUMS, Again: i >= len(measured), Error: r.Error})
+			ForwardGPUMS: r.ForwardGPUMS, Again: i >= len(measured), Same: r.Same, Error: r.Error})
 	}
 	return t, nil
 }
@@ -159,7 +173,7 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 func tuneCandidates(base KernelResult, singles []KernelResult, time func(KernelResult) float64) []KernelResult {
 	fastest := map[string]KernelResult{}
 	for _, r := range singles {
-		if r.Error != "" || time(r) >= time(base)*(1-TuneMargin) {
+		if r.Error != "" || r.Same || time(r) >= time(base)*(1-TuneMargin) {
 			continue
 		}
 		name, _, _ := strings.Cut(r.Choice, "=")
@@ -202,6 +216,10 @@ func WriteTuning(w io.Writer, t ops.KernelTuning) {
 		}
 		if r.Error != "" {
 			fmt.Fprintf(tw, "%s\tfailed: %s\t\t\t\t\n", name, r.Error)
+			continue
+		}
+		if r.Same {
+			fmt.Fprintf(tw, "%s\tthe rules' dispatches: not measured\t\t\t\t\n", name)
 			continue
 		}
 		if i > 0 {

@@ -45,8 +45,19 @@ func TestTune(t *testing.T) {
 		t.Fatalf("%d results, want at least %d", len(tu.Results), len(want))
 	}
 	for i, w := range want {
-		if r := tu.Results[i]; !slices.Equal(r.Choices, w) || r.Again || !(r.StepGPUMS > 0 && r.ForwardGPUMS > 0) {
-			t.Errorf("result %d: %+v, want %v measured", i, r, w)
+		if r := tu.Results[i]; !slices.Equal(r.Choices, w) || r.Again || !r.Same && !(r.StepGPUMS > 0 && r.ForwardGPUMS > 0) {
+			t.Errorf("result %d: %+v, want %v measured, or the rules' dispatches", i, r, w)
+		}
+	}
+	// The device's own class is the rules; the other class is not.
+	own, other := "device-class=gpu", "device-class=cpu"
+	if info.Type == vk.TypeCPU {
+		own, other = other, own
+	}
+	for choice, same := range map[string]bool{own: true, other: false} {
+		i := slices.IndexFunc(tu.Results, func(r ops.KernelTuningResult) bool { return slices.Equal(r.Choices, []string{choice}) })
+		if i < 0 || tu.Results[i].Same != same {
+			t.Errorf("%s: result %+v, want the rules' dispatches %t", choice, tu.Results[max(i, 0)], same)
 		}
 	}
 	again := 0
@@ -116,6 +127,10 @@ func TestTuneDecides(t *testing.T) {
 		measuredAgainOf []string
 	}{
 		{"nothing faster", map[string][]times{}, nil, nil, nil},
+		{"a value that changes nothing", map[string][]times{"norm=fused": {{50, 5}}, "norm=chunked": {{80, 10}}},
+			[]string{"norm=chunked"}, nil, []string{"norm=chunked"}},
+		{"the rules' dispatches unknown", map[string][]times{"norm=fused": {{50, 5}}},
+			[]string{"norm=fused"}, []string{"norm=fused"}, []string{"norm=fused"}},
 		{"a faster value for both", map[string][]times{"direct=off": {{50, 5}}}, []string{"direct=off"}, []string{"direct=off"},
 			[]string{"direct=off"}},
 		{"lucky once", map[string][]times{"norm=chunked": {{50, 5}, {100, 10}}}, nil, nil, []string{"norm=chunked"}},
@@ -137,6 +152,21 @@ func TestTuneDecides(t *testing.T) {
 			"depthwise-forward=stream,norm=chunked,direct=off": {{75, 10}}},
 			[]string{"depthwise-forward=stream", "norm=chunked"}, nil, []string{"depthwise-forward=stream,norm=chunked"}},
 	} {
+		// The values under which the network records the rules'
+		// dispatches (made-up fingerprints: 1 for the rules), or none
+		// where the rules' cannot be told.
+		same := map[string][]string{"a value that changes nothing": {"norm=fused"}}[c.name]
+		unknown := c.name == "the rules' dispatches unknown"
+		dispatches := func(choices []string) (uint64, error) {
+			name := strings.Join(choices, ",")
+			switch {
+			case name == "" && unknown:
+				return 0, errors.New("does not fit")
+			case name == "" || slices.Contains(same, name):
+				return 1, nil
+			}
+			return uint64(2 + len(name)), nil
+		}
 		seen := map[string]int{}
 		measure := func(choices []string) (KernelResult, error) {
 			name := strings.Join(choices, ",")
@@ -151,9 +181,15 @@ func TestTuneDecides(t *testing.T) {
 			}
 			return KernelResult{Choice: name, StepGPUMS: tm.step, ForwardGPUMS: tm.fwd}, nil
 		}
-		tu, err := tune(ops.KernelTuning{}, measure)
+		tu, err := tune(ops.KernelTuning{}, measure, dispatches)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
+		}
+		for _, v := range same {
+			i := slices.IndexFunc(tu.Results, func(r ops.KernelTuningResult) bool { return slices.Equal(r.Choices, []string{v}) })
+			if seen[v] > 0 || i < 0 || !tu.Results[i].Same {
+				t.Errorf("%s: %s measured %d times, result %+v; want it marked the rules' and not measured", c.name, v, seen[v], tu.Results[max(i, 0)])
+			}
 		}
 		if !slices.Equal(tu.Train, c.train) || !slices.Equal(tu.Predict, c.predict) {
 			t.Errorf("%s: picks %v for training, %v for prediction; want %v, %v", c.name, tu.Train, tu.Predict, c.train, c.predict)
@@ -181,17 +217,21 @@ func TestWriteTuning(t *testing.T) {
 			{StepGPUMS: 100, ForwardGPUMS: 10},
 			{Choices: []string{"norm=chunked"}, StepGPUMS: 80, ForwardGPUMS: 10},
 			{Choices: []string{"direct=off"}, Error: "does not fit"},
+			{Choices: []string{"direct=on"}, Same: true},
 			{Again: true, StepGPUMS: 96, ForwardGPUMS: 10},
 			{Choices: []string{"norm=chunked"}, Again: true, StepGPUMS: 80, ForwardGPUMS: 10},
 		}}
 	var out bytes.Buffer
 	WriteTuning(&out, tu)
-	for _, s := range []string{"kernel tuning of dev (driver drv), the universal network at 8³",
-		"direct=off  failed: does not fit", "norm=chunked, again",
-		"for training: norm=chunked (1.20× the rules' step, measured again)",
-		"for prediction: the engine's own rules (no choice beat them by more than 3%, twice)"} {
-		if !strings.Contains(out.String(), s) {
-			t.Errorf("the text lacks %q:\n%s", s, out.String())
+	// Each line holds its words, however the columns are aligned.
+	for _, words := range [][]string{{"kernel tuning of dev (driver drv), the universal network at 8³"},
+		{"direct=off", "failed: does not fit"}, {"direct=on", "the rules' dispatches: not measured"}, {"norm=chunked, again"},
+		{"for training: norm=chunked (1.20× the rules' step, measured again)"},
+		{"for prediction: the engine's own rules (no choice beat them by more than 3%, twice)"}} {
+		if !slices.ContainsFunc(strings.Split(out.String(), "\n"), func(line string) bool {
+			return !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(line, w) })
+		}) {
+			t.Errorf("no line of the text holds %q:\n%s", words, out.String())
 		}
 	}
 }
