@@ -418,11 +418,7 @@ func dispatchesUnder(g *ops.GPU, mode string, set NetSetting, choices []string) 
 		}
 	}()
 	return g.RecordedDispatches(func() error {
-		m, err := u2net.New(netConfig(mode, set), 1)
-		if err != nil {
-			return err
-		}
-		net, err := u2net.NewNet(m, g)
+		_, net, err := newNet(g, netConfig(mode, set))
 		if err != nil {
 			return err
 		}
@@ -687,11 +683,7 @@ func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult,
 		}
 		g.Device().ResetPeakMemory()
 	}
-	m, err := u2net.New(cfg, 1)
-	if err != nil {
-		return NetResult{}, err
-	}
-	net, err := u2net.NewNet(m, e)
+	m, net, err := newNet(e, cfg)
 	if err != nil {
 		return NetResult{}, err
 	}
@@ -763,12 +755,18 @@ func network(e ops.Engine, mode string, set NetSetting, repeats int) (NetResult,
 	return r, nil
 }
 
-func forwardOnly(e ops.Engine, set NetSetting, repeats int) (float64, error) {
-	m, err := u2net.New(netConfig(u2net.ModeUniversal, set), 1)
+// newNet builds a model of cfg (seed 1) and its network on e.
+func newNet(e ops.Engine, cfg u2net.Config) (*u2net.Model, *u2net.Net, error) {
+	m, err := u2net.New(cfg, 1)
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
 	net, err := u2net.NewNet(m, e)
+	return m, net, err
+}
+
+func forwardOnly(e ops.Engine, set NetSetting, repeats int) (float64, error) {
+	_, net, err := newNet(e, netConfig(u2net.ModeUniversal, set))
 	if err != nil {
 		return 0, err
 	}
