@@ -397,6 +397,10 @@ func writeKernelAB(w io.Writer, res []KernelResult) {
 			fmt.Fprintf(tw, "%s\tfailed: %s\t\t\t\t\n", name, k.Error)
 			continue
 		}
+		if k.Same {
+			fmt.Fprintf(tw, "%s\tthe dispatches as set: not measured\t\t\t\t\n", name)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", name, wallGPU(k.StepMS, k.StepGPUMS), wallGPU(k.ForwardMS, k.ForwardGPUMS), step, fwd)
 	}
 	tw.Flush()

@@ -219,8 +219,9 @@ type KernelResult struct {
 	// Error is why the network could not be measured under the choice,
 	// which the other measurements do not wait on.
 	Error string `json:"error,omitempty"`
-	// Same marks a choice not measured (u2net tune): the network records
-	// the dispatches it records under the rules.
+	// Same marks a choice not measured: the network records the
+	// dispatches it records under the rules (u2net tune) or the baseline
+	// (bench --sections kernels).
 	Same bool `json:"same_as_rules,omitempty"`
 }
 
@@ -354,6 +355,9 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 	}
 	base.Choice = "" // the baseline
 	out := []KernelResult{base}
+	// A value under which the network records the baseline's dispatches
+	// changes nothing here: it is listed, not measured (as in Tune).
+	baseDispatches, baseErr := dispatchesUnder(g, u2net.ModeUniversal, set, asSet)
 	for _, c := range ops.KernelChoices() {
 		for _, v := range c.Values {
 			if v == cmp.Or(was[c.Name], "auto") {
@@ -364,6 +368,10 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 				if !strings.HasPrefix(k, c.Name+"=") {
 					choices = append(choices, k)
 				}
+			}
+			if d, err := dispatchesUnder(g, u2net.ModeUniversal, set, choices); baseErr == nil && err == nil && d == baseDispatches {
+				out = append(out, KernelResult{Choice: choices[0], Setting: base.Setting, Same: true})
+				continue
 			}
 			r, err := withKernels(g, u2net.ModeUniversal, &set, repeats, log, choices)
 			r.Choice = choices[0]

@@ -138,8 +138,9 @@ func TestSetsFor(t *testing.T) {
 }
 
 // The kernel-choice section measures the universal network with the
-// choices as set, then under each other value of each choice, and leaves
-// the choices as they were.
+// choices as set, then under each other value of each choice (or lists it
+// unmeasured where it records the same dispatches: the device's own class
+// does), and leaves the choices as they were.
 func TestKernelAB(t *testing.T) {
 	g := opstest.GPU(t, vk.Options{})
 	if err := g.SetKernel("norm=chunked"); err != nil {
@@ -160,11 +161,18 @@ func TestKernelAB(t *testing.T) {
 			}
 		}
 	}
+	own := "device-class=gpu"
+	if g.Device().Info().Type == vk.TypeCPU {
+		own = "device-class=cpu"
+	}
 	var got []string
 	for _, k := range rep.KernelAB {
 		got = append(got, k.Choice)
-		if !(k.StepGPUMS > 0 && k.ForwardGPUMS > 0) || !strings.Contains(k.Setting, "8³") {
+		if !k.Same && !(k.StepGPUMS > 0 && k.ForwardGPUMS > 0) || !strings.Contains(k.Setting, "8³") {
 			t.Errorf("%q: %+v, want GPU times at 8³", k.Choice, k)
+		}
+		if k.Choice == own && !k.Same {
+			t.Errorf("%s, the device's own class, was measured: %+v", own, k)
 		}
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
