@@ -200,6 +200,41 @@ func TestConvTranspose3dGPU(t *testing.T) {
 	checkCases(t, cases)
 }
 
+// conv_taps with two voxels per invocation (tapsPairs) gives the bits of
+// one per invocation, going up and down (accumulating too): strides 2 and
+// 1 along w, rows of even length (pairs) and odd (one voxel, as without),
+// reduced channels over several stages of 16 and result channels that
+// leave a partial group of four.
+func TestConvTapsPairs(t *testing.T) {
+	g := gpuEngine(t)
+	r := rand.New(rand.NewPCG(63, 64))
+	for _, p := range []ref.ConvTransposeParams{
+		{N: 2, Cin: 40, Cout: 6, In: d3(3, 2, 4), Kernel: two3, Stride: two3},
+		{N: 1, Cin: 5, Cout: 37, In: d3(2, 3, 6), Kernel: d3(1, 2, 2), Stride: d3(1, 2, 2)},
+		{N: 1, Cin: 17, Cout: 3, In: d3(2, 3, 2), Kernel: d3(2, 2, 1), Stride: d3(2, 2, 1)},
+		{N: 3, Cin: 3, Cout: 5, In: d3(1, 2, 3), Kernel: two3, Stride: two3},
+	} {
+		x, w, b, dy := randn(r, p.InputLen()), randn(r, p.WeightLen()), randn(r, p.BiasLen()), randn(r, p.OutputLen())
+		ts := []tensorSpec{input("x", x), input("w", w), input("b", b), input("dy", dy),
+			output("y", p.OutputLen()), output("dw", p.WeightLen()), output("db", p.BiasLen()),
+			output("dx", p.InputLen()), inout("acc", randn(r, p.InputLen()))}
+		run := func(pairs bool) func(Engine, map[string]*Tensor) error {
+			return func(e Engine, t map[string]*Tensor) error {
+				g.tapsPairs = pairs
+				defer func() { g.tapsPairs = false }()
+				if err := e.ConvTranspose3d(p, t["x"], t["w"], t["b"], t["y"]); err != nil {
+					return err
+				}
+				if err := e.ConvTranspose3dBackward(p, t["x"], t["w"], t["dy"], t["dx"], t["dw"], t["db"]); err != nil {
+					return err
+				}
+				return e.ConvTranspose3dBackward(p, t["x"], t["w"], t["dy"], Accumulate(t["acc"]), nil, nil)
+			}
+		}
+		checkSameBits(t, fmt.Sprint(p), ts, []string{"y", "dx", "acc"}, run(false), run(true))
+	}
+}
+
 // Every candidate tiling of SetGEMMTile computes the same products: dense,
 // strided and transposed convolutions, forward and backward, on shapes that
 // leave partial tiles along M, N and K.
@@ -440,10 +475,17 @@ func BenchmarkConvStride2(b *testing.B) {
 }
 
 // BenchmarkConvTranspose up-samples the §8 input: s³ to (2s)³.
+// BenchmarkConvTranspose times the network's up-sampling (kernel = stride
+// 2) at the §8 shape, with conv_taps taking one voxel per invocation (the
+// rule) and two ("pairs", a candidate for GPUs).
 func BenchmarkConvTranspose(b *testing.B) {
+	g := gpuEngine(b)
 	for _, s := range benchSizes {
 		p := ref.ConvTransposeParams{N: 2, Cin: 32, Cout: 16, In: d3(s, s, s), Kernel: two3, Stride: two3}
 		benchConv(b, fmt.Sprint(s), transposeOp(p, false))
+		g.tapsPairs = true
+		benchConv(b, fmt.Sprint(s)+"/pairs", transposeOp(p, false))
+		g.tapsPairs = false
 	}
 }
 

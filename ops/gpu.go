@@ -55,6 +55,10 @@ type GPU struct {
 	dwStreamOn *bool
 	// kernelSet holds the kernel choices SetKernel overrides.
 	kernelSet map[string]string
+	// tapsPairs, when set, has conv_taps' GPU variant take two voxels per
+	// invocation where rows allow (convTaps): tests check it, benchmarks
+	// compare it with one.
+	tapsPairs bool
 	// dispatchLog, while RecordedDispatches runs, takes a line per
 	// dispatch recorded.
 	dispatchLog hash.Hash64

@@ -843,10 +843,17 @@ func (g *GPU) convTaps(op string, p ref.ConvTransposeParams, mode uint32, x, w, 
 	total := p.N * vox
 	push := pushTaps{In: dims4(p.In, vox), Cin: uint32(p.Cin), Cout: uint32(p.Cout), Groups: uint32(ceilDiv(result, 4)),
 		Total: uint32(total)}
-	spec := []uint32{128, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32)), mode,
-		b32(b != nil), 1, b32(acc)}
+	// On GPUs an invocation takes one voxel, or two along w (tapsPairs,
+	// rows of even length) with half the reduced channels per stage, for
+	// the registers.
+	vx := 1
+	if g.tapsPairs && p.In[2]%2 == 0 && !g.cpuTuned() {
+		vx = 2
+	}
+	spec := []uint32{128, uint32(p.Stride[0]), uint32(p.Stride[1]), uint32(p.Stride[2]), uint32(min(reduced, 32/vx)), mode,
+		b32(b != nil), uint32(vx), b32(acc)}
 	access := []vk.Access{vk.Read, vk.Read, vk.Read, resultAccess(acc)}
-	grid := vk.Grid1D(int(push.Groups)*ceilDiv(total, 128), 1)
+	grid := vk.Grid1D(int(push.Groups)*ceilDiv(total/vx, 128), 1)
 	if g.cpuTuned() {
 		// The texel variant: runs of up to tapsVXCPU voxels along w (the
 		// longest that divides the rows), whose outputs with stride 2

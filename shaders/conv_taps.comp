@@ -191,16 +191,22 @@ void main() {
 }
 #else
 // DU is the channels whose values an invocation loads together going down:
-// DU·T loads in flight.
+// DU·T·VX loads in flight.
 const uint DU = 4;
 
-// With SW = 2 an invocation's two taps along w are neighbours in the large
-// side's row, at an even index (rows and planes have even lengths): it
-// stores (going up) or loads (going down) them as one vec2, so that a
-// subgroup covers a whole run of the row in one instruction instead of
-// every other float in two.
-const bool PAIRS = SW == 2;
+// An invocation owns VX neighbouring voxels along w (1 or 2: the host takes
+// 2 only where rows have even lengths) and four result channels. With
+// VX = 2 each weight read from shared memory serves both voxels: eight FMAs
+// per read instead of four. With SW = 2 the large side's values of one row
+// that an invocation stores (going up) or loads (going down) are RUN
+// neighbours from an index that is a multiple of RUN (rows and planes have
+// such lengths): they move as one vec2 or vec4, so that a subgroup covers a
+// whole stretch of the row in one instruction. The sums are the same, in
+// the same order, whatever VX: so are the bits.
+const uint RUN = SW * VX;
+const bool VECTORS = SW == 2;
 layout(std430, binding = 0) readonly buffer X2 { vec2 x2[]; };
+layout(std430, binding = 0) readonly buffer XV4 { vec4 xv4[]; };
 layout(std430, binding = 3) writeonly buffer Y2 { vec2 y2[]; };
 
 // ws[c·T + q]: going up, the weights of reduced channel ci0 + c for the sums
@@ -208,15 +214,58 @@ layout(std430, binding = 3) writeonly buffer Y2 { vec2 y2[]; };
 // of tap q for the four result channels.
 shared vec4 ws[CB * T];
 
+// loadRun returns the RUN values of the large side from at on. (Indices
+// run in loops bounded by RUN: the array's size is a specialization
+// constant.)
+void loadRun(uint at, out float run[RUN]) {
+    if (VECTORS && RUN == 4) {
+        vec4 q = xv4[at / 4];
+        [[unroll]] for (uint e = 0; e < RUN; e++) {
+            run[e] = q[e];
+        }
+    } else if (VECTORS) {
+        vec2 q = x2[at / 2];
+        [[unroll]] for (uint e = 0; e < RUN; e++) {
+            run[e] = q[e];
+        }
+    } else {
+        [[unroll]] for (uint e = 0; e < RUN; e++) {
+            run[e] = x(at + e);
+        }
+    }
+}
+
+// storeRun stores the RUN values of the large side from at on.
+void storeRun(uint at, float run[RUN]) {
+    if (VECTORS && RUN == 4) {
+        vec4 q;
+        [[unroll]] for (uint e = 0; e < RUN; e++) {
+            q[e] = run[e];
+        }
+        y4[at / 4] = q;
+    } else if (VECTORS) {
+        vec2 q;
+        [[unroll]] for (uint e = 0; e < RUN; e++) {
+            q[e] = run[e];
+        }
+        y2[at / 2] = q;
+    } else {
+        [[unroll]] for (uint e = 0; e < RUN; e++) {
+            y[at + e] = run[e];
+        }
+    }
+}
+
 void main() {
     uint lid = gl_LocalInvocationID.x;
     uint g = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
     uint cg = g % p.groups;
-    uint v = (g / p.groups) * WG + lid;
-    bool live = v < p.total;
+    uint v = (g / p.groups) * WG + lid; // the invocation's run of VX voxels
+    bool live = v < p.total / VX;
     uint vox = p.in3.w;
-    uint bn = v / vox;
-    uint i = v - bn * vox;
+    uint runs = vox / VX;
+    uint bn = v / runs;
+    uint i = (v - bn * runs) * VX; // its first voxel
     uint o0 = cg * 4;
     uint nRed = MODE == UP ? p.cin : p.cout;
     uint nOut = MODE == UP ? p.cout : p.cin;
@@ -231,24 +280,39 @@ void main() {
     // Offset of the s³ block of voxel i in a plane of the large side.
     uint block = ((SD * iz) * oh + SH * iy) * ow + SW * ix;
 
-    float acc[MODE == UP ? 4 * T : 1];
-    vec4 acc4 = vec4(0.0);
+    // acc[u·4T + j]: voxel i + u, sum j.
+    float acc[MODE == UP ? 4 * T * VX : 1];
+    vec4 acc4[VX];
     if (MODE == UP) {
         [[unroll]] for (uint j = 0; j < 4 * T; j++) {
             uint co = o0 + j / T;
-            acc[j] = BIAS ? b[min(co, p.cout - 1)] : 0.0;
+            float bj = BIAS ? b[min(co, p.cout - 1)] : 0.0;
+            [[unroll]] for (uint u = 0; u < VX; u++) {
+                acc[u * 4 * T + j] = bj;
+            }
         }
+    }
+    [[unroll]] for (uint u = 0; u < VX; u++) {
+        acc4[u] = vec4(0.0);
     }
     for (uint r0 = 0; r0 < nRed; r0 += CB) {
         uint n = live ? min(CB, nRed - r0) : 0;
-        // Going up, the stage's CB inputs are loaded before its weights are
-        // staged, so that they are in flight together (one load at a time,
-        // each waited for before the next, left the kernel bound by
+        // Going up, the stage's CB·VX inputs are loaded before its weights
+        // are staged, so that they are in flight together (one load at a
+        // time, each waited for before the next, left the kernel bound by
         // memory latency, not bandwidth).
-        float xs[MODE == UP ? CB : 1];
+        float xs[MODE == UP ? CB * VX : 1];
         if (MODE == UP) {
             [[unroll]] for (uint c = 0; c < CB; c++) {
-                xs[c] = c < n ? x((bn * p.cin + r0 + c) * vox + i) : 0.0;
+                uint at = (bn * p.cin + r0 + min(c, max(n, 1) - 1)) * vox + i;
+                if (VX == 2) {
+                    vec2 q = c < n ? x2[at / 2] : vec2(0.0);
+                    [[unroll]] for (uint u = 0; u < VX; u++) {
+                        xs[c * VX + u] = q[u];
+                    }
+                } else {
+                    xs[c] = c < n ? x(at) : 0.0;
+                }
             }
         }
         barrier(); // the previous stage's reads are done
@@ -277,31 +341,32 @@ void main() {
                 if (c < n) {
                     [[unroll]] for (uint q = 0; q < T; q++) {
                         vec4 wq = ws[c * T + q];
-                        acc[4 * q] = fma(wq.x, xs[c], acc[4 * q]);
-                        acc[4 * q + 1] = fma(wq.y, xs[c], acc[4 * q + 1]);
-                        acc[4 * q + 2] = fma(wq.z, xs[c], acc[4 * q + 2]);
-                        acc[4 * q + 3] = fma(wq.w, xs[c], acc[4 * q + 3]);
+                        [[unroll]] for (uint u = 0; u < VX; u++) {
+                            uint a = u * 4 * T + 4 * q;
+                            float xv = xs[c * VX + u];
+                            acc[a] = fma(wq.x, xv, acc[a]);
+                            acc[a + 1] = fma(wq.y, xv, acc[a + 1]);
+                            acc[a + 2] = fma(wq.z, xv, acc[a + 2]);
+                            acc[a + 3] = fma(wq.w, xv, acc[a + 3]);
+                        }
                     }
                 }
             }
         } else {
-            // Going down, DU channels' blocks of T values are loaded
-            // together, then summed in the same order as one by one.
+            // Going down, DU channels' blocks of T values per voxel are
+            // loaded together, then summed in the same order as one by one.
             for (uint c0 = 0; c0 < n; c0 += DU) {
-                float d[DU * T];
+                // d[(u·T + q)·VX + v]: channel c0 + u, tap q, voxel i + v.
+                float d[DU * T * VX];
                 [[unroll]] for (uint u = 0; u < DU; u++) {
                     uint plane = (bn * p.cout + r0 + min(c0 + u, n - 1)) * bigVox + block;
                     [[unroll]] for (uint tz = 0; tz < SD; tz++) {
                         [[unroll]] for (uint ty = 0; ty < SH; ty++) {
-                            uint row = plane + (tz * oh + ty) * ow;
-                            uint q0 = u * T + (tz * SH + ty) * SW;
-                            if (PAIRS) {
-                                vec2 pair = x2[row / 2];
-                                d[q0] = pair.x;
-                                d[q0 + 1] = pair.y;
-                            } else {
+                            float run[RUN];
+                            loadRun(plane + (tz * oh + ty) * ow, run);
+                            [[unroll]] for (uint vv = 0; vv < VX; vv++) {
                                 [[unroll]] for (uint tx = 0; tx < SW; tx++) {
-                                    d[q0 + tx] = x(row + tx);
+                                    d[(u * T + (tz * SH + ty) * SW + tx) * VX + vv] = run[vv * SW + tx];
                                 }
                             }
                         }
@@ -310,7 +375,10 @@ void main() {
                 [[unroll]] for (uint u = 0; u < DU; u++) {
                     if (c0 + u < n) {
                         [[unroll]] for (uint q = 0; q < T; q++) {
-                            acc4 = fma(ws[(c0 + u) * T + q], vec4(d[u * T + q]), acc4);
+                            vec4 wq = ws[(c0 + u) * T + q];
+                            [[unroll]] for (uint vv = 0; vv < VX; vv++) {
+                                acc4[vv] = fma(wq, vec4(d[(u * T + q) * VX + vv]), acc4[vv]);
+                            }
                         }
                     }
                 }
@@ -323,8 +391,10 @@ void main() {
     if (MODE == DOWN) {
         [[unroll]] for (uint k = 0; k < 4; k++) {
             if (o0 + k < p.cin) {
-                uint at = (bn * p.cin + o0 + k) * vox + i;
-                y[at] = ACC ? yAcc[at] + acc4[k] : acc4[k];
+                [[unroll]] for (uint vv = 0; vv < VX; vv++) {
+                    uint at = (bn * p.cin + o0 + k) * vox + i + vv;
+                    y[at] = ACC ? yAcc[at] + acc4[vv][k] : acc4[vv][k];
+                }
             }
         }
         return;
@@ -335,15 +405,14 @@ void main() {
             uint plane = (bn * p.cout + co) * bigVox + block;
             [[unroll]] for (uint tz = 0; tz < SD; tz++) {
                 [[unroll]] for (uint ty = 0; ty < SH; ty++) {
-                    uint row = plane + (tz * oh + ty) * ow;
-                    uint q0 = k * T + (tz * SH + ty) * SW;
-                    if (PAIRS) {
-                        y2[row / 2] = vec2(acc[q0], acc[q0 + 1]);
-                    } else {
+                    // The row's RUN values: voxel u, tap tx at u·SW + tx.
+                    float run[RUN];
+                    [[unroll]] for (uint u = 0; u < VX; u++) {
                         [[unroll]] for (uint tx = 0; tx < SW; tx++) {
-                            y[row + tx] = acc[q0 + tx];
+                            run[u * SW + tx] = acc[u * 4 * T + k * T + (tz * SH + ty) * SW + tx];
                         }
                     }
+                    storeRun(plane + (tz * oh + ty) * ow, run);
                 }
             }
         }
