@@ -10,13 +10,15 @@
 // so both passes are memory-bound: the smaller tensor is read once per group
 // of four output channels, the larger one once, in whole rows.
 //
-// An invocation owns one voxel i and four channels of its result (channels
-// past the end are computed with zero weights and not stored). It walks the
-// reduced channels (ci going up, co going down), reading each value once
-// and issuing many loads before it waits for one, and keeps its sums in
-// registers: 4·T scalars going up (T = taps), a vec4 going down. The weights of CB reduced channels at a time are staged in
-// shared memory, T vec4s per channel, which every invocation reads at the
-// same address (a broadcast). The group of four channels is the
+// An invocation owns VX voxels from i on along w (one, or two: see below)
+// and four channels of its result (channels past the end are computed with
+// zero weights and not stored). It walks the reduced channels (ci going
+// up, co going down), reading each value once and issuing many loads
+// before it waits for one, and keeps its sums in registers: 4·T scalars
+// per voxel going up (T = taps), a vec4 per voxel going down. The weights
+// of CB reduced channels at a time are staged in shared memory, T vec4s
+// per channel, which every invocation reads at the same address (a
+// broadcast). The group of four channels is the
 // fastest-varying part of the workgroup index, so the groups that read the
 // same input run together. Sums run over the reduced channels in order:
 // results are bit-reproducible.
