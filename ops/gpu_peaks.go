@@ -49,7 +49,7 @@ var copyPers = []int{1, 4}
 // MeasurePeaks times a vec4 copy of bytes bytes, with each of copyPers, and
 // an FMA-bound kernel with GPU timestamps, each after a warm-up (WarmUp),
 // and returns the median of repeats (of the faster copy); and the upload
-// and the download of bytes bytes (measureTransfers).
+// and the download of up to 64 MiB of them (measureTransfers).
 func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 	const wg, iter = 256, 1024
 	n := bytes / 16
@@ -112,17 +112,24 @@ func (g *GPU) MeasurePeaks(bytes int, repeats int) (Peaks, error) {
 	if err != nil {
 		return Peaks{}, err
 	}
-	up, down, err := g.measureTransfers(4*n, repeats)
+	// The transfers move at most a staging block (64 MiB), about a pass's
+	// input or logits at the reference setting: more would only cost host
+	// memory.
+	nt := min(4*n, transferFloats)
+	up, down, err := g.measureTransfers(nt, repeats)
 	if err != nil {
 		return Peaks{}, err
 	}
 	return Peaks{
 		CopyGBps:     float64(32*n) / tc.Seconds() / 1e9,
 		GFLOPs:       float64(nf) * iter * benchFLOPsPerIter / tf.Seconds() / 1e9,
-		UploadGBps:   float64(16*n) / up.Seconds() / 1e9,
-		DownloadGBps: float64(16*n) / down.Seconds() / 1e9,
+		UploadGBps:   float64(4*nt) / up.Seconds() / 1e9,
+		DownloadGBps: float64(4*nt) / down.Seconds() / 1e9,
 	}, nil
 }
+
+// transferFloats is the floats of the largest transfer MeasurePeaks times.
+const transferFloats = 16 << 20
 
 // measureTransfers times a recorded upload of n floats from a host slice
 // into a tensor and a recorded download back into another, each the median

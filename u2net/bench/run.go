@@ -358,6 +358,13 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 	// A value under which the network records the baseline's dispatches
 	// changes nothing here: it is listed, not measured (as in Tune).
 	baseDispatches, baseErr := dispatchesUnder(g, u2net.ModeUniversal, set, asSet)
+	sameAsBase := func(choices []string) bool {
+		if baseErr != nil {
+			return false
+		}
+		d, err := dispatchesUnder(g, u2net.ModeUniversal, set, choices)
+		return err == nil && d == baseDispatches
+	}
 	for _, c := range ops.KernelChoices() {
 		for _, v := range c.Values {
 			if v == cmp.Or(was[c.Name], "auto") {
@@ -369,7 +376,7 @@ func kernelAB(g *ops.GPU, set NetSetting, repeats int, log func(string)) ([]Kern
 					choices = append(choices, k)
 				}
 			}
-			if d, err := dispatchesUnder(g, u2net.ModeUniversal, set, choices); baseErr == nil && err == nil && d == baseDispatches {
+			if sameAsBase(choices) {
 				out = append(out, KernelResult{Choice: choices[0], Setting: base.Setting, Same: true})
 				continue
 			}

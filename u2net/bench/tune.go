@@ -87,10 +87,17 @@ func tune(t ops.KernelTuning, measure func(choices []string) (KernelResult, erro
 	// rules is not measured: its times would differ from theirs by noise
 	// alone. (Where the rules' dispatches cannot be told, every value is.)
 	rules, rulesErr := dispatches(nil)
+	sameAsRules := func(choices []string) bool {
+		if rulesErr != nil {
+			return false
+		}
+		fp, err := dispatches(choices)
+		return err == nil && fp == rules
+	}
 	for _, c := range ops.KernelChoices() {
 		for _, v := range c.Values {
 			choice := c.Name + "=" + v
-			if fp, err := dispatches([]string{choice}); rulesErr == nil && err == nil && fp == rules {
+			if sameAsRules([]string{choice}) {
 				measured = append(measured, KernelResult{Choice: choice, Setting: base.Setting, Same: true})
 				continue
 			}
